@@ -1,0 +1,42 @@
+# Two commands: `make demo` and `make test`. Both set up .venv on first use; re-runs skip the
+# install unless pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+FASHION_MNIST_DIR ?= /usr/share/datasets/fashion-mnist
+DEMO_SPEC ?= configs/studies/cpu-fashion-mnist.yaml
+PYTEST_ARGS ?=
+
+.PHONY: install test demo fashion-mnist clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]' 2>&1 | grep -v "is ignored: it is neither" || true
+	@$(PY) -c "import robustscale, torch, timm" || { echo "install failed"; exit 1; }
+	@touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+# The Debian package `dataset-fashion-mnist` puts the IDX files in $(FASHION_MNIST_DIR).
+fashion-mnist:
+	@if [ ! -d "$(FASHION_MNIST_DIR)" ] && [ -z "$$ROBUSTSCALE_DATA" ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian package dataset-fashion-mnist"; \
+	    (apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	     (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null)) || \
+	    { echo "could not install dataset-fashion-mnist; set ROBUSTSCALE_DATA to a folder with the Fashion-MNIST IDX files, or run: $(VENV)/bin/robustscale datasets --download"; exit 2; }; \
+	  else \
+	    echo "Fashion-MNIST not found in $(FASHION_MNIST_DIR): install the Debian/Ubuntu package dataset-fashion-mnist, set ROBUSTSCALE_DATA, or run: $(VENV)/bin/robustscale datasets fashion_mnist --download"; exit 2; \
+	  fi; \
+	fi
+
+demo: $(STAMP) fashion-mnist
+	$(VENV)/bin/robustscale datasets fashion_mnist
+	$(VENV)/bin/robustscale models --dataset fashion_mnist
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

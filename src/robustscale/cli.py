@@ -1,0 +1,61 @@
+"""One entry point: ``robustscale <command>``.
+
+Each command lives in ``robustscale.commands.<name>`` and exposes ``add_parser(subparsers)``.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import UserError
+
+# Order is the order shown in --help.
+COMMANDS = [
+    "models", "datasets", "train", "evaluate", "flops", "bench",
+    "fit", "extrapolate", "report", "runs", "sweep", "study",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="robustscale",
+        description="How much compute does adversarial robustness cost? Train robust timm models, "
+        "count FLOPs/kWh/USD, evaluate with AutoAttack, fit scaling laws.",
+    )
+    parser.add_argument("--version", action="version", version=f"robustscale {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"robustscale.commands.{name}")
+        except ModuleNotFoundError as exc:  # command not built yet in this checkout
+            if exc.name == f"robustscale.commands.{name}":
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `robustscale runs list | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
