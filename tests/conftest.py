@@ -1,0 +1,43 @@
+"""Shared fixtures. Tests use tiny models and tiny data written in real on-disk formats."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Keep the suite predictable on the 2-core CI machine.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+PAPER_RUNS_CSV = SHARED / "data" / "paper-runs" / "results.csv"
+
+
+@pytest.fixture(scope="session")
+def mnist_like_dir(tmp_path_factory) -> Path:
+    """A learnable 10-class dataset in Fashion-MNIST's IDX .gz layout (512 train / 256 test)."""
+    from robustscale.testing import write_mnist_like
+
+    return write_mnist_like(tmp_path_factory.mktemp("fmnist"), n_train=512, n_test=256)
+
+
+@pytest.fixture(scope="session")
+def paper_runs_csv() -> Path:
+    """The 2024 study's published results.csv from ../shared; skips when absent."""
+    if not PAPER_RUNS_CSV.is_file():
+        pytest.skip(f"paper runs not available at {PAPER_RUNS_CSV}")
+    return PAPER_RUNS_CSV
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``robustscale ...`` in-process; returns (exit_code, stdout, stderr)."""
+    from robustscale.cli import main
+
+    def run(*args: str):
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run
