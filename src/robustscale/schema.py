@@ -1,0 +1,30 @@
+"""The flat run record: one row per run, what `runs export` writes and `fit` reads.
+
+Units are in the names; accuracies are percentages (0-100). ``collapsed`` flags runs whose
+AutoAttack accuracy fell below 10% (catastrophic overfitting), which analyses mark rather than drop.
+"""
+from __future__ import annotations
+
+RUN_COLUMNS: tuple[str, ...] = (
+    "name", "source", "status", "config_hash", "dataset", "model", "model_parameters",
+    "method", "attack_steps", "eps", "norm", "epochs", "synthetic_data",
+    "train_images", "train_images_seen",
+    "train_flops", "train_flops_per_image", "eval_flops",
+    "wall_seconds", "device_hours", "device_name", "device_count",
+    "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low", "cloud_usd_high",
+    "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples", "collapsed",
+)
+
+# Column names of the 2024 study's results.csv accepted wherever a run column is named.
+PAPER_ALIASES: dict[str, str] = {
+    "at": "method",
+    "at_steps": "attack_steps",
+    "eval_acc": "clean_acc",
+}
+
+COLLAPSE_THRESHOLD_ACC = 10.0  # percent AutoAttack accuracy
+
+
+def resolve_column(name: str) -> str:
+    """Map a paper alias to our column name (other names pass through)."""
+    return PAPER_ALIASES.get(name, name)
