@@ -1,0 +1,117 @@
+"""Evaluate a checkpoint file or a run folder and write the claim next to it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .core import evaluate
+from .records import build_claim, claim_path, record_in_store, state_path, update_summary, write_json_atomic
+from .spec import EvalSpec
+
+CHECKPOINTS = ("best", "last")
+
+
+def _evaluate_model(model, info: dict, spec: EvalSpec, out_dir: Path, *, n_examples: int | None,
+                    data_dir: str | None, download: bool, progress: bool, energy: bool, max_batches: int | None,
+                    run: dict | None, price_preset: str, resume: bool) -> dict[str, Any]:
+    """Load the first N test images, evaluate, and write the claim (when complete)."""
+    from ..data import load_eval_tensors
+
+    x, y = load_eval_tensors(info["dataset"], n_examples, data_dir, download)
+    if x.shape[1] != info["in_chans"]:
+        raise UserError(f"dataset {info['dataset']} has {x.shape[1]}-channel images but the checkpoint's model "
+                        f"takes {info['in_chans']}")
+    resume_file = state_path(out_dir, spec)
+    if not resume and resume_file.is_file():
+        resume_file.unlink()
+    result = evaluate(model, x, y, spec=spec, state_path=resume_file, state_key=info["checkpoint_sha256"],
+                      max_batches=max_batches, progress=progress, energy=energy, model_name=info["model"])
+    out = {k: v for k, v in result.items() if k not in ("clean_flags", "robust_flags")}
+    if not result["complete"]:
+        out["state_path"] = str(resume_file)
+        return out
+    claim = build_claim(result, spec, info, run, price_preset=price_preset)
+    path = write_json_atomic(claim_path(out_dir, spec), claim)
+    claim["claim_path"] = str(path)
+    claim["complete"] = True
+    return claim
+
+
+def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, dataset: str | None = None, *,
+                        attack: str = "pgd", eps: Any = None, norm: str = "linf", steps: int | None = None,
+                        step_size: Any = None, restarts: int | None = None, n_examples: int | None = None,
+                        batch_size: int = 256, seed: int = 0, amp: str = "off", data_dir: str | None = None,
+                        download: bool = False, num_classes: int | None = None, use_ema: bool | None = None,
+                        output_dir: str | Path | None = None, device: str | None = None, progress: bool = False,
+                        energy: bool = True, max_batches: int | None = None, resume: bool = True,
+                        price_preset: str = "default") -> dict[str, Any]:
+    """Evaluate a checkpoint file (ours or timm's); the claim goes to ``<output_dir or its folder>/eval/``.
+
+    Returns the claim (``complete=True``), or for a run stopped by ``max_batches`` the partial result
+    (``complete=False`` and ``state_path``; call again to continue).
+    """
+    from .checkpoints import load_model
+
+    spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
+    model, info = load_model(checkpoint, model_name, dataset, num_classes=num_classes, use_ema=use_ema)
+    model = model.to(_device(device))
+    out_dir = Path(output_dir) if output_dir is not None else Path(checkpoint).resolve().parent
+    return _evaluate_model(model, info, spec, out_dir, n_examples=n_examples, data_dir=data_dir, download=download,
+                           progress=progress, energy=energy, max_batches=max_batches, run=None,
+                           price_preset=price_preset, resume=resume)
+
+
+def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_examples: int | None = None, *,
+                 norm: str | None = None, steps: int | None = None, step_size: Any = None,
+                 restarts: int | None = None, batch_size: int = 256, seed: int = 0, amp: str = "off",
+                 checkpoint: str = "best", data_dir: str | None = None, download: bool | None = None,
+                 device: str | None = None, progress: bool = False, energy: bool | None = None,
+                 max_batches: int | None = None, resume: bool = True, store: str | None = None) -> dict[str, Any]:
+    """Evaluate a training run folder; returns the claim.
+
+    ``eps`` / ``norm`` default to the run's training threat model; ``checkpoint`` is ``best``
+    (falls back to ``last``) or ``last``. The claim is written to ``<run_dir>/eval/<attack>-<eps>.json``,
+    attached to ``<run_dir>/summary.json`` (pgd_robust_acc / aa_robust_acc / aa_n_examples) and
+    recorded in the results store (``store`` URL, else the run's, if the store module is present).
+    """
+    from ..config import TrainConfig
+    from .checkpoints import load_model
+
+    run_dir = Path(run_dir)
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"not a run directory (no config.yaml): {run_dir}")
+    if checkpoint not in CHECKPOINTS:
+        raise UserError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
+    cfg = TrainConfig.from_yaml(cfg_path)
+    spec = EvalSpec.create(attack, cfg.eps if eps is None else eps, norm or cfg.norm, steps, step_size, restarts,
+                           batch_size, seed, amp)
+    path = run_dir / f"{checkpoint}.safetensors"
+    if not path.is_file():
+        path = run_dir / "last.safetensors"
+    if not path.is_file():
+        raise UserError(f"run {run_dir} has no checkpoint yet (no best/last.safetensors)")
+    model, info = load_model(path, cfg.model, cfg.dataset)
+    model = model.to(_device(device))
+    run = {"name": cfg.name or run_dir.name, "run_dir": str(run_dir)}
+    claim = _evaluate_model(model, info, spec, run_dir, n_examples=n_examples,
+                            data_dir=data_dir if data_dir is not None else cfg.data_dir,
+                            download=cfg.download if download is None else download, progress=progress,
+                            energy=cfg.energy if energy is None else energy, max_batches=max_batches, run=run,
+                            price_preset=cfg.price_preset, resume=resume)
+    if claim.get("complete"):
+        update_summary(run_dir, claim, spec.file_stem)
+        record_in_store(run_dir, claim, store=store)
+    return claim
+
+
+def _device(device: str | None):
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise UserError(f"invalid device {device!r}; e.g. cpu, cuda, cuda:1") from None

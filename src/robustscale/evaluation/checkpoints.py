@@ -1,0 +1,164 @@
+"""Load a classifier from a checkpoint file: ours (safetensors) or timm's (.pth / .pth.tar).
+
+Accepted layouts (all end up as the INNER timm model's state dict):
+
+- ``*.safetensors`` written by ``robustscale train``: the inner model's tensors; the metadata may
+  name ``model``, ``dataset``, ``num_classes``, ``in_chans``, ``mean`` and ``std``.
+- ``*.pth`` / ``*.pth.tar`` / ``*.pt``: a bare state dict, or a training checkpoint holding it under
+  ``state_dict_ema`` / ``model_ema`` (preferred unless ``use_ema=False``) or ``state_dict`` / ``model``.
+- Key prefixes of wrappers are removed: DDP ``module.``, ``torch.compile``'s ``_orig_mod.``, and our
+  :class:`~robustscale.models.NormalizedModel`'s ``model.`` (only when that makes the keys match).
+
+Files are read with ``weights_only=True`` (no arbitrary code from pickles; timm's argparse
+``args`` entry is allowed, as timm itself does).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UserError
+
+EMA_KEYS = ("state_dict_ema", "model_ema")
+MODEL_KEYS = ("state_dict", "model")
+META_KEYS = ("model", "dataset", "num_classes", "in_chans", "mean", "std")
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes (keys resume state, recorded in claims)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | Path, use_ema: bool | None = None) -> tuple[dict, dict[str, Any], str]:
+    """``(state_dict, metadata, weights)`` of a checkpoint file; weights is ``"ema"`` or ``"model"``.
+
+    Raises UserError for a missing file or one that holds no state dict.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                meta = _parse_meta(fh.metadata() or {})
+                state = {k: fh.get_tensor(k) for k in fh.keys()}
+        except (SafetensorError, OSError) as exc:
+            raise UserError(f"cannot read safetensors checkpoint {path}: {str(exc).splitlines()[0]}") from None
+        return _clean(state), meta, ("ema" if meta.get("weights") == "ema" else "model")
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (pickle refusals, truncated zip files, not a torch file at all)
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot read checkpoint {path} as a PyTorch state dict (weights_only): {reason}") from None
+    if not isinstance(obj, Mapping):
+        raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, not a state dict")
+    weights = "model"
+    keys = {None: EMA_KEYS + MODEL_KEYS, True: EMA_KEYS, False: MODEL_KEYS}[use_ema]
+    for key in keys:
+        if isinstance(obj.get(key), Mapping):
+            state, weights = obj[key], ("ema" if key in EMA_KEYS else "model")
+            break
+    else:
+        if use_ema is True:
+            raise UserError(f"checkpoint {path} has no EMA weights (keys {', '.join(EMA_KEYS)})")
+        state = obj
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        shown = ", ".join(list(map(str, obj.keys()))[:8])
+        raise UserError(f"checkpoint {path} holds no tensors; top-level keys: {shown}")
+    meta = {k: obj[k] for k in META_KEYS if k in obj and isinstance(obj[k], (str, int, float, list, tuple))}
+    return _clean(tensors), meta, weights
+
+
+def _parse_meta(raw: Mapping[str, str]) -> dict[str, Any]:
+    """safetensors metadata is str -> str; values we wrote as JSON are decoded."""
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = json.loads(v)
+        except (TypeError, ValueError):
+            out[k] = v
+    if "model_name" in out and "model" not in out:
+        out["model"] = out["model_name"]
+    return out
+
+
+def _clean(state: Mapping[str, Any]) -> dict:
+    from timm.models import clean_state_dict
+
+    return clean_state_dict(dict(state))
+
+
+def load_weights(model, state: Mapping[str, Any], source: str, model_name: str) -> None:
+    """Load ``state`` into ``model`` strictly, stripping ``model.`` when that is what matches.
+
+    Raises UserError naming the first few missing / unexpected / mis-shaped keys.
+    """
+    own = model.state_dict()
+    candidates = [dict(state)]
+    if any(k.startswith("model.") for k in state):
+        candidates.append({k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()})
+    best = min(candidates, key=lambda sd: len(set(own) ^ set(sd)))
+    missing = [k for k in own if k not in best]
+    unexpected = [k for k in best if k not in own]
+    shapes = [f"{k} {tuple(best[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in best and tuple(best[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or shapes:
+        parts = []
+        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
+            if keys:
+                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
+                parts.append(f"{what} {', '.join(keys[:3])}{more}")
+        raise UserError(f"checkpoint {source} does not match model {model_name}: {'; '.join(parts)}")
+    model.load_state_dict(best, strict=True)
+
+
+def load_model(checkpoint: str | Path, model_name: str | None = None, dataset: str | None = None,
+               num_classes: int | None = None, use_ema: bool | None = None):
+    """Build a :class:`~robustscale.models.NormalizedModel` from a checkpoint, in eval mode.
+
+    ``model_name`` / ``dataset`` / ``num_classes`` default to the checkpoint's metadata (our
+    safetensors carry them); the dataset gives in_chans, mean and std (metadata mean/std win, as
+    they are what the model was trained with).
+
+    Returns:
+        ``(model, info)`` with info = ``{"model", "dataset", "num_classes", "in_chans", "mean", "std",
+        "checkpoint", "checkpoint_sha256", "weights"}``.
+    """
+    from ..data.info import dataset_info
+    from ..models import create_model
+
+    state, meta, weights = read_checkpoint(checkpoint, use_ema=use_ema)
+    model_name = model_name or meta.get("model")
+    dataset = dataset or meta.get("dataset")
+    if not model_name:
+        raise UserError(f"checkpoint {checkpoint} does not name its model; pass --model NAME")
+    if not dataset:
+        raise UserError(f"checkpoint {checkpoint} does not name its dataset; pass --dataset NAME")
+    info = dataset_info(dataset)
+    num_classes = num_classes or meta.get("num_classes") or info.num_classes
+    if not num_classes:
+        raise UserError(f"dataset {info.name.value} does not fix the number of classes; pass --num-classes")
+    mean, std = meta.get("mean") or None, meta.get("std") or None
+    if mean is None or std is None:
+        mean, std = info.mean, info.std
+    in_chans = int(meta.get("in_chans") or (len(mean) if meta.get("mean") else info.in_chans))
+    model = create_model(model_name, num_classes=int(num_classes), in_chans=in_chans, mean=mean, std=std)
+    load_weights(model.model, state, str(checkpoint), model_name)
+    model.eval()
+    return model, {"model": model_name, "dataset": info.name.value, "num_classes": int(num_classes),
+                   "in_chans": in_chans, "mean": list(map(float, model.mean.flatten())),
+                   "std": list(map(float, model.std.flatten())), "checkpoint": str(checkpoint),
+                   "checkpoint_sha256": file_sha256(checkpoint), "weights": weights}
