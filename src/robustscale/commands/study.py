@@ -1,0 +1,90 @@
+"""``robustscale study``: a whole scaling study in one command."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "study", help="run a sweep, evaluate, fit the laws and write the report (or reproduce the 2024 study)",
+        description="Run every not-yet-done run of a study spec (a sweep spec with a `study:` section), evaluate "
+        "them, fit robust accuracy against training FLOPs and write report.html. With --paper-runs, recompute "
+        "the analyses of Debenedetti et al. 2024 from its published runs instead.")
+    p.add_argument("spec", nargs="?", help="study spec YAML, e.g. configs/studies/cpu-fashion-mnist.yaml")
+    p.add_argument("--paper-runs", action="store_true", help="reproduce the 2024 study from its published results.csv")
+    p.add_argument("--path", help="local copy of the study's results.csv (default: download the public file)")
+    p.add_argument("--store", help="results store URL or runs.db path (default: the spec's, else <output_dir>/runs.db)")
+    p.add_argument("--executor", default="local", help="local (default), inline or slurm")
+    p.add_argument("--max-parallel", type=int, default=None, help="runs at once with the local executor")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the spec's / 1000)")
+    p.add_argument("-o", "--output", help="output folder (paper runs: default paper-reproduction/)")
+    p.add_argument("--markdown", help="paper runs: also write this markdown page (figures beside it)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+
+    if args.paper_runs:
+        if args.spec:
+            raise UserError(f"give either a study spec or --paper-runs, not both (got spec {args.spec!r})")
+        return _paper(args)
+    if not args.spec:
+        raise UserError("missing study spec; e.g. robustscale study configs/studies/cpu-fashion-mnist.yaml "
+                        "(or --paper-runs)")
+    from ..study import format_study_table, load_study, run_study
+
+    spec, opts = load_study(args.spec)
+    if args.bootstrap is not None:
+        if args.bootstrap < 0:
+            raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")
+        opts.bootstrap = args.bootstrap
+    if args.output:
+        from pathlib import Path
+
+        opts.report = str(Path(args.output) / "report.html")
+    log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
+    result = run_study(spec, opts, store=args.store, executor=args.executor, max_parallel=args.max_parallel,
+                       progress=not args.no_progress, log=log)
+    if args.json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+        return 0
+    print()
+    print(f"study {spec.name}: {result.n_runs} runs, {result.wall_seconds:.0f} s "
+          f"({result.sweep.get('submitted', 0)} trained now, {result.sweep.get('done_before', 0)} reused)")
+    print(format_study_table(result.rows, opts.targets))
+    print(f"\nreport: {result.report_path}")
+    return 0
+
+
+def _paper(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..study.paper import PAPER_URL, format_summary_table, reproduce_paper
+
+    source = args.path or PAPER_URL
+    out_dir = Path(args.output or "paper-reproduction")
+    parts = ["robustscale", "study", "--paper-runs"]
+    for flag, value in (("--path", args.path), ("-o", args.output), ("--markdown", args.markdown),
+                        ("--bootstrap", args.bootstrap)):
+        if value is not None:
+            parts += [flag, str(value)]
+    command = " ".join(shlex.quote(p) for p in parts)
+    result = reproduce_paper(source, out_dir, markdown=Path(args.markdown) if args.markdown else None,
+                             bootstrap=1000 if args.bootstrap is None else args.bootstrap,
+                             progress=not args.no_progress and not args.json,
+                             command=command)
+    rows = result.summary_rows()
+    if args.json:
+        print(json.dumps({"report": str(result.report_path), "rows": rows}, indent=2, default=str))
+        return 0
+    print(format_summary_table(rows))
+    print(f"\nreport: {result.report_path}")
+    if result.markdown_path:
+        print(f"markdown: {result.markdown_path}")
+    return 0

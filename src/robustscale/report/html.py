@@ -1,0 +1,275 @@
+"""One self-contained HTML report (inline CSS, figures embedded as base64 PNG).
+
+:func:`write_report` fits the laws, extrapolates to a target and writes the fits table, the
+figures and the extrapolation table; callers (e.g. the ``study`` command) add their own
+:class:`Section` s (title + HTML or text + a table + figures), which are appended in order.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import UserError
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222;line-height:1.45}
+h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+h3{font-size:1.05em;margin-top:1.4em}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ddd;padding:.25em .55em;
+text-align:right;white-space:nowrap}th{background:#f4f4f4}td.l,th.l{text-align:left}
+tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+figcaption{font-size:.85em;color:#555}.meta{color:#666;font-size:.9em}.note{color:#a33}
+code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+@dataclass
+class Section:
+    """A report section: ``title``, then ``html`` (trusted) or ``text`` (escaped, blank-line paragraphs),
+    a ``table`` (DataFrame, or ``(headers, rows)``), and ``figures`` (Figure, ``(caption, Figure)`` or
+    ``(caption, Figure, file_name)``)."""
+
+    title: str
+    html: str | None = None
+    text: str | None = None
+    table: Any = None
+    figures: list = field(default_factory=list)
+    level: int = 2
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "figure"
+
+
+def table_html(table) -> str:
+    """HTML of a DataFrame or ``(headers, rows)``; first column left-aligned."""
+    if table is None:
+        return ""
+    if hasattr(table, "columns"):
+        headers = [str(c) for c in table.columns]
+        rows = [[("-" if v is None or (isinstance(v, float) and v != v) else v) for v in r]
+                for r in table.itertuples(index=False)]
+    else:
+        headers, rows = table
+    head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{"l" if i == 0 else ""}">{html.escape(str(c))}</td>'
+                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _figures(items: Sequence, plots_dir: Path | None, used: set[str]) -> str:
+    from .plots import figure_png, save_figure
+
+    out = []
+    for item in items:
+        if isinstance(item, tuple):
+            caption, fig = item[0], item[1]
+            name = item[2] if len(item) > 2 else _slug(caption)
+        else:
+            caption, fig, name = "", item, "figure"
+        base, k = name, 2
+        while name in used:
+            name, k = f"{base}-{k}", k + 1
+        used.add(name)
+        png = figure_png(fig)
+        if plots_dir is not None:
+            save_figure(fig, plots_dir, name, png=png)
+        data = base64.b64encode(png).decode("ascii")
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        out.append(f'<figure><img alt="{html.escape(caption or name)}" src="data:image/png;base64,{data}">{cap}</figure>')
+    return "".join(out)
+
+
+def render_sections(sections: Sequence[Section], plots_dir: Path | None = None) -> str:
+    used: set[str] = set()
+    parts = []
+    for s in sections:
+        h = min(max(s.level, 2), 4)
+        parts.append(f"<h{h}>{html.escape(s.title)}</h{h}>")
+        if s.html:
+            parts.append(s.html)
+        if s.text:
+            parts.extend(f"<p>{html.escape(p.strip())}</p>" for p in s.text.split("\n\n") if p.strip())
+        parts.append(table_html(s.table))
+        parts.append(_figures(s.figures, plots_dir, used))
+    return "\n".join(parts)
+
+
+def write_html(out_path: str | Path, title: str, sections: Sequence[Section], subtitle: str = "",
+               plots_dir: str | Path | None = None) -> Path:
+    """Render ``sections`` into one HTML file at ``out_path`` (atomic write); figures also to ``plots_dir``."""
+    from .. import __version__
+
+    out_path = Path(out_path)
+    if out_path.exists() and out_path.is_dir():
+        raise UserError(f"report path {out_path} is a directory; give a file name like report.html")
+    if not out_path.parent.exists():
+        raise UserError(f"folder {out_path.parent} does not exist (for report {out_path.name})")
+    body = render_sections(sections, Path(plots_dir) if plots_dir else None)
+    stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    doc = (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+           f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
+           f"<p class=\"meta\">{html.escape(subtitle)}{' &middot; ' if subtitle else ''}generated {stamp} by "
+           f"robustscale {__version__}</p>\n{body}\n</body></html>\n")
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    os.replace(tmp, out_path)
+    return out_path
+
+
+# ---------------------------------------------------------------------- the scaling report
+def extrapolation_table(results) -> tuple[list[str], list[list[str]]]:
+    from ..scaling.format import fmt
+
+    headers = ["group", "reachable", "compute [FLOPs]", "interval", "x largest run", "device-hours [h]",
+               "energy [kWh]", "CO2e [kg]", "electricity [USD]", "cloud [USD]"]
+    rows = []
+    for r in results:
+        share = "" if r.share_reachable != r.share_reachable else \
+            f" (reached in {100 * r.share_reachable:.0f}% of resamples)"
+        if not r.converged:
+            rows.append([r.group, "fit did not converge"] + ["-"] * 8)
+            continue
+        if not r.reachable:
+            y_max = r.asymptote[0]
+            why = (f"not reachable: asymptote {fmt(y_max)}" if y_max == y_max and y_max != float("inf")
+                   else "not reachable")
+            rows.append([r.group, why + share] + ["-"] * 8)
+            continue
+        v = r.values
+        rows.append([r.group, "yes" + share, fmt(v["compute_flops"][0]),
+                     f"[{fmt(v['compute_flops'][1])}, {fmt(v['compute_flops'][2])}]", fmt(r.factor),
+                     fmt(v["device_hours"][0]), fmt(v["energy_kwh"][0]), fmt(v["emissions_kg"][0]),
+                     fmt(v["electricity_usd"][0]),
+                     f"{fmt(v['cloud_usd_low'][0])} - {fmt(v['cloud_usd_high'][0])}"])
+    return headers, rows
+
+
+def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, extrapolations: dict[str, list],
+                     cost: bool = True, settings: dict | None = None) -> list[Section]:
+    """The standard sections: data, fits per law (+ comparisons), figures, extrapolation, cost, method."""
+    from ..scaling import pairwise_comparisons
+    from ..scaling.format import comparisons_table, fits_table, fmt
+    from . import plots
+
+    settings = settings or {}
+    sections = []
+    first = next(iter(fits_by_law.values()))
+    y, x = first[0].y, first[0].x
+    n_fitted = {law: sum(f.n for f in fits) for law, fits in fits_by_law.items()}
+    intro = (f"{len(df)} runs"
+             + (f" from {settings['runs']}" if settings.get("runs") else "")
+             + (f"; sources: {', '.join(f'{k} ({v})' for k, v in df['source'].value_counts().items())}"
+                if "source" in df.columns and df["source"].notna().any() else "")
+             + f". Metric y = {y}; compute x = {x if isinstance(x, str) else ', '.join(x)}."
+             + (f" Groups by {settings['group_by']}." if settings.get("group_by") else "")
+             + (f" Runs with {y} below {fmt(settings['exclude_below'])} are excluded from the fits"
+                f" (collapsed runs, hollow markers in the figures)." if settings.get("exclude_below") is not None else "")
+             + (f" Intervals: {settings['bootstrap']} case-resampling bootstrap resamples, "
+                f"{100 * settings.get('level', 0.95):g}% percentile intervals." if settings.get("bootstrap") else
+                " No bootstrap: no intervals."))
+    sections.append(Section("Data", text=intro))
+    for law, fits in fits_by_law.items():
+        comps = pairwise_comparisons(fits)
+        note = "" if all(f.converged for f in fits) else \
+            '<p class="note">Fits that did not converge are listed with the reason; their parameters are not results.</p>'
+        extra = ""
+        if comps:
+            extra = "<h3>Exponent differences between groups (a - b)</h3>" + table_html(comparisons_table(comps))
+        sections.append(Section(f"Fits: {law} law ({fits[0].formula})", html=note + table_html(fits_table(fits)) + extra))
+    figures = []
+    for law, fits in fits_by_law.items():
+        figures.append((f"{law} law: runs, fits and bootstrap bands", plots.plot_scaling(df, fits), f"scaling-{law}"))
+    for law, fits in fits_by_law.items():
+        if target is not None and any(f.converged for f in fits):
+            figures.append((f"{law} law extrapolated to {fmt(target)}", plots.plot_extrapolation(df, fits, target),
+                            f"extrapolation-{law}"))
+    for law, fits in fits_by_law.items():
+        if any(f.converged for f in fits):
+            figures.append((f"{law} law residuals", plots.plot_residuals(fits), f"residuals-{law}"))
+            if any(f.has_bootstrap for f in fits):
+                figures.append((f"{law} law exponents", plots.plot_exponents(fits), f"exponents-{law}"))
+    sections.append(Section("Figures", figures=figures))
+    if target is not None and extrapolations:
+        for law, results in extrapolations.items():
+            r0 = results[0] if results else None
+            how = (f"Device type {r0.device_type}, price preset {r0.price_preset}. " if r0 else "")
+            conv = sorted({r.conversion for r in results if r.conversion})
+            text = (f"Compute at which each group's {law} law reaches {y} = {fmt(target)}, with its bootstrap interval "
+                    f"(inf: too many resampled laws never reach it), and what it would cost. {how}"
+                    + (f"Hours from {'; '.join(conv)}." if conv else ""))
+            unit = "%" if y.endswith("_acc") else ""
+            sections.append(Section(f"Extrapolation to {fmt(target)}{unit}: {law} law", text=text,
+                                    table=extrapolation_table(results)))
+    if cost and "train_flops" in df.columns:
+        cols = [c for c in ("energy_kwh", "electricity_usd") if c in df.columns]
+        if cols:
+            import numpy as np
+
+            usable = [c for c in cols if (np.asarray(df[c], float) > 0).sum() >= 3]
+            if usable:
+                sections.append(Section("Cost of compute", figures=[
+                    ("energy and electricity vs training compute (power-law fits over all runs)",
+                     plots.plot_cost(df, "train_flops", usable), "cost")]))
+    sections.append(Section("Method", text=(
+        "power: least squares of log y on log x. saturating: error = 100 - y = E + A x^-alpha, fitted "
+        "Chinchilla-style (Huber loss, delta 1e-3, on log error; log-sum-exp parametrisation; L-BFGS-B from "
+        "the best points of a grid of starts, polished by iteratively re-weighted Levenberg-Marquardt). "
+        "chinchilla: error = E + A/N^alpha + B/D^beta with the compute-optimal split under C = k N D. "
+        "Bootstrap: runs resampled with replacement and every fit redone (the frontier too, for frontier fits). "
+        "A fit whose exponent runs to its bound (0 or 5) is reported as not converged.")))
+    return sections
+
+
+def write_report(df, out_path: str | Path, sections: Sequence[Section] | None = None, *, fits=None,
+                 laws: Sequence[str] = ("power", "saturating"), x=None, y: str = "aa_robust_acc", group_by=None,
+                 exclude_below: float | None | str = "auto", bootstrap: int = 200, seed: int = 0, level: float = 0.95,
+                 frontier: bool = False, target: float | None = 75.0, device_type: str | None = None,
+                 price_preset: str = "default", prices_path=None, flops_per_second: float | None = None,
+                 throughput: float | None = None, title: str = "Robust accuracy vs compute",
+                 plots_dir: str | Path | None = None, source: str | None = None, include_scaling: bool = True,
+                 n_jobs: int | None = None) -> Path:
+    """Write the HTML report of ``df`` to ``out_path``; returns the path.
+
+    Fits every law in ``laws`` per group (or uses ``fits``: a list of FitResult of one law, or a
+    dict law -> list), extrapolates to ``target`` and adds the figures; then appends
+    ``sections`` (e.g. a study's own tables and figures). ``include_scaling=False`` writes only
+    ``sections``. ``exclude_below="auto"`` drops collapsed runs (y < 10) for robust accuracies.
+    With ``plots_dir`` every figure is also written there as PNG and SVG.
+    """
+    from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
+    from ..scaling import extrapolate, fit_groups
+
+    all_sections: list[Section] = []
+    if include_scaling:
+        if exclude_below == "auto":
+            exclude_below = COLLAPSE_THRESHOLD_ACC if resolve_column(y).endswith("robust_acc") else None
+        if fits is None:
+            fits_by_law = {law: fit_groups(df, group_by, law=law, x=x, y=y, bootstrap=bootstrap, seed=seed,
+                                           frontier=frontier, exclude_below=exclude_below, level=level,
+                                           n_jobs=n_jobs)
+                           for law in laws}
+        elif isinstance(fits, dict):
+            fits_by_law = dict(fits)
+        else:
+            fits_by_law = {fits[0].law: list(fits)}
+        extrapolations = {}
+        if target is not None:
+            for law, fs in fits_by_law.items():
+                if any(f.converged for f in fs):
+                    extrapolations[law] = extrapolate(fs, target, df, flops_per_second=flops_per_second,
+                                                      throughput=throughput, device_type=device_type,
+                                                      price_preset=price_preset, prices_path=prices_path)
+        settings = {"runs": source, "group_by": group_by if isinstance(group_by, (str, type(None)))
+                    else ",".join(group_by), "exclude_below": exclude_below, "bootstrap": bootstrap, "level": level}
+        all_sections += scaling_sections(df, fits_by_law, target, extrapolations, settings=settings)
+    all_sections += list(sections or [])
+    subtitle = f"{len(df)} runs" + (f" from {source}" if source else "")
+    return write_html(out_path, title, all_sections, subtitle=subtitle, plots_dir=plots_dir)

@@ -1,0 +1,428 @@
+"""Fit a law to runs, with bootstrap intervals: :func:`fit_law`, :func:`fit_groups`, :func:`compare_exponents`.
+
+Intervals are case-resampling bootstrap percentiles (runs are the cases), for every parameter,
+for predictions and for the compute that reaches a target. Quantiles use the nearest order
+statistic outward (``lower`` / ``higher``), so an interval is never narrower than the draws say,
+and a target that a share of the resampled laws never reach gets an infinite upper bound.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import UserError
+from ._threads import single_threaded_blas
+from .bootstrap import bootstrap_fit
+from .frontier import frontier_mask
+from .io import require_columns, resolve_columns
+from .laws import ACC_MAX, Law, Prepared, get_law
+
+DEFAULT_X = "train_flops"
+DEFAULT_Y = "aa_robust_acc"
+CHINCHILLA_X = ("model_parameters", "train_images_seen")
+
+
+class FitNotConverged(UserError):
+    """Asked for a prediction from a fit that did not converge."""
+
+
+def group_label(group: dict[str, Any] | None) -> str:
+    """``{"method": "pgd", "synthetic_data": True}`` -> ``"method=pgd, synthetic_data=True"``."""
+    if not group:
+        return "all runs"
+    return ", ".join(f"{k}={v}" for k, v in group.items())
+
+
+def _quantiles(values: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    q = (1 - level) / 2
+    return (np.quantile(values, q, axis=axis, method="lower"),
+            np.quantile(values, 1 - q, axis=axis, method="higher"))
+
+
+def _num(v) -> float | None:
+    """JSON-safe float: NaN/inf -> None."""
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+@dataclass
+class FitResult:
+    """One law fitted to one group of runs.
+
+    ``params`` are in original units (x in its column's units, y in percent or its units), with
+    derived values (``y_max`` = asymptotic accuracy for error laws; chinchilla's ``gamma``, ``k``).
+    ``ci[name] = (low, high)`` at ``level`` from the bootstrap (empty without bootstrap).
+    ``r2`` and ``aic`` are computed on y-units residuals (comparable across laws, Gaussian AIC
+    ``n log(RSS/n) + 2p``); ``r2_log`` on the scale the law was fitted on (log y, or log error).
+    ``residuals`` = observed minus predicted y of the fitted runs (``fitted_index`` in the table;
+    ``kept_index``: the runs left after exclusion, a superset for frontier fits).
+    """
+
+    law: str
+    formula: str
+    x: str | tuple[str, ...]
+    y: str
+    group: dict[str, Any]
+    n: int
+    params: dict[str, float]
+    ci: dict[str, tuple[float, float]]
+    r2: float
+    r2_log: float
+    aic: float
+    residuals: np.ndarray
+    converged: bool
+    message: str
+    frontier: bool = False
+    n_excluded: int = 0
+    n_bootstrap: int = 0
+    n_bootstrap_failed: int = 0
+    level: float = 0.95
+    x_range: tuple[float, float] = (float("nan"), float("nan"))
+    fitted_index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
+    kept_index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # rows left after exclusion
+    x_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    y_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # internals: the law, its scaled data and internal parameters (point and bootstrap)
+    _law: Law | None = field(default=None, repr=False)
+    _prep: Prepared | None = field(default=None, repr=False)
+    _theta: np.ndarray | None = field(default=None, repr=False)
+    _extra: np.ndarray | None = field(default=None, repr=False)
+    _theta_boot: np.ndarray | None = field(default=None, repr=False)
+    _extra_boot: np.ndarray | None = field(default=None, repr=False)
+
+    # ------------------------------------------------------------------ labels
+    @property
+    def label(self) -> str:
+        return group_label(self.group)
+
+    @property
+    def exponent_name(self) -> str:
+        return self._law.exponent if self._law else "alpha"
+
+    @property
+    def exponent(self) -> float:
+        return self.params.get(self.exponent_name, float("nan"))
+
+    @property
+    def has_bootstrap(self) -> bool:
+        return self._theta_boot is not None and self.n_bootstrap - self.n_bootstrap_failed > 0
+
+    def _require(self) -> None:
+        if not self.converged:
+            raise FitNotConverged(f"the {self.law} fit for {self.label} did not converge: {self.message}")
+
+    def _boot(self) -> tuple[np.ndarray, np.ndarray | None]:
+        ok = np.all(np.isfinite(self._theta_boot), axis=1)
+        extra = None if self._extra_boot is None else self._extra_boot[ok]
+        return self._theta_boot[ok], extra
+
+    # ------------------------------------------------------------------ predictions
+    def predict(self, x) -> np.ndarray:
+        """y at ``x`` (array-like, original units). Chinchilla: ``x`` = compute (FLOPs) at the
+        compute-optimal split, or an ``(q, 2)`` array of (parameters, images seen)."""
+        self._require()
+        return self._law.predict(self._theta[None], x, self._prep, self._extra)[0]
+
+    def predict_interval(self, x, level: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Bootstrap ``(low, high)`` of the prediction at ``x``."""
+        self._require()
+        if not self.has_bootstrap:
+            raise UserError("prediction intervals need a bootstrap; fit with bootstrap > 0")
+        theta, extra = self._boot()
+        Y = self._law.predict(theta, x, self._prep, extra)
+        return _quantiles(Y, level or self.level)
+
+    def solve_for(self, target: float) -> float:
+        """x (compute for chinchilla) at which the law reaches ``target`` y; ``inf`` if it never does."""
+        self._require()
+        return float(self._law.solve(self._theta[None], float(target), self._prep, self._extra)[0])
+
+    def reachable(self, target: float) -> bool:
+        return math.isfinite(self.solve_for(target))
+
+    def solve_interval(self, target: float, level: float | None = None) -> dict[str, float]:
+        """``{"x", "low", "high", "share_reachable"}``: the solved x with its bootstrap interval.
+
+        Resamples whose law never reaches the target count as ``inf``, so when more than
+        ``(1 - level) / 2`` of them miss it the upper bound is ``inf``.
+        """
+        self._require()
+        out = {"x": self.solve_for(target), "low": float("nan"), "high": float("nan"),
+               "share_reachable": float("nan")}
+        if self.has_bootstrap:
+            theta, extra = self._boot()
+            xs = self._law.solve(theta, float(target), self._prep, extra)
+            lo, hi = _quantiles(xs, level or self.level)
+            out.update(low=float(lo), high=float(hi), share_reachable=float(np.mean(np.isfinite(xs))))
+        return out
+
+    def bootstrap_params(self) -> dict[str, np.ndarray]:
+        """Parameters (original units) of every successful resample: name -> ``(B_ok,)``."""
+        if not self.has_bootstrap:
+            return {}
+        theta, extra = self._boot()
+        return self._law.params(theta, self._prep, extra)
+
+    def optimal_split(self, compute) -> tuple[np.ndarray, np.ndarray]:
+        """Chinchilla only: compute-optimal ``(N*, D*)`` for compute ``C`` FLOPs."""
+        self._require()
+        if self.law != "chinchilla":
+            raise UserError(f"optimal_split needs the chinchilla law, not {self.law}")
+        N, D = self._law.optimal_split(self._theta[None], compute, self._prep, self._extra)
+        return N[0], D[0]
+
+    # ------------------------------------------------------------------ export
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "law": self.law, "formula": self.formula, "x": self.x if isinstance(self.x, str) else list(self.x),
+            "y": self.y, "group": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.group.items()},
+            "label": self.label, "n": self.n, "n_excluded": self.n_excluded, "frontier": self.frontier,
+            "converged": self.converged, "message": self.message,
+            "params": {k: _num(v) for k, v in self.params.items()} if self.converged else {},
+            "ci": {k: [_num(lo), _num(hi)] for k, (lo, hi) in self.ci.items()} if self.converged else {},
+            "level": self.level, "r2": _num(self.r2), "r2_log": _num(self.r2_log), "aic": _num(self.aic),
+            "n_bootstrap": self.n_bootstrap, "n_bootstrap_failed": self.n_bootstrap_failed,
+            "x_range": [_num(self.x_range[0]), _num(self.x_range[1])],
+            "exponent": self.exponent_name,
+        }
+
+
+# ---------------------------------------------------------------------- fitting
+def _numeric(df, col: str) -> np.ndarray:
+    import pandas as pd
+
+    values = pd.to_numeric(df[col], errors="coerce")
+    if values.isna().all() and df[col].notna().any():
+        raise UserError(f"column {col!r} is not numeric (e.g. {df[col].dropna().iloc[0]!r})")
+    return values.to_numpy(dtype=float)
+
+
+def _x_columns(law: Law, x) -> list[str]:
+    if x is None:
+        return list(CHINCHILLA_X) if law.n_inputs == 2 else [DEFAULT_X]
+    cols = resolve_columns(x) if isinstance(x, str) else [resolve_columns([c])[0] for c in x]
+    if len(cols) != law.n_inputs:
+        want = "two columns (parameters,images seen)" if law.n_inputs == 2 else "one column"
+        raise UserError(f"law {law.name} needs x = {want}, got {','.join(cols)!r}")
+    return cols
+
+
+def fit_law(df, law: str | Law = "power", x: str | Sequence[str] | None = None, y: str = DEFAULT_Y,
+            bootstrap: int = 0, seed: int = 0, frontier: bool = False, exclude_below: float | None = None,
+            level: float = 0.95, n_jobs: int | None = None, progress: bool = False,
+            group: dict[str, Any] | None = None) -> FitResult:
+    """Fit ``law`` to the runs in ``df``: ``y`` (default AutoAttack accuracy, %) against ``x``
+    (default total training FLOPs; chinchilla: ``model_parameters, train_images_seen``).
+
+    Args:
+        bootstrap: number of case resamples for intervals (0: none).
+        frontier: fit only the Pareto frontier (best y at or below each x); the frontier is
+            recomputed in every resample.
+        exclude_below: drop runs with ``y`` below this (e.g. 10: collapsed runs).
+        n_jobs: bootstrap worker processes (default: the idle cores); progress: a tqdm bar.
+        group: labels of this group (only for display).
+    Raises UserError: missing columns, non-positive x, y out of range for the law, too few
+    points for the law's parameters, a single distinct x, all-NaN y.
+    A fit that does not converge is returned with ``converged=False`` and a ``message``.
+    """
+    with single_threaded_blas():
+        return _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group)
+
+
+def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group) -> FitResult:
+    law = get_law(law)
+    xcols = _x_columns(law, x)
+    y = resolve_columns([y])[0]
+    where = f" in group {group_label(group)}" if group else ""
+    needed = xcols + [y] + (["train_flops"] if law.name == "chinchilla" else [])
+    if frontier and law.n_inputs != 1:
+        raise UserError(f"--frontier needs a law of one input (power or saturating), not {law.name}")
+    require_columns(df, needed)
+    X = np.column_stack([_numeric(df, c) for c in xcols])
+    Y = _numeric(df, y)
+    if np.isnan(Y).all():
+        raise UserError(f"all {len(Y)} values of {y}{where} are missing (NaN); nothing to fit")
+    keep = np.isfinite(Y) & np.all(np.isfinite(X), axis=1)
+    n_excluded = 0
+    if exclude_below is not None:
+        below = keep & (Y < exclude_below)
+        n_excluded = int(below.sum())
+        keep &= ~below
+    names = df["name"].astype(str).to_numpy() if "name" in df.columns else np.arange(len(df)).astype(str)
+    bad_x = keep & np.any(X <= 0, axis=1)
+    if bad_x.any():
+        raise UserError(f"{int(bad_x.sum())} run(s){where} have non-positive {'/'.join(xcols)} "
+                        f"(e.g. {names[bad_x][0]}); a law in log x needs x > 0: drop or fix them")
+    if law.error_law:
+        bad_y = keep & ((Y < 0) | (Y >= ACC_MAX))
+        if bad_y.any():
+            raise UserError(f"law {law.name} needs {y} in [0, 100) percent; {int(bad_y.sum())} run(s){where} "
+                            f"are outside (e.g. {names[bad_y][0]}: {Y[bad_y][0]:g})")
+    else:
+        bad_y = keep & (Y <= 0)
+        if bad_y.any():
+            raise UserError(f"law power needs {y} > 0; {int(bad_y.sum())} run(s){where} have {y} <= 0 "
+                            f"(e.g. {names[bad_y][0]}); drop them with --exclude-below, e.g. 10 for collapsed runs")
+    idx = np.flatnonzero(keep)
+    Xk, Yk = X[idx], Y[idx]
+    aux = {}
+    if law.name == "chinchilla":
+        flops = _numeric(df, "train_flops")[idx]
+        if not np.all(np.isfinite(flops) & (flops > 0)):
+            raise UserError(f"law chinchilla needs positive train_flops for every run{where} "
+                            f"(to measure k = FLOPs / (N D))")
+        aux["flops_ratio"] = flops / (Xk[:, 0] * Xk[:, 1])
+    w = frontier_mask(Xk[:, 0], Yk).astype(float) if frontier else np.ones(len(idx))
+    used = w > 0
+    n = int(used.sum())
+    need = law.n_params + 1
+    if n < need:
+        raise UserError(f"{n} run(s){where}{' on the frontier' if frontier else ''} but law {law.name} has "
+                        f"{law.n_params} parameters: it needs at least {need} runs")
+    if np.unique(Xk[used], axis=0).shape[0] < 2:
+        raise UserError(f"all {n} runs{where} have the same {'/'.join(xcols)}; a law needs at least 2 distinct x")
+
+    prep = law.prepare(Xk, Yk, aux)
+    theta, converged, message = law.fit_point(prep, w)
+    extra = law.extra(prep, w[None])
+    # Statistics on the fitted runs, in y units (and on the fit scale for r2_log).
+    lp = _log_pred(law, theta, prep)
+    yhat = (ACC_MAX - np.exp(lp)) if law.error_law else np.exp(lp)
+    resid = Yk[used] - yhat[used]
+    rss = float(np.sum(resid ** 2))
+    tss = float(np.sum((Yk[used] - Yk[used].mean()) ** 2))
+    t = prep.target[used]
+    rss_log = float(np.sum((t - lp[used]) ** 2))
+    tss_log = float(np.sum((t - t.mean()) ** 2))
+    r2 = 1 - rss / tss if tss > 0 else float("nan")
+    r2_log = 1 - rss_log / tss_log if tss_log > 0 else float("nan")
+    aic = n * math.log(max(rss, 1e-300) / n) + 2 * law.n_params
+    params = {k: float(np.asarray(v).reshape(-1)[0]) for k, v in law.params(theta, prep, extra).items()}
+    xr = Xk[used, 0] if law.n_inputs == 1 else (Xk[used, 0] * Xk[used, 1] * float(extra[0]))
+    result = FitResult(
+        law=law.name, formula=law.formula, x=xcols[0] if law.n_inputs == 1 else tuple(xcols), y=y,
+        group=dict(group or {}), n=n, params=params, ci={}, r2=r2, r2_log=r2_log, aic=aic, residuals=resid,
+        converged=converged, message=message, frontier=frontier, n_excluded=n_excluded, level=level,
+        x_range=(float(xr.min()), float(xr.max())), fitted_index=np.asarray(df.index[idx[used]]),
+        kept_index=np.asarray(df.index[idx]),
+        x_values=Xk[used] if law.n_inputs == 2 else Xk[used, 0], y_values=Yk[used],
+        _law=law, _prep=prep, _theta=theta, _extra=extra)
+    if converged and bootstrap > 0:
+        theta_b, extra_b = bootstrap_fit(law, prep, theta, int(bootstrap), seed=seed,
+                                         frontier_y=Yk if frontier else None,
+                                         x_for_frontier=Xk[:, 0] if frontier else None, n_jobs=n_jobs,
+                                         progress=progress, desc=f"bootstrap {group_label(group)}")
+        result._theta_boot, result._extra_boot = theta_b, extra_b
+        result.n_bootstrap = int(bootstrap)
+        result.n_bootstrap_failed = int((~np.all(np.isfinite(theta_b), axis=1)).sum())
+        if result.has_bootstrap:
+            boot = result.bootstrap_params()
+            for name, values in boot.items():
+                values = np.asarray(values, float)
+                values = values[~np.isnan(values)]
+                if values.size:
+                    lo, hi = _quantiles(values, level)
+                    result.ci[name] = (float(lo), float(hi))
+    return result
+
+
+def _log_pred(law: Law, theta: np.ndarray, prep: Prepared) -> np.ndarray:
+    if law.name == "power":
+        return law.log_pred(theta[None], prep.Z)[0]
+    return law.log_pred_jac(theta[None], prep.Z)[0][0]
+
+
+def fit_groups(df, group_by: str | Iterable[str] | None, **kwargs) -> list[FitResult]:
+    """:func:`fit_law` on every group of ``df`` by the ``group_by`` columns (paper aliases allowed).
+
+    Groups come in sorted order; every group must be fittable (else UserError naming the group).
+    ``kwargs`` go to :func:`fit_law`.
+    """
+    cols = resolve_columns(group_by)
+    if not cols:
+        return [fit_law(df, **kwargs)]
+    require_columns(df, cols)
+    fits = []
+    for key, part in df.groupby(cols, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        group = {c: (k.item() if hasattr(k, "item") else k) for c, k in zip(cols, key)}
+        fits.append(fit_law(part, group=group, **kwargs))
+    return fits
+
+
+# ---------------------------------------------------------------------- comparisons
+@dataclass
+class ExponentComparison:
+    """``a - b`` of one exponent between two fits, with a bootstrap interval.
+
+    The resamples of the two groups are independent, so pairing draw i of one with draw i of the
+    other samples the distribution of the difference. ``p_value``: two-sided bootstrap share of
+    differences on the other side of zero.
+    """
+
+    a: str
+    b: str
+    name: str
+    a_value: float
+    b_value: float
+    diff: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+    level: float
+
+    @property
+    def ratio(self) -> float:
+        return self.a_value / self.b_value if self.b_value else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"a": self.a, "b": self.b, "exponent": self.name, "a_value": _num(self.a_value),
+                "b_value": _num(self.b_value), "diff": _num(self.diff), "ci": [_num(self.low), _num(self.high)],
+                "p_value": _num(self.p_value), "n_bootstrap": self.n, "level": self.level}
+
+
+def compare_exponents(fit_a: FitResult, fit_b: FitResult, name: str | None = None,
+                      level: float | None = None) -> ExponentComparison:
+    """Difference of exponents ``fit_a - fit_b`` (default: each law's main exponent) with its interval.
+
+    Both fits need a bootstrap and must have converged.
+    """
+    for f in (fit_a, fit_b):
+        f._require()
+        if not f.has_bootstrap:
+            raise UserError(f"comparing exponents needs bootstrapped fits; {f.label} has none (bootstrap > 0)")
+    name = name or fit_a.exponent_name
+    if name not in fit_a.params or name not in fit_b.params:
+        raise UserError(f"exponent {name!r} is not a parameter of both fits; valid: "
+                        f"{', '.join(k for k in fit_a.params if k in fit_b.params)}")
+    level = level or fit_a.level
+    da = np.asarray(fit_a.bootstrap_params()[name], float)
+    db = np.asarray(fit_b.bootstrap_params()[name], float)
+    k = min(da.size, db.size)
+    diff = da[:k] - db[:k]
+    diff = diff[np.isfinite(diff)]
+    lo, hi = _quantiles(diff, level) if diff.size else (np.nan, np.nan)
+    p = 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)) if diff.size else float("nan")
+    return ExponentComparison(a=fit_a.label, b=fit_b.label, name=name, a_value=fit_a.params[name],
+                              b_value=fit_b.params[name], diff=fit_a.params[name] - fit_b.params[name],
+                              low=float(lo), high=float(hi), p_value=float(min(p, 1.0)), n=int(diff.size),
+                              level=level)
+
+
+def pairwise_comparisons(fits: Sequence[FitResult]) -> list[ExponentComparison]:
+    """Comparisons of every pair of converged, bootstrapped fits whose groups differ in exactly one column."""
+    out = []
+    ok = [f for f in fits if f.converged and f.has_bootstrap]
+    for i, fa in enumerate(ok):
+        for fb in ok[i + 1:]:
+            diffs = [k for k in fa.group if fa.group.get(k) != fb.group.get(k)]
+            if len(diffs) == 1 or (not fa.group and not fb.group):
+                out.append(compare_exponents(fa, fb))
+    return out

@@ -1,0 +1,368 @@
+"""``robustscale study SPEC``: run a sweep, evaluate every run, fit the laws, write the report.
+
+A study spec is a sweep spec (see ``robustscale.sweep.spec``) plus a ``study:`` section::
+
+    study:
+      evaluations:                  # extra evaluations of every finished run (after the sweep's own)
+        - {attack: aa-standard, n_examples: 200}
+      fits:                         # named families of runs, each fitted against train_flops
+        standard:    {where: {method: standard}, y: clean_acc}
+        adversarial: {where: {method: [pgd, trades]}, y: aa_robust_acc}
+      compare: [adversarial, standard]   # difference of exponents a - b, with its interval
+      laws: [power, saturating]
+      targets: [70, 75, 80]         # accuracies (%) whose cost is extrapolated
+      bootstrap: 500
+      seed: 0
+
+Runs that are already done in the store (same config hash) are not trained again and claims
+already on disk are not recomputed, so a second invocation only refits and rewrites the report.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from ..config import load_yaml
+from ..errors import UserError
+
+STUDY_KEYS = ("evaluations", "fits", "compare", "laws", "targets", "bootstrap", "seed", "x", "exclude_below",
+              "device_type", "price_preset", "report")
+FIT_KEYS = ("where", "y", "label")
+DEFAULT_LAWS = ("power", "saturating")
+
+
+@dataclass
+class StudyFit:
+    """A family of runs (``where``: column -> value or list of values) fitted on ``y`` vs compute."""
+
+    name: str
+    where: dict[str, list[Any]]
+    y: str
+    label: str
+
+    def select(self, df):
+        mask = None
+        for col, values in self.where.items():
+            if col not in df.columns:
+                raise UserError(f"study fit {self.name!r} selects on column {col!r}, which the runs table lacks; "
+                                f"columns: {', '.join(map(str, df.columns))}")
+            m = df[col].astype(str).isin([str(v) for v in values])
+            mask = m if mask is None else mask & m
+        return df if mask is None else df[mask]
+
+
+@dataclass
+class StudyOptions:
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    fits: list[StudyFit] = field(default_factory=list)
+    compare: tuple[str, str] | None = None
+    laws: tuple[str, ...] = DEFAULT_LAWS
+    targets: tuple[float, ...] = (70.0, 75.0, 80.0)
+    bootstrap: int = 500
+    seed: int = 0
+    x: str = "train_flops"
+    exclude_below: float | None = None
+    device_type: str | None = None
+    price_preset: str | None = None
+    report: str | None = None  # default: <output_dir>/report.html
+
+
+def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None):
+    """Read a study spec: ``(SweepSpec, StudyOptions)``. Bad keys fail here, before any run starts."""
+    from ..sweep import build_spec
+
+    path = Path(path)
+    data = dict(load_yaml(path))
+    study = data.pop("study", None) or {}
+    spec = build_spec(data, path=path, overrides=overrides)
+    return spec, parse_study_options(study, str(path))
+
+
+def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
+    from ..scaling.laws import LawName
+    from ..errors import choice
+
+    if not isinstance(study, Mapping):
+        raise UserError(f"`study` in {where} must be a mapping; valid keys: {', '.join(STUDY_KEYS)}")
+    for key in study:
+        if key not in STUDY_KEYS:
+            raise UserError(f"unknown key {key!r} in study of {where}; valid: {', '.join(STUDY_KEYS)}")
+    opts = StudyOptions()
+    evaluations = study.get("evaluations") or []
+    if not isinstance(evaluations, list) or not all(isinstance(e, Mapping) for e in evaluations):
+        raise UserError(f"study.evaluations in {where} must be a list of mappings like {{attack: aa-standard, "
+                        f"n_examples: 200}}")
+    from ..sweep.spec import _parse_evaluation
+
+    opts.evaluations = [_parse_evaluation(dict(e), where).kwargs() for e in evaluations]
+    fits = study.get("fits") or {}
+    if not isinstance(fits, Mapping) or not fits:
+        raise UserError(f"study.fits in {where} must name at least one family, e.g. "
+                        f"{{adversarial: {{where: {{method: pgd}}, y: aa_robust_acc}}}}")
+    for name, spec in fits.items():
+        if not isinstance(spec, Mapping):
+            raise UserError(f"study.fits.{name} in {where} must be a mapping with keys {', '.join(FIT_KEYS)}")
+        for key in spec:
+            if key not in FIT_KEYS:
+                raise UserError(f"unknown key {key!r} in study.fits.{name} of {where}; valid: {', '.join(FIT_KEYS)}")
+        where_map = {str(k): (list(v) if isinstance(v, (list, tuple)) else [v])
+                     for k, v in (spec.get("where") or {}).items()}
+        opts.fits.append(StudyFit(str(name), where_map, str(spec.get("y", "aa_robust_acc")),
+                                  str(spec.get("label", name))))
+    compare = study.get("compare")
+    if compare is not None:
+        names = [f.name for f in opts.fits]
+        if not (isinstance(compare, (list, tuple)) and len(compare) == 2 and all(c in names for c in compare)):
+            raise UserError(f"study.compare in {where} must be two fit names out of {', '.join(names)}; got {compare!r}")
+        opts.compare = (str(compare[0]), str(compare[1]))
+    laws = study.get("laws", list(DEFAULT_LAWS))
+    laws = [laws] if isinstance(laws, str) else list(laws)
+    opts.laws = tuple(choice(LawName, law, what="law").value for law in laws)
+    if "chinchilla" in opts.laws:
+        raise UserError(f"study.laws in {where}: chinchilla needs two inputs; use power or saturating here")
+    targets = study.get("targets", list(opts.targets))
+    targets = [targets] if isinstance(targets, (int, float)) else list(targets)
+    for t in targets:
+        if not isinstance(t, (int, float)) or not 0 < t < 100:
+            raise UserError(f"invalid study target {t!r} in {where}: accuracies in (0, 100) percent")
+    opts.targets = tuple(float(t) for t in targets)
+    for key in ("bootstrap", "seed"):
+        if key in study:
+            value = study[key]
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise UserError(f"invalid study.{key} {value!r} in {where}: a non-negative integer")
+            setattr(opts, key, value)
+    for key in ("x", "device_type", "price_preset", "report"):
+        if study.get(key) is not None:
+            setattr(opts, key, str(study[key]))
+    if study.get("exclude_below") is not None:
+        opts.exclude_below = float(study["exclude_below"])
+    return opts
+
+
+@dataclass
+class StudyResult:
+    spec_name: str
+    report_path: Path
+    n_runs: int
+    fits: dict[str, dict[str, Any]]  # law -> family name -> FitResult
+    comparisons: dict[str, Any]  # law -> ExponentComparison | None
+    extrapolations: dict[str, dict[float, list]]  # law -> target -> [Extrapolation]
+    rows: list[dict[str, Any]]
+    wall_seconds: float
+    sweep: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"study": self.spec_name, "report": str(self.report_path), "n_runs": self.n_runs,
+                "wall_seconds": self.wall_seconds, "sweep": {k: v for k, v in self.sweep.items() if k != "outcomes"},
+                "rows": self.rows,
+                "comparisons": {law: (c.to_dict() if c is not None else None) for law, c in self.comparisons.items()}}
+
+
+def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: str = "local",
+              max_parallel: int | None = None, progress: bool = True, log=print) -> StudyResult:
+    """Run the sweep (what is not done), the extra evaluations, the fits and the report."""
+    from ..sweep import open_sweep_store, run_sweep
+
+    start = time.perf_counter()
+    sweep = run_sweep(spec, executor=executor, store=store, max_parallel=max_parallel, progress=progress, log=log)
+    if sweep.get("failed"):
+        names = [n for n, v in sweep["outcomes"].items() if v == "failed"]
+        log(f"warning: {len(names)} run(s) failed and are left out of the fits: {', '.join(names)}")
+    st = open_sweep_store(spec, store)
+    run_extra_evaluations(spec, opts, st, progress=progress, log=log)
+    df = st.runs_frame()
+    df = df[df["name"].isin([r.name for r in spec.runs])].reset_index(drop=True)
+    if df.empty:
+        raise UserError(f"no finished runs of study {spec.name} in the store {st.display_url}; see `robustscale "
+                        f"sweep status {spec.path}`")
+    fits, comparisons, extrapolations = fit_study(df, opts, spec)
+    report = Path(opts.report) if opts.report else Path(spec.output_dir) / "report.html"
+    write_study_report(df, spec, opts, fits, comparisons, extrapolations, report)
+    rows = summary_rows(opts, fits, comparisons, extrapolations)
+    return StudyResult(spec.name, report, len(df), fits, comparisons, extrapolations, rows,
+                       time.perf_counter() - start, sweep)
+
+
+def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) -> None:
+    """Evaluate every done run of the sweep with the study's extra attacks (claims on disk are reused)."""
+    if not opts.evaluations:
+        return
+    from ..evaluate import evaluate_run
+
+    done = {row["name"] for row in st.list_runs(names=[r.name for r in spec.runs]) if row.get("status") == "done"}
+    for run in spec.runs:
+        if run.name not in done:
+            continue
+        for ev in opts.evaluations:
+            t0 = time.perf_counter()
+            claim = evaluate_run(run.run_dir, progress=progress, store=st.url, **ev)
+            if not claim.get("reused"):
+                log(f"evaluated {run.name}: {ev['attack']} on {claim.get('n_examples')} images "
+                    f"-> {claim.get('robust_acc', float('nan')):.1f}% ({time.perf_counter() - t0:.0f} s)")
+
+
+def fit_study(df, opts: StudyOptions, spec=None):
+    """Fit every family under every law; compare exponents; extrapolate to the targets."""
+    from ..scaling import compare_exponents, extrapolate, fit_law
+    from ..schema import COLLAPSE_THRESHOLD_ACC
+
+    fits: dict[str, dict[str, Any]] = {}
+    comparisons: dict[str, Any] = {}
+    extrapolations: dict[str, dict[float, list]] = {}
+    device_type = opts.device_type or (spec.cost.device_type if spec is not None else None)
+    preset = opts.price_preset or (spec.cost.price_preset if spec is not None else "default")
+    for law in opts.laws:
+        fits[law] = {}
+        for i, fam in enumerate(opts.fits):
+            sub = fam.select(df)
+            exclude = opts.exclude_below
+            if exclude is None and fam.y.endswith("robust_acc"):
+                exclude = COLLAPSE_THRESHOLD_ACC
+            try:
+                fit = fit_law(sub, law=law, x=opts.x, y=fam.y, bootstrap=opts.bootstrap, seed=opts.seed + i,
+                              exclude_below=exclude, group={"family": fam.label})
+            except UserError as exc:  # too few runs in this family: say so in the report, keep the others
+                fit = exc
+            fits[law][fam.name] = fit
+        comparisons[law] = None
+        if opts.compare:
+            a, b = (fits[law][n] for n in opts.compare)
+            if not isinstance(a, Exception) and not isinstance(b, Exception) and a.converged and b.converged \
+                    and a.has_bootstrap and b.has_bootstrap:
+                comparisons[law] = compare_exponents(a, b, name=None)
+        good = [f for f in fits[law].values() if not isinstance(f, Exception) and f.converged]
+        extrapolations[law] = {t: (extrapolate(good, t, df, device_type=device_type, price_preset=preset)
+                                   if good else []) for t in opts.targets}
+    return fits, comparisons, extrapolations
+
+
+def summary_rows(opts: StudyOptions, fits, comparisons, extrapolations) -> list[dict[str, Any]]:
+    """Per law and family: exponent with interval, asymptote, and the cost of each target."""
+    rows = []
+    for law, fams in fits.items():
+        for name, fit in fams.items():
+            row: dict[str, Any] = {"law": law, "family": name}
+            if isinstance(fit, Exception) or not fit.converged:
+                row["status"] = str(fit) if isinstance(fit, Exception) else f"did not converge: {fit.message}"
+                rows.append(row)
+                continue
+            exp_name = fit.exponent_name
+            lo, hi = fit.ci.get(exp_name, (math.nan, math.nan))
+            row.update(status="ok", y=fit.y, n=fit.n, exponent=fit.exponent, exponent_low=lo, exponent_high=hi,
+                       asymptote_acc=fit.params.get("y_max", math.nan), r2=fit.r2)
+            for target, exs in extrapolations[law].items():
+                ex = next((e for e in exs if e.group == fit.label), None)
+                if ex is None:
+                    continue
+                key = f"{target:g}"
+                row[f"reachable_{key}"] = ex.reachable
+                row[f"share_reachable_{key}"] = ex.share_reachable
+                for q in ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_high"):
+                    if ex.reachable and q in ex.values:
+                        row[f"{q}_{key}"] = ex.values[q][0]
+            rows.append(row)
+    for law, comp in comparisons.items():
+        if comp is not None:
+            rows.append({"law": law, "family": f"{comp.a} - {comp.b}", "status": "comparison",
+                         "exponent": comp.diff, "exponent_low": comp.low, "exponent_high": comp.high,
+                         "p_value": comp.p_value})
+    return rows
+
+
+def _fmt(v, spec=".3g") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def format_study_table(rows: Sequence[Mapping[str, Any]], targets: Sequence[float]) -> str:
+    """The terminal table: per law and family the exponent, the asymptote, and each target's cost."""
+    headers = ["law", "family", "n", "exponent [95% CI]", "asymptote %"]
+    for t in targets:
+        headers += [f"{t:g}%: FLOPs", "device-h", "kWh", "USD (cloud high)"]
+    body = []
+    for r in rows:
+        if r.get("status") == "comparison":
+            body.append([r["law"], r["family"], "", f"{r['exponent']:+.3g} [{_fmt(r['exponent_low'], '+.3g')}, "
+                         f"{_fmt(r['exponent_high'], '+.3g')}]", ""] + [""] * 4 * len(targets))
+            continue
+        if r.get("status") != "ok":
+            body.append([r["law"], r["family"], "", str(r.get("status"))[:60], ""] + [""] * 4 * len(targets))
+            continue
+        line = [r["law"], r["family"], str(r["n"]),
+                f"{r['exponent']:.3g} [{_fmt(r['exponent_low'])}, {_fmt(r['exponent_high'])}]",
+                _fmt(r.get("asymptote_acc"), ".1f")]
+        for t in targets:
+            key = f"{t:g}"
+            if f"reachable_{key}" not in r:
+                line += ["-"] * 4
+            elif not r[f"reachable_{key}"]:
+                share = r.get(f"share_reachable_{key}", math.nan)
+                line += [f"not reachable ({_fmt(100 * share, '.0f')}% of fits)" if share == share else "not reachable",
+                         "", "", ""]
+            else:
+                line += [_fmt(r.get(f"compute_flops_{key}"), ".2e"), _fmt(r.get(f"device_hours_{key}"), ".3g"),
+                         _fmt(r.get(f"energy_kwh_{key}"), ".3g"), _fmt(r.get(f"cloud_usd_high_{key}"), ".3g")]
+        body.append(line)
+    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+    return "\n".join(out)
+
+
+def write_study_report(df, spec, opts: StudyOptions, fits, comparisons, extrapolations, out_path: Path) -> Path:
+    """The study's HTML report: setup (grid, subset sizes), fits, comparison, extrapolation."""
+    import pandas as pd
+
+    from ..report import Section, write_report
+    from ..report.plots import plot_extrapolation, plot_residuals, plot_scaling
+
+    first = spec.runs[0].cfg
+    eval_lines = []
+    if spec.evaluation is not None:
+        ev = spec.evaluation
+        eval_lines.append(f"{ev.attack} on the first {ev.n_examples} test images")
+    eval_lines += [f"{e['attack']} on the first {e.get('n_examples')} test images" for e in opts.evaluations]
+    setup = (f"{len(spec.runs)} planned runs ({len(df)} finished) of sweep <code>{spec.name}</code> on "
+             f"{first.dataset}, eps {first.eps:.4g} ({first.norm.value}). Axes: {', '.join(spec.axes) or 'none'}. "
+             f"Each run is evaluated with {'; '.join(eval_lines) or 'its per-epoch PGD only'}. "
+             f"Per-epoch PGD during training uses the first {first.eval_subset} test images. "
+             f"Fits: {', '.join(opts.laws)} laws, {opts.bootstrap} bootstrap resamples (seed {opts.seed}), "
+             f"runs with robust accuracy below 10% are excluded as collapsed.")
+    cols = [c for c in ("name", "model", "method", "attack_steps", "train_images", "epochs", "train_flops",
+                        "wall_seconds", "energy_kwh", "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples")
+            if c in df.columns]
+    runs_table = df[cols].copy()
+    for c in ("train_flops",):
+        if c in runs_table:
+            runs_table[c] = runs_table[c].map(lambda v: f"{v:.3g}")
+    sections = [Section("Setup", html=setup), Section("Runs", table=runs_table)]
+    for law in opts.laws:
+        good = [f for f in fits[law].values() if not isinstance(f, Exception)]
+        figures = []
+        for fit in good:
+            figures.append((f"{fit.label}: {fit.y} vs {opts.x} ({law})", plot_scaling(df, [fit])))
+        conv = [f for f in good if f.converged]
+        if conv:
+            figures.append((f"residuals ({law})", plot_residuals(conv)))
+            t = max(opts.targets)
+            for fit in conv:
+                figures.append((f"{fit.label} extrapolated to {t:g}%", plot_extrapolation(df, [fit], t)))
+        rows = [r for r in summary_rows(opts, {law: fits[law]}, {law: comparisons.get(law)},
+                                        {law: extrapolations[law]})]
+        table = pd.DataFrame(rows)
+        text = ""
+        comp = comparisons.get(law)
+        if comp is not None:
+            text = (f"Difference of exponents {comp.a} - {comp.b}: {comp.diff:+.3g} "
+                    f"[{comp.low:+.3g}, {comp.high:+.3g}] ({comp.level * 100:g}% bootstrap), "
+                    f"p = {comp.p_value:.3g}.")
+        sections.append(Section(f"{law} law", text=text or None, table=table, figures=figures))
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    return write_report(df, out_path, sections, include_scaling=False, title=f"Study {spec.name}: robustness vs compute",
+                        source=str(spec.path) if spec.path else None)
