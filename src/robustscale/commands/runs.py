@@ -1,0 +1,246 @@
+"""``robustscale runs``: list, show, export and import runs of the results store."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+PAPER_SOURCE = "debenedetti2024"
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "runs", help="list, show, export and import runs of the results store",
+        description="The results store keeps every run (config, status, compute, metrics), its epochs and its "
+        "evaluations. Default store: <output-dir>/runs.db (SQLite); --store or $ROBUSTSCALE_STORE for another "
+        "file or a postgresql:// URL.")
+    rsub = p.add_subparsers(dest="runs_command", metavar="<action>")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--store", default=None, help="store URL or .db path (default: $ROBUSTSCALE_STORE, "
+                       "else <output-dir>/runs.db)")
+        q.add_argument("--output-dir", default="runs", help="where the default runs.db lives (default: runs)")
+
+    q = rsub.add_parser("list", help="table of runs (all statuses), filtered by --where",
+                        description="List runs with status, method, compute and accuracies (percent).")
+    common(q)
+    q.add_argument("--where", action="append", default=[], metavar="EXPR",
+                   help="filter like method=pgd, epochs>=100, model=a,b, status=done, name~wrn (repeatable; AND)")
+    q.add_argument("--json", action="store_true", help="print JSON records instead of the table")
+    q.set_defaults(func=run_list)
+
+    q = rsub.add_parser("show", help="one run: config, status, compute, epochs, evaluations")
+    common(q)
+    q.add_argument("name", help="run name")
+    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    q.set_defaults(func=run_show)
+
+    q = rsub.add_parser("export", help="write runs as CSV or Parquet with the run-record columns (for fit)",
+                        description="Write one row per run with the columns of robustscale.schema.RUN_COLUMNS, "
+                        "ready for `robustscale fit`. Only done runs unless --status says otherwise.")
+    common(q)
+    q.add_argument("-o", "--output", required=True, help="output file (.csv or .parquet)")
+    q.add_argument("--format", choices=("csv", "parquet"), default=None,
+                   help="file format (default: from the file suffix, else csv)")
+    q.add_argument("--where", action="append", default=[], metavar="EXPR", help="filter (see `runs list`)")
+    q.add_argument("--status", default="done", help="only runs with this status; 'all' for every run (default: done)")
+    q.add_argument("--json", action="store_true", help="print a JSON note of what was written")
+    q.set_defaults(func=run_export)
+
+    q = rsub.add_parser("import-paper", help="import the 2024 study's 319 runs (source debenedetti2024; idempotent)",
+                        description="Load the published results of Debenedetti et al. 2024 through "
+                        "robustscale.scaling.load_paper_runs and upsert them as done runs with source "
+                        f"{PAPER_SOURCE}. Running it again changes nothing.")
+    common(q)
+    src = q.add_mutually_exclusive_group()
+    src.add_argument("--path", default=None, help="the study's results.csv")
+    src.add_argument("--url", default=None, help="URL of the study's results.csv")
+    q.add_argument("--json", action="store_true", help="print the counts as JSON")
+    q.set_defaults(func=run_import_paper)
+
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+# ---------------------------------------------------------------------- actions
+def _open(args, create: bool = False):
+    from ..store import open_store
+
+    return open_store(args.store, output_dir=args.output_dir, create=create)
+
+
+LIST_COLUMNS = (  # (header, key, format)
+    ("name", "name", "s"), ("status", "effective_status", "s"), ("source", "source", "s"), ("model", "model", "s"),
+    ("method", "method", "s"), ("k", "attack_steps", "d"), ("epochs", "epochs", "d"), ("gen", "synthetic_data", "b"),
+    ("train PFLOPs", "train_flops", "pflops"), ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
+    ("clean %", "clean_acc", ".2f"), ("PGD %", "pgd_robust_acc", ".2f"), ("AA %", "aa_robust_acc", ".2f"),
+)
+
+
+def run_list(args) -> int:
+    store = _open(args)
+    rows = store.list_runs(args.where)
+    if args.json:
+        keys = ("name", "effective_status", "status", "source", "sweep", "config_hash", "run_dir", "host",
+                "started_at", "finished_at", "heartbeat_at", "epochs_done", "error")
+        from ..schema import RUN_COLUMNS
+
+        out = [{**{k: r.get(k) for k in RUN_COLUMNS}, **{k: r.get(k) for k in keys}} for r in rows]
+        for rec, r in zip(out, rows):
+            rec["status"] = r["effective_status"]
+            rec["stored_status"] = r["status"]
+            del rec["effective_status"]
+        print(json.dumps(out, indent=2, default=_json_default))
+        return 0
+    print(format_table(rows, LIST_COLUMNS))
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["effective_status"]] = counts.get(r["effective_status"], 0) + 1
+    tally = ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+    print(f"{len(rows)} runs{' (' + tally + ')' if tally else ''} in {store.display_url}")
+    return 0
+
+
+def run_show(args) -> int:
+    from ..errors import UserError
+
+    store = _open(args)
+    row = store.get_run(args.name)
+    if row is None:
+        close = [r["name"] for r in store.list_runs() if args.name.lower() in r["name"].lower()][:5]
+        hint = f"; similar: {', '.join(close)}" if close else ""
+        raise UserError(f"no run named {args.name!r} in {store.display_url}{hint}")
+    if args.json:
+        print(json.dumps(row, indent=2, default=_json_default))
+        return 0
+    skip = {"id", "config", "summary", "extra", "epoch_metrics", "evaluations", "status"}
+    print(f"run {row['name']}")
+    for key, value in row.items():
+        if key in skip or value is None or key == "name":
+            continue
+        label = "status" if key == "effective_status" else key
+        print(f"  {label:<22} {_fmt_value(value)}")
+    if row.get("config"):
+        cfg = row["config"]
+        print("config:")
+        print("  " + ", ".join(f"{k}={cfg[k]}" for k in cfg if cfg[k] is not None))
+    if row["epoch_metrics"]:
+        keys = [k for k in ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc", "lr",
+                            "images_per_second", "wall_seconds") if any(e.get(k) is not None for e in row["epoch_metrics"])]
+        print("epochs:")
+        print(format_table(row["epoch_metrics"], [("epoch", "epoch", "d")] + [(k, k, ".4g") for k in keys], indent=2))
+    if row["evaluations"]:
+        print("evaluations:")
+        print(format_table(row["evaluations"], (
+            ("attack", "attack", "s"), ("eps", "eps", "eps"), ("n", "n_examples", "d"), ("clean %", "clean_acc", ".2f"),
+            ("robust %", "robust_acc", ".2f"), ("eval GFLOPs", "eval_flops", "gflops"), ("s", "wall_seconds", ".1f")),
+            indent=2))
+    return 0
+
+
+def run_export(args) -> int:
+    from ..errors import UserError
+
+    fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
+    store = _open(args)
+    status = None if args.status == "all" else args.status
+    frame = store.runs_frame(status=status, where=args.where)
+    out = os.path.abspath(args.output)
+    folder = os.path.dirname(out)
+    if not os.path.isdir(folder):
+        raise UserError(f"output folder {folder} does not exist")
+    tmp = f"{out}.tmp-{os.getpid()}"
+    try:
+        if fmt == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    if args.json:
+        print(json.dumps({"path": out, "format": fmt, "runs": len(frame), "columns": list(frame.columns)}))
+    else:
+        print(f"wrote {len(frame)} runs to {out} ({fmt}, {len(frame.columns)} columns)")
+    return 0
+
+
+def run_import_paper(args) -> int:
+    from ..errors import UserError
+
+    try:
+        from ..scaling import load_paper_runs
+    except ImportError as exc:
+        raise UserError(f"robustscale.scaling.load_paper_runs is not available in this install ({exc})") from None
+    source = args.path or args.url
+    if args.path and not os.path.isfile(args.path):
+        raise UserError(f"paper results file not found: {args.path}")
+    frame = load_paper_runs(source) if source is not None else load_paper_runs()
+    store = _open(args, create=True)
+    counts = store.import_frame(frame, PAPER_SOURCE)
+    total = sum(counts.values())
+    if args.json:
+        print(json.dumps({"store": store.display_url, "source": PAPER_SOURCE, "runs": total, **counts}))
+    else:
+        print(f"{total} runs of {PAPER_SOURCE} in {store.display_url}: {counts['inserted']} new, "
+              f"{counts['updated']} updated, {counts['unchanged']} unchanged")
+    return 0
+
+
+# ---------------------------------------------------------------------- formatting
+def format_table(rows, columns, indent: int = 0) -> str:
+    """Aligned text table; ``columns`` is a sequence of (header, key, format)."""
+    cells = [[_fmt(r.get(key), fmt) for _, key, fmt in columns] for r in rows]
+    headers = [h for h, _, _ in columns]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
+    numeric = [fmt not in ("s",) for _, _, fmt in columns]
+
+    def line(vals):
+        return " " * indent + "  ".join(v.rjust(w) if num else v.ljust(w)
+                                        for v, w, num in zip(vals, widths, numeric)).rstrip()
+
+    return "\n".join([line(headers)] + [line(c) for c in cells])
+
+
+def _fmt(value, fmt: str) -> str:
+    if value is None:
+        return "-"
+    if fmt == "s":
+        return str(value)
+    if fmt == "b":
+        return "yes" if value else "no"
+    if fmt == "d":
+        return str(int(value))
+    if fmt == "n":  # a quantity of any size: 3 significant digits below 100, whole numbers above
+        return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    if fmt == "pflops":
+        return f"{value / 1e15:,.3g}"
+    if fmt == "gflops":
+        return f"{value / 1e9:,.4g}"
+    if fmt == "eps":
+        k = round(value * 255)
+        return f"{k}/255" if k and abs(value * 255 - k) < 1e-6 else f"{value:.4g}"
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _fmt_value(value) -> str:
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _json_default(value):
+    import datetime as dt
+
+    if isinstance(value, dt.datetime):
+        return value.isoformat() + "Z"
+    return str(value)
+
+

@@ -1,0 +1,253 @@
+"""``robustscale sweep plan|run|status SPEC``: expand, price, run and follow a sweep of training runs."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sweep", help="plan (with its bill), run and follow a sweep of training runs",
+        description="A sweep spec (YAML) expands a base recipe over grid / zip axes and seeds into named, validated "
+        "runs. `plan` prints them with their training FLOPs, device-hours, energy and cost; `run` trains and "
+        "evaluates what is not done yet (locally or on Slurm), resuming interrupted runs; `status` shows progress.")
+    ssub = p.add_subparsers(dest="sweep_command", metavar="<action>")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("spec", help="sweep spec YAML")
+        q.add_argument("--store", default=None,
+                       help="store URL or .db path (default: the spec's store, $ROBUSTSCALE_STORE, else "
+                       "<output_dir>/runs.db)")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="TrainConfig value for every run, over the spec's base (repeatable)")
+        q.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    q = ssub.add_parser("plan", help="print the expanded runs with estimated FLOPs, device-hours, energy and cost",
+                        description="Expand and validate the spec (nothing runs, nothing is written). FLOPs are "
+                        "measured per model/method/steps (meta device, cached); time needs a throughput: "
+                        "--throughput, the spec's cost.throughput, or finished runs of the same family in the store.")
+    common(q)
+    q.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
+                   help="training images per second of one job (default: measured in the store)")
+    q.add_argument("--device-type", default=None, help="device type to price (a key of prices.yaml, e.g. H100)")
+    q.add_argument("--price-preset", default=None, help="price preset (default: the spec's, else 'default')")
+    q.add_argument("--no-cost", action="store_true", help="only expand the runs (no FLOP measurement)")
+    q.set_defaults(func=run_plan)
+
+    q = ssub.add_parser("run", help="train and evaluate every run that is not done yet",
+                        description="Submit the runs that are not done (by config hash), resume interrupted ones "
+                        "from their checkpoints, evaluate each finished run with the spec's evaluation, and record "
+                        "everything in the store. Exit code 1 if a run failed.")
+    common(q)
+    q.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
+                   help="local: subprocesses via submitit (default); slurm: sbatch via submitit; inline: this process")
+    q.add_argument("--max-parallel", type=int, default=None, help="local: runs at once (default: spec, else 1)")
+    q.add_argument("--partition", default=None, help="slurm partition")
+    q.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per run (>1: DDP in one job)")
+    q.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task")
+    q.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB")
+    q.add_argument("--timeout-min", type=int, default=None, help="time limit per job in minutes (then requeue)")
+    q.add_argument("--array-parallelism", type=int, default=None, help="slurm: array tasks running at once")
+    q.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra #SBATCH option, e.g. --sbatch account=myproj --sbatch qos=high (repeatable)")
+    q.add_argument("--no-wait", action="store_true", help="slurm: submit and return (follow with `sweep status`)")
+    q.add_argument("--no-progress", action="store_true", help="no progress bar")
+    q.set_defaults(func=run_run)
+
+    q = ssub.add_parser("status", help="table of done / running / failed / queued runs with compute spent so far")
+    common(q)
+    q.set_defaults(func=run_status)
+
+    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+# ---------------------------------------------------------------------- helpers
+def _load(args):
+    from ..errors import UserError
+    from ..sweep import load_spec
+
+    overrides = {}
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"invalid --set {item!r}; expected KEY=VALUE")
+        overrides[key.strip().replace("-", "_")] = value
+    return load_spec(args.spec, overrides)
+
+
+def _existing_store(spec, store_arg):
+    """The sweep's store if it exists already (plan/status never create one)."""
+    from ..store import StoreNotFound
+    from ..sweep import open_sweep_store
+
+    try:
+        return open_sweep_store(spec, store_arg, create=False)
+    except StoreNotFound:
+        return None
+
+
+def _fmt(value, fmt: str) -> str:
+    from .runs import _fmt as base
+
+    return base(value, fmt)
+
+
+# ---------------------------------------------------------------------- plan
+def run_plan(args) -> int:
+    from ..errors import UserError
+    from ..sweep import estimate_runs, totals
+    from .runs import format_table
+
+    spec = _load(args)
+    store = _existing_store(spec, args.store)
+    statuses: dict[str, str] = {}
+    if store is not None:
+        from ..sweep import check_collisions, sweep_states
+
+        check_collisions(spec, store)
+        statuses = {s.run.name: s.state for s in sweep_states(spec, store)}
+    if args.throughput is not None and args.throughput <= 0:
+        raise UserError(f"invalid --throughput {args.throughput}: must be > 0 images per second")
+    estimates = None
+    if not args.no_cost:
+        estimates = estimate_runs(spec, throughput=args.throughput, device_type=args.device_type,
+                                  price_preset=args.price_preset, store=store, progress=not args.json)
+    rows = []
+    for i, run in enumerate(spec.runs):
+        row = {"index": run.index, "name": run.name, "config_hash": run.config_hash, "axes": run.axes}
+        row.update({f"axis:{k}": v for k, v in run.axes.items()})
+        if statuses:
+            row["store_status"] = statuses.get(run.name)
+        if estimates is not None:
+            row.update(estimates[i].to_dict())
+        rows.append(row)
+    total = totals(estimates) if estimates is not None else {"runs": len(rows)}
+    if args.json:
+        out = {"sweep": spec.name, "spec": str(spec.path), "output_dir": spec.output_dir, "runs": [],
+               "totals": total, "evaluation": spec.evaluation.__dict__ if spec.evaluation else None}
+        for run, row in zip(spec.runs, rows):
+            rec = {k: v for k, v in row.items() if not k.startswith("axis:")}
+            rec["config"] = run.cfg.to_dict()
+            out["runs"].append(rec)
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    columns = [("#", "index", "d"), ("name", "name", "s")]
+    columns += [(k, f"axis:{k}", "s") for k in spec.axes]
+    if statuses:
+        columns.append(("store", "store_status", "s"))
+    if estimates is not None:
+        columns += [("GFLOPs/img", "train_flops_per_image", "gflops"), ("train PFLOPs", "train_flops", "pflops"),
+                    ("img/s", "throughput", "n"), ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
+                    ("elec $", "electricity_usd", "n"), ("cloud $ low", "cloud_usd_low", "n"),
+                    ("cloud $ high", "cloud_usd_high", "n")]
+    print(format_table(rows, columns))
+    print(f"sweep {spec.name}: {len(rows)} runs -> {spec.output_dir}")
+    if estimates is not None:
+        sources = sorted({e.throughput_source for e in estimates})
+        dev = sorted({e.device_type for e in estimates if e.device_type})
+        parts = [f"train {_fmt(total['train_flops'], 'pflops')} PFLOPs"]
+        if total["device_hours"] is not None:
+            parts += [f"{_fmt(total['device_hours'], 'n')} device-hours ({', '.join(dev)})",
+                      f"{_fmt(total['energy_kwh'], 'n')} kWh", f"electricity ${_fmt(total['electricity_usd'], 'n')}",
+                      f"cloud ${_fmt(total['cloud_usd_low'], 'n')}-{_fmt(total['cloud_usd_high'], 'n')}"]
+        else:
+            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or finish a run of each family")
+        print("total: " + ", ".join(parts) + f" (throughput: {', '.join(sources)})")
+    if spec.evaluation is not None:
+        e = spec.evaluation
+        print(f"evaluation after training: {e.attack} at eps {_fmt(e.eps, 'eps') if e.eps is not None else 'of run'} "
+              f"on {e.n_examples} test images")
+    return 0
+
+
+# ---------------------------------------------------------------------- run
+def run_run(args) -> int:
+    from dataclasses import replace
+
+    from ..errors import UserError
+    from ..sweep import run_sweep
+
+    spec = _load(args)
+    opts = spec.executor
+    changes = {k: getattr(args, k) for k in ("partition", "gpus_per_job", "cpus_per_task", "mem_gb", "timeout_min",
+                                             "array_parallelism") if getattr(args, k) is not None}
+    for key in ("gpus_per_job", "cpus_per_task", "timeout_min", "array_parallelism"):
+        if key in changes and changes[key] < (1 if key != "gpus_per_job" else 0):
+            raise UserError(f"invalid --{key.replace('_', '-')} {changes[key]}: must be >= "
+                            f"{1 if key != 'gpus_per_job' else 0}")
+    if args.sbatch:
+        extra = dict(opts.sbatch)
+        for item in args.sbatch:
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                raise UserError(f"invalid --sbatch {item!r}; expected KEY=VALUE (e.g. account=myproj)")
+            extra[key.strip()] = value
+        changes["sbatch"] = extra
+    opts = replace(opts, **changes)
+    log = (lambda msg: None) if args.json else (lambda msg: print(msg, flush=True))
+    result = run_sweep(spec, executor=args.executor, store=args.store, max_parallel=args.max_parallel, options=opts,
+                       wait=not args.no_wait, log=log, progress=not (args.no_progress or args.json))
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif result["submitted"]:
+        done = sum(v == "done" for v in result["outcomes"].values())
+        waiting = result["submitted"] - len(result["outcomes"])
+        print(f"{done} done, {result['failed']} failed" + (f", {waiting} submitted" if waiting else "")
+              + f" of {result['submitted']} submitted; `robustscale sweep status {args.spec}` for the table")
+    return 1 if result["failed"] else 0
+
+
+# ---------------------------------------------------------------------- status
+STATUS_COLUMNS = (("name", "name", "s"), ("status", "state", "s"), ("note", "note", "s"), ("epochs", "epochs", "s"),
+                  ("train PFLOPs", "train_flops", "pflops"), ("wall s", "wall_seconds", ".0f"),
+                  ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"), ("elec $", "electricity_usd", "n"),
+                  ("clean %", "clean_acc", ".2f"), ("robust %", "robust_acc", ".2f"), ("error", "error", "s"))
+SPENT_KEYS = ("train_flops", "eval_flops", "wall_seconds", "device_hours", "energy_kwh", "electricity_usd",
+              "cloud_usd_low", "cloud_usd_high")
+
+
+def status_rows(spec, store) -> list[dict]:
+    from ..sweep import sweep_states
+
+    if store is None:
+        return [{"name": r.name, "state": "pending", "note": "", "epochs": f"0/{r.cfg.epochs}"} for r in spec.runs]
+    rows = []
+    for s in sweep_states(spec, store):
+        row = s.row or {}
+        robust = None
+        if spec.evaluation is not None and row:
+            robust = row.get("aa_robust_acc") if spec.evaluation.attack.startswith("aa") else row.get("pgd_robust_acc")
+        rec = {"name": s.run.name, "state": s.state, "note": s.note,
+               "epochs": f"{row.get('epochs_done') or 0}/{s.run.cfg.epochs}",
+               "clean_acc": row.get("clean_acc"), "robust_acc": robust,
+               "error": (row.get("error") or "")[:60] if s.state in ("failed", "stale") else ""}
+        rec.update({k: row.get(k) for k in SPENT_KEYS})
+        rows.append(rec)
+    return rows
+
+
+def run_status(args) -> int:
+    from .runs import format_table
+
+    spec = _load(args)
+    store = _existing_store(spec, args.store)
+    rows = status_rows(spec, store)
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["state"]] = counts.get(r["state"], 0) + 1
+    spent = {k: sum(r.get(k) or 0.0 for r in rows) for k in SPENT_KEYS}
+    if args.json:
+        print(json.dumps({"sweep": spec.name, "store": store.display_url if store else None, "counts": counts,
+                          "spent": spent, "runs": rows}, indent=2, default=str))
+        return 0
+    print(format_table(rows, STATUS_COLUMNS))
+    order = ("done", "running", "queued", "needs_eval", "stale", "failed", "pending")
+    tally = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
+    print(f"sweep {spec.name}: {len(rows)} runs: {tally}")
+    print(f"spent so far: train {spent['train_flops'] / 1e15:,.4g} PFLOPs, eval {spent['eval_flops'] / 1e15:,.4g} PFLOPs, "
+          f"{spent['wall_seconds'] / 3600:,.3f} wall-hours, {spent['device_hours']:,.3f} device-hours, "
+          f"{spent['energy_kwh']:,.4f} kWh, electricity ${spent['electricity_usd']:,.2f}, "
+          f"cloud ${spent['cloud_usd_low']:,.2f}-{spent['cloud_usd_high']:,.2f}"
+          + (f" (store {store.display_url})" if store else " (no store yet)"))
+    return 0
+

@@ -1,0 +1,224 @@
+"""What ``train`` and ``evaluate`` call to keep the results store current while they run.
+
+One call per event, each a no-op on non-zero DDP ranks and when the store is disabled
+(``store: none`` / ``ROBUSTSCALE_STORE=none``)::
+
+    record_run_start(cfg, run_dir, resumed=resume is not None)   # before training starts
+    record_epoch(cfg, epoch, metrics)                               # after each epoch
+    record_run_end(cfg, summary)                                    # after summary.json is written
+    record_run_end(cfg, status="failed", error="...")               # in the except: of the loop
+    record_evaluation(cfg_or_run_dir, claim)                        # after an evaluation claim
+
+``record_run_start`` raises UserError when the store is unreachable or the name is taken by a
+different config, so a run fails before doing any work; it also starts a daemon thread that
+refreshes the run's heartbeat every ``$ROBUSTSCALE_HEARTBEAT_S`` seconds (default 60) until
+``record_run_end``. A store hiccup during training (``record_epoch``, heartbeats) only warns:
+losing a day of GPU time to a database blip is worse than a missing epoch row.
+The store is ``store=`` if given, else ``cfg.store``, ``$ROBUSTSCALE_STORE``, ``<cfg.output_dir>/runs.db``.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import UserError
+from .location import resolve_store_url
+from .tables import RunStatus
+
+HEARTBEAT_S = float(os.environ.get("ROBUSTSCALE_HEARTBEAT_S", 60))
+
+_STORES: dict[tuple[int, str], Any] = {}
+_HEARTBEATS: dict[str, "_Heartbeat"] = {}
+_REQUEUED: set[str] = set()  # runs a submitit checkpoint handed to a requeued job (not failed)
+_LOCK = threading.Lock()
+
+
+class StoreWarning(UserWarning):
+    """The store could not be updated; the run goes on."""
+
+
+def store_url_for(cfg=None, store: str | os.PathLike | None = None) -> str | None:
+    """The store URL a run uses (None when disabled)."""
+    value = store if store is not None else getattr(cfg, "store", None)
+    output_dir = getattr(cfg, "output_dir", None) if cfg is not None else None
+    return resolve_store_url(value, output_dir)
+
+
+def store_for(cfg=None, store: str | os.PathLike | None = None):
+    """The (per-process cached) ``Store`` of a run, or None when recording is disabled."""
+    from .core import Store
+
+    url = store_url_for(cfg, store)
+    if url is None:
+        return None
+    key = (os.getpid(), url)
+    with _LOCK:
+        if key not in _STORES:
+            _STORES[key] = Store(url)
+        return _STORES[key]
+
+
+def record_run_start(cfg, run_dir: str | os.PathLike | None, *, resumed: bool = False,
+                     store: str | os.PathLike | None = None, sweep: str | None = None) -> None:
+    """Mark ``cfg.name`` running (fresh start clears old results; ``resumed`` keeps epochs)."""
+    if not _main_process():
+        return
+    st = store_for(cfg, store)
+    if st is None:
+        return
+    st.start_run(cfg, run_dir, resumed=resumed, sweep=sweep or os.environ.get("ROBUSTSCALE_SWEEP") or None)
+    _REQUEUED.discard(cfg.name)
+    _start_heartbeat(st, cfg.name)
+
+
+def record_epoch(cfg, epoch: int, metrics: Mapping[str, Any], *, store: str | os.PathLike | None = None) -> None:
+    """Store one epoch's metrics (dict of numbers; cumulative compute keys update the run row)."""
+    if not _main_process():
+        return
+    try:
+        st = store_for(cfg, store)
+        if st is not None:
+            st.record_epoch(cfg.name, epoch, metrics)
+    except Exception as exc:  # noqa: BLE001  (see module docstring)
+        warnings.warn(f"results store: epoch {epoch} of {cfg.name} not recorded: {exc}", StoreWarning, stacklevel=2)
+
+
+def record_run_end(cfg, summary: Mapping[str, Any] | None = None, *, status: str = "done", error: str | None = None,
+                   store: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None) -> None:
+    """Final status: ``done`` with the summary (compute + metrics), or ``failed`` with an error line.
+
+    A failure caused by a submitit preemption/timeout that requeued the run is recorded as
+    ``queued`` (the requeued job resumes it).
+    """
+    if not _main_process():
+        return
+    _stop_heartbeat(cfg.name)
+    status = RunStatus(status)
+    if status is RunStatus.FAILED and cfg.name in _REQUEUED:
+        status, error = RunStatus.QUEUED, "requeued after preemption or timeout"
+    st = store_for(cfg, store)
+    if st is None:
+        return
+    last_exc: Exception | None = None
+    for _ in range(3):
+        try:
+            st.finish_run(cfg.name, summary, status=status, error=_one_line(error), cfg=cfg, run_dir=run_dir)
+            return
+        except UserError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            last_exc = exc
+    warnings.warn(f"results store: final status of {cfg.name} not recorded: {last_exc}", StoreWarning, stacklevel=2)
+
+
+def record_evaluation(cfg_or_run_dir, claim: Mapping[str, Any], *, store: str | os.PathLike | None = None) -> None:
+    """Store an evaluation claim of a run (``TrainConfig`` or run folder with config.yaml)."""
+    if not _main_process():
+        return
+    cfg = _config_of(cfg_or_run_dir)
+    st = store_for(cfg, store)
+    if st is None:
+        return
+    if st.get_run(cfg.name, details=False) is None:
+        # A run trained before the store existed (or elsewhere): adopt it from its folder.
+        summary = _read_summary(cfg_or_run_dir)
+        st.finish_run(cfg.name, summary, status=RunStatus.DONE if summary else RunStatus.FAILED, cfg=cfg,
+                      error=None if summary else "no summary.json", run_dir=_run_dir_of(cfg_or_run_dir, cfg))
+    st.record_evaluation(cfg.name, claim)
+
+
+def mark_requeued(name: str) -> None:
+    """Called from a submitit checkpoint: the coming failure of this run is a requeue."""
+    _REQUEUED.add(name)
+
+
+# ---------------------------------------------------------------------- heartbeat
+class _Heartbeat(threading.Thread):
+    def __init__(self, store, name: str, interval: float):
+        super().__init__(name=f"robustscale-heartbeat-{name}", daemon=True)
+        self.store, self.run_name, self.interval = store, name, interval
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        warned = False
+        while not self.stop_event.wait(self.interval):
+            try:
+                self.store.heartbeat(self.run_name)
+            except Exception as exc:  # noqa: BLE001
+                if not warned:
+                    warnings.warn(f"results store: heartbeat of {self.run_name} failed: {exc}", StoreWarning)
+                    warned = True
+
+
+def _start_heartbeat(store, name: str) -> None:
+    _stop_heartbeat(name)
+    if HEARTBEAT_S > 0:
+        hb = _Heartbeat(store, name, HEARTBEAT_S)
+        _HEARTBEATS[name] = hb
+        hb.start()
+
+
+def _stop_heartbeat(name: str) -> None:
+    hb = _HEARTBEATS.pop(name, None)
+    if hb is not None:
+        hb.stop_event.set()
+
+
+# ---------------------------------------------------------------------- helpers
+def _main_process() -> bool:
+    """False on DDP ranks other than 0 (torchrun and submitit set RANK)."""
+    try:
+        return int(os.environ.get("RANK", "0")) == 0
+    except ValueError:
+        return True
+
+
+def _config_of(cfg_or_run_dir):
+    from ..config import TrainConfig
+
+    if isinstance(cfg_or_run_dir, TrainConfig):
+        return cfg_or_run_dir
+    run_dir = Path(cfg_or_run_dir)
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
+    cfg = TrainConfig.from_yaml(path)
+    if not cfg.name:
+        cfg = cfg.replace(name=run_dir.name)
+    return cfg
+
+
+def _run_dir_of(cfg_or_run_dir, cfg) -> Path:
+    from ..config import TrainConfig
+
+    if isinstance(cfg_or_run_dir, TrainConfig):
+        return Path(cfg.output_dir) / str(cfg.name)
+    return Path(cfg_or_run_dir)
+
+
+def _read_summary(cfg_or_run_dir) -> dict | None:
+    import json
+
+    from ..config import TrainConfig
+
+    cfg = _config_of(cfg_or_run_dir)
+    run_dir = _run_dir_of(cfg_or_run_dir, cfg) if not isinstance(cfg_or_run_dir, TrainConfig) else \
+        Path(cfg.output_dir) / str(cfg.name)
+    path = run_dir / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _one_line(text: str | None) -> str | None:
+    if text is None:
+        return None
+    lines = [ln.strip() for ln in str(text).strip().splitlines() if ln.strip()]
+    if not lines:
+        return str(text)[:2000]
+    # A traceback ends with the exception; a message starts with it.
+    return (lines[-1] if lines[0].startswith("Traceback") else lines[0])[:2000]

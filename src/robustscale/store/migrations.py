@@ -1,0 +1,57 @@
+"""Schema versions of the results store and the migrations between them.
+
+The version lives in ``robustscale_meta`` (key ``schema_version``). ``Store`` creates a fresh
+store at :data:`~robustscale.store.tables.SCHEMA_VERSION`, upgrades an older one by running
+``MIGRATIONS[v]`` for every ``v`` from its version up (each takes a connection inside the open
+transaction and moves the schema from ``v`` to ``v + 1``), and refuses a newer one.
+
+To change a table: edit ``tables.py``, bump ``SCHEMA_VERSION`` and add the step here, e.g.::
+
+    def _v1_to_v2(conn):
+        conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN gpu_memory_gb FLOAT")
+
+    MIGRATIONS = {1: _v1_to_v2}
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from sqlalchemy import Connection, select
+
+from ..errors import UserError
+from .tables import SCHEMA_VERSION, meta, metadata
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+
+VERSION_KEY = "schema_version"
+
+
+def read_version(conn: Connection) -> int | None:
+    """The stored schema version, or None for an empty database."""
+    if not conn.dialect.has_table(conn, meta.name):
+        if conn.dialect.has_table(conn, "runs"):
+            raise UserError("the database has a `runs` table but no robustscale_meta table: not a robustscale store")
+        return None
+    value = conn.execute(select(meta.c.value).where(meta.c.key == VERSION_KEY)).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def ensure_schema(conn: Connection, where: str) -> int:
+    """Create the tables of an empty store or migrate an older one; return the version now stored."""
+    version = read_version(conn)
+    if version is None:
+        metadata.create_all(conn)
+        conn.execute(meta.insert().values(key=VERSION_KEY, value=str(SCHEMA_VERSION)))
+        return SCHEMA_VERSION
+    if version > SCHEMA_VERSION:
+        raise UserError(f"store {where} has schema version {version}, newer than this robustscale understands "
+                        f"({SCHEMA_VERSION}); upgrade robustscale")
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise UserError(f"store {where} has schema version {version} and no migration to "
+                            f"{version + 1} exists; valid versions: {', '.join(map(str, range(1, SCHEMA_VERSION + 1)))}")
+        step(conn)
+        version += 1
+        conn.execute(meta.update().where(meta.c.key == VERSION_KEY).values(value=str(version)))
+    return version

@@ -1,0 +1,170 @@
+"""One sweep run as a submitit job: train (or resume) it, evaluate it, record both in the store.
+
+:class:`RunJob` is what every executor submits (submitit's local and Slurm executors, or a
+plain call). It is a ``submitit.helpers.Checkpointable``: on preemption or timeout submitit
+calls :meth:`RunJob.checkpoint`, which returns a ``DelayedSubmission`` of the same run; the
+requeued job finds ``state.pt`` in the run folder and resumes from the last finished epoch.
+A job is idempotent: a run already trained is only evaluated, one already evaluated is skipped.
+With several tasks per job (``gpus_per_job > 1`` on Slurm) each task is one DDP rank:
+submitit's ``TorchDistributedEnvironment`` exports RANK / WORLD_SIZE / MASTER_ADDR and
+``train`` joins the process group; only rank 0 writes to the store and evaluates.
+"""
+from __future__ import annotations
+
+import os
+import traceback
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import submitit
+
+from ..config import TrainConfig
+
+
+_ENV_KEYS = ("ROBUSTSCALE_STORE", "ROBUSTSCALE_SWEEP")
+
+
+class RunJob(submitit.helpers.Checkpointable):
+    """``RunJob(cfg_dict, store_url, evaluation, sweep)()`` -> result dict (name, status, summary, claim)."""
+
+    def __init__(self, cfg: dict[str, Any], store_url: str | None, evaluation: dict[str, Any] | None = None,
+                 sweep: str | None = None, threads: int | None = None):
+        self.cfg = dict(cfg)
+        self.store_url = store_url
+        self.evaluation = dict(evaluation) if evaluation else None
+        self.sweep = sweep
+        self.threads = threads  # CPU threads for torch (None: Slurm's allocation, else torch's default)
+
+    @property
+    def name(self) -> str:
+        return str(self.cfg["name"])
+
+    def __repr__(self) -> str:
+        return f"RunJob({self.name!r})"
+
+    # ------------------------------------------------------------------ submitit entry point
+    def __call__(self) -> dict[str, Any]:
+        saved = {k: os.environ.get(k) for k in _ENV_KEYS}
+        try:
+            return self._run()
+        finally:  # an inline (in-process) job leaves the caller's environment as it was
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+    def _run(self) -> dict[str, Any]:
+        from ..store import record_run_end, record_run_start, store_for
+
+        self._export_environment()
+        cfg = TrainConfig.from_dict(self.cfg)
+        run_dir = Path(cfg.output_dir) / cfg.name
+        store = store_for(cfg, self.store_url)
+        row = store.get_run(cfg.name, details=False) if store is not None else None
+        finished = _finished_summary(run_dir, cfg)
+        trained = finished is not None
+        if trained and _rank() == 0 and (row is None or row["status"] != "done"):
+            # Training ended but the job died before recording it: adopt the summary on disk.
+            record_run_end(cfg, finished, store=self.store_url, run_dir=run_dir)
+        result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "trained_now": not trained}
+        if not trained:
+            from ..train import train
+
+            resume = run_dir if (run_dir / "state.pt").is_file() else None
+            result["resumed"] = resume is not None
+            record_run_start(cfg, run_dir, resumed=resume is not None, store=self.store_url, sweep=self.sweep)
+            try:
+                summary = train(cfg, resume=resume)
+            except BaseException as exc:  # noqa: BLE001  (recorded, then re-raised: submitit reports it)
+                record_run_end(cfg, status="failed", error=_error_line(exc), store=self.store_url, run_dir=run_dir)
+                raise
+            if _rank() == 0:
+                status = summary.get("status", "completed")
+                if status != "completed":  # an interrupted run returns after saving its state
+                    record_run_end(cfg, summary, status="failed", error=f"training {status}", store=self.store_url)
+                    result["status"] = "failed"
+                    return result
+                record_run_end(cfg, summary, store=self.store_url, run_dir=run_dir)
+            result["summary"] = summary
+        if self.evaluation and _rank() == 0:
+            result["claim"] = self._evaluate(cfg, run_dir, store)
+        result["status"] = "done"
+        return result
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
+        """Preempted or timed out: resubmit this run; the new job resumes from ``state.pt``."""
+        from ..store import mark_requeued
+
+        mark_requeued(self.name)
+        return submitit.helpers.DelayedSubmission(
+            RunJob(self.cfg, self.store_url, self.evaluation, self.sweep, self.threads), *args, **kwargs)
+
+    # ------------------------------------------------------------------ pieces
+    def _export_environment(self) -> None:
+        """Store and sweep for train's hooks; DDP variables when the job has several tasks."""
+        if self.store_url is not None:
+            os.environ["ROBUSTSCALE_STORE"] = self.store_url
+            if "store" in {f.name for f in fields(TrainConfig)}:
+                self.cfg["store"] = self.store_url
+        if self.sweep:
+            os.environ["ROBUSTSCALE_SWEEP"] = self.sweep
+        threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
+        if threads:  # parallel jobs on one machine must not each start one thread per core
+            import torch
+
+            torch.set_num_threads(threads)
+        try:
+            env = submitit.JobEnvironment()
+        except RuntimeError:  # called outside submitit (a plain call)
+            return
+        if env.num_tasks > 1:
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+    def _evaluate(self, cfg: TrainConfig, run_dir: Path, store) -> dict[str, Any] | None:
+        from ..store import record_evaluation
+
+        opts = dict(self.evaluation)
+        eps = opts.get("eps")
+        if eps is None:
+            opts["eps"] = eps = cfg.eps
+        if store is not None and store.evaluation_exists(cfg.name, opts["attack"], eps, opts.get("n_examples")):
+            return None
+        from ..evaluate import evaluate_run
+
+        claim = evaluate_run(run_dir, **opts, store=self.store_url)
+        if claim.get("complete", True):
+            record_evaluation(cfg, claim, store=self.store_url)  # evaluate_run records too; this is idempotent
+        return {k: claim.get(k) for k in ("attack", "eps", "n_examples", "clean_acc", "robust_acc")}
+
+
+def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+    """The run's summary.json if it records a completed training of this very config."""
+    import json
+
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") == "completed" and summary.get("config_hash") == cfg.config_hash():
+        return summary
+    return None
+
+
+def _rank() -> int:
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _error_line(exc: BaseException) -> str:
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(exc, SystemExit):
+        return f"exited (code {exc.code})"
+    text = str(exc).strip().splitlines()
+    where = traceback.extract_tb(exc.__traceback__)[-1] if exc.__traceback__ else None
+    at = f" at {Path(where.filename).name}:{where.lineno}" if where is not None else ""
+    return f"{type(exc).__name__}{at}: {text[0] if text else ''}"[:2000]

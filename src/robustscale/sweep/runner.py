@@ -1,0 +1,414 @@
+"""Run a sweep: find what is not done (by config hash), submit it, wait, record.
+
+Executors (all submit the same :class:`~robustscale.sweep.job.RunJob`):
+
+- ``local``: submitit's ``LocalExecutor`` (one subprocess per run, the same checkpoint /
+  requeue code path as on Slurm), at most ``max_parallel`` at once; visible GPUs are split
+  between the running jobs.
+- ``slurm``: submitit's Slurm executor, one job per run, submitted as one job array whose
+  ``%`` limit is ``array_parallelism``; partition, GPUs, CPUs, memory, time limit and extra
+  ``#SBATCH`` options from the spec's ``executor:`` section or the command line. Jobs run the
+  driver's Python (``sys.executable``), so the project's virtualenv.
+- ``inline``: in this process, one after the other (debugging).
+
+A run is skipped when a run with its config hash is ``done`` (and has the spec's evaluation),
+or is alive elsewhere (running with a live process / fresh heartbeat, or queued in a live job).
+Everything else (never started, failed, stale, queued in a dead job) is submitted; a run with
+a checkpoint resumes from it.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import UserError
+from .spec import ExecutorOptions, PlannedRun, SweepSpec
+
+EXECUTORS = ("local", "slurm", "inline")
+TODO_STATES = ("pending", "needs_eval", "failed", "stale", "queued")
+SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
+               "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
+
+
+@dataclass
+class RunState:
+    run: PlannedRun
+    state: str  # pending / queued / running / stale / failed / done / needs_eval
+    row: dict[str, Any] | None  # the store row this state comes from
+    note: str = ""
+
+
+# ---------------------------------------------------------------------- store side
+def open_sweep_store(spec: SweepSpec, store: str | None = None, create: bool = True):
+    from ..store import open_store
+
+    return open_store(store or spec.store, output_dir=spec.output_dir, create=create)
+
+
+def check_collisions(spec: SweepSpec, store) -> None:
+    """UserError if a run name of the spec is in the store with another config or from an import."""
+    rows = {r["name"]: r for r in store.list_runs(names=[r.name for r in spec.runs])}
+    for run in spec.runs:
+        row = rows.get(run.name)
+        if row is None:
+            continue
+        if row["source"] != "robustscale":
+            raise UserError(f"run name collision: {run.name!r} is an imported run (source {row['source']}) in "
+                            f"{store.display_url}; change name_template or the store")
+        if row["config_hash"] != run.config_hash:
+            raise UserError(f"run name collision: {run.name!r} is in {store.display_url} with a different config "
+                            f"(hash {row['config_hash']}, spec {run.config_hash}); change name_template, "
+                            f"output_dir or the store")
+
+
+def sweep_states(spec: SweepSpec, store) -> list[RunState]:
+    """Where every run of the spec stands in the store."""
+    evaluation = spec.evaluation
+    rows = store.list_runs(config_hashes=[r.config_hash for r in spec.runs])
+    by_hash: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_hash.setdefault(row["config_hash"], []).append(row)
+    names = [r["name"] for r in rows if r["effective_status"] == "done"]
+    evals = store.evaluations_of(names) if evaluation is not None and names else {}
+    out = []
+    for run in spec.runs:
+        cands = by_hash.get(run.config_hash, [])
+        same = [r for r in cands if r["name"] == run.name]
+        done = [r for r in cands if r["effective_status"] == "done"]
+        row = (same or done or cands or [None])[0]
+        if done and (not same or same[0]["effective_status"] == "done"):
+            row = same[0] if same else done[0]
+        if row is None:
+            out.append(RunState(run, "pending", None))
+            continue
+        status = row["effective_status"]
+        note = "" if row["name"] == run.name else f"as {row['name']}"
+        if status == "done":
+            if evaluation is not None and not _has_evaluation(evals.get(row["name"], []), evaluation, run):
+                out.append(RunState(run, "needs_eval", row, note))
+            else:
+                out.append(RunState(run, "done", row, note))
+        elif status == "queued" and _job_alive(row):
+            out.append(RunState(run, "queued", row, f"in job {row['job_id']}"))
+        elif status == "queued":
+            out.append(RunState(run, "queued", row, "job gone"))
+        else:
+            out.append(RunState(run, status, row, note))
+    return out
+
+
+def _has_evaluation(evals: list[dict[str, Any]], evaluation, run: PlannedRun) -> bool:
+    eps = evaluation.eps if evaluation.eps is not None else run.cfg.eps
+    for e in evals:
+        if (e["attack"] == evaluation.attack and abs(e["eps"] - eps) < 1e-6 and e["robust_acc"] is not None
+                and (evaluation.n_examples is None or e["n_examples"] == evaluation.n_examples)):
+            return True
+    return False
+
+
+def _job_alive(row: dict[str, Any]) -> bool:
+    """Is the executor job a queued run was handed to still pending or running?"""
+    job_id, executor = row.get("job_id"), row.get("executor")
+    if not job_id:
+        return False
+    if executor == "local":  # "<controller pid>@<its start time>": a reused pid does not match
+        from ..store.core import _process_alive
+
+        pid, _, start = job_id.partition("@")
+        return pid.isdigit() and _process_alive(int(pid), start or None)
+    if executor == "slurm":
+        if shutil.which("squeue") is None:
+            return True  # cannot tell from here: assume the cluster still has it
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                                 timeout=30).stdout
+        except (OSError, subprocess.SubprocessError):
+            return True
+        return any(s.strip() in SLURM_ALIVE for s in out.splitlines())
+    return False
+
+
+def _alive_now(state: RunState) -> bool:
+    return state.state == "running" or (state.state == "queued" and state.note.startswith("in job"))
+
+
+# ---------------------------------------------------------------------- run
+def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = None, max_parallel: int | None = None,
+              options: ExecutorOptions | None = None, wait: bool = True, log: Callable[[str], None] = print,
+              progress: bool = True, poll_s: float = 1.0) -> dict[str, Any]:
+    """Submit what is not done and (by default) wait for it. Returns counts and per-run outcomes."""
+    from ..store import store_url_for
+
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    opts = options or spec.executor
+    if max_parallel is not None:
+        if max_parallel < 1:
+            raise UserError(f"invalid --max-parallel {max_parallel}: must be >= 1")
+        opts = replace(opts, max_parallel=max_parallel)
+    if executor == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("--executor slurm needs Slurm's sbatch on PATH (not found); use --executor local here")
+    st = open_sweep_store(spec, store)
+    check_collisions(spec, st)
+    states = sweep_states(spec, st)
+    todo = [s for s in states if s.state in TODO_STATES and not _alive_now(s)]
+    _check_inputs([s.run for s in todo])
+    counts = {"total": len(states), "done_before": sum(s.state == "done" for s in states),
+              "alive_elsewhere": sum(_alive_now(s) for s in states), "submitted": len(todo)}
+    log(f"sweep {spec.name}: {len(states)} runs, {counts['done_before']} done, "
+        f"{counts['alive_elsewhere']} running elsewhere, {len(todo)} to run ({executor}); store {st.display_url}")
+    outcomes: dict[str, str] = {}
+    if not todo:
+        return {**counts, "outcomes": outcomes, "failed": 0}
+
+    url = store_url_for(None, st.url)
+    threads = None
+    if executor == "local":
+        threads = opts.cpus_per_task or max(1, (os.cpu_count() or 1) // max(opts.max_parallel, 1))
+    jobs = []
+    for s in todo:
+        run_dir = s.run.run_dir
+        if s.state != "needs_eval":
+            st.start_run(s.run.cfg, run_dir, status="queued", sweep=spec.name)
+        from .job import RunJob
+
+        evaluation = spec.evaluation.kwargs() if spec.evaluation is not None else None
+        jobs.append(RunJob(s.run.cfg.to_dict(), url, evaluation, spec.name, threads))
+
+    # One folder per invocation: job ids (local pids, a restarted Slurm's ids) repeat, old results must not match.
+    folder = Path(spec.output_dir) / ".submitit" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    if executor == "inline":
+        runner = _InlineRunner()
+    elif executor == "local":
+        runner = _LocalRunner(folder, opts)
+    else:
+        runner = _SlurmRunner(folder, opts, spec.name)
+
+    bar = _bar(len(jobs), progress)
+
+    def on_submit(job, job_id: str | None) -> None:
+        st.set_job(job.name, executor, job_id)
+
+    def on_done(job, ok: bool, info: str) -> None:
+        outcomes[job.name] = "done" if ok else "failed"
+        if not ok:
+            _mark_failed_if_running(st, job.name, info)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"last: {job.name} {'done' if ok else 'FAILED'}")
+        log(f"{'done  ' if ok else 'FAILED'} {job.name}{'' if ok else ': ' + info}")
+
+    try:
+        runner.run(jobs, on_submit=on_submit, on_done=on_done, wait=wait, poll_s=poll_s)
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = sum(v == "failed" for v in outcomes.values())
+    return {**counts, "outcomes": outcomes, "failed": failed}
+
+
+def _check_inputs(runs: list[PlannedRun]) -> None:
+    """Files every run needs (generated data, data folder) must exist before anything is submitted."""
+    for run in runs:
+        cfg = run.cfg
+        if cfg.generated_data and not Path(cfg.generated_data).expanduser().is_file():
+            raise UserError(f"run {run.name}: generated_data file not found: {cfg.generated_data}")
+        if cfg.data_dir and not Path(cfg.data_dir).expanduser().exists():
+            raise UserError(f"run {run.name}: data_dir not found: {cfg.data_dir}")
+
+
+def _mark_failed_if_running(store, name: str, info: str) -> None:
+    """A job that died without recording (killed, out of memory) leaves its run running or queued: fail it."""
+    row = store.get_run(name, details=False)
+    if row is not None and row["status"] in ("running", "queued"):  # its job is over: nothing runs it any more
+        store.finish_run(name, status="failed", error=info[:2000])
+
+
+def _bar(total: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="runs", unit="run", file=sys.stderr, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------------- executors
+class _InlineRunner:
+    def run(self, jobs, *, on_submit, on_done, wait: bool, poll_s: float) -> None:
+        for job in jobs:
+            on_submit(job, str(os.getpid()))
+            try:
+                job()
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                on_done(job, False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}")
+            else:
+                on_done(job, True, "")
+
+
+def _job_error(sjob) -> str:
+    """The last line of a failed submitit job's error, and where its log is."""
+    try:
+        sjob.results()  # all tasks (DDP ranks) of the job
+        return "no result"
+    except Exception as exc:  # noqa: BLE001
+        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+        tail = next((ln.strip() for ln in reversed(lines) if not ln.startswith(" ") and ":" in ln), None)
+        tail = tail or (lines[-1].strip() if lines else type(exc).__name__)
+        try:
+            log = sjob.paths.stderr
+        except Exception:  # noqa: BLE001
+            log = None
+        return f"{tail}{f' (log: {log})' if log else ''}"
+
+
+class _LocalRunner:
+    """submitit.LocalExecutor with a cap on concurrent jobs and GPUs handed out per job."""
+
+    def __init__(self, folder: Path, opts: ExecutorOptions):
+        import submitit
+
+        self.opts = opts
+        self.executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
+        self.gpus = _visible_gpus()
+        per_job = opts.gpus_per_job
+        if per_job is None:
+            per_job = max(1, len(self.gpus) // max(opts.max_parallel, 1)) if self.gpus else 0
+        if per_job > len(self.gpus):
+            raise UserError(f"gpus_per_job {per_job} but only {len(self.gpus)} GPU(s) visible here")
+        self.per_job = per_job
+        self.executor.update_parameters(timeout_min=opts.timeout_min, signal_delay_s=min(opts.signal_delay_s, 60))
+
+    def run(self, jobs, *, on_submit, on_done, wait: bool, poll_s: float) -> None:
+        pending = deque(jobs)
+        active: dict[Any, tuple[Any, list[int]]] = {}
+        free = list(self.gpus)
+        try:
+            while pending or active:
+                while pending and len(active) < self.opts.max_parallel and len(free) >= self.per_job:
+                    job = pending.popleft()
+                    mine, free = free[:self.per_job], free[self.per_job:]
+                    self.executor.update_parameters(gpus_per_node=len(mine), visible_gpus=mine,
+                                                    tasks_per_node=self.opts.tasks_per_job or max(len(mine), 1))
+                    sjob = self.executor.submit(job)
+                    active[sjob] = (job, mine)
+                    from ..store.core import _process_start
+
+                    start = _process_start(int(sjob.job_id)) if str(sjob.job_id).isdigit() else None
+                    on_submit(job, f"{sjob.job_id}@{start}" if start else str(sjob.job_id))
+                for sjob in [j for j in active if j.done()]:
+                    job, mine = active.pop(sjob)
+                    free.extend(mine)
+                    state = sjob.state
+                    ok = state == "FINISHED" and sjob.paths.result_pickle.exists() and _succeeded(sjob)
+                    on_done(job, ok, "" if ok else _job_error(sjob))
+                if pending or active:
+                    time.sleep(poll_s)
+        except KeyboardInterrupt:
+            # Ctrl-C: forward SIGINT so each run stops at a step boundary and saves a resumable state.
+            for sjob in active:
+                sjob.cancel(check=False)
+            deadline = time.time() + 60
+            while any(not j.done() for j in active) and time.time() < deadline:
+                time.sleep(0.5)
+            raise
+
+
+def _succeeded(sjob) -> bool:
+    try:
+        sjob.results()
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _visible_gpus() -> list[int]:
+    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
+        return []
+    try:
+        import torch
+
+        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    except Exception:  # noqa: BLE001
+        return []
+
+
+class _SlurmRunner:
+    """submitit's Slurm executor: one job (array task) per run."""
+
+    def __init__(self, folder: Path, opts: ExecutorOptions, sweep: str):
+        import submitit
+
+        import logging
+
+        # Without Slurm accounting every status poll warns that sacct failed; submitit falls back to squeue.
+        logging.getLogger("submitit").setLevel(logging.ERROR)
+        self.opts = opts
+        self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm",
+                                              slurm_max_num_timeout=opts.max_requeues,
+                                              slurm_python=sys.executable)
+        gpus = 1 if opts.gpus_per_job is None else opts.gpus_per_job
+        params: dict[str, Any] = {
+            "name": f"{opts.name_prefix}-{sweep}"[:64], "timeout_min": opts.timeout_min, "nodes": 1,
+            "tasks_per_node": opts.tasks_per_job or max(gpus, 1), "slurm_array_parallelism": opts.array_parallelism,
+            "slurm_signal_delay_s": opts.signal_delay_s,
+        }
+        if gpus:
+            params["gpus_per_node"] = gpus
+        if opts.partition:
+            params["slurm_partition"] = opts.partition
+        if opts.cpus_per_task:
+            params["cpus_per_task"] = opts.cpus_per_task
+        if opts.mem_gb:
+            params["mem_gb"] = opts.mem_gb
+        if opts.sbatch:
+            params["slurm_additional_parameters"] = {str(k).replace("-", "_"): v for k, v in opts.sbatch.items()}
+        if opts.setup:
+            params["slurm_setup"] = list(opts.setup)
+        try:
+            self.executor.update_parameters(**params)
+        except (ValueError, TypeError) as exc:
+            raise UserError(f"invalid Slurm options: {str(exc).splitlines()[0]}") from None
+
+    def submit(self, jobs) -> list:
+        try:
+            if self.opts.use_array and len(jobs) > 1:
+                with self.executor.batch():
+                    sjobs = [self.executor.submit(job) for job in jobs]
+            else:
+                sjobs = [self.executor.submit(job) for job in jobs]
+        except (subprocess.CalledProcessError, OSError, RuntimeError) as exc:
+            msg = getattr(exc, "stderr", None) or getattr(exc, "output", None) or str(exc)
+            if isinstance(msg, bytes):
+                msg = msg.decode(errors="replace")
+            raise UserError(f"sbatch failed: {str(msg).strip().splitlines()[-1] if str(msg).strip() else exc}") \
+                from None
+        return sjobs
+
+    def run(self, jobs, *, on_submit, on_done, wait: bool, poll_s: float) -> None:
+        sjobs = self.submit(jobs)
+        for job, sjob in zip(jobs, sjobs):
+            on_submit(job, str(sjob.job_id))
+        if not wait:
+            return
+        active = dict(zip(sjobs, jobs))
+        try:
+            while active:
+                for sjob in [j for j in active if j.done()]:
+                    job = active.pop(sjob)
+                    ok = _succeeded(sjob)
+                    on_done(job, ok, "" if ok else _job_error(sjob))
+                if active:
+                    time.sleep(max(poll_s, 2.0))
+        except KeyboardInterrupt:
+            print(f"stopped waiting; {len(active)} Slurm job(s) keep running (see `robustscale sweep status`)",
+                  file=sys.stderr)
+            raise
