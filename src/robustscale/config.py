@@ -48,9 +48,14 @@ def parse_fraction(value: Any, what: str = "value") -> float:
         return float(value)
     try:
         return float(Fraction(str(value).strip()))
+    except OverflowError:
+        raise UserError(f"invalid {what} {value!r}: out of range") from None
     except (ValueError, ZeroDivisionError):
         raise UserError(f"invalid {what} {value!r}; expected a number like 0.031 or 8/255") from None
 
+
+# timm scheduler names usable with a per-step schedule (``plateau`` needs a metric: not offered).
+SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "none")
 
 # Keys that name or place a run but do not change what it computes (excluded from the hash).
 NON_SEMANTIC_KEYS = ("name", "output_dir", "data_dir", "download", "workers", "energy", "log_every",
@@ -85,6 +90,7 @@ class TrainConfig:
     train_subset: int | None = None
     test_subset: int | None = None
     augment: bool = True
+    input_size: int | None = None  # image side for `imagefolder` datasets (None: 224); others have a fixed size
     generated_data: str | None = None  # .npz with `image` (N,H,W,C uint8) and `label`
     generated_fraction: float = 0.7  # share of every batch drawn from generated data
     cutmix_alpha: float = 0.0
@@ -124,12 +130,19 @@ class TrainConfig:
     eval_subset: int = 1000  # first N test images
     eval_attack_steps: int = 10
     eval_batch_size: int = 256
+    eval_step_size_factor: float = 2.5  # per-epoch PGD-k step: factor * eps / k
     # --- compute accounting
     energy: bool = True
     country: str = "USA"
     price_preset: str = "default"
     device_type: str | None = None  # key in prices.yaml; None: detected
-    log_every: int = 50
+    log_every: int = 50  # progress-bar refresh, in steps
+    progress: bool = True  # tqdm bars (rank 0 only)
+
+    def __post_init__(self):
+        # Direct construction (``TrainConfig(method="trades")``) gets the same enum members as YAML/CLI.
+        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp)):
+            setattr(self, key, choice(enum_cls, getattr(self, key), what=key))
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -223,7 +236,7 @@ class TrainConfig:
             bad("ema_decay", "must be in (0, 1)")
         if not (0 <= self.label_smoothing < 1):
             bad("label_smoothing", "must be in [0, 1)")
-        for key in ("train_subset", "test_subset"):
+        for key in ("train_subset", "test_subset", "input_size"):
             v = getattr(self, key)
             if v is not None and v < 1:
                 bad(key, "must be >= 1")
@@ -231,6 +244,40 @@ class TrainConfig:
             bad("eval_subset", "must be >= 0 (0 disables per-epoch evaluation)")
         if self.eps_warmup_epochs < 0:
             bad("eps_warmup_epochs", "must be >= 0")
+        if self.input_size is not None and str(self.dataset).lower() != "imagefolder":
+            bad("input_size", f"only applies to dataset imagefolder ({self.dataset} has a fixed image size)")
+        if self.method is Method.FGSM_RS and self.norm is not Norm.LINF:
+            bad("norm", "fgsm_rs is an l-inf attack; use method pgd for l2")
+        if self.step_size is not None and self.step_size > 2 * self.eps and self.method is not Method.STANDARD:
+            bad("step_size", f"is more than twice eps={self.eps:g}: every step would jump across the eps-ball")
+        if self.sched not in SCHEDULERS:
+            bad("sched", f"valid: {', '.join(SCHEDULERS)}")
+        if not (0 <= self.momentum < 1):
+            bad("momentum", "must be in [0, 1)")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            bad("weight_decay", "must be >= 0")
+        if not (self.min_lr >= 0 and math.isfinite(self.min_lr)):
+            bad("min_lr", "must be >= 0")
+        if self.clip_grad is not None and not (self.clip_grad > 0):
+            bad("clip_grad", "must be > 0 (or null to disable)")
+        if self.mixup_alpha < 0 or self.cutmix_alpha < 0:
+            bad("mixup_alpha" if self.mixup_alpha < 0 else "cutmix_alpha", "must be >= 0 (0 disables it)")
+        if not (0 <= self.drop_rate < 1):
+            bad("drop_rate", "must be in [0, 1)")
+        if self.workers < 0:
+            bad("workers", "must be >= 0")
+        if self.eval_attack_steps < 0:
+            bad("eval_attack_steps", "must be >= 0 (0: clean accuracy only)")
+        if self.eval_batch_size < 1:
+            bad("eval_batch_size", "must be >= 1")
+        if self.eval_step_size_factor <= 0:
+            bad("eval_step_size_factor", "must be > 0")
+        if self.log_every < 1:
+            bad("log_every", "must be >= 1")
+        if self.seed < 0:
+            bad("seed", "must be >= 0")
+        if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
+            bad("name", "must be a non-empty folder name without '/'")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -270,9 +317,12 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     return out
 
 
+_TYPE_HINTS: dict[str, Any] = {}  # TrainConfig's resolved field types (get_type_hints is slow: cache it)
+
+
 def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     """Coerce a YAML/CLI value to the field's declared type, with a one-line error."""
-    hint = typing.get_type_hints(TrainConfig)[f.name]
+    hint = (_TYPE_HINTS or _TYPE_HINTS.update(typing.get_type_hints(TrainConfig)) or _TYPE_HINTS)[f.name]
     args = typing.get_args(hint)
     optional = type(None) in args
     base = next((a for a in args if a is not type(None)), hint) if args else hint
@@ -281,6 +331,8 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
             return None
         raise UserError(f"invalid {key} {value!r}: a value is required")
     if isinstance(base, type) and issubclass(base, enum.Enum):
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `off` / `on` as a boolean
+            value = "on" if value else "off"
         return choice(base, value, what=key)
     if base is bool:
         if isinstance(value, bool):
