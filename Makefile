@@ -35,8 +35,7 @@ fashion-mnist:
 	fi
 
 demo: $(STAMP) fashion-mnist
-	$(VENV)/bin/robustscale datasets fashion_mnist
-	$(VENV)/bin/robustscale models --dataset fashion_mnist
+	$(VENV)/bin/robustscale study $(DEMO_SPEC)
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

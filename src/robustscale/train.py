@@ -40,6 +40,7 @@ from typing import Any
 
 from .config import Amp, Method, NON_SEMANTIC_KEYS, TrainConfig
 from .errors import UserError
+from .store import record_epoch, record_run_start
 
 __all__ = ["train", "load_run", "run_name", "save_weights", "load_weights", "TrainingDiverged", "STATE_VERSION"]
 
@@ -473,8 +474,18 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     # Backend switches are process-global: restore them so that a library caller is left as it was.
     saved_flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    from .store import record_run_end
+
+    trainer = None
     try:
-        return _Trainer(cfg, dinfo, resume_dir).run()
+        trainer = _Trainer(cfg, dinfo, resume_dir)
+        summary = trainer.run()
+        record_run_end(trainer.cfg, summary)
+        return summary
+    except BaseException as exc:
+        if trainer is not None and getattr(trainer, "_in_store", False):  # never leave a half row `running`
+            record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
     finally:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved_flags[2:]
@@ -660,6 +671,8 @@ class _Trainer:
     # ------------------------------------------------------------------ main
     def run(self) -> dict:
         self.run_dir = self._prepare_run_dir()
+        record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
+        self._in_store = True
         self._setup()
         if self.resume_dir is not None:
             progress = self._load_state()
@@ -872,6 +885,7 @@ class _Trainer:
             if is_best:
                 save_weights(self.run_dir / "best.safetensors", self._eval_model(), cfg, **meta)
             self._append_metrics(row)
+            record_epoch(cfg, row["epoch"], row)
             parts = [f"epoch {progress.epoch + 1}/{cfg.epochs}", f"loss {row['train_loss']:.4f}"]
             if row["train_adv_acc"] is not None:
                 parts.append(f"train adv {row['train_adv_acc']:.1f}%")

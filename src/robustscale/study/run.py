@@ -180,11 +180,12 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
     if df.empty:
         raise UserError(f"no finished runs of study {spec.name} in the store {st.display_url}; see `robustscale "
                         f"sweep status {spec.path}`")
+    runs_df, df = df, family_frame(df, opts)
     fits, comparisons, extrapolations = fit_study(df, opts, spec)
     report = Path(opts.report) if opts.report else Path(spec.output_dir) / "report.html"
     write_study_report(df, spec, opts, fits, comparisons, extrapolations, report)
     rows = summary_rows(opts, fits, comparisons, extrapolations)
-    return StudyResult(spec.name, report, len(df), fits, comparisons, extrapolations, rows,
+    return StudyResult(spec.name, report, len(runs_df), fits, comparisons, extrapolations, rows,
                        time.perf_counter() - start, sweep)
 
 
@@ -199,11 +200,21 @@ def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) 
         if run.name not in done:
             continue
         for ev in opts.evaluations:
+            eps = ev.get("eps") if ev.get("eps") is not None else run.cfg.eps
+            if st.evaluation_exists(run.name, ev["attack"], eps, ev.get("n_examples")):
+                continue  # done by an earlier invocation: claims are reused, not recomputed
             t0 = time.perf_counter()
             claim = evaluate_run(run.run_dir, progress=progress, store=st.url, **ev)
-            if not claim.get("reused"):
-                log(f"evaluated {run.name}: {ev['attack']} on {claim.get('n_examples')} images "
-                    f"-> {claim.get('robust_acc', float('nan')):.1f}% ({time.perf_counter() - t0:.0f} s)")
+            log(f"evaluated {run.name}: {ev['attack']} on {claim.get('n_examples')} images "
+                f"-> {claim.get('robust_acc', float('nan')):.1f}% ({time.perf_counter() - t0:.0f} s)")
+
+
+def family_frame(df, opts: StudyOptions):
+    """One row per (run, family) with a ``family`` column, so that fits and plots select by it."""
+    import pandas as pd
+
+    parts = [fam.select(df).assign(family=fam.label) for fam in opts.fits]
+    return pd.concat(parts, ignore_index=True) if parts else df.assign(family=None)
 
 
 def fit_study(df, opts: StudyOptions, spec=None):
@@ -219,7 +230,7 @@ def fit_study(df, opts: StudyOptions, spec=None):
     for law in opts.laws:
         fits[law] = {}
         for i, fam in enumerate(opts.fits):
-            sub = fam.select(df)
+            sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
             exclude = opts.exclude_below
             if exclude is None and fam.y.endswith("robust_acc"):
                 exclude = COLLAPSE_THRESHOLD_ACC
@@ -334,7 +345,7 @@ def write_study_report(df, spec, opts: StudyOptions, fits, comparisons, extrapol
              f"Per-epoch PGD during training uses the first {first.eval_subset} test images. "
              f"Fits: {', '.join(opts.laws)} laws, {opts.bootstrap} bootstrap resamples (seed {opts.seed}), "
              f"runs with robust accuracy below 10% are excluded as collapsed.")
-    cols = [c for c in ("name", "model", "method", "attack_steps", "train_images", "epochs", "train_flops",
+    cols = [c for c in ("family", "name", "model", "method", "attack_steps", "train_images", "epochs", "train_flops",
                         "wall_seconds", "energy_kwh", "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples")
             if c in df.columns]
     runs_table = df[cols].copy()
