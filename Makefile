@@ -35,7 +35,7 @@ fashion-mnist:
 	fi
 
 demo: $(STAMP) fashion-mnist
-	$(VENV)/bin/robustscale study $(DEMO_SPEC)
+	$(VENV)/bin/robustscale study $(DEMO_SPEC) --executor inline
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -529,9 +529,10 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
         values.update(aa_robust_acc=aa["robust_acc"], aa_n_examples=aa["n_examples"])
     if pgd is not None:
         values["pgd_robust_acc"] = pgd["robust_acc"]
-    head = aa or pgd
-    if head is not None and head["clean_acc"] is not None:
-        values["clean_acc"] = head["clean_acc"]
+    # Clean accuracy from the evaluation on the most test images (AutoAttack often runs on fewer).
+    cleans = [e for e in (aa, pgd) if e is not None and e["clean_acc"] is not None]
+    if cleans:
+        values["clean_acc"] = max(cleans, key=lambda e: (e["n_examples"], e["id"]))["clean_acc"]
     if evals:
         summary = row["summary"] if isinstance(row["summary"], dict) else {}
         train_eval = _float(_flatten(summary).get("eval_flops")) or 0.0
