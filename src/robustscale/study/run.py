@@ -3,8 +3,8 @@
 A study spec is a sweep spec (see ``robustscale.sweep.spec``) plus a ``study:`` section::
 
     study:
-      evaluations:                  # extra evaluations of every finished run (after the sweep's own)
-        - {attack: aa-standard, n_examples: 200}
+      evaluations:                  # extra evaluations of finished runs (after the sweep's own)
+        - {attack: aa-standard, n_examples: 200, where: {method: [pgd, trades]}}
       fits:                         # named families of runs, each fitted against train_flops
         standard:    {where: {method: standard}, y: clean_acc}
         adversarial: {where: {method: [pgd, trades]}, y: aa_robust_acc}
@@ -98,7 +98,15 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
                         f"n_examples: 200}}")
     from ..sweep.spec import _parse_evaluation
 
-    opts.evaluations = [_parse_evaluation(dict(e), where).kwargs() for e in evaluations]
+    opts.evaluations = []
+    for e in evaluations:
+        e = dict(e)
+        select = e.pop("where", None) or {}
+        if not isinstance(select, Mapping):
+            raise UserError(f"`where` of a study evaluation in {where} must map TrainConfig keys to values")
+        ev = _parse_evaluation(e, where).kwargs()
+        ev["where"] = {str(k): [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in select.items()}
+        opts.evaluations.append(ev)
     fits = study.get("fits") or {}
     if not isinstance(fits, Mapping) or not fits:
         raise UserError(f"study.fits in {where} must name at least one family, e.g. "
@@ -199,7 +207,12 @@ def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) 
     for run in spec.runs:
         if run.name not in done:
             continue
+        cfg = run.cfg.to_dict()
         for ev in opts.evaluations:
+            ev = dict(ev)
+            select = ev.pop("where")
+            if any(str(cfg.get(k)) not in values for k, values in select.items()):
+                continue  # e.g. AutoAttack only on adversarially trained runs
             eps = ev.get("eps") if ev.get("eps") is not None else run.cfg.eps
             if st.evaluation_exists(run.name, ev["attack"], eps, ev.get("n_examples")):
                 continue  # done by an earlier invocation: claims are reused, not recomputed
@@ -338,7 +351,9 @@ def write_study_report(df, spec, opts: StudyOptions, fits, comparisons, extrapol
     if spec.evaluation is not None:
         ev = spec.evaluation
         eval_lines.append(f"{ev.attack} on the first {ev.n_examples} test images")
-    eval_lines += [f"{e['attack']} on the first {e.get('n_examples')} test images" for e in opts.evaluations]
+    eval_lines += [f"{e['attack']} on the first {e.get('n_examples')} test images"
+                   + (f" (runs with {', '.join(f'{k} in {v}' for k, v in e['where'].items())})" if e["where"] else "")
+                   for e in opts.evaluations]
     setup = (f"{len(spec.runs)} planned runs ({len(df)} finished) of sweep <code>{spec.name}</code> on "
              f"{first.dataset}, eps {first.eps:.4g} ({first.norm.value}). Axes: {', '.join(spec.axes) or 'none'}. "
              f"Each run is evaluated with {'; '.join(eval_lines) or 'its per-epoch PGD only'}. "
