@@ -37,7 +37,7 @@ from ..config import TrainConfig, load_yaml, parse_fraction
 from ..errors import UserError
 
 SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "name_template", "output_dir",
-             "store", "evaluation", "executor", "cost")
+             "store", "evaluation", "executor", "cost", "study")  # study: read by `robustscale study`
 EVALUATION_KEYS = ("attack", "eps", "n_examples", "batch_size", "steps", "restarts", "seed")
 EXECUTOR_KEYS = ("partition", "gpus_per_job", "tasks_per_job", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism",
                  "max_parallel", "sbatch", "setup", "use_array", "max_requeues", "signal_delay_s", "name_prefix")
