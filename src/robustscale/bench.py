@@ -21,7 +21,7 @@ path per round, the order rotating every round), so that machine noise hits both
 median of the per-round ratios ours/baseline is a robust speed-up figure. It also reports
 measured FLOPs per image (``robustscale.compute.measure_step_flops`` for ours,
 ``FlopCounterMode`` on the baseline step), achieved FLOP/s, utilisation against the device's
-measured matmul peak (:func:`measure_peak_flops`), and peak memory per epoch (peak RSS on CPU,
+measured dense-kernel peak (:func:`measure_peak_flops`), and peak memory per epoch (peak RSS on CPU,
 ``torch.cuda.max_memory_allocated`` on GPU) with a leak check.
 """
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .errors import UserError
 
 __all__ = ["OursStep", "BaselineStep", "BASELINE_METHODS", "bench_train_step", "run_rounds", "measure_peak_flops",
            "count_step_flops", "profile_step", "format_result", "read_rss", "reset_peak_memory", "peak_memory",
-           "MEMORY_GROWTH_LIMIT"]
+           "memory_growth", "MEMORY_GROWTH_LIMIT"]
 
 # Methods the baseline implements (FGSM-RS is one-step PGD from a random start).
 BASELINE_METHODS = (Method.PGD, Method.FGSM_RS)
@@ -453,7 +453,7 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
         epochs: rounds; with ``baseline`` each runs ours and the baseline, order alternating.
         baseline: also time :class:`BaselineStep` and report the per-round ratios.
         seed: model initialisation, synthetic batch and attack random starts.
-        peak: measure the device's matmul peak (for utilisation).
+        peak: measure the device's dense-kernel peak (for utilisation).
     Returns a JSON-able dict (see ``docs/benchmarks.md``): per path ``images_per_second``
     (median over epochs), ``flops_per_image``, ``achieved_flops_per_second``, ``mfu``,
     ``peak_memory_bytes`` (max over epochs) and per-epoch lists; ``ratio`` (median of per-round
