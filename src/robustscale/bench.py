@@ -85,7 +85,11 @@ class OursStep:
         self.optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=cfg.learning_rate, weight_decay=cfg.weight_decay,
                                              momentum=cfg.momentum)
         self.task = create_task(cfg, model, generator=generator)
-        if cfg.compile:
+        from .train import should_compile
+
+        # passes=None: a steady-state measurement, i.e. what a long run gets (`compile: auto` compiles those).
+        self.compiled, self.compile_reason = should_compile(cfg, self.device.type, passes=None)
+        if self.compiled:
             self.task.compile()
         self.amp_dtype = _amp_dtype(cfg.amp)
         # fp16 needs loss scaling; bf16 has fp32's range and does not.
@@ -518,7 +522,8 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
         "attack_steps": paths["ours"].task.attack.steps if hasattr(paths["ours"].task, "attack") else 0,
         "batch_size": cfg.batch_size, "device": kind, "device_name": device_name,
         "threads": torch.get_num_threads() if kind == "cpu" else None,
-        "amp": cfg.amp.value, "channels_last": bool(cfg.channels_last), "compile": bool(cfg.compile),
+        "amp": cfg.amp.value, "channels_last": bool(cfg.channels_last), "compile": paths["ours"].compiled,
+        "compile_setting": cfg.compile.value,
         "steps": steps, "warmup": warmup, "epochs": epochs, "seed": seed,
         "memory_kind": "cuda_max_memory_allocated" if kind == "cuda" else "peak_rss",
         "peak_flops_per_second": peak_info["peak_flops_per_second"] if peak_info else None,

@@ -40,6 +40,18 @@ class Amp(str, enum.Enum):
     FP16 = "fp16"
 
 
+class Compile(str, enum.Enum):
+    """``torch.compile`` of the model: ``auto`` compiles where it pays back its warm-up (see
+    ``robustscale.train.should_compile``); ``on`` / ``off`` force it. YAML/CLI also accept true/false."""
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+_COMPILE_ALIASES = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
+
+
 def parse_fraction(value: Any, what: str = "value") -> float:
     """Parse ``0.031``, ``"8/255"`` or ``8/255`` (YAML gives a string) into a float."""
     if isinstance(value, bool):
@@ -124,7 +136,7 @@ class TrainConfig:
     # --- speed
     amp: Amp = Amp.OFF
     channels_last: bool = True
-    compile: bool = False
+    compile: Compile = Compile.AUTO  # auto: on CUDA, and on CPU for runs long enough to repay the warm-up
     deterministic: bool = False
     # --- per-epoch evaluation
     eval_subset: int = 1000  # first N test images
@@ -141,7 +153,11 @@ class TrainConfig:
 
     def __post_init__(self):
         # Direct construction (``TrainConfig(method="trades")``) gets the same enum members as YAML/CLI.
-        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp)):
+        if isinstance(self.compile, bool):
+            self.compile = Compile.ON if self.compile else Compile.OFF
+        elif isinstance(self.compile, str) and not isinstance(self.compile, Compile):
+            self.compile = _COMPILE_ALIASES.get(self.compile.strip().lower(), self.compile)
+        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp), ("compile", Compile)):
             setattr(self, key, choice(enum_cls, getattr(self, key), what=key))
 
     # ------------------------------------------------------------------ derived values
@@ -330,6 +346,8 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
         if optional:
             return None
         raise UserError(f"invalid {key} {value!r}: a value is required")
+    if base is Compile and str(value).strip().lower() in _COMPILE_ALIASES:
+        value = _COMPILE_ALIASES[str(value).strip().lower()]
     if isinstance(base, type) and issubclass(base, enum.Enum):
         if isinstance(value, bool):  # YAML 1.1 reads a bare `off` / `on` as a boolean
             value = "on" if value else "off"

@@ -18,7 +18,8 @@ from robustscale.compute import count_flops
 from robustscale.config import TrainConfig
 from robustscale.models import create_model
 
-TINY = dict(model="wide_resnet16_1", dataset="fashion_mnist", energy=False)
+# compile off: compiling a tiny step costs far more than the step (the auto default is tested below).
+TINY = dict(model="wide_resnet16_1", dataset="fashion_mnist", energy=False, compile=False)
 
 
 def _tiny_model(seed=0):
@@ -199,7 +200,7 @@ def test_bench_train_step_end_to_end():
 def test_cli_bench_json(cli):
     code, out, err = cli("bench", "--model", "wide_resnet16_1", "--dataset", "fashion_mnist", "--batch-size", "4",
                          "--attack-steps", "1", "--steps", "1", "--warmup", "0", "--epochs", "2", "--no-peak",
-                         "--no-channels-last", "--amp", "bf16", "--json")
+                         "--no-channels-last", "--no-compile", "--amp", "bf16", "--json")
     assert code == 0, err
     r = json.loads(out)
     assert r["model"] == "wide_resnet16_1" and r["attack_steps"] == 1 and r["channels_last"] is False
@@ -230,3 +231,15 @@ def test_cli_bench_user_errors(cli, flags, needle):
 def test_cli_bench_cuda_without_cuda(cli):
     code, _, err = cli("bench", "--device", "cuda", "--no-peak")
     assert code == 2 and "CUDA is not available" in err
+
+
+def test_ours_step_follows_train_compile_default():
+    """`robustscale bench` times what a long run gets: `compile: auto` compiles (when a C++ compiler exists)."""
+    from robustscale.train import _have_cpp_compiler
+
+    cfg = TrainConfig(**{**TINY, "compile": "auto"}, attack_steps=1, eps=0.1, batch_size=4)
+    ours = OursStep(cfg, _tiny_model())  # torch.compile is lazy: nothing is compiled until a call
+    assert ours.compiled is _have_cpp_compiler()
+    assert hasattr(ours.task.trainable_module, "_orig_mod") is ours.compiled
+    eager = OursStep(cfg.replace(compile=False), _tiny_model())
+    assert eager.compiled is False and not hasattr(eager.task.trainable_module, "_orig_mod")

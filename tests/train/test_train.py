@@ -16,7 +16,10 @@ import robustscale  # noqa: F401
 from robustscale.config import TrainConfig
 from robustscale.schema import RUN_COLUMNS
 from robustscale.tasks import PGDTask
-from robustscale.train import TrainingDiverged, _eps_at, load_run, run_name, train
+from robustscale import train as train_module
+from robustscale.config import Compile
+from robustscale.train import (AUTO_COMPILE_MIN_PASSES, TrainingDiverged, _eps_at, load_run, passes_per_image,
+                               run_name, should_compile, train)
 
 TINY = dict(dataset="fashion_mnist", model="wide_resnet16_1", train_subset=128, batch_size=32, epochs=2, eps=0.1,
             attack_steps=1, eval_subset=32, eval_attack_steps=2, workers=0, energy=False, progress=False,
@@ -281,3 +284,57 @@ def test_ddp_two_cpu_processes(tmp_path, mnist_like_dir):
     assert len(torch.load(run_dir / "state.pt", weights_only=False)["rng"]) == 2
     _, model = load_run(run_dir)
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize("value, expected", [("auto", "auto"), ("true", "on"), (True, "on"), ("on", "on"),
+                                             ("false", "off"), (False, "off"), ("0", "off")])
+def test_compile_setting_accepts_booleans_and_auto(value, expected):
+    assert TrainConfig.from_dict({"compile": value}).compile is Compile(expected)
+    assert TrainConfig().compile is Compile.AUTO  # the default
+
+
+def test_compile_auto_decision(monkeypatch):
+    monkeypatch.setattr(train_module, "_have_cpp_compiler", lambda: True)
+    auto = TrainConfig(method="pgd", attack_steps=10)
+    assert passes_per_image(auto) == 11
+    assert passes_per_image(TrainConfig(method="trades", attack_steps=10)) == 12
+    assert passes_per_image(TrainConfig(method="fgsm_rs")) == 2 and passes_per_image(TrainConfig(method="standard")) == 1
+    assert should_compile(auto, "cuda", passes=10)[0] is True  # GPUs always compile
+    assert should_compile(auto, "cpu", passes=AUTO_COMPILE_MIN_PASSES - 1)[0] is False
+    compiled, why = should_compile(auto, "cpu", passes=AUTO_COMPILE_MIN_PASSES)
+    assert compiled and "long CPU run" in why
+    assert should_compile(auto, "cpu", passes=None)[0] is True  # steady state (bench)
+    assert should_compile(auto, "mps", passes=None)[0] is False
+    assert should_compile(auto.replace(compile="on"), "cpu", passes=1)[0] is True
+    assert should_compile(auto.replace(compile="off"), "cuda", passes=None)[0] is False
+    monkeypatch.setattr(train_module, "_have_cpp_compiler", lambda: False)
+    compiled, why = should_compile(auto, "cpu", passes=None)
+    assert not compiled and "no C++ compiler" in why
+
+
+def test_bad_compile_value_is_one_line_exit_2(tmp_path, mnist_like_dir, cli):
+    code, _, err = cli("train", "--config", _write_yaml(tmp_path, mnist_like_dir), "--compile", "sometimes")
+    assert code == 2 and err.strip() == "error: unknown compile 'sometimes'; valid: auto, on, off"
+
+
+def test_compiled_run_matches_eager(reference_run, tmp_path, mnist_like_dir):
+    """`compile: on` trains the same model as eager; short runs under `auto` stay eager.
+
+    Not bit-exact: compiled kernels reassociate float sums, and training amplifies such noise (a PGD
+    step takes the sign of the input gradient). The yardstick is the same noise from another source:
+    eager NCHW vs eager channels-last. Compiled vs eager must stay within a few times that.
+    """
+    _, _, ref_summary = reference_run
+    assert ref_summary["compiled"] is False  # TINY runs ~1k passes: auto keeps them eager
+    cfg = _cfg(tmp_path, mnist_like_dir, name="compiled", compile="on", epochs=1, eval_subset=0, augment=False)
+    runs = {"compiled": cfg, "eager": cfg.replace(name="eager", compile="off"),
+            "nchw": cfg.replace(name="nchw", compile="off", channels_last=False)}
+    summaries = {name: train(c) for name, c in runs.items()}
+    assert summaries["compiled"]["compiled"] is True and summaries["eager"]["compiled"] is False
+    w = {name: _weights(tmp_path / name) for name in runs}
+
+    def distance(a, b):
+        return float(torch.cat([(w[a][k].float() - w[b][k].float()).flatten() for k in w[a]]).norm())
+
+    noise = distance("eager", "nchw")
+    assert 0 < distance("compiled", "eager") < 4 * noise, (distance("compiled", "eager"), noise)

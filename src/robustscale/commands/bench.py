@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--amp", default=train.amp.value, help="off, bf16 or fp16 (fp16: CUDA only)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=train.channels_last,
                    help="channels-last memory format")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=train.compile,
-                   help="torch.compile the model; compile time shows as warm-up s")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default: train's `compile: auto`, which compiles on CUDA and "
+                   "for long CPU runs, i.e. at the steady state timed here); compile time shows as warm-up s")
     p.add_argument("--steps", type=int, default=3, help="timed steps per path per epoch")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per path before the epochs")
     p.add_argument("--epochs", type=int, default=3,
