@@ -87,8 +87,8 @@ class OursStep:
         self.task = create_task(cfg, model, generator=generator)
         from .train import should_compile
 
-        # passes=None: a steady-state measurement, i.e. what a long run gets (`compile: auto` compiles those).
-        self.compiled, self.compile_reason = should_compile(cfg, self.device.type, passes=None)
+        # train_flops=None: a steady-state measurement, i.e. what a long run gets (`compile: auto` compiles those).
+        self.compiled, self.compile_reason = should_compile(cfg, self.device.type, train_flops=None)
         if self.compiled:
             self.task.compile()
         self.amp_dtype = _amp_dtype(cfg.amp)

@@ -409,11 +409,11 @@ def _autocast(cfg: TrainConfig, device):
     return torch.autocast(device.type, dtype=dtype)
 
 
-# `compile: auto` on CPU: eager below this many forward-backward passes per rank. Measured on 2 cores
-# (WRN-16-2, PGD-10, batch 128, 3,840 CIFAR-size images): eager 17.7 ms/image; compiled 14.2 ms/image
-# plus ~30 s of cold compilation (a warm inductor cache costs ~0 s). That repays itself after ~8.6k images
-# = ~95k passes; short runs (tests, the demo) stay eager.
-AUTO_COMPILE_MIN_PASSES = 100_000
+# `compile: auto` on CPU: eager below this many training FLOPs per rank. Compilation costs a fixed
+# ~30 s (cold inductor cache, 2 cores) and then saves a share of every step, so the break-even is a
+# FLOP count: measured 8.6k images x 4.65 GFLOP = 40 TFLOP for WRN-16-2 PGD-10 at 32x32, and 45k x
+# 0.525 GFLOP = 24 TFLOP for WRN-16-1 PGD-5 at 28x28 (docs/benchmarks.md). Tests and the demo stay eager.
+AUTO_COMPILE_MIN_TRAIN_FLOPS = 3e13
 
 
 def _have_cpp_compiler() -> bool:
@@ -426,12 +426,12 @@ def _have_cpp_compiler() -> bool:
         return False
 
 
-def should_compile(cfg: TrainConfig, device_type: str, passes: int | None = None) -> tuple[bool, str]:
+def should_compile(cfg: TrainConfig, device_type: str, train_flops: float | None = None) -> tuple[bool, str]:
     """Whether to ``torch.compile`` the model for ``cfg`` on ``device_type``, and why (one line).
 
-    ``passes``: forward-backward passes this rank will run (None: a steady-state measurement, as in
-    ``robustscale bench``). ``auto`` compiles on CUDA always and on CPU when a C++ compiler exists and
-    the run is long enough to repay the warm-up (``AUTO_COMPILE_MIN_PASSES``).
+    ``train_flops``: the training FLOPs this rank will execute (None: a steady-state measurement, as in
+    ``robustscale bench``). ``auto`` compiles on CUDA always, and on the CPU when a C++ compiler exists
+    and the run is long enough to repay the warm-up (``AUTO_COMPILE_MIN_TRAIN_FLOPS``).
     """
     if cfg.compile is Compile.ON:
         return True, "compile on"
@@ -441,20 +441,12 @@ def should_compile(cfg: TrainConfig, device_type: str, passes: int | None = None
         return True, "compile auto: compiled on CUDA"
     if device_type != "cpu":
         return False, f"compile auto: eager on {device_type}"
-    if passes is not None and passes < AUTO_COMPILE_MIN_PASSES:
-        return False, (f"compile auto: eager, a short CPU run ({passes:,} forward-backward passes < "
-                       f"{AUTO_COMPILE_MIN_PASSES:,} repay no compile warm-up)")
+    if train_flops is not None and train_flops < AUTO_COMPILE_MIN_TRAIN_FLOPS:
+        return False, (f"compile auto: eager, a short CPU run ({train_flops:.2g} training FLOPs < "
+                       f"{AUTO_COMPILE_MIN_TRAIN_FLOPS:.0e} would not repay the compile warm-up)")
     if not _have_cpp_compiler():
         return False, "compile auto: eager, no C++ compiler found for torch.compile on CPU"
     return True, "compile auto: compiled (long CPU run)"
-
-
-def passes_per_image(cfg: TrainConfig) -> int:
-    """Forward-backward passes per training image: 1 + attack steps (TRADES: + its clean pass)."""
-    if cfg.method is Method.STANDARD:
-        return 1
-    steps = cfg.attack_config().steps
-    return steps + (2 if cfg.method is Method.TRADES else 1)
 
 
 def _eps_at(cfg: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -624,8 +616,9 @@ class _Trainer:
         self.step_flops = measure_step_flops(model, cfg, image_shape)
         self.cost_model = CostModel.from_yaml(preset=cfg.price_preset)
 
-        passes = cfg.epochs * len(self.loader) * (cfg.batch_size // dinfo.world) * passes_per_image(cfg)
-        self.compiled, self.compile_reason = should_compile(cfg, dinfo.device.type, passes)
+        rank_images = cfg.epochs * len(self.loader) * (cfg.batch_size // dinfo.world)
+        self.compiled, self.compile_reason = should_compile(cfg, dinfo.device.type,
+                                                            rank_images * self.step_flops.train_step_flops)
         if self.compiled:
             if cfg.compile is Compile.AUTO:
                 import torch._dynamo

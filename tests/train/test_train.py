@@ -18,8 +18,8 @@ from robustscale.schema import RUN_COLUMNS
 from robustscale.tasks import PGDTask
 from robustscale import train as train_module
 from robustscale.config import Compile
-from robustscale.train import (AUTO_COMPILE_MIN_PASSES, TrainingDiverged, _eps_at, load_run, passes_per_image,
-                               run_name, should_compile, train)
+from robustscale.train import (AUTO_COMPILE_MIN_TRAIN_FLOPS, TrainingDiverged, _eps_at, load_run, run_name,
+                               should_compile, train)
 
 TINY = dict(dataset="fashion_mnist", model="wide_resnet16_1", train_subset=128, batch_size=32, epochs=2, eps=0.1,
             attack_steps=1, eval_subset=32, eval_attack_steps=2, workers=0, energy=False, progress=False,
@@ -296,19 +296,16 @@ def test_compile_setting_accepts_booleans_and_auto(value, expected):
 def test_compile_auto_decision(monkeypatch):
     monkeypatch.setattr(train_module, "_have_cpp_compiler", lambda: True)
     auto = TrainConfig(method="pgd", attack_steps=10)
-    assert passes_per_image(auto) == 11
-    assert passes_per_image(TrainConfig(method="trades", attack_steps=10)) == 12
-    assert passes_per_image(TrainConfig(method="fgsm_rs")) == 2 and passes_per_image(TrainConfig(method="standard")) == 1
-    assert should_compile(auto, "cuda", passes=10)[0] is True  # GPUs always compile
-    assert should_compile(auto, "cpu", passes=AUTO_COMPILE_MIN_PASSES - 1)[0] is False
-    compiled, why = should_compile(auto, "cpu", passes=AUTO_COMPILE_MIN_PASSES)
+    assert should_compile(auto, "cuda", train_flops=1.0)[0] is True  # GPUs always compile
+    assert should_compile(auto, "cpu", train_flops=AUTO_COMPILE_MIN_TRAIN_FLOPS * 0.99)[0] is False
+    compiled, why = should_compile(auto, "cpu", train_flops=AUTO_COMPILE_MIN_TRAIN_FLOPS)
     assert compiled and "long CPU run" in why
-    assert should_compile(auto, "cpu", passes=None)[0] is True  # steady state (bench)
-    assert should_compile(auto, "mps", passes=None)[0] is False
-    assert should_compile(auto.replace(compile="on"), "cpu", passes=1)[0] is True
-    assert should_compile(auto.replace(compile="off"), "cuda", passes=None)[0] is False
+    assert should_compile(auto, "cpu", train_flops=None)[0] is True  # steady state (bench)
+    assert should_compile(auto, "mps", train_flops=None)[0] is False
+    assert should_compile(auto.replace(compile="on"), "cpu", train_flops=1.0)[0] is True
+    assert should_compile(auto.replace(compile="off"), "cuda", train_flops=None)[0] is False
     monkeypatch.setattr(train_module, "_have_cpp_compiler", lambda: False)
-    compiled, why = should_compile(auto, "cpu", passes=None)
+    compiled, why = should_compile(auto, "cpu", train_flops=None)
     assert not compiled and "no C++ compiler" in why
 
 
@@ -325,7 +322,7 @@ def test_compiled_run_matches_eager(reference_run, tmp_path, mnist_like_dir):
     eager NCHW vs eager channels-last. Compiled vs eager must stay within a few times that.
     """
     _, _, ref_summary = reference_run
-    assert ref_summary["compiled"] is False  # TINY runs ~1k passes: auto keeps them eager
+    assert ref_summary["compiled"] is False  # TINY runs are ~1e11 FLOPs: auto keeps them eager
     cfg = _cfg(tmp_path, mnist_like_dir, name="compiled", compile="on", epochs=1, eval_subset=0, augment=False)
     runs = {"compiled": cfg, "eager": cfg.replace(name="eager", compile="off"),
             "nchw": cfg.replace(name="nchw", compile="off", channels_last=False)}
