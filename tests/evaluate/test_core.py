@@ -251,3 +251,25 @@ def test_bad_requests(trained_mlp):
         evaluate(model, x, y, "aa-standard", amp="bf16")
     with pytest.raises(UserError, match="unknown attack 'fgsm'"):
         evaluate(model, x, y, "fgsm")
+
+
+def test_conv_model_runs_channels_last_and_its_format_is_restored():
+    """Evaluation converts a conv net to channels-last for speed and hands it back as it came."""
+    from robustscale.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist").eval()
+    x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
+    expected = model(x).argmax(1) == y  # independent clean pass, NCHW
+    seen = []
+    hook = model.register_forward_pre_hook(
+        lambda m, args: seen.append(next(p for p in m.parameters() if p.dim() == 4)
+                                    .is_contiguous(memory_format=torch.channels_last)))
+    r = evaluate(model, x, y, "pgd", eps=0.05, steps=2, batch_size=8, flops=False)
+    hook.remove()
+    assert seen and all(seen)  # every pass ran with channels-last weights
+    assert torch.equal(r["clean_flags"], expected)
+    assert all(p.is_contiguous() for p in model.parameters())  # restored
+    model.to(memory_format=torch.channels_last)
+    evaluate(model, x, y, "clean", batch_size=8, flops=False)
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in model.parameters() if p.dim() == 4)

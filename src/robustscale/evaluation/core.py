@@ -105,6 +105,9 @@ def evaluate(
 
     was_training = model.training
     model.eval()
+    # Channels-last convolutions, as in training: AutoAttack on WRN-16-2 (20 Fashion-MNIST images, 2-core
+    # CPU) took 61-63 s instead of 69-70 s, same results. The caller's memory format is restored after.
+    restore_format = _set_channels_last(model)
     counter = PassCounter(AutocastModel(model, spec.amp) if spec.amp.value != "off" else model)
     device = _device_of(model)
 
@@ -133,6 +136,8 @@ def evaluate(
         raise
     finally:
         model.train(was_training)
+        if restore_format:
+            model.to(memory_format=torch.contiguous_format)
     state["sessions"] += 1
     state["compute"].append(tracker.summary())
     complete = state["stage"] > len(spec.stages)
@@ -184,6 +189,15 @@ def _select(x: torch.Tensor, y: torch.Tensor, n: int | None) -> tuple[torch.Tens
     if n > x.shape[0]:
         raise UserError(f"n_examples {n} is larger than the {x.shape[0]} examples given")
     return x[:int(n)], y[:int(n)].long()
+
+
+def _set_channels_last(model: nn.Module) -> bool:
+    """Put 4-D parameters in channels-last; True when they were not already (restore them after)."""
+    conv_weights = [p for p in model.parameters() if p.dim() == 4]
+    if not conv_weights or all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights):
+        return False
+    model.to(memory_format=torch.channels_last)
+    return True
 
 
 def _device_of(model: nn.Module) -> torch.device:
