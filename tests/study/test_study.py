@@ -86,6 +86,7 @@ def test_study_table_is_readable():
     ({"laws": ["cubic"]}, "unknown law 'cubic'"),
     ({"targets": [150]}, "invalid study target 150"),
     ({"bootstrap": -1}, "invalid study.bootstrap -1"),
+    ({"eval_workers": 0}, "invalid study.eval_workers 0"),
 ])
 def test_study_spec_errors_exit_2_before_running(tmp_path, mnist_like_dir, cli, study, message):
     path = _spec(tmp_path, mnist_like_dir, **study)
@@ -105,3 +106,30 @@ def test_paper_runs_cli(tmp_path, paper_runs_csv, cli):
     assert code == 0, err
     assert (tmp_path / "paper" / "report.html").is_file()
     assert "report:" in out and "not reachable" in out.lower() or "n/r" in out
+
+
+def test_parallel_evaluations_match_in_process_ones(tmp_path, mnist_like_dir, cli):
+    """study.eval_workers: the extra evaluations run in worker processes and give the same claims."""
+    import shutil
+
+    from robustscale.evaluate import evaluate_run
+
+    path = _spec(tmp_path, mnist_like_dir, eval_workers=2)
+    data = yaml.safe_load(path.read_text())
+    data["grid"]["train_subset"] = [128, 256]
+    path.write_text(yaml.safe_dump(data))
+    code, out, err = cli("study", str(path), "--executor", "inline", "--no-progress", "--json")
+    assert code == 0, err
+    assert "4 evaluations in 2 processes" in err and err.count("evaluated ") == 4
+    for run_dir in sorted((tmp_path / "runs").glob("*-n*")):
+        claim = json.loads((run_dir / "eval" / "apgd-ce-0.05.json").read_text())
+        copy = tmp_path / "copy" / run_dir.name
+        shutil.copytree(run_dir, copy)
+        shutil.rmtree(copy / "eval")
+        direct = evaluate_run(copy, attack="apgd-ce", n_examples=16, store=str(tmp_path / "direct.db"))
+        assert claim["robust_acc"] == direct["robust_acc"] and claim["n_examples"] == 16
+
+
+def test_eval_workers_flag_is_checked(tmp_path, mnist_like_dir, cli):
+    code, _, err = cli("study", str(_spec(tmp_path, mnist_like_dir)), "--eval-workers", "0")
+    assert code == 2 and "invalid --eval-workers 0" in err and not (tmp_path / "runs").exists()

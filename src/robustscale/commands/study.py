@@ -19,6 +19,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--store", help="results store URL or runs.db path (default: the spec's, else <output_dir>/runs.db)")
     p.add_argument("--executor", default="local", help="local (default), inline or slurm")
     p.add_argument("--max-parallel", type=int, default=None, help="runs at once with the local executor")
+    p.add_argument("--eval-workers", type=int, default=None,
+                   help="processes for the study's extra evaluations (default: the spec's study.eval_workers, else 1)")
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the spec's / 1000)")
     p.add_argument("-o", "--output", help="output folder (paper runs: default paper-reproduction/)")
     p.add_argument("--markdown", help="paper runs: also write this markdown page (figures beside it)")
@@ -44,6 +46,10 @@ def run(args: argparse.Namespace) -> int:
         if args.bootstrap < 0:
             raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")
         opts.bootstrap = args.bootstrap
+    if args.eval_workers is not None:
+        if args.eval_workers < 1:
+            raise UserError(f"invalid --eval-workers {args.eval_workers}: must be >= 1")
+        opts.eval_workers = args.eval_workers
     if args.output:
         from pathlib import Path
 
