@@ -71,13 +71,21 @@ def test_study_end_to_end_and_rerun_reuses_runs(tmp_path, mnist_like_dir, cli):
 
 def test_study_table_is_readable():
     rows = [{"law": "power", "family": "adv", "status": "ok", "n": 4, "exponent": 0.05, "exponent_low": 0.01,
-             "exponent_high": 0.09, "asymptote_acc": float("nan"), "reachable_90": False, "share_reachable_90": 0.2},
+             "exponent_high": 0.09, "asymptote_acc": float("nan"), "reachable_90": False, "share_reachable_90": 0.2,
+             "reachable_80": True, "compute_flops_80": 1.5e15, "device_hours_80": 3.25, "energy_kwh_80": 1.0,
+             "cloud_usd_high_80": 5.0},
+            {"law": "saturating", "family": "std", "status": "did not converge: " + "x" * 80},
             {"law": "power", "family": "adv - std", "status": "comparison", "exponent": -0.1, "exponent_low": -0.2,
              "exponent_high": -0.01, "p_value": 0.01}]
-    table = format_study_table(rows, [90])
-    lines = table.splitlines()
-    assert len({len(l.rstrip()) for l in lines[:1]}) == 1 and "exponent [95% CI]" in lines[0]
-    assert "not reachable (20% of fits)" in table and "-0.1 [-0.2, -0.01]" in table
+    table = format_study_table(rows, [80, 90])
+    header, first, second, failed, comparison = table.splitlines()
+    assert "exponent [95% CI]" in header
+    # one line per target, the cost figures under their headers
+    col = header.index("target")
+    assert first[col:].split()[:4] == ["80%", "1.50e+15", "3.25", "1"] and first.startswith("power")
+    assert second[:col].strip() == "" and second[col:].startswith("90%     not reachable (20% of fits)")
+    assert failed.endswith("x" * 80) and len(header) < 120  # long messages do not widen the columns
+    assert comparison.split()[:2] == ["power", "adv"] and "difference of exponents -0.1 [-0.2, -0.01]" in comparison
 
 
 @pytest.mark.parametrize("study,message", [

@@ -356,7 +356,8 @@ def summary_rows(opts: StudyOptions, fits, comparisons, extrapolations) -> list[
             rows.append(row)
     for law, comp in comparisons.items():
         if comp is not None:
-            rows.append({"law": law, "family": f"{comp.a} - {comp.b}", "status": "comparison",
+            names = opts.compare or (comp.a, comp.b)
+            rows.append({"law": law, "family": f"{names[0]} - {names[1]}", "status": "comparison",
                          "exponent": comp.diff, "exponent_low": comp.low, "exponent_high": comp.high,
                          "p_value": comp.p_value})
     return rows
@@ -369,38 +370,58 @@ def _fmt(v, spec=".3g") -> str:
 
 
 def format_study_table(rows: Sequence[Mapping[str, Any]], targets: Sequence[float]) -> str:
-    """The terminal table: per law and family the exponent, the asymptote, and each target's cost."""
-    headers = ["law", "family", "n", "exponent [95% CI]", "asymptote %"]
-    for t in targets:
-        headers += [f"{t:g}%: FLOPs", "device-h", "kWh", "USD (cloud high)"]
-    body = []
+    """The terminal table: per law and family the exponent and asymptote, then one line per target
+    with its cost (FLOPs, device-hours, kWh, USD). Fits that failed and exponent differences get one
+    line each, their text outside the columns so that it never widens them."""
+    headers = ["law", "family", "n", "exponent [95% CI]", "asymptote %", "target", "FLOPs", "device-h", "kWh",
+               "USD (cloud high)"]
+    body: list[list[str]] = []
+    free_text: dict[int, str] = {}  # row index -> text printed after the first three columns
     for r in rows:
         if r.get("status") == "comparison":
-            body.append([r["law"], r["family"], "", f"{r['exponent']:+.3g} [{_fmt(r['exponent_low'], '+.3g')}, "
-                         f"{_fmt(r['exponent_high'], '+.3g')}]", ""] + [""] * 4 * len(targets))
+            free_text[len(body)] = (f"difference of exponents {r['exponent']:+.3g} [{_fmt(r['exponent_low'], '+.3g')}, "
+                                    f"{_fmt(r['exponent_high'], '+.3g')}]")
+            body.append([r["law"], r["family"], ""] + [""] * (len(headers) - 3))
             continue
         if r.get("status") != "ok":
-            body.append([r["law"], r["family"], "", str(r.get("status"))[:60], ""] + [""] * 4 * len(targets))
+            free_text[len(body)] = str(r.get("status"))
+            body.append([r["law"], r["family"], ""] + [""] * (len(headers) - 3))
             continue
-        line = [r["law"], r["family"], str(r["n"]),
+        head = [r["law"], r["family"], str(r["n"]),
                 f"{r['exponent']:.3g} [{_fmt(r['exponent_low'])}, {_fmt(r['exponent_high'])}]",
                 _fmt(r.get("asymptote_acc"), ".1f")]
-        for t in targets:
+        for i, t in enumerate(targets or [None]):
+            lead = head if i == 0 else [""] * len(head)
+            if t is None:
+                body.append(lead + ["-"] * 5)
+                continue
             key = f"{t:g}"
             if f"reachable_{key}" not in r:
-                line += ["-"] * 4
+                cost = ["-"] * 4
             elif not r[f"reachable_{key}"]:
                 share = r.get(f"share_reachable_{key}", math.nan)
-                line += [f"not reachable ({_fmt(100 * share, '.0f')}% of fits)" if share == share else "not reachable",
-                         "", "", ""]
+                free_text[len(body)] = (f"not reachable ({_fmt(100 * share, '.0f')}% of fits)" if share == share
+                                        else "not reachable")
+                cost = None
             else:
-                line += [_fmt(r.get(f"compute_flops_{key}"), ".2e"), _fmt(r.get(f"device_hours_{key}"), ".3g"),
-                         _fmt(r.get(f"energy_kwh_{key}"), ".3g"), _fmt(r.get(f"cloud_usd_high_{key}"), ".3g")]
-        body.append(line)
-    widths = [max(len(h), *(len(row[i]) for row in body)) if body else len(h) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in body]
+                cost = [_fmt(r.get(f"compute_flops_{key}"), ".2e"), _fmt(r.get(f"device_hours_{key}"), ".3g"),
+                        _fmt(r.get(f"energy_kwh_{key}"), ".3g"), _fmt(r.get(f"cloud_usd_high_{key}"), ".3g")]
+            body.append(lead + [f"{key}%"] + (cost if cost is not None else [""] * 4))
+    widths = [max([len(h)] + [len(row[i]) for j, row in enumerate(body)
+                              if j not in free_text or i < _free_from(row)]) for i, h in enumerate(headers)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for j, row in enumerate(body):
+        if j in free_text:
+            k = _free_from(row)
+            out.append(("  ".join(c.ljust(w) for c, w in zip(row[:k], widths[:k])) + "  " + free_text[j]).rstrip())
+        else:
+            out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     return "\n".join(out)
+
+
+def _free_from(row: Sequence[str]) -> int:
+    """Columns kept before a line's free text: up to the target column when it has one, else law/family/n."""
+    return 6 if len(row) > 5 and row[5] else 3
 
 
 def write_study_report(df, spec, opts: StudyOptions, fits, comparisons, extrapolations, out_path: Path) -> Path:
