@@ -175,6 +175,26 @@ def test_plan_uses_measured_throughput_from_the_store(cli, tmp_path, mnist_like_
     assert runs["pgd-k1"]["store_status"] == "pending"
 
 
+def test_plan_flop_rate_gives_each_run_its_own_throughput(cli, tmp_path, mnist_like_dir):
+    """--flop-rate: img/s = FLOP/s / FLOPs per image, per run; --throughput still wins; cost.flop_rate in the spec."""
+    path = write_spec(tmp_path / "s.yaml", **tiny(tmp_path, mnist_like_dir))
+    code, out, err = cli("sweep", "plan", path, "--flop-rate", "2e12", "--json")
+    assert code == 0, err
+    runs = json.loads(out)["runs"]
+    for r in runs:
+        assert r["throughput_source"] == "given:flop-rate"
+        assert r["throughput"] == pytest.approx(2e12 / r["train_flops_per_image"])
+        assert r["device_hours"] == pytest.approx(r["train_flops"] / 2e12 / 3600)
+    assert len({round(r["throughput"]) for r in runs}) > 1  # more attack steps: fewer images per second
+    code, out, _ = cli("sweep", "plan", path, "--flop-rate", "2e12", "--throughput", "7", "--json")
+    assert {r["throughput"] for r in json.loads(out)["runs"]} == {7.0}
+    path = write_spec(tmp_path / "s2.yaml", **tiny(tmp_path, mnist_like_dir, cost={"device_type": "cpu", "flop_rate": 1e12}))
+    code, out, _ = cli("sweep", "plan", path, "--json")
+    assert {r["throughput_source"] for r in json.loads(out)["runs"]} == {"spec:flop-rate"}
+    code, _, err = cli("sweep", "plan", path, "--flop-rate", "0")
+    assert code == 2 and "invalid --flop-rate 0" in err
+
+
 def test_store_errors_are_user_errors(cli, tmp_path, mnist_like_dir):
     from robustscale.store import open_store
 

@@ -25,10 +25,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = ssub.add_parser("plan", help="print the expanded runs with estimated FLOPs, device-hours, energy and cost",
                         description="Expand and validate the spec (nothing runs, nothing is written). FLOPs are "
                         "measured per model/method/steps (meta device, cached); time needs a throughput: "
-                        "--throughput, the spec's cost.throughput, or finished runs of the same family in the store.")
+                        "--throughput or --flop-rate, the spec's cost.throughput / cost.flop_rate, or finished "
+                        "runs in the store.")
     common(q)
     q.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
                    help="training images per second of one job (default: measured in the store)")
+    q.add_argument("--flop-rate", type=float, default=None, metavar="FLOP_PER_S",
+                   help="achieved training FLOP/s of one job, in measured FLOPs (the `achieved` figure of "
+                   "`robustscale bench`); each run's img/s is this over its FLOPs per image")
     q.add_argument("--device-type", default=None, help="device type to price (a key of prices.yaml, e.g. H100)")
     q.add_argument("--price-preset", default=None, help="price preset (default: the spec's, else 'default')")
     q.add_argument("--no-cost", action="store_true", help="only expand the runs (no FLOP measurement)")
@@ -108,9 +112,11 @@ def run_plan(args) -> int:
         statuses = {s.run.name: s.state for s in sweep_states(spec, store)}
     if args.throughput is not None and args.throughput <= 0:
         raise UserError(f"invalid --throughput {args.throughput}: must be > 0 images per second")
+    if args.flop_rate is not None and args.flop_rate <= 0:
+        raise UserError(f"invalid --flop-rate {args.flop_rate}: must be > 0 FLOP/s")
     estimates = None
     if not args.no_cost:
-        estimates = estimate_runs(spec, throughput=args.throughput, device_type=args.device_type,
+        estimates = estimate_runs(spec, throughput=args.throughput, flop_rate=args.flop_rate, device_type=args.device_type,
                                   price_preset=args.price_preset, store=store, progress=not args.json)
     rows = []
     for i, run in enumerate(spec.runs):
@@ -151,7 +157,8 @@ def run_plan(args) -> int:
                       f"{_fmt(total['energy_kwh'], 'n')} kWh", f"electricity ${_fmt(total['electricity_usd'], 'n')}",
                       f"cloud ${_fmt(total['cloud_usd_low'], 'n')}-{_fmt(total['cloud_usd_high'], 'n')}"]
         else:
-            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or finish a run of each family")
+            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or --flop-rate FLOP_PER_S, "
+                         "or finish a run of each family")
         print("total: " + ", ".join(parts) + f" (throughput: {', '.join(sources)})")
     if spec.evaluation is not None:
         e = spec.evaluation

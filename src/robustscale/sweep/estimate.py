@@ -5,9 +5,11 @@
   training images the run will see (steps per epoch follow the training sampler: drop-last
   without generated data, ceil with it).
 - Time: ``images_seen / throughput`` where the throughput (training images per second of one
-  job) is, in order: ``--throughput``, the spec's ``cost.throughput``, the median of finished
-  runs of the same family (dataset, model, method, attack steps) in the store, or the median
-  FLOP rate (train FLOPs per second) of all finished runs in the store. Without any: unknown.
+  job) is, in order: ``--throughput``, ``--flop-rate`` / FLOPs per image, the spec's
+  ``cost.throughput``, then its ``cost.flop_rate``, the median of finished runs of the same family
+  (dataset, model, method, attack steps) in the store, or the median FLOP rate (train FLOPs per
+  second) of all finished runs in the store. Without any: unknown. A FLOP rate carries one
+  measured speed across models and attack steps (img/s does not).
 - Device-hours = hours x devices per job; energy = the price table's power x device-hours
   (IT energy); cost from ``CostModel.cost`` (electricity with PUE, cloud rental low/high).
 """
@@ -35,7 +37,7 @@ class RunEstimate:
     images_seen: int | None
     train_flops: float | None
     throughput: float | None  # training images per second, one job
-    throughput_source: str  # "given", "spec", "store:family", "store:flop-rate", "unknown"
+    throughput_source: str  # "given", "given:flop-rate", "spec", "spec:flop-rate", "store:family", "store:flop-rate", "unknown"
     device_count: int
     device_type: str | None
     device_hours: float | None
@@ -188,7 +190,7 @@ def store_throughputs(store) -> tuple[dict[tuple, float], float | None]:
 
 
 def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, throughput: float | None = None,
-                  device_type: str | None = None, price_preset: str | None = None, store=None,
+                  flop_rate: float | None = None, device_type: str | None = None, price_preset: str | None = None, store=None,
                   cache: StepFlopsCache | None = None, progress: bool = False) -> list[RunEstimate]:
     """The bill of each run (see the module docstring)."""
     from ..compute import CostModel
@@ -201,11 +203,18 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
     dev_type = device_type or spec.cost.device_type
     if dev_type is not None:
         costs.price(dev_type)  # unknown type -> UserError listing the valid ones
-    given = throughput if throughput is not None else spec.cost.throughput
-    given_source = "given" if throughput is not None else "spec"
-    if given is not None and given <= 0:
-        raise UserError(f"invalid throughput {given!r}: must be > 0 images per second")
-    family, flop_rate = store_throughputs(store) if store is not None and given is None else ({}, None)
+    # (images per second, FLOP/s, source): the first one given wins
+    candidates = [(throughput, None, "given"), (None, flop_rate, "given:flop-rate"),
+                  (spec.cost.throughput, None, "spec"), (None, spec.cost.flop_rate, "spec:flop-rate")]
+    for img_s, flop_s, _ in candidates:
+        if img_s is not None and not img_s > 0:
+            raise UserError(f"invalid throughput {img_s!r}: must be > 0 images per second")
+        if flop_s is not None and not flop_s > 0:
+            raise UserError(f"invalid flop rate {flop_s!r}: must be > 0 FLOP/s")
+    given_img_s, given_flop_s, given_source = next(
+        (c for c in candidates if c[0] is not None or c[1] is not None), (None, None, "unknown"))
+    given = given_img_s if given_img_s is not None else given_flop_s
+    family, store_flop_rate = store_throughputs(store) if store is not None and given is None else ({}, None)
 
     todo = cache.missing(r.cfg for r in runs)
     if todo:
@@ -225,12 +234,14 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
         flops = None if seen is None else per_image * seen
         devices = max(int(gpus if gpus is not None else 0), 1)
         rate, source = None, "unknown"
-        if given is not None:
-            rate, source = float(given), given_source
+        if given_img_s is not None:
+            rate, source = float(given_img_s), given_source
+        elif given_flop_s is not None and per_image:
+            rate, source = float(given_flop_s) / per_image, given_source
         elif family_key(cfg) in family:
             rate, source = family[family_key(cfg)], "store:family"
-        elif flop_rate and per_image:
-            rate, source = flop_rate / per_image, "store:flop-rate"
+        elif store_flop_rate and per_image:
+            rate, source = store_flop_rate / per_image, "store:flop-rate"
         hours = None if rate is None or seen is None else seen / rate / 3600.0
         device_hours = None if hours is None else hours * devices
         this_type = dev_type or cfg.device_type or ("gpu" if (gpus or 0) > 0 else "cpu")

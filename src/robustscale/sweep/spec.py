@@ -18,7 +18,7 @@ A spec is YAML::
     evaluation: {attack: pgd, n_examples: 1000, eps: 8/255}   # after training; null: none
     executor: {partition: gpu, gpus_per_job: 1, cpus_per_task: 8, timeout_min: 1440,
                array_parallelism: 16, sbatch: {account: myproj}}
-    cost: {device_type: A100-80GB, price_preset: default, throughput: null}
+    cost: {device_type: A100-80GB, price_preset: default, throughput: null, flop_rate: null}
 
 ``zip`` may also be a list of such groups. Every expanded run is a validated ``TrainConfig``
 (bad values fail when the spec is loaded, before anything runs); names must be unique.
@@ -41,7 +41,7 @@ SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "n
 EVALUATION_KEYS = ("attack", "eps", "n_examples", "batch_size", "steps", "restarts", "seed")
 EXECUTOR_KEYS = ("partition", "gpus_per_job", "tasks_per_job", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism",
                  "max_parallel", "sbatch", "setup", "use_array", "max_requeues", "signal_delay_s", "name_prefix")
-COST_KEYS = ("device_type", "price_preset", "price_table", "throughput")
+COST_KEYS = ("device_type", "price_preset", "price_table", "throughput", "flop_rate")
 DEFAULT_TEMPLATE = "{sweep}-{index}"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
 
@@ -94,6 +94,7 @@ class CostOptions:
     price_preset: str = "default"
     price_table: str | None = None
     throughput: float | None = None  # training images per second per job
+    flop_rate: float | None = None  # achieved training FLOP/s per job (measured FLOPs): img/s = flop_rate / FLOPs per image
 
 
 @dataclass
