@@ -12,6 +12,8 @@ examples:
 
 Any TrainConfig key can be overridden as --key value (or --key=value; a bare --flag means true),
 e.g. --eps 8/255 --method trades --trades-beta 6 --ema-decay 0.995 --compile --channels-last false.
+--compile is auto by default: torch.compile on CUDA, and on the CPU for runs of >= 3e13 training
+FLOPs (long enough to repay the warm-up); --compile / --compile false force it.
 Writes <output_dir>/<name>/ with config.yaml, metrics.jsonl, last/best.safetensors, state.pt,
 summary.json. Ctrl-C saves a resumable checkpoint.
 """
