@@ -188,7 +188,8 @@ def test_plan_flop_rate_gives_each_run_its_own_throughput(cli, tmp_path, mnist_l
     assert len({round(r["throughput"]) for r in runs}) > 1  # more attack steps: fewer images per second
     code, out, _ = cli("sweep", "plan", path, "--flop-rate", "2e12", "--throughput", "7", "--json")
     assert {r["throughput"] for r in json.loads(out)["runs"]} == {7.0}
-    path = write_spec(tmp_path / "s2.yaml", **tiny(tmp_path, mnist_like_dir, cost={"device_type": "cpu", "flop_rate": 1e12}))
+    cost = {"device_type": "cpu", "flop_rate": 1e12}
+    path = write_spec(tmp_path / "s2.yaml", **tiny(tmp_path, mnist_like_dir, cost=cost))
     code, out, _ = cli("sweep", "plan", path, "--json")
     assert {r["throughput_source"] for r in json.loads(out)["runs"]} == {"spec:flop-rate"}
     code, _, err = cli("sweep", "plan", path, "--flop-rate", "0")

@@ -116,7 +116,8 @@ def run_plan(args) -> int:
         raise UserError(f"invalid --flop-rate {args.flop_rate}: must be > 0 FLOP/s")
     estimates = None
     if not args.no_cost:
-        estimates = estimate_runs(spec, throughput=args.throughput, flop_rate=args.flop_rate, device_type=args.device_type,
+        estimates = estimate_runs(spec, throughput=args.throughput, flop_rate=args.flop_rate,
+                                  device_type=args.device_type,
                                   price_preset=args.price_preset, store=store, progress=not args.json)
     rows = []
     for i, run in enumerate(spec.runs):

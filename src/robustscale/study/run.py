@@ -261,12 +261,12 @@ def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) 
         return
 
     import multiprocessing
-    import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    import torch
     from tqdm.auto import tqdm
 
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, torch.get_num_threads() // workers)  # split this process's threads between the workers
     log(f"{len(todo)} evaluations in {workers} processes x {threads} thread(s)")
     # spawn: a fresh interpreter per worker (forking a process that holds torch threads can deadlock)
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))

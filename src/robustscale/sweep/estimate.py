@@ -37,7 +37,8 @@ class RunEstimate:
     images_seen: int | None
     train_flops: float | None
     throughput: float | None  # training images per second, one job
-    throughput_source: str  # "given", "given:flop-rate", "spec", "spec:flop-rate", "store:family", "store:flop-rate", "unknown"
+    # "given", "given:flop-rate", "spec", "spec:flop-rate", "store:family", "store:flop-rate", "unknown"
+    throughput_source: str
     device_count: int
     device_type: str | None
     device_hours: float | None
@@ -190,7 +191,8 @@ def store_throughputs(store) -> tuple[dict[tuple, float], float | None]:
 
 
 def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, throughput: float | None = None,
-                  flop_rate: float | None = None, device_type: str | None = None, price_preset: str | None = None, store=None,
+                  flop_rate: float | None = None, device_type: str | None = None, price_preset: str | None = None,
+                  store=None,
                   cache: StepFlopsCache | None = None, progress: bool = False) -> list[RunEstimate]:
     """The bill of each run (see the module docstring)."""
     from ..compute import CostModel

@@ -94,7 +94,7 @@ class CostOptions:
     price_preset: str = "default"
     price_table: str | None = None
     throughput: float | None = None  # training images per second per job
-    flop_rate: float | None = None  # achieved training FLOP/s per job (measured FLOPs): img/s = flop_rate / FLOPs per image
+    flop_rate: float | None = None  # achieved training FLOP/s per job (measured FLOPs); img/s = this / FLOPs per image
 
 
 @dataclass
