@@ -523,7 +523,7 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
         "batch_size": cfg.batch_size, "device": kind, "device_name": device_name,
         "threads": torch.get_num_threads() if kind == "cpu" else None,
         "amp": cfg.amp.value, "channels_last": bool(cfg.channels_last), "compile": paths["ours"].compiled,
-        "compile_setting": cfg.compile.value,
+        "compile_reason": paths["ours"].compile_reason,
         "steps": steps, "warmup": warmup, "epochs": epochs, "seed": seed,
         "memory_kind": "cuda_max_memory_allocated" if kind == "cuda" else "peak_rss",
         "peak_flops_per_second": peak_info["peak_flops_per_second"] if peak_info else None,

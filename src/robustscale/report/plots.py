@@ -105,6 +105,16 @@ def _log_y(ax, y: str, lo: float, hi: float) -> None:
             ax.yaxis.set_minor_formatter(NullFormatter())
 
 
+
+def _compute_axes(ax, x: str, y: str, lo: float, hi: float, x_note: str = "") -> None:
+    """Log compute on x, log accuracy/error on y in [lo, hi], labelled with units, major grid."""
+    ax.set_xscale("log")
+    _log_y(ax, y, lo, hi)
+    ax.set_xlabel(axis_label(x) + x_note)
+    ax.set_ylabel(axis_label(y))
+    ax.grid(True, which="major", alpha=0.3)
+
+
 def _scatter_group(ax, df, fit, i: int, x: str, floor: float, show_excluded: bool = True) -> bool:
     """Fitted runs filled; runs kept but not fitted (off the frontier) light; collapsed or excluded runs
     hollow, on the bottom edge when below it. Returns whether hollow markers were drawn."""
@@ -195,11 +205,7 @@ def plot_scaling(df, fits: Sequence, title: str | None = None, show_frontier: bo
             fx = np.r_[front[x].to_numpy(float), part[x].astype(float).max()]
             fy = np.r_[front[y].to_numpy(float), front[y].to_numpy(float)[-1]]
             ax.step(fx, fy, where="post", color=color, lw=0.9, ls=":", alpha=0.9, zorder=2)
-    ax.set_xscale("log")
-    _log_y(ax, y, lo, hi)
-    ax.set_xlabel(axis_label(x))
-    ax.set_ylabel(axis_label(y))
-    ax.grid(True, which="major", alpha=0.3)
+    _compute_axes(ax, x, y, lo, hi)
     ax.set_title(title or f"{LABELS.get(y, y)} vs compute, {fits[0].law} law per group\n"
                  f"({_bands_note(fits)}{'; dotted: Pareto frontier' if show_frontier else ''})", fontsize=9)
     _legend(fig, ax, fits, hollow, lo)
@@ -253,12 +259,8 @@ def plot_extrapolation(df, fits: Sequence, target: float, title: str | None = No
     ax.axhline(target, color="black", lw=1.0, ls="--", alpha=0.7)
     ax.axvspan(x_data_hi, x_hi, color="0.92", zorder=0, lw=0)
     ax.text(x_lo / 1.8, target, f"target {fmt(target)}{'%' if pct else ''}", va="bottom", fontsize=8)
-    ax.set_xscale("log")
+    _compute_axes(ax, x, y, lo, hi, x_note="   (shaded: beyond the data)")
     ax.set_xlim(x_lo / 2, x_hi)
-    _log_y(ax, y, lo, hi)
-    ax.set_xlabel(axis_label(x) + "   (shaded: beyond the data)")
-    ax.set_ylabel(axis_label(y))
-    ax.grid(True, which="major", alpha=0.3)
     ax.set_title(title or f"{fits[0].law} law extrapolated to {fmt(target)}{'%' if pct else ''}\n"
                  f"(dashed: beyond the data; star: crossing; bar: its {fits[0].level * 100:g}% interval)", fontsize=9)
     _legend(fig, ax, fits, False, lo)

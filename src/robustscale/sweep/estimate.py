@@ -215,8 +215,8 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
             raise UserError(f"invalid flop rate {flop_s!r}: must be > 0 FLOP/s")
     given_img_s, given_flop_s, given_source = next(
         (c for c in candidates if c[0] is not None or c[1] is not None), (None, None, "unknown"))
-    given = given_img_s if given_img_s is not None else given_flop_s
-    family, store_flop_rate = store_throughputs(store) if store is not None and given is None else ({}, None)
+    from_store = store is not None and given_source == "unknown"
+    family, store_flop_rate = store_throughputs(store) if from_store else ({}, None)
 
     todo = cache.missing(r.cfg for r in runs)
     if todo:
