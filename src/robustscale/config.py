@@ -49,6 +49,20 @@ class Compile(str, enum.Enum):
     OFF = "off"
 
 
+class Select(str, enum.Enum):
+    """Which checkpoint a run reports: ``best`` on the selection split by the method's metric, or ``last``."""
+
+    BEST = "best"
+    LAST = "last"
+
+
+class SelectSplit(str, enum.Enum):
+    """Where ``select: best`` measures: ``val`` (held out from training) or ``test`` (explicit, labelled)."""
+
+    VAL = "val"
+    TEST = "test"
+
+
 _COMPILE_ALIASES = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
 
 
@@ -143,6 +157,10 @@ class TrainConfig:
     eval_attack_steps: int = 10
     eval_batch_size: int = 256
     eval_step_size_factor: float = 2.5  # per-epoch PGD-k step: factor * eps / k
+    # --- checkpoint selection (robustscale.data.splits): validation images carved from the training split
+    val_size: int | None = None  # None: min(1000, train images // 10); 0: no validation split
+    select: Select = Select.BEST  # best: by selection_metric on select_split each epoch; last: the final weights
+    select_split: SelectSplit = SelectSplit.VAL  # test: selection on test images (the 2024 study's way; labelled)
     # --- compute accounting
     energy: bool = True
     country: str = "USA"
@@ -157,7 +175,8 @@ class TrainConfig:
             self.compile = Compile.ON if self.compile else Compile.OFF
         elif isinstance(self.compile, str) and not isinstance(self.compile, Compile):
             self.compile = _COMPILE_ALIASES.get(self.compile.strip().lower(), self.compile)
-        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp), ("compile", Compile)):
+        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp), ("compile", Compile),
+                              ("select", Select), ("select_split", SelectSplit)):
             setattr(self, key, choice(enum_cls, getattr(self, key), what=key))
 
     # ------------------------------------------------------------------ derived values
@@ -170,6 +189,11 @@ class TrainConfig:
         if self.step_size is not None:
             return self.step_size
         return self.step_size_factor * self.eps / max(self.attack_steps, 1)
+
+    @property
+    def selection_metric(self) -> str:
+        """What ``select: best`` maximises: clean accuracy for standard training, PGD accuracy otherwise."""
+        return "clean_acc" if self.method is Method.STANDARD else "pgd_robust_acc"
 
     def attack_config(self, eps: float | None = None) -> AttackConfig:
         eps = self.eps if eps is None else eps
@@ -288,12 +312,32 @@ class TrainConfig:
             bad("eval_batch_size", "must be >= 1")
         if self.eval_step_size_factor <= 0:
             bad("eval_step_size_factor", "must be > 0")
+        self._validate_selection(bad)
         if self.log_every < 1:
             bad("log_every", "must be >= 1")
         if self.seed < 0:
             bad("seed", "must be >= 0")
         if self.name is not None and (not self.name.strip() or "/" in self.name or self.name in (".", "..")):
             bad("name", "must be a non-empty folder name without '/'")
+
+    def _validate_selection(self, bad) -> None:
+        """The validation split fits the training subset; ``select: best`` has a split and a metric to use."""
+        if self.val_size is not None and self.val_size < 0:
+            bad("val_size", "must be >= 0 (0: no validation split; null: min(1000, 10% of the training images))")
+        if self.val_size and self.train_subset is not None and self.val_size > self.train_subset:
+            bad("val_size", f"is larger than the training subset (train_subset {self.train_subset}); "
+                            f"use at most {self.train_subset}, or null for the default")
+        if self.select is Select.LAST:
+            return
+        where = f"select best on {self.select_split.value}"
+        if self.select_split is SelectSplit.VAL and self.val_size == 0:
+            bad("val_size", f"leaves {where} nothing to measure; set val_size > 0, select last, "
+                            f"or select_split test")
+        if self.select_split is SelectSplit.TEST and self.eval_subset == 0:
+            bad("eval_subset", f"leaves {where} nothing to measure; set eval_subset > 0 or select last")
+        if self.method is not Method.STANDARD and self.eval_attack_steps == 0:
+            bad("eval_attack_steps", f"cannot produce {self.selection_metric}, the metric {where} uses "
+                                     f"for method {self.method.value}; set eval_attack_steps >= 1 or select last")
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:

@@ -10,13 +10,15 @@ import torch
 
 from robustscale.config import TrainConfig
 from robustscale.data import (MixedBatchSampler, build_mixup, build_train_loader, load_dataset,
-                              subset_indices)
+                              train_val_indices)
 from robustscale.data.transforms import random_crop_flip
 from robustscale.errors import UserError
 
 
 def _cfg(root, **kw) -> TrainConfig:
-    base = dict(dataset="fashion_mnist", data_dir=str(root), batch_size=16, workers=0, seed=3)
+    # val_size 0: these tests see the whole training split (the split itself: tests/data/test_splits.py)
+    base = dict(dataset="fashion_mnist", data_dir=str(root), batch_size=16, workers=0, seed=3, val_size=0,
+                select="last")
     base.update(kw)
     return TrainConfig.from_dict(base)
 
@@ -91,9 +93,9 @@ def test_order_depends_only_on_seed_and_epoch(mnist_dir):
 
 def test_train_subset_is_seeded(mnist_dir):
     real = load_dataset("fashion_mnist", "train", data_dir=mnist_dir)
-    first = subset_indices(64, 20, seed=3)
-    assert torch.equal(first, subset_indices(64, 20, seed=3)) and len(set(first.tolist())) == 20
-    assert not torch.equal(first, subset_indices(64, 20, seed=4))
+    first = train_val_indices(real.targets, 20, 0, seed=3)[0]
+    assert torch.equal(first, train_val_indices(real.targets, 20, 0, seed=3)[0]) and len(set(first.tolist())) == 20
+    assert not torch.equal(first, train_val_indices(real.targets, 20, 0, seed=4)[0])
     loader = build_train_loader(_cfg(mnist_dir, train_subset=20, batch_size=5, augment=False))
     assert len(loader.dataset.real) == 20 and len(loader) == 4
     ids = _row_ids(torch.cat([b[0] for b in _epoch(loader, 0)]), real.images)
@@ -184,7 +186,7 @@ def test_generated_file_unreadable_or_missing(tmp_path, mnist_dir):
 def test_cifar_loader_and_mixup(cifar10_dir):
     root, (train_x, train_y, _, _) = cifar10_dir
     cfg = TrainConfig.from_dict(dict(dataset="cifar10", data_dir=str(root), batch_size=4, workers=0,
-                                     cutmix_alpha=1.0, mixup_alpha=0.8))
+                                     cutmix_alpha=1.0, mixup_alpha=0.8, val_size=0, select="last"))
     loader = build_train_loader(cfg)
     assert len(loader) == 5
     x, y = next(iter(loader))
@@ -210,7 +212,8 @@ def test_imagefolder_train_loader(tmp_path):
             (tmp_path / "f" / split / cls).mkdir(parents=True)
             for i in range(n):
                 Image.fromarray(np.full((12, 15, 3), 40 * i + 60, np.uint8)).save(tmp_path / "f" / split / cls / f"{i}.png")
-    cfg = TrainConfig.from_dict(dict(dataset="imagefolder", data_dir=str(tmp_path / "f"), batch_size=3, workers=0))
+    cfg = TrainConfig.from_dict(dict(dataset="imagefolder", data_dir=str(tmp_path / "f"), batch_size=3, workers=0,
+                                     val_size=0, select="last"))
     cfg.input_size = 8  # imagefolder side (the training config may carry it; default 224)
     loader = build_train_loader(cfg)
     before = torch.random.get_rng_state()

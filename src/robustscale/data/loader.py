@@ -8,10 +8,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import UserError
-from .datasets import FolderDataset, TensorImageDataset, load_dataset, subset_indices
+from .datasets import FolderDataset, TensorImageDataset, load_dataset
 from .generated import GeneratedImages, load_generated
 from .info import dataset_info
 from .sampler import BatchKey, MixedBatchSampler
+from .splits import split_of
 from .transforms import folder_train_transform, random_crop_flip, to_float, train_augmentation
 
 # In-memory data (CIFAR, MNIST-like, generated .npz) is cropped/flipped a whole batch at a time in
@@ -81,8 +82,9 @@ def seed_worker(worker_id: int) -> None:
 def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int | None = None) -> DataLoader:
     """Training batches ``(x float32 (N, C, H, W) in [0, 1], y int64 (N,))`` for ``rank`` of ``world_size``.
 
-    N = ``cfg.batch_size // world_size``. Applies ``cfg.train_subset`` (a random subset chosen with
-    ``cfg.seed``, the same on every rank), mixes ``cfg.generated_data`` at ``cfg.generated_fraction``
+    N = ``cfg.batch_size // world_size``. Leaves out the validation split (``cfg.val_size``, see
+    ``robustscale.data.splits``) and applies ``cfg.train_subset`` (a class-stratified random subset of
+    the rest chosen with ``cfg.seed``, the same on every rank), mixes ``cfg.generated_data`` at ``cfg.generated_fraction``
     of every batch, augments when ``cfg.augment``. Call ``loader.sampler.set_epoch(epoch)`` before each
     epoch; ``loader.sampler.state_dict()`` holds the epoch for resuming. ``loader.dataset.real`` /
     ``.generated`` are the underlying data (``len()`` gives image counts). ``workers``: loader
@@ -97,11 +99,10 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int 
         raise UserError(f"batch_size {cfg.batch_size} is smaller than the world size {world_size}; "
                         f"each rank needs at least one image per step")
     real = load_dataset(info.name, "train", cfg.data_dir, cfg.download, input_size=getattr(cfg, "input_size", None))
-    if cfg.train_subset is not None:
-        if cfg.train_subset > len(real):
-            raise UserError(f"train_subset {cfg.train_subset} exceeds the {len(real)} training images of "
-                            f"{info.name.value}")
-        real = real.subset(subset_indices(len(real), cfg.train_subset, cfg.seed))
+    # The validation split (checkpoint selection) is carved out first; the subset comes from the rest.
+    train_idx, _ = split_of(cfg, real)
+    if len(train_idx) != len(real):
+        real = real.subset(train_idx)
     generated = None
     if cfg.generated_data and cfg.generated_fraction > 0:
         generated = load_generated(cfg.generated_data, real.image_shape, len(real.classes))
