@@ -66,6 +66,7 @@ def build_claim(result: Mapping[str, Any], spec: EvalSpec, model_info: Mapping[s
     }
     if "autoattack_acc" in result:
         claim["autoattack_acc"] = result["autoattack_acc"]
+    claim.update(accuracy_intervals(claim, result["n_examples"]))
     claim.update({
         "n_examples": result["n_examples"], "attack": spec.attack.value, "attack_label": spec.label,
         "attack_version": attack_version(spec), "stage_acc": result["stage_acc"],
@@ -88,6 +89,17 @@ def build_claim(result: Mapping[str, Any], spec: EvalSpec, model_info: Mapping[s
         "robustscale_version": __version__, "torch_version": torch.__version__,
     })
     return claim
+
+
+def accuracy_intervals(claim: Mapping[str, Any], n: int | None) -> dict[str, Any]:
+    """``<metric>_n_examples`` and ``<metric>_ci`` (Wilson 95 %, percent) of a claim's accuracies."""
+    from .intervals import with_interval
+
+    out: dict[str, Any] = {}
+    for metric in ("clean_acc", "robust_acc", "autoattack_acc"):
+        if metric in claim:
+            out.update({k: v for k, v in with_interval(claim, metric, n).items() if k != metric})
+    return out
 
 
 def _costs(result: Mapping[str, Any], preset: str) -> dict[str, Any]:
@@ -182,17 +194,27 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
             "attack", "attack_label", "eps", "norm", "n_examples", "clean_acc", "robust_acc", "stage_acc",
             "eval_flops", "wall_seconds", "energy_kwh", "checkpoint_sha256", "created_at")}
         evaluations[stem]["claim"] = f"eval/{stem}.json"
+        evaluations[stem].update(accuracy_intervals(claim, claim.get("n_examples")))
         attack = claim.get("attack")
         if attack == Attack.PGD.value:
             summary["pgd_robust_acc"] = claim["robust_acc"]
+            summary.update(_headline_interval("pgd_robust_acc", claim))
         elif attack == Attack.AA_STANDARD.value:
             summary["aa_robust_acc"] = claim["robust_acc"]
             summary["aa_n_examples"] = claim["n_examples"]
+            summary.update(_headline_interval("aa_robust_acc", claim))
             summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC)
         summary["eval_flops"] = float(summary["train_eval_flops"] or 0.0) + sum(
             float(e.get("eval_flops") or 0.0) for e in evaluations.values())
         write_json_atomic(path, summary)
     return summary
+
+
+def _headline_interval(metric: str, claim: Mapping[str, Any]) -> dict[str, Any]:
+    from .intervals import accuracy_interval
+
+    ci = accuracy_interval(claim.get("robust_acc"), claim.get("n_examples"))
+    return {f"{metric}_n_examples": claim.get("n_examples"), f"{metric}_ci": list(ci) if ci else None}
 
 
 def record_in_store(run_dir: str | Path, claim: Mapping[str, Any], store: str | None = None) -> bool:

@@ -29,6 +29,9 @@ import numpy as np
 from ..errors import UserError
 from .fit import FitResult, _num
 
+# A target whose compute is more than this many times the largest fitted run's is labelled an
+# extrapolation: a law fitted over a decade or two says little about ten times further out.
+EXTRAPOLATION_FACTOR = 10.0
 QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low",
               "cloud_usd_high")
 
@@ -65,6 +68,11 @@ class Extrapolation:
         point = self.values.get("compute_flops", (float("nan"),))[0]
         return point / self.largest_run_flops if self.largest_run_flops else float("nan")
 
+    @property
+    def is_extrapolation(self) -> bool:
+        """The solved compute lies beyond :data:`EXTRAPOLATION_FACTOR` x the largest fitted run."""
+        return self.reachable and self.factor > EXTRAPOLATION_FACTOR
+
     def summary(self) -> str:
         """One line for people."""
         if not self.converged:
@@ -87,6 +95,7 @@ class Extrapolation:
         d["share_reachable"] = _num(self.share_reachable)
         d["largest_run_flops"] = _num(self.largest_run_flops)
         d["factor_vs_largest_run"] = _num(self.factor)
+        d["extrapolation"] = self.is_extrapolation
         d["optimal_split"] = {k: _num(v) for k, v in self.optimal_split.items()}
         return d
 

@@ -1,0 +1,145 @@
+"""Is a fitted law a result, or only a curve through the points? :func:`identify` says which, and why.
+
+A law is *not identified* (its numbers must not be printed as results) when
+
+- it has too few runs: ``n <= parameters + 2`` (with ``parameters + 1`` runs a law interpolates,
+  with two more its residuals still say almost nothing about the spread; bootstrap resamples of so
+  few runs mostly repeat points);
+- its bootstrap is degenerate: a parameter's interval has zero width (narrower than the 3
+  significant digits of a table: every resample gives the same answer, which happens when the law
+  interpolates the points), or runs to one of the optimiser's bounds (one-sided at a bound: a
+  share of resamples put the parameter where the data no longer constrain it, e.g. the error
+  floor ``E`` at 0, so the asymptote could be 100 %);
+- a parameter of the point fit sits at its bound (e.g. ``E`` at its floor: the data show no
+  saturation, so the asymptote is not identified);
+- it has no bootstrap at all (its intervals, and so its identification, are unknown).
+
+A law that did not converge keeps the status ``did not converge``. Everything here reads a
+:class:`~robustscale.scaling.fit.FitResult`; nothing is refitted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .fit import _num
+
+OK = "ok"
+NOT_IDENTIFIED = "not identified"
+NOT_CONVERGED = "did not converge"
+EXTRA_RUNS = 2  # a law needs more than parameters + EXTRA_RUNS runs
+ZERO_WIDTH_REL = 1e-3  # an interval narrower than this share of its point shows as a point at 3 digits
+BOUND_TOL = 1e-6  # distance (internal units: log coefficients, exponents) at which a value sits on a bound
+
+
+@dataclass
+class Identification:
+    """``status`` (:data:`OK`, :data:`NOT_IDENTIFIED`, :data:`NOT_CONVERGED`) and the reasons."""
+
+    status: str
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == OK
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "reason": self.reason or None}
+
+
+def min_runs(n_params: int) -> int:
+    """Runs a law of ``n_params`` parameters needs to be identified: ``n_params + EXTRA_RUNS + 1``."""
+    return n_params + EXTRA_RUNS + 1
+
+
+def identify(fit) -> Identification:
+    """Apply the rules of the module docstring to ``fit`` (a FitResult)."""
+    if not fit.converged:
+        return Identification(NOT_CONVERGED, [fit.message])
+    law = fit._law
+    p = law.n_params
+    reasons = []
+    if fit.n < min_runs(p):
+        reasons.append(f"{fit.n} runs for {p} parameters: the {fit.law} law needs at least {min_runs(p)} "
+                       f"(more than parameters + {EXTRA_RUNS})")
+    reasons += _at_bounds(fit)
+    if not fit.has_bootstrap:
+        reasons.append("no bootstrap: its intervals (and so whether the data pin it down) are unknown")
+    else:
+        reasons += _degenerate_bootstrap(fit)
+    return Identification(NOT_IDENTIFIED if reasons else OK, reasons)
+
+
+def _bounds(fit) -> tuple[np.ndarray, np.ndarray] | None:
+    law, prep = fit._law, fit._prep
+    if not hasattr(law, "lower") or prep is None:
+        return None  # closed-form laws (power) have no bounds
+    return np.asarray(law.lower(prep), float), np.asarray(law.upper(prep), float)
+
+
+def _near(a, b) -> np.ndarray:
+    return np.abs(np.asarray(a, float) - np.asarray(b, float)) <= BOUND_TOL * np.maximum(1.0, np.abs(b))
+
+
+def _at_bounds(fit) -> list[str]:
+    bounds = _bounds(fit)
+    if bounds is None or fit._theta is None:
+        return []
+    lo, hi = bounds
+    out = []
+    for i, name in enumerate(fit._law.param_names):
+        if _near(fit._theta[i], lo[i]):
+            out.append(f"{name} at its lower bound{_meaning(name, 'low')}")
+        elif _near(fit._theta[i], hi[i]):
+            out.append(f"{name} at its upper bound{_meaning(name, 'high')}")
+    return out
+
+
+def _meaning(name: str, side: str) -> str:
+    if name == "E" and side == "low":
+        return " (no error floor in the data: the asymptote is not identified)"
+    if name in ("alpha", "beta"):
+        return " (the error does not follow a power of compute here)"
+    return ""
+
+
+def _degenerate_bootstrap(fit) -> list[str]:
+    out = []
+    theta, _ = fit._boot()
+    level = fit.level
+    q = (1 - level) / 2
+    t_lo = np.quantile(theta, q, axis=0, method="lower")
+    t_hi = np.quantile(theta, 1 - q, axis=0, method="higher")
+    bounds = _bounds(fit)
+    for i, name in enumerate(fit._law.param_names):
+        point = float(fit._theta[i])
+        if t_hi[i] - t_lo[i] <= max(ZERO_WIDTH_REL * abs(point), 1e-12):
+            shown = fit.ci.get(name)
+            where = f" [{shown[0]:.3g}, {shown[1]:.3g}]" if shown else ""
+            out.append(f"zero-width bootstrap interval of {name}{where}: every resample gives the same law")
+            continue
+        if bounds is not None:
+            lo, hi = bounds
+            if _near(t_lo[i], lo[i]) and not _near(point, lo[i]):
+                out.append(f"interval of {name} one-sided at its lower bound{_meaning(name, 'low')}")
+            elif _near(t_hi[i], hi[i]) and not _near(point, hi[i]):
+                out.append(f"interval of {name} one-sided at its upper bound{_meaning(name, 'high')}")
+    return out
+
+
+def asymptote(fit) -> dict[str, Any]:
+    """``{"value", "ci"}`` of the fit's asymptotic y (percent) for error laws; ``value`` None (unbounded) otherwise."""
+    if not fit.converged or "y_max" not in fit.params:
+        return {"value": None, "ci": None}
+    ci = fit.ci.get("y_max")
+    return {"value": _num(fit.params["y_max"]), "ci": [_num(ci[0]), _num(ci[1])] if ci else None}
+
+
+__all__ = ["Identification", "identify", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED", "NOT_CONVERGED",
+           "EXTRA_RUNS"]
