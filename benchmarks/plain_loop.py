@@ -7,13 +7,13 @@
 
 What it takes from robustscale: only the architecture (``timm.create_model`` + the [0,1]-pixel
 ``NormalizedModel`` wrapper with the dataset's mean/std), the raw images (``load_dataset``) and the
-training subset's indices (``subset_indices``, so both loops see the same images). Everything else
+training subset's indices (``train_val_indices``, so both loops see the same images). Everything else
 is what a reader of the YAML would write: ``torch.optim.SGD(model.parameters(), lr, momentum,
 weight_decay)`` (weight decay on every parameter, no Nesterov), ``lr = lr_base * batch_size / 256``
 with a per-step cosine to ``min_lr`` (linear warm-up over ``warmup_epochs``), a fresh shuffle every
 epoch (drop-last batches), pad-and-crop + horizontal flip, PGD-k with a uniform random start and
 BatchNorm in eval mode while crafting (``attack_bn_eval``), cross-entropy with the YAML's label
-smoothing, the weights after the last epoch.
+smoothing, channels-last memory when the YAML asks for it, the weights after the last epoch.
 
 Scoring (both for this loop and for ``--score RUN``): clean accuracy and PGD-10 (step 2.5 eps / 10,
 uniform random start, eval mode) on the first ``--eval-n`` (1,000) test images, with the count.
@@ -70,9 +70,9 @@ def build_model(r: dict, in_chans: int, num_classes: int):
     return NormalizedModel(net, info.mean, info.std)
 
 
-def pgd_attack(model, x, y, eps: float, step: float, steps: int, generator=None):
+def pgd_attack(model, x, y, eps: float, step: float, steps: int, generator=None, random_start: bool = True):
     """l-inf PGD with a uniform random start, cross-entropy ascent, projection onto ball and box."""
-    delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps
+    delta = (torch.rand(x.shape, generator=generator) * 2 - 1) * eps if random_start else torch.zeros_like(x)
     delta = ((x + delta).clamp(0, 1) - x).requires_grad_(True)
     for _ in range(steps):
         loss = F.cross_entropy(model(x + delta), y, reduction="sum")
@@ -119,12 +119,12 @@ def make_optimizer(model, r: dict, adopt: set):
 
 
 def train_images(r: dict):
-    from robustscale.data import load_dataset, subset_indices
+    """The training subset robustscale trains on (same indices: the validation split left out)."""
+    from robustscale.data import load_dataset, train_val_indices
 
     ds = load_dataset(r["dataset"], "train", r.get("data_dir"))
-    if r.get("train_subset"):
-        ds = ds.subset(subset_indices(len(ds), int(r["train_subset"]), int(r["seed"])))
-    return ds.images, ds.targets
+    train, _ = train_val_indices(ds.targets, r.get("train_subset"), r.get("val_size"), int(r["seed"]))
+    return ds.images[train], ds.targets[train]
 
 
 def batches(r: dict, images, labels, epoch: int, adopt: set):
@@ -153,9 +153,12 @@ def batches(r: dict, images, labels, epoch: int, adopt: set):
         yield x, labels[idx]
 
 
-def train(r: dict, adopt: set, log=sys.stderr):
+def train(r: dict, adopt: set, log=sys.stderr, losses: list | None = None):
+    """The trained model (eval mode); ``losses`` (if given) receives every step's loss."""
     images, labels = train_images(r)
     model = build_model(r, images.shape[1], 10)
+    memory = torch.channels_last if r.get("channels_last", True) else torch.contiguous_format
+    model = model.to(memory_format=memory)
     opt = make_optimizer(model, r, adopt)
     bs, epochs = int(r["batch_size"]), int(r["epochs"])
     steps_per_epoch = len(images) // bs
@@ -169,6 +172,7 @@ def train(r: dict, adopt: set, log=sys.stderr):
         model.train()
         loss_sum = n = 0.0
         for x, y in batches(r, images, labels, epoch, adopt):
+            x = x.contiguous(memory_format=memory)
             for group in opt.param_groups:
                 group["lr"] = lr_at(r, t, total, warmup)
             if adversarial:
@@ -176,7 +180,7 @@ def train(r: dict, adopt: set, log=sys.stderr):
                     model.eval()
                 for p in model.parameters():
                     p.requires_grad_(False)
-                x = pgd_attack(model, x, y, eps, step, int(r["attack_steps"]), attack_gen)
+                x = pgd_attack(model, x, y, eps, step, int(r["attack_steps"]), attack_gen, bool(r["random_start"]))
                 for p in model.parameters():
                     p.requires_grad_(True)
                 model.train()
@@ -185,6 +189,8 @@ def train(r: dict, adopt: set, log=sys.stderr):
             loss.backward()
             opt.step()
             loss_sum, n, t = loss_sum + loss.item() * len(y), n + len(y), t + 1
+            if losses is not None:
+                losses.append(loss.item())
         print(f"epoch {epoch + 1}/{epochs} loss {loss_sum / n:.4f}", file=log, flush=True)
     return model.eval()
 

@@ -4,11 +4,15 @@ import json
 import pytest
 import yaml
 
+from robustscale.evaluation.intervals import wilson_interval
 from robustscale.scaling import fit_law
 from robustscale.study import format_study_table, load_study
 
 
-def _spec(tmp_path, data_dir, **study_overrides):
+SUBSETS = [64, 96, 128, 192, 256]  # 5 runs per family: the power law's minimum (2 parameters + 3)
+
+
+def _spec(tmp_path, data_dir, subsets=SUBSETS, **study_overrides):
     study = {
         "evaluations": [{"attack": "apgd-ce", "n_examples": 16}],
         "fits": {"standard": {"where": {"method": "standard"}, "y": "clean_acc"},
@@ -23,9 +27,9 @@ def _spec(tmp_path, data_dir, **study_overrides):
     spec = {
         "name": "tiny-study",
         "base": {"dataset": "fashion_mnist", "data_dir": str(data_dir), "model": "wide_resnet16_1", "eps": 0.05,
-                 "epochs": 2, "batch_size": 32, "lr_base": 0.4, "eval_subset": 32, "eval_attack_steps": 2,
-                 "workers": 0, "progress": False, "energy": False},
-        "grid": {"train_subset": [128, 256, 512]},
+                 "epochs": 2, "batch_size": 32, "lr_base": 0.4, "eval_subset": 32, "eval_attack_steps": 2, "workers": 0,
+                 "progress": False, "energy": False},
+        "grid": {"train_subset": list(subsets)},
         "zip": {"method": ["standard", "pgd"], "attack_steps": [1, 1]},
         "name_template": "{method}-n{train_subset}",
         "output_dir": str(tmp_path / "runs"),
@@ -38,54 +42,110 @@ def _spec(tmp_path, data_dir, **study_overrides):
     return path
 
 
-def test_study_end_to_end_and_rerun_reuses_runs(tmp_path, mnist_like_dir, cli):
-    path = _spec(tmp_path, mnist_like_dir)
-    code, out, err = cli("study", str(path), "--executor", "inline", "--no-progress", "--json")
-    assert code == 0, err
-    result = json.loads(out)
-    assert result["n_runs"] == 6 and result["sweep"]["submitted"] == 6
-    report = tmp_path / "runs" / "report.html"
-    assert report.is_file() and "power law" in report.read_text()
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory, mnist_like_dir):
+    """The 10-run tiny study, run once (extra evaluations in 2 worker processes)."""
+    from robustscale.cli import main
 
-    # The study's fit equals a direct fit of the same rows (same law, same seed, same bootstrap).
+    tmp_path = tmp_path_factory.mktemp("study")
+    path = _spec(tmp_path, mnist_like_dir, eval_workers=2)
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["study", str(path), "--executor", "inline", "--no-progress", "--json"])
+    assert code == 0, err.getvalue()
+    return tmp_path, path, json.loads(out.getvalue()), err.getvalue()
+
+
+def test_study_end_to_end_and_rerun_reuses_runs(tiny_study, cli):
+    tmp_path, path, result, err = tiny_study
+    assert result["n_runs"] == 10 and result["sweep"]["submitted"] == 10
+    report = tmp_path / "runs" / "report.html"
+    assert report.is_file() and "Laws" in report.read_text()
+    doc = json.loads((tmp_path / "runs" / "study.json").read_text())
+    assert doc["runs"] == result["runs"] and doc["fits"] == result["fits"]
+    for run in doc["runs"]:
+        # selected on held-out training images, by the metric of the method
+        assert run["selection_split"] in ("val", "test") and run["selected_epoch"] in (1, 2)
+        for metric, n in (("clean_acc", 64), ("pgd_robust_acc", 64), ("apgd_ce_robust_acc", 16)):
+            assert run[f"{metric}_n_examples"] == n
+            lo, hi = run[f"{metric}_ci"]
+            assert lo <= run[metric] <= hi
+            assert (lo, hi) == pytest.approx(wilson_interval(round(run[metric] * n / 100), n), abs=1e-9)
+
+    # The study's fit equals a direct fit of the points study.json lists (same law, seed, bootstrap).
+    import pandas as pd
+
+    fit_rec = next(f for f in doc["fits"] if f["family"] == "standard" and f["law"] == "power")
+    assert fit_rec["n"] == 5 and all(p["n_examples"] == 64 for p in fit_rec["points"])
+    pts = pd.DataFrame(fit_rec["points"]).rename(columns={"x": "train_flops", "y": "clean_acc"})
+    seed = [f.name for f in load_study(path)[1].fits].index("standard")  # the study seeds family i with seed + i
+    direct = fit_law(pts, law="power", y="clean_acc", bootstrap=50, seed=seed, exclude_below=0.01)
+    if fit_rec["status"] == "ok":
+        assert fit_rec["params"]["alpha"] == pytest.approx(direct.exponent, rel=1e-9)
+        assert fit_rec["ci"]["alpha"] == pytest.approx(list(direct.ci["alpha"]), rel=1e-9)
+    else:  # not identified: the reason, and no number
+        assert fit_rec["reason"] and fit_rec["params"] == {} and fit_rec["targets"] == []
+    # Every run got the extra evaluation, recorded in the store.
     from robustscale.store import open_store
 
-    df = open_store(str(tmp_path / "runs" / "runs.db")).runs_frame()
-    std = df[df["method"] == "standard"]
-    direct = fit_law(std, law="power", y="clean_acc", bootstrap=50, seed=0, exclude_below=0.01)
-    row = next(r for r in result["rows"] if r["family"] == "standard")
-    assert row["n"] == direct.n == 3
-    assert row["exponent"] == pytest.approx(direct.exponent, rel=1e-9)
-    assert [row["exponent_low"], row["exponent_high"]] == pytest.approx(list(direct.ci["alpha"]), rel=1e-9)
-    # Every run got the extra evaluation, recorded in the store.
-    evals = open_store(str(tmp_path / "runs" / "runs.db")).evaluations_of(df["name"])
-    assert all(any(e["attack"] == "apgd-ce" for e in evals[n]) for n in df["name"])
+    st = open_store(str(tmp_path / "runs" / "runs.db"))
+    names = st.runs_frame()["name"]
+    evals = st.evaluations_of(names)
+    assert all(any(e["attack"] == "apgd-ce" for e in evals[n]) for n in names)
 
-    # A second invocation trains and evaluates nothing again.
-    code, out, err = cli("study", str(path), "--executor", "inline", "--no-progress", "--json")
-    assert code == 0, err
+    # A second invocation trains and evaluates nothing again, and writes the same study.json.
+    code, out, err2 = cli("study", str(path), "--executor", "inline", "--no-progress", "--json")
+    assert code == 0, err2
     again = json.loads(out)
-    assert again["sweep"]["submitted"] == 0 and again["sweep"]["done_before"] == 6
-    assert "evaluated" not in err
+    assert again["sweep"]["submitted"] == 0 and again["sweep"]["done_before"] == 10
+    assert "evaluated" not in err2
+    assert json.loads((tmp_path / "runs" / "study.json").read_text())["fits"] == doc["fits"]
+
+
+def test_parallel_evaluations_match_in_process_ones(tiny_study, tmp_path):
+    """study.eval_workers: the extra evaluations ran in worker processes and give the same claims."""
+    import shutil
+
+    from robustscale.evaluate import evaluate_run
+
+    study_dir, _, _, err = tiny_study
+    assert "10 evaluations in 2 processes" in err and err.count("evaluated ") == 10
+    for run_dir in sorted((study_dir / "runs").glob("*-n64")):
+        claim = json.loads((run_dir / "eval" / "apgd-ce-0.05.json").read_text())
+        copy = tmp_path / "copy" / run_dir.name
+        shutil.copytree(run_dir, copy)
+        shutil.rmtree(copy / "eval")
+        direct = evaluate_run(copy, attack="apgd-ce", n_examples=16, store=str(tmp_path / "direct.db"))
+        assert claim["robust_acc"] == direct["robust_acc"] and claim["n_examples"] == 16
 
 
 def test_study_table_is_readable():
-    rows = [{"law": "power", "family": "adv", "status": "ok", "n": 4, "exponent": 0.05, "exponent_low": 0.01,
-             "exponent_high": 0.09, "asymptote_acc": float("nan"), "reachable_90": False, "share_reachable_90": 0.2,
-             "reachable_80": True, "compute_flops_80": 1.5e15, "device_hours_80": 3.25, "energy_kwh_80": 1.0,
-             "cloud_usd_high_80": 5.0},
-            {"law": "saturating", "family": "std", "status": "did not converge: " + "x" * 80},
-            {"law": "power", "family": "adv - std", "status": "comparison", "exponent": -0.1, "exponent_low": -0.2,
-             "exponent_high": -0.01, "p_value": 0.01}]
-    table = format_study_table(rows, [80, 90])
-    header, first, second, failed, comparison = table.splitlines()
-    assert "exponent [95% CI]" in header
-    # one line per target, the cost figures under their headers
+    ok = {"law": "power", "family": "adv", "n": 6, "status": "ok", "reason": None,
+          "params": {"alpha": 0.05}, "ci": {"alpha": [0.01, 0.09]}, "asymptote": {"value": None, "ci": None},
+          "targets": [{"target": 80, "reachable": True, "compute_flops": 1.5e15, "compute_flops_ci": [1e15, 4e15],
+                       "factor_vs_largest_run": 31.0, "extrapolation": True},
+                      {"target": 90, "reachable": False, "share_reachable": 0.2}]}
+    sat = {"law": "saturating", "family": "std", "n": 6, "status": "ok", "reason": None,
+           "params": {"alpha": 0.3}, "ci": {"alpha": [0.2, 0.5]}, "asymptote": {"value": 71.2, "ci": [65.0, 80.1]},
+           "targets": [{"target": 70, "reachable": True, "compute_flops": 2e13, "compute_flops_ci": [1e13, "inf"],
+                        "factor_vs_largest_run": 0.5, "extrapolation": False}]}
+    bad = {"law": "saturating", "family": "adv", "n": 4, "status": "not identified",
+           "reason": "4 runs for 3 parameters: the saturating law needs at least 6 " + "x" * 60}
+    comp = [{"law": "power", "a": "adv", "b": "std", "diff": -0.1, "ci": [-0.2, -0.01], "p_value": 0.01}]
+    table = format_study_table([ok, sat, bad], comp)
+    header, first, second, third, failed, comparison = table.splitlines()
+    assert "exponent [95% CI]" in header and "asymptote % [95% CI]" in header
     col = header.index("target")
-    assert first[col:].split()[:4] == ["80%", "1.50e+15", "3.25", "1"] and first.startswith("power")
-    assert second[:col].strip() == "" and second[col:].startswith("90%     not reachable (20% of fits)")
-    assert failed.endswith("x" * 80) and len(header) < 120  # long messages do not widen the columns
-    assert comparison.split()[:2] == ["power", "adv"] and "difference of exponents -0.1 [-0.2, -0.01]" in comparison
+    assert first.startswith("power") and "0.05 [0.01, 0.09]" in first and "none (unbounded)" in first
+    assert first[col:].split() == ["80%", "1.50e+15", "[1.00e+15,", "4.00e+15]", "x31", "extrapolation"]
+    assert second[:col].strip() == "" and "not reachable (20% of resampled laws reach it)" in second
+    assert "71.2 [65, 80.1]" in third and third[col:].split()[-1] == "x0.5" and "[1.00e+13, inf]" in third
+    assert failed.startswith("saturating  adv") and "not identified: 4 runs for 3 parameters" in failed
+    assert "0.05" not in failed and len(header) < 130  # no numbers for it; long reasons do not widen columns
+    assert "difference of exponents (adv - std): -0.1 [-0.2, -0.01]" in comparison
 
 
 @pytest.mark.parametrize("study,message", [
@@ -95,12 +155,28 @@ def test_study_table_is_readable():
     ({"targets": [150]}, "invalid study target 150"),
     ({"bootstrap": -1}, "invalid study.bootstrap -1"),
     ({"eval_workers": 0}, "invalid study.eval_workers 0"),
+    ({"laws": ["power", "saturating"]}, "has 5 run(s) in the grid of"),
+    ({"evaluations": [{"attack": "aa-standard", "strongest": 0}]}, "invalid strongest 0"),
 ])
 def test_study_spec_errors_exit_2_before_running(tmp_path, mnist_like_dir, cli, study, message):
     path = _spec(tmp_path, mnist_like_dir, **study)
     code, out, err = cli("study", str(path))
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_grid_too_small_or_at_one_compute_fails_before_training(tmp_path, mnist_like_dir, cli):
+    code, _, err = cli("study", str(_spec(tmp_path, mnist_like_dir, subsets=[64, 128])))
+    assert code == 2 and err.count("\n") == 1
+    assert "has 2 run(s)" in err and "the power law needs at least 5 (2 parameters + 3)" in err
+    path = _spec(tmp_path, mnist_like_dir, subsets=[64])
+    data = yaml.safe_load(path.read_text())
+    data["seeds"] = [0, 1, 2, 3, 4]  # five runs per family, all at one compute value
+    data["name_template"] = "{method}-n{train_subset}-s{seed}"
+    path.write_text(yaml.safe_dump(data))
+    code, _, err = cli("study", str(path))
+    assert code == 2 and "all at a single compute value" in err
+    assert not (tmp_path / "runs").exists()
 
 
 def test_study_needs_a_spec_or_paper_runs(cli):
@@ -114,28 +190,6 @@ def test_paper_runs_cli(tmp_path, paper_runs_csv, cli):
     assert code == 0, err
     assert (tmp_path / "paper" / "report.html").is_file()
     assert "report:" in out and "not reachable" in out.lower() or "n/r" in out
-
-
-def test_parallel_evaluations_match_in_process_ones(tmp_path, mnist_like_dir, cli):
-    """study.eval_workers: the extra evaluations run in worker processes and give the same claims."""
-    import shutil
-
-    from robustscale.evaluate import evaluate_run
-
-    path = _spec(tmp_path, mnist_like_dir, eval_workers=2)
-    data = yaml.safe_load(path.read_text())
-    data["grid"]["train_subset"] = [128, 256]
-    path.write_text(yaml.safe_dump(data))
-    code, out, err = cli("study", str(path), "--executor", "inline", "--no-progress", "--json")
-    assert code == 0, err
-    assert "4 evaluations in 2 processes" in err and err.count("evaluated ") == 4
-    for run_dir in sorted((tmp_path / "runs").glob("*-n*")):
-        claim = json.loads((run_dir / "eval" / "apgd-ce-0.05.json").read_text())
-        copy = tmp_path / "copy" / run_dir.name
-        shutil.copytree(run_dir, copy)
-        shutil.rmtree(copy / "eval")
-        direct = evaluate_run(copy, attack="apgd-ce", n_examples=16, store=str(tmp_path / "direct.db"))
-        assert claim["robust_acc"] == direct["robust_acc"] and claim["n_examples"] == 16
 
 
 def test_eval_workers_flag_is_checked(tmp_path, mnist_like_dir, cli):

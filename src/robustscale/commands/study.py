@@ -63,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(f"study {spec.name}: {result.n_runs} runs, {result.wall_seconds:.0f} s "
           f"({result.sweep.get('submitted', 0)} trained now, {result.sweep.get('done_before', 0)} reused)")
-    print(format_study_table(result.rows, opts.targets))
-    print(f"\nreport: {result.report_path}")
+    print(format_study_table(result.records, result.comparison_records))
+    print(f"\nreport: {result.report_path}\nstudy.json: {result.json_path}")
     return 0
 
 

@@ -38,8 +38,9 @@ def wilson_interval(correct, n, level: float = 0.95):
         denom = 1 + z2 / m
         centre = (p + z2 / (2 * m)) / denom
         half = math.sqrt(z2) / denom * np.sqrt(p * (1 - p) / m + z2 / (4 * m * m))
-        low = np.clip(centre - half, 0.0, 1.0) * 100
-        high = np.clip(centre + half, 0.0, 1.0) * 100
+        # The interval contains p exactly (rounding could put an end a hair inside at p = 0 or 1).
+        low = np.minimum(np.clip(centre - half, 0.0, 1.0), p) * 100
+        high = np.maximum(np.clip(centre + half, 0.0, 1.0), p) * 100
     low = np.where(m > 0, low, np.nan)
     high = np.where(m > 0, high, np.nan)
     if low.ndim == 0:

@@ -22,8 +22,10 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:110
 color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 h3{font-size:1.05em;margin-top:1.4em}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0}th,td{border:1px solid #ddd;padding:.25em .55em;
-text-align:right;white-space:nowrap}th{background:#f4f4f4}td.l,th.l{text-align:left}
+table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;max-width:100%;overflow-x:auto}
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
+td.w{white-space:normal;text-align:left;min-width:16em}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.meta{color:#666;font-size:.9em}.note{color:#a33}
 code{background:#f4f4f4;padding:0 .2em}
@@ -42,24 +44,44 @@ class Section:
     table: Any = None
     figures: list = field(default_factory=list)
     level: int = 2
+    wrap: tuple = ()  # table columns whose text wraps
 
 
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "figure"
 
 
-def table_html(table) -> str:
-    """HTML of a DataFrame or ``(headers, rows)``; first column left-aligned."""
+def cell_text(value) -> str:
+    """A table cell: numbers to 3 significant digits (``scaling.format.fmt``), None/NaN as ``-``."""
+    from ..scaling.format import fmt
+
+    if value is None or isinstance(value, bool):
+        return "-" if value is None else str(value)
+    if isinstance(value, (int, float)) or hasattr(value, "dtype"):
+        try:
+            return fmt(float(value)) if not float(value).is_integer() or abs(float(value)) >= 1e5 \
+                else str(int(value))
+        except (TypeError, ValueError, OverflowError):
+            return str(value)
+    return str(value)
+
+
+def table_html(table, wrap: Sequence[int] = ()) -> str:
+    """HTML of a DataFrame or ``(headers, rows)``; first column left-aligned, numbers to 3 significant
+    digits; columns in ``wrap`` (indices) wrap their text (long reasons) instead of widening the table."""
     if table is None:
         return ""
     if hasattr(table, "columns"):
         headers = [str(c) for c in table.columns]
-        rows = [[("-" if v is None or (isinstance(v, float) and v != v) else v) for v in r]
-                for r in table.itertuples(index=False)]
+        rows = list(table.itertuples(index=False))
     else:
         headers, rows = table
+
+    def cls(i: int) -> str:
+        return "w" if i in wrap else ("l" if i == 0 else "")
+
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i == 0 else ""}">{html.escape(str(c))}</td>'
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{html.escape(cell_text(c))}</td>'
                                      for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -97,7 +119,7 @@ def render_sections(sections: Sequence[Section], plots_dir: Path | None = None) 
             parts.append(s.html)
         if s.text:
             parts.extend(f"<p>{html.escape(p.strip())}</p>" for p in s.text.split("\n\n") if p.strip())
-        parts.append(table_html(s.table))
+        parts.append(table_html(s.table, s.wrap))
         parts.append(_figures(s.figures, plots_dir, used))
     return "\n".join(parts)
 

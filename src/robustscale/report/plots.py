@@ -7,6 +7,8 @@
 - :func:`plot_residuals`: observed minus fitted y of every fitted run.
 - :func:`plot_cost`: energy and electricity vs compute with power-law fits.
 - :func:`plot_exponents`: each group's exponent with its interval.
+- :func:`plot_families`: several families, each with its own accuracy, on one compute axis (a study's
+  central picture: standard training's clean accuracy vs adversarial training's robust accuracy).
 
 Every function returns a Figure; :func:`save_figure` writes PNG and SVG, :func:`figure_png_base64`
 gives the PNG for embedding in HTML.
@@ -348,6 +350,52 @@ def plot_exponents(fits: Sequence, title: str | None = None):
 
 
 # ---------------------------------------------------------------------- output
+def plot_families(df, families: Sequence[dict], x: str = "train_flops", title: str | None = None):
+    """Several families on ONE compute axis: each its own accuracy column (e.g. standard training's clean
+    accuracy and adversarial training's robust accuracy), runs with 95% Wilson error bars, and the
+    fitted law with its bootstrap band where the law is identified.
+
+    ``families``: dicts with ``label``, ``y`` (column), ``rows`` (boolean mask or index of ``df``),
+    ``fit`` (an identified FitResult or None) and ``note`` (shown in the legend, e.g. why no law is drawn).
+    Interval columns ``<y>_ci_low`` / ``<y>_ci_high`` are used when present. Linear accuracy axis.
+    """
+    fig, (ax,) = new_figure(7.5, 5.2)
+    xs_all = []
+    for i, fam in enumerate(families):
+        color, marker = _style(i)
+        part = df.loc[fam["rows"]]
+        xs = np.asarray(part[x], float)
+        ys = np.asarray(part[fam["y"]], float)
+        ok = np.isfinite(xs) & np.isfinite(ys) & (xs > 0)
+        xs_all.append(xs[ok])
+        lo_col, hi_col = f"{fam['y']}_ci_low", f"{fam['y']}_ci_high"
+        if lo_col in part.columns and hi_col in part.columns:
+            lo = np.asarray(part[lo_col], float)[ok]
+            hi = np.asarray(part[hi_col], float)[ok]
+            yerr = np.vstack([np.where(np.isfinite(lo), ys[ok] - lo, 0), np.where(np.isfinite(hi), hi - ys[ok], 0)])
+            yerr = np.maximum(yerr, 0.0)  # stored accuracies and their intervals agree only to rounding
+        else:
+            yerr = None
+        fit = fam.get("fit")
+        label = f"{fam['label']} ({LABELS.get(fam['y'], fam['y'])})"
+        label += f": {_describe(fit)}" if fit is not None else (f": {fam['note']}" if fam.get("note") else "")
+        ax.errorbar(xs[ok], ys[ok], yerr=yerr, fmt=marker, color=color, ms=5, elinewidth=0.9, capsize=2,
+                    alpha=0.9, label=label, zorder=3)
+        if fit is not None:
+            _fit_line(ax, fit, i, *fit.x_range)
+    ax.set_xscale("log")
+    ax.set_xlabel(axis_label(x))
+    ax.set_ylabel("accuracy [%] (each family its own metric)")
+    ax.grid(True, which="major", alpha=0.3)
+    allx = np.concatenate(xs_all) if xs_all else np.ones(1)
+    if allx.size:
+        ax.set_xlim(allx.min() / 1.5, allx.max() * 1.5)
+    ax.set_title(title or "accuracy vs training compute (error bars: 95% Wilson; bands: 95% bootstrap of the law)",
+                 fontsize=9)
+    fig.legend(*ax.get_legend_handles_labels(), fontsize=7.5, loc="outside lower center", ncols=1, frameon=False)
+    return fig
+
+
 def figure_png(fig, dpi: int = 110) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)

@@ -5,6 +5,7 @@
 - :func:`robustscale.study.paper.reproduce_paper`: the 2024 study recomputed from its
   published runs (``robustscale study --paper-runs``).
 """
-from .run import StudyFit, StudyOptions, StudyResult, format_study_table, load_study, run_study
+from .fits import format_study_table
+from .run import StudyFit, StudyOptions, StudyResult, check_grid, load_study, run_study
 
-__all__ = ["load_study", "run_study", "StudyOptions", "StudyFit", "StudyResult", "format_study_table"]
+__all__ = ["load_study", "run_study", "check_grid", "StudyOptions", "StudyFit", "StudyResult", "format_study_table"]

@@ -2,18 +2,29 @@
 
 A study spec is a sweep spec (see ``robustscale.sweep.spec``) plus a ``study:`` section::
 
+    evaluation: {attack: apgd-ce, n_examples: 1000}   # every run: what the fits use
     study:
       evaluations:                  # extra evaluations of finished runs (after the sweep's own)
-        - {attack: aa-standard, n_examples: 200, where: {method: [pgd, trades]}}
+        - {attack: aa-standard, n_examples: 200, where: {method: [pgd, trades]}, strongest: 2}
       fits:                         # named families of runs, each fitted against train_flops
         standard:    {where: {method: standard}, y: clean_acc}
-        adversarial: {where: {method: [pgd, trades]}, y: aa_robust_acc}
+        adversarial: {where: {method: [pgd, trades]}, y: apgd_ce_robust_acc}
       compare: [adversarial, standard]   # difference of exponents a - b, with its interval
       laws: [power, saturating]
       targets: [70, 75, 80]         # accuracies (%) whose cost is extrapolated
       bootstrap: 500
       seed: 0
       eval_workers: 2               # extra evaluations in N processes at once (CPU studies; default 1)
+
+``strongest: k`` gives an extra evaluation only to the k runs (of those ``where`` selects) with the
+highest robust accuracy (``by: <column>``; default: the sweep's evaluation if it is an attack, else
+the first study evaluation that is one), e.g. full AutoAttack on the two most robust runs; the study
+prints AutoAttack's gap to its first stage (APGD-CE) on the same images. Entries run in order.
+
+The grid is checked before anything trains: every family needs at least ``parameters + 3`` runs for
+each law (see ``robustscale.scaling.identified``) and two distinct compute settings. Accuracies come
+with their sample size and Wilson interval; laws the data do not identify are reported with the reason.
+Results: ``report.html`` and ``study.json`` in the output folder.
 
 Runs that are already done in the store (same config hash) are not trained again and claims
 already on disk are not recomputed, so a second invocation only refits and rewrites the report.
@@ -74,14 +85,46 @@ class StudyOptions:
 
 
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None):
-    """Read a study spec: ``(SweepSpec, StudyOptions)``. Bad keys fail here, before any run starts."""
+    """Read a study spec: ``(SweepSpec, StudyOptions)``. Bad keys, and a grid that cannot carry a requested
+    law, fail here, before any run starts."""
     from ..sweep import build_spec
 
     path = Path(path)
     data = dict(load_yaml(path))
     study = data.pop("study", None) or {}
     spec = build_spec(data, path=path, overrides=overrides)
-    return spec, parse_study_options(study, str(path))
+    opts = parse_study_options(study, str(path))
+    check_grid(spec, opts)
+    return spec, opts
+
+
+# TrainConfig keys that change a run's training FLOPs: runs equal in all of them sit at one compute value.
+COMPUTE_KEYS = ("dataset", "model", "method", "attack_steps", "train_subset", "epochs", "batch_size", "input_size",
+                "generated_data", "generated_fraction")
+
+
+def check_grid(spec, opts: StudyOptions) -> None:
+    """UserError (one line, exit 2) when a family's planned runs cannot identify a requested law."""
+    import pandas as pd
+
+    from ..scaling.identified import min_runs
+    from ..scaling.laws import get_law
+
+    planned = pd.DataFrame([{**r.cfg.to_dict(), "name": r.name} for r in spec.runs])
+    for fam in opts.fits:
+        sub = fam.select(planned)
+        n = len(sub)
+        computes = len(sub[[k for k in COMPUTE_KEYS if k in sub.columns]].astype(str).drop_duplicates())
+        for law in opts.laws:
+            p = get_law(law).n_params
+            if n < min_runs(p):
+                raise UserError(f"study fit {fam.name!r} has {n} run(s) in the grid of {spec.path or spec.name}, but "
+                                f"the {law} law needs at least {min_runs(p)} ({p} parameters + 3); add runs to the "
+                                f"family or drop the law")
+            if computes < 2:
+                raise UserError(f"study fit {fam.name!r} has {n} run(s) in the grid of {spec.path or spec.name}, all "
+                                f"at a single compute value; the {law} law needs at least 2 distinct compute values "
+                                f"(vary model, train_subset or epochs)")
 
 
 def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
@@ -104,10 +147,15 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
     for e in evaluations:
         e = dict(e)
         select = e.pop("where", None) or {}
+        strongest, by = e.pop("strongest", None), e.pop("by", None)
         if not isinstance(select, Mapping):
             raise UserError(f"`where` of a study evaluation in {where} must map TrainConfig keys to values")
+        if strongest is not None and (not isinstance(strongest, int) or isinstance(strongest, bool) or strongest < 1):
+            raise UserError(f"invalid strongest {strongest!r} of a study evaluation in {where}: an integer >= 1 "
+                            f"(the number of most robust runs to evaluate)")
         ev = _parse_evaluation(e, where).kwargs()
         ev["where"] = {str(k): [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in select.items()}
+        ev["strongest"], ev["by"] = strongest, (str(by) if by is not None else None)
         opts.evaluations.append(ev)
     fits = study.get("fits") or {}
     if not isinstance(fits, Mapping) or not fits:
@@ -159,25 +207,35 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
 class StudyResult:
     spec_name: str
     report_path: Path
+    json_path: Path
     n_runs: int
-    fits: dict[str, dict[str, Any]]  # law -> family name -> FitResult
-    comparisons: dict[str, Any]  # law -> ExponentComparison | None
+    fits: dict[str, dict[str, Any]]  # law -> family name -> FitResult (or the UserError that stopped it)
+    comparisons: dict[str, Any]  # law -> ExponentComparison | None (identified laws only)
     extrapolations: dict[str, dict[float, list]]  # law -> target -> [Extrapolation]
-    rows: list[dict[str, Any]]
+    runs: list[dict[str, Any]]  # study.json's runs
+    records: list[dict[str, Any]]  # study.json's fits
+    comparison_records: list[dict[str, Any]]
+    gaps: list[dict[str, Any]]  # AutoAttack vs APGD-CE on the same images
+    warnings: list[str]
     wall_seconds: float
     sweep: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"study": self.spec_name, "report": str(self.report_path), "n_runs": self.n_runs,
-                "wall_seconds": self.wall_seconds, "sweep": {k: v for k, v in self.sweep.items() if k != "outcomes"},
-                "rows": self.rows,
-                "comparisons": {law: (c.to_dict() if c is not None else None) for law, c in self.comparisons.items()}}
+        return {"study": self.spec_name, "report": str(self.report_path), "study_json": str(self.json_path),
+                "n_runs": self.n_runs, "wall_seconds": self.wall_seconds,
+                "sweep": {k: v for k, v in self.sweep.items() if k != "outcomes"},
+                "runs": self.runs, "fits": self.records, "comparisons": self.comparison_records,
+                "autoattack_gaps": self.gaps, "warnings": self.warnings}
 
 
 def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: str = "local",
               max_parallel: int | None = None, progress: bool = True, log=print) -> StudyResult:
-    """Run the sweep (what is not done), the extra evaluations, the fits and the report."""
+    """Run the sweep (what is not done), the extra evaluations, the fits, the report and study.json."""
     from ..sweep import open_sweep_store, run_sweep
+    from .fits import comparison_records, fit_records, fit_study
+    from .report import write_study_report
+    from .results import (autoattack_gaps, format_gap, run_records, sort_fits, sort_runs, study_frame,
+                          write_study_json)
 
     start = time.perf_counter()
     sweep = run_sweep(spec, executor=executor, store=store, max_parallel=max_parallel, progress=progress, log=log)
@@ -186,38 +244,112 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
         log(f"warning: {len(names)} run(s) failed and are left out of the fits: {', '.join(names)}")
     st = open_sweep_store(spec, store)
     run_extra_evaluations(spec, opts, st, progress=progress, log=log)
-    df = st.runs_frame()
-    df = df[df["name"].isin([r.name for r in spec.runs])].reset_index(drop=True)
-    if df.empty:
+    runs_df = study_frame(st, spec, opts)
+    if runs_df.empty:
         raise UserError(f"no finished runs of study {spec.name} in the store {st.display_url}; see `robustscale "
                         f"sweep status {spec.path}`")
-    runs_df, df = df, family_frame(df, opts)
+    df = family_frame(runs_df, opts)
     fits, comparisons, extrapolations = fit_study(df, opts, spec)
-    report = Path(opts.report) if opts.report else Path(spec.output_dir) / "report.html"
-    write_study_report(df, spec, opts, fits, comparisons, extrapolations, report)
-    rows = summary_rows(opts, fits, comparisons, extrapolations)
-    return StudyResult(spec.name, report, len(runs_df), fits, comparisons, extrapolations, rows,
-                       time.perf_counter() - start, sweep)
+    records, comps = sort_fits(fit_records(df, opts, fits, extrapolations)), comparison_records(opts, comparisons)
+    warnings = study_warnings(df, opts)
+    for w in warnings:
+        log(f"warning: {w}")
+    fit_metric = next((f.y for f in opts.fits if f.y.endswith("robust_acc")), "apgd_ce_robust_acc")
+    gaps = autoattack_gaps(st, spec, fit_metric)
+    for g in gaps:
+        log(format_gap(g))
+    out_dir = Path(opts.report).parent if opts.report else Path(spec.output_dir)
+    report = Path(opts.report) if opts.report else out_dir / "report.html"
+    runs = sort_runs(run_records(df))
+    write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings, report)
+    json_path = write_study_json(out_dir / "study.json", runs, records, {
+        "study": spec.name, "laws": list(opts.laws), "targets": list(opts.targets), "bootstrap": opts.bootstrap,
+        "seed": opts.seed, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings})
+    return StudyResult(spec.name, report, json_path, len(runs_df), fits, comparisons, extrapolations, runs, records,
+                       comps, gaps, warnings, time.perf_counter() - start, sweep)
 
 
-def pending_evaluations(spec, opts: StudyOptions, st) -> list[tuple[Any, dict[str, Any]]]:
-    """``(run, evaluate_run kwargs)`` of every extra evaluation a done run still lacks, in spec order."""
+def metric_of_spec(spec) -> str | None:
+    """The robust-accuracy column of the sweep's own evaluation (``apgd-ce`` -> ``apgd_ce_robust_acc``)."""
+    from .results import metric_of
+
+    ev = spec.evaluation
+    return metric_of(ev.attack) if ev is not None and ev.attack != "clean" else None
+
+
+def study_warnings(df, opts: StudyOptions) -> list[str]:
+    """What a reader must know: fit inputs on fewer than 1,000 images, selection on test images, runs that
+    predict (almost) one class."""
+    from .results import MIN_FIT_EXAMPLES
+
+    out = []
+    for fam in opts.fits:
+        sub = df[df["family"] == fam.label]
+        col = f"{fam.y}_n_examples"
+        if col in sub.columns and len(sub):
+            n_min = sub[col].min()
+            if n_min == n_min and n_min < MIN_FIT_EXAMPLES:
+                out.append(f"family {fam.name}: {fam.y} is measured on {int(n_min)} images for some runs "
+                           f"(fits want >= {MIN_FIT_EXAMPLES}: a standard error of at most 1.6 points)")
+    if "selection_split" in df.columns:
+        test = sorted(set(df.loc[df["selection_split"] == "test", "name"]))
+        if test:
+            out.append(f"{len(test)} run(s) selected their checkpoint on TEST images (select_split test or an old "
+                       f"run): {', '.join(test[:6])}{' ...' if len(test) > 6 else ''}")
+    if "clean_acc" in df.columns:
+        weak = sorted(set(df.loc[df["clean_acc"] < 20, "name"]))  # 2x chance on 10 classes
+        if weak:
+            out.append(f"{len(weak)} run(s) reach less than 20% clean accuracy (near one class): {', '.join(weak)}")
+    return out
+
+
+def pending_evaluations(spec, opts: StudyOptions, st, entries: Sequence[dict] | None = None
+                        ) -> list[tuple[Any, dict[str, Any]]]:
+    """``(run, evaluate_run kwargs)`` of every extra evaluation (of ``entries``, default all) a done run still
+    lacks, in spec order."""
     done = {row["name"] for row in st.list_runs(names=[r.name for r in spec.runs]) if row.get("status") == "done"}
     todo = []
-    for run in spec.runs:
-        if run.name not in done:
-            continue
-        cfg = run.cfg.to_dict()
-        for ev in opts.evaluations:
-            ev = dict(ev)
-            select = ev.pop("where")
-            if any(str(cfg.get(k)) not in values for k, values in select.items()):
-                continue  # e.g. AutoAttack only on adversarially trained runs
+    for ev in (opts.evaluations if entries is None else entries):
+        ev = dict(ev)
+        select, strongest, by = ev.pop("where"), ev.pop("strongest", None), ev.pop("by", None)
+        # e.g. AutoAttack only on adversarially trained runs
+        chosen = [run for run in spec.runs if run.name in done and
+                  all(str(run.cfg.to_dict().get(k)) in values for k, values in select.items())]
+        if strongest is not None:
+            chosen = strongest_runs(spec, opts, st, chosen, strongest, by)
+        for run in chosen:
             eps = ev.get("eps") if ev.get("eps") is not None else run.cfg.eps
             if st.evaluation_exists(run.name, ev["attack"], eps, ev.get("n_examples")):
                 continue  # done by an earlier invocation: claims are reused, not recomputed
             todo.append((run, ev))
     return todo
+
+
+def ranking_metric(spec, opts: StudyOptions, by: str | None = None) -> str:
+    """What ``strongest`` ranks by: ``by``, else the sweep's evaluation if it is an attack, else the first
+    study evaluation that is one (e.g. ``apgd_ce_robust_acc``)."""
+    from .results import metric_of
+
+    if by:
+        return by
+    metric = metric_of_spec(spec)
+    if metric is None:
+        metric = next((metric_of(e["attack"]) for e in opts.evaluations if e["attack"] != "clean"), None)
+    if metric is None:
+        raise UserError(f"`strongest` in study {spec.name} needs a robust accuracy to rank runs by: give `by` "
+                        f"or an attack as the sweep's evaluation")
+    return metric
+
+
+def strongest_runs(spec, opts: StudyOptions, st, runs: list, k: int, by: str | None = None) -> list:
+    """The ``k`` runs with the highest ``ranking_metric`` (ties: by name); runs without it are left out."""
+    from .results import accuracy_columns
+
+    metric = ranking_metric(spec, opts, by)
+    evals = st.evaluations_of([r.name for r in runs])
+    score = {r.name: accuracy_columns(evals.get(r.name, []), float(r.cfg.eps)).get(metric) for r in runs}
+    ranked = sorted((r for r in runs if score[r.name] is not None), key=lambda r: (-score[r.name], r.name))
+    return ranked[:k]
 
 
 def _evaluate_in_worker(run_dir: str, store: str, threads: int, ev: dict[str, Any]) -> dict[str, Any]:
@@ -247,9 +379,14 @@ def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) 
     116 s on 1 thread, 76 s on 2), so two at once finish sooner. Evaluations are resumable, so an
     interrupted study loses at most the batches in flight.
     """
-    todo = pending_evaluations(spec, opts, st)
-    if not todo:
-        return
+    # One entry at a time: a later entry's `strongest` ranks runs by an earlier entry's results.
+    for entry in opts.evaluations:
+        todo = pending_evaluations(spec, opts, st, [entry])
+        if todo:
+            _run_evaluations(todo, opts, st, progress=progress, log=log)
+
+
+def _run_evaluations(todo, opts: StudyOptions, st, *, progress: bool, log) -> None:
     workers = min(opts.eval_workers, len(todo))
     if workers <= 1:
         from ..evaluate import evaluate_run
@@ -292,188 +429,3 @@ def family_frame(df, opts: StudyOptions):
 
     parts = [fam.select(df).assign(family=fam.label) for fam in opts.fits]
     return pd.concat(parts, ignore_index=True) if parts else df.assign(family=None)
-
-
-def fit_study(df, opts: StudyOptions, spec=None):
-    """Fit every family under every law; compare exponents; extrapolate to the targets."""
-    from ..scaling import compare_exponents, extrapolate, fit_law
-    from ..schema import COLLAPSE_THRESHOLD_ACC
-
-    fits: dict[str, dict[str, Any]] = {}
-    comparisons: dict[str, Any] = {}
-    extrapolations: dict[str, dict[float, list]] = {}
-    device_type = opts.device_type or (spec.cost.device_type if spec is not None else None)
-    preset = opts.price_preset or (spec.cost.price_preset if spec is not None else "default")
-    for law in opts.laws:
-        fits[law] = {}
-        for i, fam in enumerate(opts.fits):
-            sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
-            exclude = opts.exclude_below
-            if exclude is None and fam.y.endswith("robust_acc"):
-                exclude = COLLAPSE_THRESHOLD_ACC
-            try:
-                fit = fit_law(sub, law=law, x=opts.x, y=fam.y, bootstrap=opts.bootstrap, seed=opts.seed + i,
-                              exclude_below=exclude, group={"family": fam.label})
-            except UserError as exc:  # too few runs in this family: say so in the report, keep the others
-                fit = exc
-            fits[law][fam.name] = fit
-        comparisons[law] = None
-        if opts.compare:
-            a, b = (fits[law][n] for n in opts.compare)
-            if not isinstance(a, Exception) and not isinstance(b, Exception) and a.converged and b.converged \
-                    and a.has_bootstrap and b.has_bootstrap:
-                comparisons[law] = compare_exponents(a, b, name=None)
-        good = [f for f in fits[law].values() if not isinstance(f, Exception) and f.converged]
-        extrapolations[law] = {t: (extrapolate(good, t, df, device_type=device_type, price_preset=preset)
-                                   if good else []) for t in opts.targets}
-    return fits, comparisons, extrapolations
-
-
-def summary_rows(opts: StudyOptions, fits, comparisons, extrapolations) -> list[dict[str, Any]]:
-    """Per law and family: exponent with interval, asymptote, and the cost of each target."""
-    rows = []
-    for law, fams in fits.items():
-        for name, fit in fams.items():
-            row: dict[str, Any] = {"law": law, "family": name}
-            if isinstance(fit, Exception) or not fit.converged:
-                row["status"] = str(fit) if isinstance(fit, Exception) else f"did not converge: {fit.message}"
-                rows.append(row)
-                continue
-            exp_name = fit.exponent_name
-            lo, hi = fit.ci.get(exp_name, (math.nan, math.nan))
-            row.update(status="ok", y=fit.y, n=fit.n, exponent=fit.exponent, exponent_low=lo, exponent_high=hi,
-                       asymptote_acc=fit.params.get("y_max", math.nan), r2=fit.r2)
-            for target, exs in extrapolations[law].items():
-                ex = next((e for e in exs if e.group == fit.label), None)
-                if ex is None:
-                    continue
-                key = f"{target:g}"
-                row[f"reachable_{key}"] = ex.reachable
-                row[f"share_reachable_{key}"] = ex.share_reachable
-                for q in ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_high"):
-                    if ex.reachable and q in ex.values:
-                        row[f"{q}_{key}"] = ex.values[q][0]
-            rows.append(row)
-    for law, comp in comparisons.items():
-        if comp is not None:
-            names = opts.compare or (comp.a, comp.b)
-            rows.append({"law": law, "family": f"{names[0]} - {names[1]}", "status": "comparison",
-                         "exponent": comp.diff, "exponent_low": comp.low, "exponent_high": comp.high,
-                         "p_value": comp.p_value})
-    return rows
-
-
-def _fmt(v, spec=".3g") -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "-"
-    return format(v, spec)
-
-
-def format_study_table(rows: Sequence[Mapping[str, Any]], targets: Sequence[float]) -> str:
-    """The terminal table: per law and family the exponent and asymptote, then one line per target
-    with its cost (FLOPs, device-hours, kWh, USD). Fits that failed and exponent differences get one
-    line each, their text outside the columns so that it never widens them."""
-    headers = ["law", "family", "n", "exponent [95% CI]", "asymptote %", "target", "FLOPs", "device-h", "kWh",
-               "USD (cloud high)"]
-    body: list[list[str]] = []
-    free_text: dict[int, str] = {}  # row index -> text printed after the first three columns
-    for r in rows:
-        if r.get("status") == "comparison":
-            free_text[len(body)] = (f"difference of exponents {r['exponent']:+.3g} [{_fmt(r['exponent_low'], '+.3g')}, "
-                                    f"{_fmt(r['exponent_high'], '+.3g')}]")
-            body.append([r["law"], r["family"], ""] + [""] * (len(headers) - 3))
-            continue
-        if r.get("status") != "ok":
-            free_text[len(body)] = str(r.get("status"))
-            body.append([r["law"], r["family"], ""] + [""] * (len(headers) - 3))
-            continue
-        head = [r["law"], r["family"], str(r["n"]),
-                f"{r['exponent']:.3g} [{_fmt(r['exponent_low'])}, {_fmt(r['exponent_high'])}]",
-                _fmt(r.get("asymptote_acc"), ".1f")]
-        for i, t in enumerate(targets or [None]):
-            lead = head if i == 0 else [""] * len(head)
-            if t is None:
-                body.append(lead + ["-"] * 5)
-                continue
-            key = f"{t:g}"
-            if f"reachable_{key}" not in r:
-                cost = ["-"] * 4
-            elif not r[f"reachable_{key}"]:
-                share = r.get(f"share_reachable_{key}", math.nan)
-                free_text[len(body)] = (f"not reachable ({_fmt(100 * share, '.0f')}% of fits)" if share == share
-                                        else "not reachable")
-                cost = None
-            else:
-                cost = [_fmt(r.get(f"compute_flops_{key}"), ".2e"), _fmt(r.get(f"device_hours_{key}"), ".3g"),
-                        _fmt(r.get(f"energy_kwh_{key}"), ".3g"), _fmt(r.get(f"cloud_usd_high_{key}"), ".3g")]
-            body.append(lead + [f"{key}%"] + (cost if cost is not None else [""] * 4))
-    widths = [max([len(h)] + [len(row[i]) for j, row in enumerate(body)
-                              if j not in free_text or i < _free_from(row)]) for i, h in enumerate(headers)]
-    out = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)).rstrip()]
-    for j, row in enumerate(body):
-        if j in free_text:
-            k = _free_from(row)
-            out.append(("  ".join(c.ljust(w) for c, w in zip(row[:k], widths[:k])) + "  " + free_text[j]).rstrip())
-        else:
-            out.append("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
-    return "\n".join(out)
-
-
-def _free_from(row: Sequence[str]) -> int:
-    """Columns kept before a line's free text: up to the target column when it has one, else law/family/n."""
-    return 6 if len(row) > 5 and row[5] else 3
-
-
-def write_study_report(df, spec, opts: StudyOptions, fits, comparisons, extrapolations, out_path: Path) -> Path:
-    """The study's HTML report: setup (grid, subset sizes), fits, comparison, extrapolation."""
-    import pandas as pd
-
-    from ..report import Section, write_report
-    from ..report.plots import plot_extrapolation, plot_residuals, plot_scaling
-
-    first = spec.runs[0].cfg
-    eval_lines = []
-    if spec.evaluation is not None:
-        ev = spec.evaluation
-        eval_lines.append(f"{ev.attack} on the first {ev.n_examples} test images")
-    eval_lines += [f"{e['attack']} on the first {e.get('n_examples')} test images"
-                   + (f" (runs with {', '.join(f'{k} in {v}' for k, v in e['where'].items())})" if e["where"] else "")
-                   for e in opts.evaluations]
-    setup = (f"{len(spec.runs)} planned runs ({len(df)} finished) of sweep <code>{spec.name}</code> on "
-             f"{first.dataset}, eps {first.eps:.4g} ({first.norm.value}). Axes: {', '.join(spec.axes) or 'none'}. "
-             f"Each run is evaluated with {'; '.join(eval_lines) or 'its per-epoch PGD only'}. "
-             f"Per-epoch PGD during training uses the first {first.eval_subset} test images. "
-             f"Fits: {', '.join(opts.laws)} laws, {opts.bootstrap} bootstrap resamples (seed {opts.seed}), "
-             f"runs with robust accuracy below 10% are excluded as collapsed.")
-    cols = [c for c in ("family", "name", "model", "method", "attack_steps", "train_images", "epochs", "train_flops",
-                        "wall_seconds", "energy_kwh", "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples")
-            if c in df.columns]
-    runs_table = df[cols].copy()
-    for c in ("train_flops",):
-        if c in runs_table:
-            runs_table[c] = runs_table[c].map(lambda v: f"{v:.3g}")
-    sections = [Section("Setup", html=setup), Section("Runs", table=runs_table)]
-    for law in opts.laws:
-        good = [f for f in fits[law].values() if not isinstance(f, Exception)]
-        figures = []
-        for fit in good:
-            figures.append((f"{fit.label}: {fit.y} vs {opts.x} ({law})", plot_scaling(df, [fit])))
-        conv = [f for f in good if f.converged]
-        if conv:
-            figures.append((f"residuals ({law})", plot_residuals(conv)))
-            t = max(opts.targets)
-            for fit in conv:
-                figures.append((f"{fit.label} extrapolated to {t:g}%", plot_extrapolation(df, [fit], t)))
-        rows = [r for r in summary_rows(opts, {law: fits[law]}, {law: comparisons.get(law)},
-                                        {law: extrapolations[law]})]
-        table = pd.DataFrame(rows)
-        text = ""
-        comp = comparisons.get(law)
-        if comp is not None:
-            text = (f"Difference of exponents {comp.a} - {comp.b}: {comp.diff:+.3g} "
-                    f"[{comp.low:+.3g}, {comp.high:+.3g}] ({comp.level * 100:g}% bootstrap), "
-                    f"p = {comp.p_value:.3g}.")
-        sections.append(Section(f"{law} law", text=text or None, table=table, figures=figures))
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    return write_report(df, out_path, sections, include_scaling=False, title=f"Study {spec.name}: robustness vs compute",
-                        source=str(spec.path) if spec.path else None)
