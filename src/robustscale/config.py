@@ -83,6 +83,9 @@ def parse_fraction(value: Any, what: str = "value") -> float:
 # timm scheduler names usable with a per-step schedule (``plateau`` needs a metric: not offered).
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "none")
 
+# timm optimizer names that are torch.optim.SGD with momentum (``nesterov`` picks the variant).
+SGD_OPTS = ("sgd", "momentum")
+
 # Keys that name or place a run but do not change what it computes (excluded from the hash).
 NON_SEMANTIC_KEYS = ("name", "output_dir", "data_dir", "download", "workers", "energy", "log_every",
                      "store", "progress")
@@ -139,7 +142,9 @@ class TrainConfig:
     batch_size: int = 128  # global batch (all ranks)
     opt: str = "sgd"
     momentum: float = 0.9
+    nesterov: bool = False  # Nesterov momentum for opt sgd / momentum (timm's `sgd` alone would switch it on)
     weight_decay: float = 5e-4
+    weight_decay_1d: bool = True  # decay BatchNorm weights and biases too; false: timm train.py's default
     lr_base: float = 0.1  # per 256 images; lr = lr_base * batch_size / 256
     lr: float | None = None  # explicit lr overrides the scaling rule
     sched: str = "cosine"
@@ -294,6 +299,8 @@ class TrainConfig:
             bad("sched", f"valid: {', '.join(SCHEDULERS)}")
         if not (0 <= self.momentum < 1):
             bad("momentum", "must be in [0, 1)")
+        if self.nesterov and self.opt.lower() not in SGD_OPTS:
+            bad("nesterov", f"applies to opt {' / '.join(SGD_OPTS)} only, not {self.opt!r}")
         if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             bad("weight_decay", "must be >= 0")
         if not (self.min_lr >= 0 and math.isfinite(self.min_lr)):

@@ -57,12 +57,6 @@ def test_first_step_loss_is_the_plain_loops(tmp_path, mnist_like_dir, plain, met
     assert rows[0]["train_loss"] == pytest.approx(losses[0], rel=LOSS_RTOL)
 
 
-PHASE1 = pytest.mark.xfail(strict=True, reason="train.py still uses timm's defaults (Nesterov, no weight decay on "
-                                                 "1-d parameters, warm-up overlaid on the cosine); fixed with the "
-                                                 "train/ package")
-
-
-@PHASE1
 def test_optimizer_is_the_recipes_sgd(tmp_path, mnist_like_dir, plain):
     """`opt: sgd, momentum: 0.9, weight_decay: 5e-4`: classical momentum, weight decay on every parameter."""
     cfg, run, _ = _ours(tmp_path, mnist_like_dir, "opt", method="standard")
@@ -74,7 +68,6 @@ def test_optimizer_is_the_recipes_sgd(tmp_path, mnist_like_dir, plain):
     assert ours == theirs
 
 
-@PHASE1
 def test_learning_rate_schedule_is_the_recipes(tmp_path, mnist_like_dir, plain):
     """Linear warm-up to the peak lr over warmup_epochs, then a per-step cosine to min_lr over the rest."""
     kw = dict(method="standard", batch_size=32, epochs=4, warmup_epochs=1)

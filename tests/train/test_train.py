@@ -23,7 +23,7 @@ from robustscale.train import (AUTO_COMPILE_MIN_TRAIN_FLOPS, TrainingDiverged, _
 
 TINY = dict(dataset="fashion_mnist", model="wide_resnet16_1", train_subset=128, batch_size=32, epochs=2, eps=0.1,
             attack_steps=1, eval_subset=32, eval_attack_steps=2, workers=0, energy=False, progress=False,
-            deterministic=True, lr_base=0.4, warmup_epochs=0)
+            deterministic=True, lr_base=0.4, warmup_epochs=0, val_size=32)
 
 
 def _cfg(tmp_path: Path, data_dir: Path, **kw) -> TrainConfig:
@@ -59,16 +59,23 @@ def test_run_directory_contents(reference_run):
     for r in rows:
         assert 0 <= r["clean_acc"] <= 100 and 0 <= r["pgd_robust_acc"] <= r["clean_acc"]
         assert r["train_clean_acc"] is None and 0 <= r["train_adv_acc"] <= 100  # PGD: no free clean logits
-        assert r["eval_images"] == 32 and r["images_per_second"] > 0
+        assert r["eval_images"] == 32 and r["eval_split"] == "val" and r["images_per_second"] > 0
     # lr scaled from lr_base per 256 images, cosine to 0 at the last step
     assert rows[-1]["lr"] == pytest.approx(0.0, abs=1e-9)
     on_disk = json.loads((run_dir / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary, default=str))
     assert set(RUN_COLUMNS) <= set(summary)
     assert summary["status"] == "completed" and summary["epochs_done"] == 2 and summary["optimizer_steps"] == 8
-    assert summary["clean_acc"] == rows[-1]["clean_acc"] and summary["pgd_robust_acc"] == rows[-1]["pgd_robust_acc"]
-    best = max(rows, key=lambda r: r["pgd_robust_acc"])
+    # Selected on the validation split by PGD accuracy (PGD training); test accuracies come from evaluations.
+    assert summary["clean_acc"] is None and summary["pgd_robust_acc"] is None
+    best = max(rows, key=lambda r: r["pgd_robust_acc"])  # ties: the earlier epoch
     assert summary["best_pgd_robust_acc"] == best["pgd_robust_acc"]
+    assert (summary["selected_epoch"], summary["selection_split"], summary["selection_metric"]) == \
+        (best["epoch"], "val", "pgd_robust_acc")
+    assert summary["val_pgd_robust_acc"] == best["pgd_robust_acc"] and summary["val_clean_acc"] == best["clean_acc"]
+    assert summary["val_pgd_robust_acc_n_examples"] == 32
+    lo, hi = summary["val_pgd_robust_acc_ci"]
+    assert lo <= best["pgd_robust_acc"] <= hi
 
 
 def test_compute_accounting(reference_run):
@@ -229,7 +236,9 @@ def _write_yaml(tmp_path: Path, data_dir: Path, **kw) -> str:
     (["--opt", "sgdd"], "unknown opt 'sgdd'"),
     (["--model", "wide_resnet13_1"], "unknown model 'wide_resnet13_1'"),
     (["--no-such-key", "1"], "unknown key 'no_such_key'"),
-    (["--eval-subset", "100000"], "asked for 100000 test images"),
+    (["--eval-subset", "100000", "--select-split", "test"], "asked for 100000 test images"),
+    (["--val-size", "1000"], "invalid val_size 1000: is larger than the training subset (train_subset 128)"),
+    (["--select", "first"], "select"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, mnist_like_dir, cli, args, needle):
     code, out, err = cli("train", "--config", _write_yaml(tmp_path, mnist_like_dir), *args)

@@ -23,7 +23,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "train", help="train a model (standard, PGD, TRADES, FGSM-RS), counting its compute",
         description="Train a timm model with adversarial training (PGD / TRADES / FGSM-RS) or standard training, "
-        "evaluating clean and PGD accuracy every epoch and recording FLOPs, time, energy and cost.",
+        "checking clean and PGD accuracy every epoch on a validation split of the training images (which picks "
+        "the checkpoint) and recording FLOPs, time, energy and cost.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="YAML recipe (TrainConfig keys); defaults when omitted")
     parser.add_argument("--resume", metavar="RUN_DIR",
@@ -75,9 +76,8 @@ def run(args) -> int:
         return 0
     rows = [("run", summary["run_dir"]), ("status", summary["status"]),
             ("epochs", f"{summary['epochs_done']}/{summary['epochs']}"),
-            ("clean acc (%)", _fmt(summary["clean_acc"], ".2f")),
-            ("PGD robust acc (%)", _fmt(summary["pgd_robust_acc"], ".2f")),
-            ("best PGD acc (%)", f"{_fmt(summary['best_pgd_robust_acc'], '.2f')} (epoch {summary['best_epoch']})"),
+            ("selected", _selected(summary)),
+            *_split_accuracies(summary),
             ("train FLOPs", _fmt(summary["train_flops"], ".3e")),
             ("wall time (s)", _fmt(summary["wall_seconds"], ".1f")),
             ("energy (kWh)", _fmt(summary["energy_kwh"], ".4g")),
@@ -86,6 +86,26 @@ def run(args) -> int:
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _selected(summary: dict) -> str:
+    split, metric = summary.get("selection_split"), summary.get("selection_metric")
+    where = f"best {metric} on {split} images" if split else "the last epoch"
+    return f"epoch {summary.get('selected_epoch')} ({where})"
+
+
+def _split_accuracies(summary: dict) -> list[tuple[str, str]]:
+    """The selected epoch's accuracies on the per-epoch check's split, with interval and image count."""
+    out = []
+    for split in ("val", "test"):
+        for metric, label in (("clean_acc", "clean"), ("pgd_robust_acc", "PGD")):
+            v = summary.get(f"{split}_{metric}")
+            if v is None:
+                continue
+            lo, hi = summary.get(f"{split}_{metric}_ci") or (None, None)
+            n = summary.get(f"{split}_{metric}_n_examples")
+            out.append((f"{split} {label} acc (%)", f"{v:.2f} [{_fmt(lo, '.1f')}, {_fmt(hi, '.1f')}] ({n} images)"))
+    return out
 
 
 def _fmt(value, spec: str) -> str:

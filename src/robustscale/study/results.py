@@ -158,10 +158,10 @@ def format_gap(g: Mapping[str, Any]) -> str:
 
 def write_study_json(path: Path, runs: list[dict], fits: list[dict], extra: Mapping[str, Any] | None = None) -> Path:
     """``study.json`` (stable key order, sorted runs and fits, so two studies diff line by line)."""
-    from ..evaluation.records import write_json_atomic
+    from .. import rundir
 
     doc = {"schema": "robustscale.study/1", **(extra or {}), "runs": sort_runs(runs), "fits": sort_fits(fits)}
-    return write_json_atomic(path, doc)
+    return rundir.write_json(path, doc, mkdir=True)
 
 
 def sort_runs(runs: list[dict]) -> list[dict]:

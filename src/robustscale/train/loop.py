@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .. import rundir
-from ..config import Amp, Compile, Method, TrainConfig
+from ..config import Amp, Compile, Method, Select, TrainConfig
 from ..errors import UserError
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
@@ -19,7 +19,8 @@ from .interrupts import Interrupts, StopRequested, TrainingDiverged
 from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
                     save_state, seed_everything, set_rng_state)
 from .step import build_step, eps_at
-from .summary import append_metrics, build_summary, epoch_line, truncate_metrics, write_config_and_env
+from .summary import (append_metrics, build_summary, epoch_line, selection_record, truncate_metrics,
+                      write_config_and_env)
 
 __all__ = ["train", "run_name", "Trainer"]
 
@@ -84,7 +85,7 @@ class Trainer:
         self.cfg, self.dinfo, self.resume_dir = cfg, dinfo, resume_dir
         # (counters, sums, rng) of the last consistent point, saved if a raw Ctrl-C interrupts a step.
         self._safe_point = None
-        self.last_clean = self.last_robust = None
+        self.last_clean = self.last_robust = self.last_n = None
         self.in_store = False
 
     # ------------------------------------------------------------------ setup
@@ -116,8 +117,13 @@ class Trainer:
             raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
 
     def _setup_data(self) -> tuple[int, tuple]:
-        """Train loader, eval tensors, mixup; returns (num_classes, image_shape)."""
-        from ..data import build_mixup, build_train_loader, load_eval_tensors
+        """Train loader, the per-epoch check's images, mixup; returns (num_classes, image_shape).
+
+        The per-epoch check (and ``select: best``) runs on ``cfg.select_split``: the validation split carved
+        from the training images (default), or, only when asked, the first ``eval_subset`` test images.
+        """
+        from ..config import SelectSplit
+        from ..data import build_mixup, build_train_loader, load_eval_tensors, load_val_tensors
         from ..data.info import dataset_info
 
         cfg, dinfo = self.cfg, self.dinfo
@@ -128,10 +134,15 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         num_classes = info.num_classes or len(real.classes)
         image_shape = tuple(getattr(real, "image_shape", None) or info.input_size)
-        self.x_eval = self.y_eval = None
-        if cfg.eval_subset > 0:
+        self.x_eval = self.y_eval = self.eval_split = None
+        if cfg.select_split is SelectSplit.VAL:
+            x, y = load_val_tensors(cfg)
+            if len(x):
+                self.x_eval, self.y_eval, self.eval_split = x, y, "val"
+        elif cfg.eval_subset > 0:
             self.x_eval, self.y_eval = load_eval_tensors(cfg.dataset, cfg.eval_subset, cfg.data_dir, cfg.download,
                                                          input_size=cfg.input_size)
+            self.eval_split = "test"
         self.mixup = build_mixup(cfg, num_classes, dinfo.world)
         return num_classes, image_shape
 
@@ -387,14 +398,17 @@ class Trainer:
             counters.eval_flops += estimate_eval_flops(self.step_flops, n_eval,
                                                        cfg.eval_attack_steps if cfg.eps > 0 else 0)
         eval_seconds = time.perf_counter() - t_eval
-        self.last_clean, self.last_robust = clean, robust
-        score = robust if robust is not None else clean
+        self.last_clean, self.last_robust, self.last_n = clean, robust, n_eval
+        # select: best keeps the epoch with the highest selection metric on the check's split (ties: the earlier).
+        score = {"clean_acc": clean, "pgd_robust_acc": robust}[cfg.selection_metric]
         is_best = score is None or counters.best_robust_acc is None or score > counters.best_robust_acc
         if is_best:
             counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
-        row = self._epoch_row(counters, sums, tracker, clean, robust, n_eval, eval_seconds, is_best)
+            counters.best_eval = {"clean_acc": clean, "pgd_robust_acc": robust, "n_examples": n_eval}
+        selected = is_best and cfg.select is Select.BEST  # select: last writes no best.safetensors
+        row = self._epoch_row(counters, sums, tracker, clean, robust, n_eval, eval_seconds, selected)
         if self.dinfo.main:
-            self._save_epoch(row, is_best)
+            self._save_epoch(row, selected)
 
     def _epoch_row(self, counters: Counters, t: dict, tracker, clean, robust, n_eval: int, eval_seconds: float,
                    is_best: bool) -> dict:
@@ -405,7 +419,7 @@ class Trainer:
             "train_loss": t["loss"] / max(t["n"], 1),
             "train_adv_acc": 100 * t["adv_correct"] / t["n"] if cfg.method is not Method.STANDARD and t["n"] else None,
             "train_clean_acc": 100 * t["clean_correct"] / t["clean_n"] if t["clean_n"] else None,
-            "clean_acc": clean, "pgd_robust_acc": robust, "eval_images": n_eval,
+            "clean_acc": clean, "pgd_robust_acc": robust, "eval_images": n_eval, "eval_split": self.eval_split,
             "eval_attack": f"pgd{cfg.eval_attack_steps}-{cfg.norm.value}" if robust is not None else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "eps": self.task.eps if hasattr(self.task, "eps") else cfg.eps,
@@ -457,9 +471,16 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "robustscale_version": __version__, "error": error,
         }
+        last = {"clean_acc": self.last_clean, "pgd_robust_acc": self.last_robust, "n_examples": self.last_n}
+        details.update(selection_record(cfg, self.eval_split, counters,
+                                        counters.best_eval if cfg.select is Select.BEST else last))
+        # The run record's accuracies are test accuracies: from the per-epoch check only when it ran on test
+        # images (select_split: test); otherwise the evaluations after training fill them in.
+        on_test = self.eval_split == "test"
         summary = build_summary(cfg, status=status, model_parameters=count_parameters(rundir.inner_model(self.model)),
                                 train_images=self.train_images, counters=counters, compute=compute,
-                                clean_acc=self.last_clean, pgd_robust_acc=self.last_robust, details=details)
+                                clean_acc=self.last_clean if on_test else None,
+                                pgd_robust_acc=self.last_robust if on_test else None, details=details)
         if self.dinfo.main:
             rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
         return summary

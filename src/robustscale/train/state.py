@@ -25,8 +25,9 @@ class Counters:
     step: int = 0  # batches done in the current epoch
     num_updates: int = 0  # optimizer steps, all epochs
     images_seen: int = 0  # training images, all ranks
-    best_robust_acc: float | None = None
+    best_robust_acc: float | None = None  # the best selection score so far (cfg.selection_metric on its split)
     best_epoch: int | None = None
+    best_eval: dict | None = None  # that epoch's per-epoch check: clean_acc, pgd_robust_acc, n_examples
     eval_flops: float = 0.0
     compute_pieces: list = dataclasses.field(default_factory=list)  # tracker summaries of earlier sessions
     partial: list | None = None  # per-rank partial epoch sums (mid-epoch resume)

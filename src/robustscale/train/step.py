@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 from typing import Any, Callable
 
-from ..config import Amp, TrainConfig
+from ..config import SGD_OPTS, Amp, TrainConfig
 from .backends import autocast as make_autocast
 
 __all__ = ["TrainStep", "build_step", "eps_at"]
@@ -83,10 +83,17 @@ def build_step(cfg: TrainConfig, model, task, device, updates_per_epoch: int) ->
     if cfg.ema_decay is not None:
         task.setup_ema(decay=cfg.ema_decay)
     lr = cfg.learning_rate
-    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum)
+    # The recipe as written: `opt: sgd` is classical momentum unless `nesterov: true` (timm's registry alone
+    # makes `sgd` Nesterov), and weight decay reaches every parameter unless `weight_decay_1d: false`.
+    extra = {"nesterov": cfg.nesterov} if cfg.opt.lower() in SGD_OPTS else {}
+    optimizer = create_optimizer_v2(model, opt=cfg.opt, lr=lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                                    filter_bias_and_bn=not cfg.weight_decay_1d, **extra)
+    # Warm-up as a prefix: linear to the peak lr over warmup_epochs, then the schedule over the remaining
+    # epochs (timm's default overlays the warm-up on the cosine, whose peak is then never reached).
     scheduler, _ = create_scheduler_v2(
-        optimizer, sched=cfg.sched, num_epochs=cfg.epochs, warmup_epochs=cfg.warmup_epochs, min_lr=cfg.min_lr,
-        warmup_lr=min(1e-5, lr), step_on_epochs=False, updates_per_epoch=updates_per_epoch)
+        optimizer, sched=cfg.sched, num_epochs=cfg.epochs - cfg.warmup_epochs, warmup_epochs=cfg.warmup_epochs,
+        warmup_prefix=True, min_lr=cfg.min_lr, warmup_lr=min(1e-5, lr), step_on_epochs=False,
+        updates_per_epoch=updates_per_epoch)
     device = torch.device(device)
     # fp16 needs loss scaling; bf16 has fp32's range and does not.
     scaler = torch.amp.GradScaler(device.type) if cfg.amp is Amp.FP16 else None

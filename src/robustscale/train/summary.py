@@ -15,7 +15,7 @@ from ..schema import RUN_COLUMNS
 from .distributed import Dist
 
 __all__ = ["environment", "write_config_and_env", "append_metrics", "truncate_metrics", "epoch_line",
-           "build_summary", "method_attack_steps"]
+           "build_summary", "method_attack_steps", "selection_record"]
 
 # The compute record's keys that are run columns (robustscale.compute.summarize_run_compute).
 _COMPUTE_COLUMNS = ("train_flops", "train_flops_per_image", "eval_flops", "wall_seconds", "device_hours",
@@ -84,12 +84,34 @@ def epoch_line(cfg: TrainConfig, row: dict) -> str:
         parts.append(f"train adv {row['train_adv_acc']:.1f}%")
     if row["train_clean_acc"] is not None:
         parts.append(f"train clean {row['train_clean_acc']:.1f}%")
+    split = row.get("eval_split") or "test"
     if row["clean_acc"] is not None:
-        parts.append(f"test clean {row['clean_acc']:.1f}%")
+        parts.append(f"{split} clean {row['clean_acc']:.1f}%")
     if row["pgd_robust_acc"] is not None:
-        parts.append(f"pgd{cfg.eval_attack_steps} {row['pgd_robust_acc']:.1f}%")
+        parts.append(f"{split} pgd{cfg.eval_attack_steps} {row['pgd_robust_acc']:.1f}%")
     parts.append(f"{row['images_per_second']:.0f} img/s")
     return " | ".join(parts)
+
+
+def selection_record(cfg: TrainConfig, split: str | None, counters, selected: dict | None) -> dict:
+    """Which checkpoint the run reports and why: ``selected_epoch``, ``selection_split`` (``val``, ``test`` or
+    None for ``select: last``), ``selection_metric``, and the selected epoch's accuracies on that split
+    (``selection_<metric>`` with ``_n_examples`` and Wilson ``_ci``). ``best.safetensors`` holds that epoch."""
+    from ..config import Select
+    from ..evaluation.intervals import with_interval
+
+    if cfg.select is Select.LAST or split is None:
+        out = {"selected_epoch": counters.epoch if counters.epoch else None, "selection_split": None,
+               "selection_metric": "last epoch"}
+    else:
+        out = {"selected_epoch": counters.best_epoch, "selection_split": split,
+               "selection_metric": cfg.selection_metric}
+    if split is not None and selected:
+        for metric in ("clean_acc", "pgd_robust_acc"):
+            if selected.get(metric) is not None:
+                rec = with_interval(selected, metric, selected.get("n_examples"))
+                out.update({f"{split}_{k}": v for k, v in rec.items()})
+    return out
 
 
 def method_attack_steps(cfg: TrainConfig) -> int:
