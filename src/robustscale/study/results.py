@@ -36,7 +36,8 @@ def accuracy_columns(evaluations: Sequence[Mapping[str, Any]], eps: float) -> di
     best: dict[str, tuple[int, float]] = {}
     for ev in evaluations:
         n = ev.get("n_examples")
-        if n is None or ev.get("eps") is None or abs(float(ev["eps"]) - float(eps)) > _EPS_TOL:
+        clean_only = ev.get("attack") == "clean"  # recorded at eps 0: it holds for every eps
+        if n is None or (not clean_only and (ev.get("eps") is None or abs(float(ev["eps"]) - float(eps)) > _EPS_TOL)):
             continue
         for metric, value in (("clean_acc", ev.get("clean_acc")), (metric_of(ev["attack"]), ev.get("robust_acc"))):
             if ev.get("attack") == "clean" and metric != "clean_acc":
