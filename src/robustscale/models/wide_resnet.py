@@ -6,8 +6,8 @@ Two flavours with identical parameter counts:
 - DeepMind (``wide_resnet28_10_dm``): SiLU/Swish and BatchNorm momentum 0.01 (PyTorch
   convention, i.e. 0.99 in TF), as in Gowal et al. 2020's model zoo.
 
-Depth must be 6n+4: n blocks in each of 3 groups, widths (16, 16k, 32k, 64k) (``base_width`` b instead
-of 16: (b, bk, 2bk, 4bk); ``wide_resnet10_1_b8`` is the CPU demo's 8-channel WRN-10-1).
+Depth must be 6n+4: n blocks in each of 3 groups, widths (16, 16k, 32k, 64k). WRN-10-1 (one block per
+group, 78k parameters) is the CPU demo's net.
 Input (N, C, H, W) normalized; output (N, num_classes) logits.
 """
 from __future__ import annotations
@@ -55,15 +55,13 @@ class WideResNet(nn.Module):
         act_layer: str = "relu",
         bn_momentum: float = 0.1,
         drop_rate: float = 0.0,
-        base_width: int = 16,
         **kwargs,
     ):
         super().__init__()
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1, got {depth}")
         n = (depth - 4) // 6
-        b = int(base_width)
-        widths = [b, b * width, 2 * b * width, 4 * b * width]
+        widths = [16, 16 * width, 32 * width, 64 * width]
         act = get_act_layer(act_layer)
         self.num_classes = num_classes
         self.num_features = widths[3]
@@ -153,12 +151,3 @@ for _d, _w in _SIZES:
     _register(_d, _w, False)
     _register(_d, _w, True)
 
-
-default_cfgs.update(generate_default_cfgs({"wide_resnet10_1_b8": _cfg()}))
-
-
-@register_model
-def wide_resnet10_1_b8(pretrained: bool = False, **kwargs) -> WideResNet:
-    """WRN-10-1 with 8 base channels (widths 8, 8, 16, 32; 20k parameters): a CPU-demo-sized net."""
-    return build_model_with_cfg(WideResNet, "wide_resnet10_1_b8", pretrained, depth=10, width=1, base_width=8,
-                                **kwargs)
