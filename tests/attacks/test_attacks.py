@@ -166,10 +166,11 @@ def test_cw_loss_by_hand():
 
 def _tiny_cnn():
     import robustscale  # noqa: F401  (registers the models)
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     torch.manual_seed(0)
-    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist")
+    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
 
 
 ATTACKS = {

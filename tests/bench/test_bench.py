@@ -16,6 +16,7 @@ from robustscale.bench import (BaselineStep, OursStep, bench_train_step, count_s
                                measure_peak_flops, memory_growth, peak_memory, reset_peak_memory, run_rounds)
 from robustscale.compute import count_flops
 from robustscale.config import TrainConfig
+from robustscale.data import dataset_normalization
 from robustscale.models import create_model
 
 # compile off: compiling a tiny step costs far more than the step (the auto default is tested below).
@@ -24,7 +25,7 @@ TINY = dict(model="wide_resnet16_1", dataset="fashion_mnist", energy=False, comp
 
 def _tiny_model(seed=0):
     torch.manual_seed(seed)
-    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist")
+    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
 
 
 def _batch(n=8, seed=0):

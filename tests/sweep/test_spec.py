@@ -121,6 +121,7 @@ def test_bad_specs_fail_at_plan_time(cli, tmp_path, mnist_like_dir, change, mess
 def test_plan_bill_matches_hand_computation(cli, tmp_path, mnist_like_dir):
     from robustscale.compute import measure_step_flops
     from robustscale.config import TrainConfig
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     path = write_spec(tmp_path / "s.yaml", **tiny(tmp_path, mnist_like_dir))
@@ -133,7 +134,8 @@ def test_plan_bill_matches_hand_computation(cli, tmp_path, mnist_like_dir):
     total_flops = 0.0
     for run in plan["runs"]:
         cfg = TrainConfig.from_dict(run["config"])
-        step = measure_step_flops(create_model(cfg.model, 10, 1, dataset="fashion_mnist"), cfg, (1, 28, 28))
+        model = create_model(cfg.model, 10, 1, **dataset_normalization("fashion_mnist"))
+        step = measure_step_flops(model, cfg, (1, 28, 28))
         assert run["images_seen"] == seen
         assert run["train_flops"] == pytest.approx(step.train_step_flops * seen, rel=1e-9)
         hours = seen / 50 / 3600

@@ -11,6 +11,7 @@ from torch import nn
 import robustscale  # noqa: F401
 from robustscale.attacks import pgd
 from robustscale.config import TrainConfig
+from robustscale.data import dataset_normalization
 from robustscale.models import create_model
 from robustscale.tasks import FGSMRSTask, PGDTask, StandardTask, TRADESTask, create_task
 from robustscale.testing import learnable_images
@@ -18,7 +19,7 @@ from robustscale.testing import learnable_images
 
 def _model(seed=0):
     torch.manual_seed(seed)
-    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist")
+    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
 
 
 def _batch(n=8):

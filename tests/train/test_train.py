@@ -73,10 +73,11 @@ def test_run_directory_contents(reference_run):
 
 def test_compute_accounting(reference_run):
     from robustscale.compute import estimate_eval_flops, measure_step_flops
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     cfg, run_dir, summary = reference_run
-    model = create_model(cfg.model, 10, 1, dataset=cfg.dataset)
+    model = create_model(cfg.model, 10, 1, **dataset_normalization(cfg.dataset))
     step = measure_step_flops(model, cfg, (1, 28, 28))
     assert summary["train_images_seen"] == 2 * 128
     assert summary["train_flops"] == pytest.approx(step.train_step_flops * 256)

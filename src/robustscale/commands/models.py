@@ -23,7 +23,7 @@ def model_rows(names: list[str], dataset: str, num_classes: int | None = None) -
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..data.info import dataset_info
+    from ..data.info import dataset_info, dataset_normalization
     from ..models import check_model_name, count_parameters, create_model
 
     info = dataset_info(dataset)
@@ -33,7 +33,8 @@ def model_rows(names: list[str], dataset: str, num_classes: int | None = None) -
     for name in names:
         check_model_name(name)
         with torch.device("meta"):  # no memory, no init cost: shapes only
-            model = create_model(name, num_classes=classes, in_chans=in_chans, dataset=info.name.value).eval()
+            model = create_model(name, num_classes=classes, in_chans=in_chans,
+                                 **dataset_normalization(info.name)).eval()
             with FlopCounterMode(display=False) as counter:
                 model(torch.empty(1, in_chans, h, w))
         rows.append({"model": name, "parameters": count_parameters(model),
@@ -43,7 +44,7 @@ def model_rows(names: list[str], dataset: str, num_classes: int | None = None) -
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.info import dataset_info
+    from ..data.info import dataset_info, dataset_normalization
     from ..models import our_models
 
     info = dataset_info(args.dataset)

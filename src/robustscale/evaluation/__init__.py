@@ -1,6 +1,6 @@
 """Robustness evaluation: clean accuracy, PGD, and the official AutoAttack, with compute and claims.
 
-Public API (also re-exported by ``robustscale.evaluate``)::
+Public API::
 
     evaluate(model, x, y, attack, eps, norm, n_examples, batch_size, seed, ...) -> result dict
     evaluate_checkpoint(checkpoint, model_name, dataset, attack=..., ...)     -> claim dict

@@ -22,7 +22,7 @@ from .fit import (ExponentComparison, FitNotConverged, FitResult, compare_expone
 from .frontier import frontier_mask, pareto_frontier
 from .io import load_runs, parse_mapping
 from .laws import LAWS, LawName, get_law
-from .paper import PAPER_URL, load_paper_runs
+from .published_runs import PAPER_URL, load_paper_runs
 
 __all__ = ["fit_law", "fit_groups", "FitResult", "FitNotConverged", "compare_exponents", "ExponentComparison",
            "pairwise_comparisons", "group_label", "pareto_frontier", "frontier_mask", "extrapolate", "Extrapolation",

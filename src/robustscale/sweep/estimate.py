@@ -159,7 +159,7 @@ def measure_train_step_flops(cfg: TrainConfig) -> float:
         raise UserError(f"cannot estimate FLOPs for dataset {cfg.dataset!r} without its input size; use --no-cost")
     with torch.device("meta"):
         model = create_model(cfg.model, num_classes=info.num_classes, in_chans=info.in_chans,
-                             dataset=info.name.value)
+                             mean=info.mean, std=info.std)
     step = measure_step_flops(model, cfg, info.input_size)
     return float(step.train_step_flops)
 

@@ -131,7 +131,7 @@ class RunJob(submitit.helpers.Checkpointable):
             opts["eps"] = eps = cfg.eps
         if store is not None and store.evaluation_exists(cfg.name, opts["attack"], eps, opts.get("n_examples")):
             return None
-        from ..evaluate import evaluate_run
+        from ..evaluation import evaluate_run
 
         claim = evaluate_run(run_dir, **opts, store=self.store_url)
         if claim.get("complete", True):
