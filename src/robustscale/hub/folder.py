@@ -92,7 +92,7 @@ def _epoch_check(run_dir: Path, cfg, epoch: Any) -> dict[str, Any] | None:
         return None
     robust = row.get("pgd_robust_acc")
     return {"attack": row.get("eval_attack") or "clean", "dataset": cfg.dataset, "n": int(row["eval_images"]),
-            "threat": f"{'Linf' if cfg.norm.value == 'linf' else 'L2'}, eps = {eps_text(row.get('eps') or cfg.eps)}"
+            "threat": f"{'Linf' if cfg.norm.value == 'linf' else 'L2'}, eps = {eps_text(cfg.eps)}"  # eval: full eps
             if robust is not None else "none (clean)", "clean_acc": row["clean_acc"], "robust_acc": robust}
 
 
