@@ -194,3 +194,27 @@ def test_unknown_tracker_name_is_refused(tmp_path, cli):
     code, _, err = cli("train", "--output-dir", tmp_path / "runs", "--log-to", "wandb,nope")
     assert code == 2 and err.strip() == "error: unknown log_to tracker 'nope'; valid: wandb, mlflow, tensorboard"
     assert not (tmp_path / "runs").exists()
+
+
+def test_claims_made_later_reach_the_same_runs(offline):
+    pytest.importorskip("tensorboard")
+    import yaml
+
+    from robustscale.trackers import log_run_records
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_dir = offline / "run"
+    run_dir.mkdir()
+    cfg, _ = _log_run(run_dir, ("mlflow", "tensorboard"))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (run_dir / "summary.json").write_text(json.dumps(SUMMARY))
+    (run_dir / "eval").mkdir()
+    later = {**CLAIMS[0], "robust_acc": 12.5}
+    del later["file_stem"]  # as evaluate writes it: the stem is the file's name
+    (run_dir / "eval" / "aa-standard-4_255.json").write_text(json.dumps(later))
+    log_run_records(run_dir, TrainConfig.from_yaml(run_dir / "config.yaml"))
+    row = mlflow_run(f"exp-{offline.name}")
+    assert row["metrics.eval/aa-standard-4_255/robust_acc"] == 12.5 and row["status"] == "FINISHED"
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("eval/aa-standard-4_255/robust_acc")] == [12.5]

@@ -111,6 +111,10 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     if claim.get("complete"):
         update_summary(run_dir, claim, spec.file_stem)
         record_in_store(run_dir, claim, store=store)
+        if cfg.log_to:  # the run's experiment trackers get the claim too (the same W&B / MLflow runs)
+            from ..trackers import log_run_records
+
+            log_run_records(run_dir, cfg)
     return claim
 
 

@@ -29,8 +29,8 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import UserError, choice
 
-__all__ = ["Tracker", "TrackerWarning", "Trackers", "open_trackers", "parse_tracker_names", "flatten",
-           "numeric_items", "claim_metrics", "IDS_FILE"]
+__all__ = ["Tracker", "TrackerWarning", "Trackers", "open_trackers", "log_run_records", "parse_tracker_names",
+           "flatten", "numeric_items", "claim_metrics", "IDS_FILE"]
 
 IDS_FILE = "trackers.json"
 
@@ -181,14 +181,28 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
     return Trackers(started, run_dir)
 
 
-def _read_ids(run_dir: Path | None) -> dict[str, str]:
-    path = run_dir / IDS_FILE if run_dir is not None else None
-    if path is None or not path.is_file():
-        return {}
+def log_run_records(run_dir: str | Path, cfg) -> None:
+    """Send a finished run's summary.json and evaluation claims to its trackers (``cfg.log_to``), continuing
+    the same W&B / MLflow runs (``trackers.json``): ``evaluate --run`` calls this after each claim."""
+    from ..hub import read_claims
+
+    run_dir = Path(run_dir)
+    summary = _read_json(run_dir / "summary.json") or {}
+    with open_trackers(cfg.log_to, cfg.to_dict(), cfg.name or run_dir.name, run_dir) as trackers:
+        trackers.log_summary(summary, read_claims(run_dir))
+        trackers.finish(summary.get("status") or "completed")
+
+
+def _read_json(path: Path):
     try:
-        return {str(k): str(v) for k, v in json.loads(path.read_text()).items()}
-    except (ValueError, AttributeError):
-        return {}
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def _read_ids(run_dir: Path | None) -> dict[str, str]:
+    ids = _read_json(run_dir / IDS_FILE) if run_dir is not None else None
+    return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else {}
 
 
 def _write_ids(run_dir: Path, ids: dict[str, str]) -> None:
