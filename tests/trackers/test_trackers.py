@@ -218,3 +218,54 @@ def test_claims_made_later_reach_the_same_runs(offline):
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
     assert [e.value for e in acc.Scalars("eval/aa-standard-4_255/robust_acc")] == [12.5]
+
+
+def test_a_tiny_train_run_logs_to_tensorboard_and_mlflow(offline, mnist_like_dir, cli):
+    """`train --log-to tensorboard,mlflow`: per-epoch rows, the resolved config, the final summary with its compute
+    fields; then `evaluate --run` adds its claim to the same MLflow run."""
+    pytest.importorskip("tensorboard")
+    import mlflow
+    import torch
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: one thread is as fast and immune to a busy machine
+    try:
+        code, stdout, err = cli("train", "--dataset", "fashion_mnist", "--model", "wide_resnet16_1", "--data-dir",
+                                mnist_like_dir, "--output-dir", offline / "runs", "--name", "tiny", "--train-subset",
+                                "64", "--batch-size", "32", "--epochs", "2", "--eps", "0.1", "--attack-steps", "1",
+                                "--eval-subset", "32", "--eval-attack-steps", "2", "--workers", "0", "--energy",
+                                "false", "--progress", "false", "--log-to", "tensorboard,mlflow", "--json")
+        assert code == 0, err
+        run_dir = offline / "runs" / "tiny"
+        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+        summary = json.loads((run_dir / "summary.json").read_text())
+        code, _, err = cli("evaluate", "--run", run_dir, "--attack", "pgd", "--steps", "2", "--n-examples", "32",
+                           "--no-energy", "--no-progress", "--json")
+        assert code == 0, err
+    finally:
+        torch.set_num_threads(threads)
+
+    acc = EventAccumulator(str(run_dir / "tensorboard"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("clean_acc")] == \
+        [(r["epoch"], pytest.approx(r["clean_acc"])) for r in rows]
+    for key in ("train_flops", "device_hours", "cloud_usd_low", "cloud_usd_high", "electricity_usd"):
+        values = [e.value for e in acc.Scalars(f"summary/{key}")]  # train's, then evaluate's (same compute)
+        assert len(values) == 2 and all(v == pytest.approx(summary[key]) for v in values)
+    text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert json.loads(text.strip("`\n")) == json.loads(json.dumps(TrainConfig.from_yaml(run_dir / "config.yaml")
+                                                                  .to_dict()))
+
+    row = mlflow_run(f"exp-{offline.name}")
+    assert row["tags.mlflow.runName"] == "tiny" and row["status"] == "FINISHED"
+    assert row["params.model"] == "wide_resnet16_1" and row["params.log_to"] == "['tensorboard', 'mlflow']"
+    assert row["metrics.summary/train_flops"] == pytest.approx(summary["train_flops"])
+    assert row["metrics.summary/step_flops/analytic_train_step_flops"] == \
+        pytest.approx(summary["step_flops"]["analytic_train_step_flops"])
+    assert row["tags.robustscale.status"] == "completed"
+    history = mlflow.MlflowClient().get_metric_history(row["run_id"], "train_loss")
+    assert sorted((m.step, m.value) for m in history) == [(r["epoch"], pytest.approx(r["train_loss"])) for r in rows]
+    claim = json.loads((run_dir / "eval" / "pgd2-0.1.json").read_text())
+    assert row["metrics.eval/pgd2-0.1/robust_acc"] == pytest.approx(claim["robust_acc"])
+    assert row["metrics.eval/pgd2-0.1/n_examples"] == 32

@@ -24,8 +24,10 @@ def wilson_interval(acc: float, n: int, level: float = LEVEL) -> tuple[float, fl
 
 def read_claims(run_dir: str | Path) -> list[dict[str, Any]]:
     """The evaluation claims of a run (``eval/*.json``), each with ``file_stem`` (its file's name)."""
+    from ..rundir import EVAL_DIR
+
     claims = []
-    for path in sorted((Path(run_dir) / "eval").glob("*.json")):
+    for path in sorted((Path(run_dir) / EVAL_DIR).glob("*.json")):
         try:
             claim = json.loads(path.read_text())
         except ValueError:

@@ -20,10 +20,12 @@ import json
 import os
 import shutil
 import tempfile
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from ..errors import UserError
 
 WEIGHTS = ("best", "last", "ema")
@@ -40,10 +42,10 @@ def _source_checkpoint(run_dir: Path, weights: str) -> Path:
     """The run's file behind ``weights``; UserError when the run has no such weights."""
     if weights not in WEIGHTS:
         raise UserError(f"unknown weights {weights!r}; valid: {', '.join(WEIGHTS)}")
-    if not (run_dir / "config.yaml").is_file():
+    if not (run_dir / rundir.CONFIG).is_file():
         raise UserError(f"not a run directory (no config.yaml): {run_dir}")
-    have = [w for w in ("best", "last") if (run_dir / f"{w}.safetensors").is_file()]
-    path = run_dir / f"{'last' if weights == 'ema' else weights}.safetensors"
+    have = [w for w in rundir.CHECKPOINTS if rundir.weights_path(run_dir, w).is_file()]
+    path = rundir.weights_path(run_dir, "last" if weights == "ema" else weights)  # EMA runs save EMA weights
     if not path.is_file():
         raise UserError(f"run {run_dir} has no {path.name} (weights {weights!r}); available: "
                         f"{', '.join(have) or 'none (the run has not finished an epoch)'}")
@@ -85,7 +87,7 @@ def _epoch_check(run_dir: Path, cfg, epoch: Any) -> dict[str, Any] | None:
     """The per-epoch clean / PGD check of ``epoch`` from metrics.jsonl (None if absent)."""
     from ..evaluation.spec import eps_text
 
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / rundir.METRICS
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
     row = next((r for r in rows if str(r.get("epoch")) == str(epoch)), None)
     if row is None or row.get("clean_acc") is None or not row.get("eval_images"):
@@ -152,15 +154,14 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     from .. import __version__
     from ..compute import CostModel
     from ..evaluation.checkpoints import file_sha256
-    from ..train import load_run
     from .card import read_claims, render_card
 
     run_dir, target = Path(run_dir), Path(to)
     source = _source_checkpoint(run_dir, weights)
     _check_target(target, force)
-    cfg, model = load_run(run_dir, "last" if weights == "ema" else weights)
+    cfg, model = rundir.load_run(run_dir, "last" if weights == "ema" else weights)  # source exists: no fallback
     meta = _metadata(source)
-    summary = _read_json(run_dir / "summary.json")
+    summary = _read_json(run_dir / rundir.SUMMARY)
     sha = file_sha256(source)
     all_claims = read_claims(run_dir)
     claims = [c for c in all_claims if c.get("checkpoint_sha256") == sha]  # claims about these very weights
@@ -175,7 +176,8 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
 
     crop_pct = CROP_PCT if cfg.dataset == "imagefolder" else 1.0  # fixed-size datasets are fed uncropped
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.export-", dir=target.parent))
+    tmp = target.parent / f".{target.name}.export-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()  # not mkdtemp: the folder gets the usual permissions (an export is meant to be shared)
     try:
         with torch.no_grad():
             save_for_hf(inner, str(tmp), safe_serialization=True,
@@ -190,10 +192,8 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
                            versions={"robustscale": __version__, "torch": torch.__version__,
                                      "timm": timm.__version__})
         (tmp / "README.md").write_text(card)
-        mask = _umask()  # mkdtemp makes a 0700 folder and safetensors a 0600 file; an export is meant to be shared
-        for path in tmp.iterdir():
-            os.chmod(path, 0o666 & ~mask)
-        os.chmod(tmp, 0o777 & ~mask)
+        mode = (tmp / "config.json").stat().st_mode  # written by open(): the umask's permissions
+        os.chmod(tmp / "model.safetensors", mode)  # safetensors writes 0600
         _move_into_place(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -204,12 +204,6 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     pushed = push_folder(target, push_to_hub, private=private) if push_to_hub else None
     return {"path": str(target), "weights": weights, "epoch": meta.get("epoch"), "source": str(source),
             "timm_loadable": loadable, "claims": len(claims), "pushed": pushed}
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _move_into_place(tmp: Path, target: Path) -> None:
@@ -262,7 +256,7 @@ def load_timm_folder(folder: str | Path, model_name: str | None = None, dataset:
     (robustscale's included); ``dataset`` defaults to our config's ``robustscale.dataset``.
     """
     from ..data.info import dataset_info
-    from ..evaluation.checkpoints import file_sha256, load_weights, read_checkpoint
+    from ..evaluation.checkpoints import file_sha256, read_checkpoint
     from ..models import create_model
 
     folder = Path(folder)
@@ -291,7 +285,7 @@ def load_timm_folder(folder: str | Path, model_name: str | None = None, dataset:
         raise UserError(f"{folder} has no weights file; expected one of {', '.join(WEIGHT_FILES)}")
     state, _, kind = read_checkpoint(weights_file)
     model = create_model(model_name, num_classes=num_classes, in_chans=in_chans, mean=mean, std=std, **args)
-    load_weights(model.model, state, str(weights_file), model_name)
+    rundir.load_state_dict(model.model, state, str(weights_file), model_name)
     model.eval()
     return model, {"model": model_name, "dataset": dataset_info(dataset).name.value, "num_classes": num_classes,
                    "in_chans": in_chans, "mean": list(map(float, model.mean.flatten())),

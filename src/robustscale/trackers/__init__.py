@@ -27,6 +27,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from .. import rundir
 from ..errors import UserError, choice
 
 __all__ = ["Tracker", "TrackerWarning", "Trackers", "open_trackers", "log_run_records", "parse_tracker_names",
@@ -187,7 +188,7 @@ def log_run_records(run_dir: str | Path, cfg) -> None:
     from ..hub import read_claims
 
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / "summary.json") or {}
+    summary = _read_json(run_dir / rundir.SUMMARY) or {}
     with open_trackers(cfg.log_to, cfg.to_dict(), cfg.name or run_dir.name, run_dir) as trackers:
         trackers.log_summary(summary, read_claims(run_dir))
         trackers.finish(summary.get("status") or "completed")
@@ -206,9 +207,7 @@ def _read_ids(run_dir: Path | None) -> dict[str, str]:
 
 
 def _write_ids(run_dir: Path, ids: dict[str, str]) -> None:
-    from ..evaluation.records import write_json_atomic
-
-    write_json_atomic(run_dir / IDS_FILE, ids)
+    rundir.write_json(run_dir / IDS_FILE, ids, mkdir=True)
 
 
 def _one_line(exc: BaseException) -> str:
