@@ -6,8 +6,8 @@
 - :func:`load_timm_folder`: a [0,1]-pixel model from such a folder (``evaluate --checkpoint DIR``).
 - :func:`wilson_interval`, :func:`read_claims`: the card's building blocks.
 """
-from .card import read_claims, render_card, wilson_interval
-from .folder import WEIGHTS, ExportWarning, export_run, is_timm_folder, load_timm_folder, push_folder
+from .card import read_claims, read_json, render_card, wilson_interval
+from .folder import WEIGHTS, ExportWarning, export_run, load_timm_folder, push_folder
 
-__all__ = ["export_run", "load_timm_folder", "is_timm_folder", "push_folder", "read_claims", "render_card",
-           "wilson_interval", "WEIGHTS", "ExportWarning"]
+__all__ = ["export_run", "load_timm_folder", "push_folder", "read_claims", "read_json",
+           "render_card", "wilson_interval", "WEIGHTS", "ExportWarning"]

@@ -22,16 +22,22 @@ def wilson_interval(acc: float, n: int, level: float = LEVEL) -> tuple[float, fl
     return 100.0 * ci.low, 100.0 * ci.high
 
 
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``, or None when the file is absent or not JSON (optional run files)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
 def read_claims(run_dir: str | Path) -> list[dict[str, Any]]:
     """The evaluation claims of a run (``eval/*.json``), each with ``file_stem`` (its file's name)."""
     from ..rundir import EVAL_DIR
 
     claims = []
     for path in sorted((Path(run_dir) / EVAL_DIR).glob("*.json")):
-        try:
-            claim = json.loads(path.read_text())
-        except ValueError:
-            continue  # not a claim (a half-copied file): the card lists what can be read
+        claim = read_json(path)  # None: not a claim (a half-copied file); the card lists what can be read
         if isinstance(claim, dict) and claim.get("clean_acc") is not None:
             claims.append({**claim, "file_stem": path.stem})
     return claims

@@ -27,6 +27,7 @@ from typing import Any
 
 from .. import rundir
 from ..errors import UserError
+from .card import read_json
 
 WEIGHTS = ("best", "last", "ema")
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm / the Hub name a folder's weights
@@ -74,13 +75,6 @@ def _metadata(path: Path) -> dict[str, Any]:
         except ValueError:
             out[k] = v
     return out
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        return None
 
 
 def _epoch_check(run_dir: Path, cfg, epoch: Any) -> dict[str, Any] | None:
@@ -161,7 +155,7 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     _check_target(target, force)
     cfg, model = rundir.load_run(run_dir, "last" if weights == "ema" else weights)  # source exists: no fallback
     meta = _metadata(source)
-    summary = _read_json(run_dir / rundir.SUMMARY)
+    summary = read_json(run_dir / rundir.SUMMARY)
     sha = file_sha256(source)
     all_claims = read_claims(run_dir)
     claims = [c for c in all_claims if c.get("checkpoint_sha256") == sha]  # claims about these very weights
@@ -179,11 +173,10 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     tmp = target.parent / f".{target.name}.export-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # not mkdtemp: the folder gets the usual permissions (an export is meant to be shared)
     try:
-        with torch.no_grad():
-            save_for_hf(inner, str(tmp), safe_serialization=True,
-                        model_args={"num_classes": num_classes, "in_chans": shape[0]},
-                        data_config={"input_size": shape, "mean": mean, "std": std, "crop_pct": crop_pct},
-                        model_config={"robustscale": _robustscale_entry(cfg, weights, meta, summary, claims)})
+        save_for_hf(inner, str(tmp), safe_serialization=True,  # timm's own writer: its reader's layout
+                    model_args={"num_classes": num_classes, "in_chans": shape[0]},
+                    data_config={"input_size": shape, "mean": mean, "std": std, "crop_pct": crop_pct},
+                    model_config={"robustscale": _robustscale_entry(cfg, weights, meta, summary, claims)})
         loadable = _timm_reload_matches(tmp, inner)
         check = _epoch_check(run_dir, cfg, meta.get("epoch"))
         card = render_card(cfg=cfg, summary=summary, claims=claims, check=check, weights=weights,
@@ -242,11 +235,6 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False) -> s
 
 
 # ---------------------------------------------------------------------------------------------- load
-def is_timm_folder(path: str | Path) -> bool:
-    path = Path(path)
-    return path.is_dir() and (path / "config.json").is_file()
-
-
 def load_timm_folder(folder: str | Path, model_name: str | None = None, dataset: str | None = None,
                      num_classes: int | None = None):
     """``(model, info)`` from a timm-layout folder (ours, or any with mean/std in its config.json).
@@ -260,7 +248,7 @@ def load_timm_folder(folder: str | Path, model_name: str | None = None, dataset:
     from ..models import create_model
 
     folder = Path(folder)
-    config = _read_json(folder / "config.json")
+    config = read_json(folder / "config.json")
     if not isinstance(config, dict):
         raise UserError(f"{folder} is not a timm-layout folder (no readable config.json)")
     pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else config

@@ -21,7 +21,6 @@ This module imports no tracker library (``TrainConfig`` validates names through 
 from __future__ import annotations
 
 import enum
-import json
 import math
 import warnings
 from pathlib import Path
@@ -185,24 +184,19 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
 def log_run_records(run_dir: str | Path, cfg) -> None:
     """Send a finished run's summary.json and evaluation claims to its trackers (``cfg.log_to``), continuing
     the same W&B / MLflow runs (``trackers.json``): ``evaluate --run`` calls this after each claim."""
-    from ..hub import read_claims
+    from ..hub import read_claims, read_json
 
     run_dir = Path(run_dir)
-    summary = _read_json(run_dir / rundir.SUMMARY) or {}
+    summary = read_json(run_dir / rundir.SUMMARY) or {}
     with open_trackers(cfg.log_to, cfg.to_dict(), cfg.name or run_dir.name, run_dir) as trackers:
         trackers.log_summary(summary, read_claims(run_dir))
         trackers.finish(summary.get("status") or "completed")
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        return None
-
-
 def _read_ids(run_dir: Path | None) -> dict[str, str]:
-    ids = _read_json(run_dir / IDS_FILE) if run_dir is not None else None
+    from ..hub import read_json
+
+    ids = read_json(run_dir / IDS_FILE) if run_dir is not None else None
     return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else {}
 
 
