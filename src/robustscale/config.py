@@ -71,7 +71,7 @@ SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "co
 
 # Keys that name or place a run but do not change what it computes (excluded from the hash).
 NON_SEMANTIC_KEYS = ("name", "output_dir", "data_dir", "download", "workers", "energy", "log_every",
-                     "store", "progress")
+                     "store", "progress", "log_to", "log_to_required")
 
 
 @dataclass
@@ -150,6 +150,9 @@ class TrainConfig:
     device_type: str | None = None  # key in prices.yaml; None: detected
     log_every: int = 50  # progress-bar refresh, in steps
     progress: bool = True  # tqdm bars (rank 0 only)
+    # --- experiment trackers (robustscale.trackers; rank 0 only): wandb, mlflow, tensorboard
+    log_to: list[str] = field(default_factory=list)  # YAML list, or --log-to wandb,mlflow
+    log_to_required: bool = False  # a tracker that cannot start stops the run (default: one warning)
 
     def __post_init__(self):
         # Direct construction (``TrainConfig(method="trades")``) gets the same enum members as YAML/CLI.
@@ -159,6 +162,9 @@ class TrainConfig:
             self.compile = _COMPILE_ALIASES.get(self.compile.strip().lower(), self.compile)
         for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp), ("compile", Compile)):
             setattr(self, key, choice(enum_cls, getattr(self, key), what=key))
+        from .trackers import parse_tracker_names  # light: no tracker library is imported
+
+        self.log_to = parse_tracker_names(self.log_to)
 
     # ------------------------------------------------------------------ derived values
     @property
@@ -341,6 +347,13 @@ def _coerce(key: str, f: dataclasses.Field, value: Any) -> Any:
     hint = (_TYPE_HINTS or _TYPE_HINTS.update(typing.get_type_hints(TrainConfig)) or _TYPE_HINTS)[f.name]
     args = typing.get_args(hint)
     optional = type(None) in args
+    if typing.get_origin(hint) is list:  # log_to: a YAML list, or "a,b" from the command line
+        if value is None:
+            return []
+        items = value.split(",") if isinstance(value, str) else value if isinstance(value, (list, tuple)) else None
+        if items is None:
+            raise UserError(f"invalid {key} {value!r}; expected a list like [wandb, mlflow] or wandb,mlflow")
+        return [str(v).strip() for v in items if str(v).strip()]
     base = next((a for a in args if a is not type(None)), hint) if args else hint
     if value is None or (optional and isinstance(value, str) and value.strip().lower() in ("none", "null", "")):
         if optional:

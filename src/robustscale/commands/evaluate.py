@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="with --run: which checkpoint (default: best, falling back to last)")
     src.add_argument("--model", metavar="NAME", help="any timm model name (ours included); optional for our "
                      "safetensors, which name their model")
-    src.add_argument("--checkpoint", metavar="FILE", help="our .safetensors, or a timm .pth / .pth.tar state dict")
+    src.add_argument("--checkpoint", metavar="FILE", help="our .safetensors, a timm .pth / .pth.tar state dict, or a "
+                     "timm-layout folder (config.json with mean/std + model.safetensors, e.g. from `export`)")
     src.add_argument("--dataset", metavar="NAME", help="sets classes, channels, mean/std and the test split "
                      "(cifar10, cifar100, fashion_mnist, mnist, imagefolder)")
     src.add_argument("--num-classes", type=int, metavar="K", help="override the dataset's class count")

@@ -16,6 +16,8 @@ e.g. --eps 8/255 --method trades --trades-beta 6 --ema-decay 0.995 --compile --c
 FLOPs (long enough to repay the warm-up); --compile / --compile false force it.
 Writes <output_dir>/<name>/ with config.yaml, metrics.jsonl, last/best.safetensors, state.pt,
 summary.json. Ctrl-C saves a resumable checkpoint.
+--log-to wandb,mlflow,tensorboard also logs to experiment trackers (pip install 'robustscale[wandb]' ...;
+--log-to-required stops the run when one cannot start).
 """
 
 

@@ -66,6 +66,8 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     except BaseException as exc:
         if trainer is not None and trainer.in_store:  # never leave a half row `running`
             record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}")
+        if trainer is not None and trainer.trackers is not None:  # no-op when _finish already closed them
+            trainer.trackers.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     finally:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
@@ -86,6 +88,7 @@ class Trainer:
         self._safe_point = None
         self.last_clean = self.last_robust = None
         self.in_store = False
+        self.trackers = None  # experiment trackers (cfg.log_to), opened once the run folder exists
 
     # ------------------------------------------------------------------ setup
     def _prepare_run_dir(self) -> Path:
@@ -207,6 +210,10 @@ class Trainer:
         if self.dinfo.main:
             write_config_and_env(self.run_dir, self.cfg, self.dinfo)
             truncate_metrics(self.run_dir, counters.epoch)
+        from ..trackers import open_trackers
+
+        self.trackers = open_trackers(self.cfg.log_to, self.cfg.to_dict(), self.cfg.name, self.run_dir,
+                                      required=self.cfg.log_to_required, rank=self.dinfo.rank)
         from ..compute import ComputeTracker
 
         tracker = ComputeTracker(self.cfg, device=self.dinfo.device)
@@ -428,6 +435,7 @@ class Trainer:
             rundir.save_weights(rundir.weights_path(self.run_dir, "best"), self._eval_model(), cfg, **meta)
         append_metrics(self.run_dir, row)
         record_epoch(cfg, row["epoch"], row)
+        self.trackers.log_epoch(row, step=row["epoch"])
         if cfg.progress:
             print(epoch_line(cfg, row), file=sys.stderr, flush=True)
 
@@ -462,4 +470,9 @@ class Trainer:
                                 clean_acc=self.last_clean, pgd_robust_acc=self.last_robust, details=details)
         if self.dinfo.main:
             rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
+        if self.trackers is not None:  # the summary (every compute field) and the run's claims, then close
+            from ..hub import read_claims
+
+            self.trackers.log_summary(summary, read_claims(self.run_dir))
+            self.trackers.finish(status)
         return summary
