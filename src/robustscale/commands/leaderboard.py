@@ -25,7 +25,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--export", metavar="FILE", help="write the joined table as .csv or .parquet")
     p.add_argument("--export-model-info", metavar="DIR",
                    help="write one RobustBench-style model_info JSON per entry with compute fields")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples of the frontier fits (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples of the frontier fits (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
                    help="achieved training FLOP/s per GPU for GPU-hours (default 1e14: an A100 at ~1/3 of its "
@@ -108,8 +109,8 @@ def run(args: argparse.Namespace) -> int:
 
     headers, rows = ledger_table(ledger, fps)
     print(render_table(headers, rows, right=[True, False, True, False, True, True, True, True, True, False]))
-    print(f"\n{counts['entries']} entries: {counts['sourced']} with sourced recipes ({counts['verified']} read in their "
-          f"sources while curating), {counts['range']} with compute ranges, {counts['excluded']} excluded, "
+    print(f"\n{counts['entries']} entries: {counts['sourced']} with sourced recipes ({counts['verified']} read in "
+          f"their sources while curating), {counts['range']} with compute ranges, {counts['excluded']} excluded, "
           f"{counts['no recipe']} without a recipe" + (f"; {counts['ours']} of our runs" if counts["ours"] else ""))
     print(f"GPU-hours at an achieved {fmt(fps)} FLOP/s per GPU.")
     print("\nThe field's law on its compute frontier (AutoAttack >= 10 %):")

@@ -127,7 +127,8 @@ def measure_architecture(spec: Any, input_size: int, num_classes: int) -> ArchFl
     from ..compute import measure_step_flops
     from ..config import TrainConfig
 
-    label = spec if isinstance(spec, str) else spec.get("timm", str(spec))
+    label = spec if isinstance(spec, str) else spec["timm"] + "".join(
+        f" {k}={v}" for k, v in (spec.get("kwargs") or {}).items())
     try:
         with torch.device("meta"):
             model = build_model(spec, num_classes)
@@ -190,7 +191,8 @@ def phase_compute(phase: Phase, cache: FlopsCache) -> PhaseCompute:
     if "train_steps" in phase.facts:
         samples = [float(s) * float(b) for s in _ends(phase.get("train_steps")) for b in _ends(phase.get("batch_size"))]
     else:
-        samples = [float(e) * float(n) for e in _ends(phase.get("epochs")) for n in _ends(phase.get("images_per_epoch"))]
+        samples = [float(e) * float(n) for e in _ends(phase.get("epochs"))
+                   for n in _ends(phase.get("images_per_epoch"))]
     totals, totals_2024, per_image = [], [], []
     for arch, m, k, f, t in itertools.product(arch_ends.values(), methods, steps, ef, et):
         measured, analytic = step_flops(arch, m, int(k), float(f), float(t))

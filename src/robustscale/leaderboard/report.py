@@ -132,7 +132,7 @@ def plot_field(ledger, fits: dict[str, Any] | None = None, title: str | None = N
             label="field's compute frontier", zorder=2)
     for j, (_, r) in enumerate(front.tail(4).iterrows()):  # the frontier's top entries
         ax.annotate(r["name"], (r["train_flops"], r["aa_robust_acc"]), fontsize=6.5, color="0.25",
-                    xytext=(-110, 8 + 4 * (j % 2)), textcoords="offset points",
+                    xytext=(-110, 6 + 12 * (j % 2)), textcoords="offset points",
                     arrowprops=dict(arrowstyle="-", color="0.7", lw=0.5))
     for i, (law, fit) in enumerate((fits or {}).items()):
         if isinstance(fit, str) or not fit.converged:
