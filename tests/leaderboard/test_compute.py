@@ -124,3 +124,21 @@ def test_unbounded_and_excluded_entries_have_no_upper_bound(entries, cache):
     assert bai.train_flops_low == pytest.approx(wang.train_flops, rel=REL)
     assert bai.train_flops_high is None and bai.train_flops is None
     assert entry_compute(entries["Zhang2020Towards"], entries, cache) is None
+
+
+def test_real_plus_synthetic_batches_count_both_halves_and_the_clean_forward(entries, cache):
+    # Sehwag2021Proxy: WRN-34-10, PGD-10, 100 epochs of 391 steps x (128 real + 128 synthetic) = 100,000
+    # images per epoch, plus the clean forward train.py computes for its accuracy (extra_forwards 1)
+    k, F, s = 10, wrn_hand(34, 10), stem_flops()
+    per_image = (k + 1) * F + k * F + (2 * F - s) + F
+    e = entry_compute(entries["Sehwag2021Proxy"], entries, cache)
+    assert e.train_flops == pytest.approx(100 * 100_000 * per_image, rel=REL)
+    assert e.train_flops_low == e.train_flops_high
+
+
+def test_pretrain_prune_finetune_phases_add_up(entries, cache):
+    # Sehwag2020Hydra: WRN-28-10, TRADES-10 + one clean forward, (100 + 20 + 100) epochs x 100,000 images
+    k, F, s = 10, wrn_hand(28, 10), stem_flops()
+    per_image = (k + 2) * F + k * F + 2 * (2 * F - s) + F
+    e = entry_compute(entries["Sehwag2020Hydra"], entries, cache)
+    assert e.train_flops == pytest.approx(220 * 100_000 * per_image, rel=REL)
