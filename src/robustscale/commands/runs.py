@@ -139,6 +139,7 @@ def run_show(args) -> int:
 
 def run_export(args) -> int:
     from ..errors import UserError
+    from ..rundir import atomic_write
 
     fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
     store = _open(args)
@@ -148,16 +149,8 @@ def run_export(args) -> int:
     folder = os.path.dirname(out)
     if not os.path.isdir(folder):
         raise UserError(f"output folder {folder} does not exist")
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        if fmt == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False) if fmt == "csv" else
+                 frame.to_parquet(tmp, index=False))
     if args.json:
         print(json.dumps({"path": out, "format": fmt, "runs": len(frame), "columns": list(frame.columns)}))
     else:
