@@ -127,3 +127,16 @@ def test_bad_thresholds(kwargs, needle):
 def test_an_accuracy_outside_0_100_is_refused():
     with pytest.raises(ValueError, match="epoch 1: fgsm_robust_acc 101.0"):
         detect_collapse([{"epoch": 1, "pgd_robust_acc": 0.5, "fgsm_robust_acc": 101.0}])
+
+
+def test_summary_of_a_flagged_run_stays_collapsed_after_autoattack(tmp_path):
+    from robustscale.evaluation import update_summary
+
+    for name, flagged, expected in (("flagged", 3, True), ("healthy", None, False)):
+        run_dir = tmp_path / name
+        run_dir.mkdir()
+        (run_dir / "summary.json").write_text(json.dumps({"collapsed": True if flagged else None,
+                                                          "collapsed_epoch": flagged, "eval_flops": 0.0}))
+        claim = {"attack": "aa-standard", "eps": 0.1, "n_examples": 100, "clean_acc": 70.0, "robust_acc": 35.0}
+        summary = update_summary(run_dir, claim, "aa-standard-0.1")
+        assert summary["collapsed"] is expected and summary["aa_robust_acc"] == 35.0

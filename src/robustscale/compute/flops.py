@@ -130,15 +130,19 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def estimate_eval_flops(step: StepFlops, n_images: int, attack_steps: int = 0, restarts: int = 1) -> float:
+def estimate_eval_flops(step: StepFlops, n_images: int, attack_steps: int = 0, restarts: int = 1,
+                        fgsm: bool = False) -> float:
     """FLOPs of evaluating ``n_images`` with a clean forward plus, if ``attack_steps`` > 0, PGD.
 
     Per image: ``F`` (clean) + ``restarts x (attack_steps x attack_step + F)`` (attack, then the
-    forward that scores the adversarial example), from the measured parts of ``step``.
+    forward that scores the adversarial example), plus ``attack_step + F`` for an FGSM check on the
+    same images (``fgsm``), from the measured parts of ``step``.
     """
     per_image = step.forward_flops
     if attack_steps > 0:
         per_image += restarts * (attack_steps * step.attack_step_flops + step.forward_flops)
+    if fgsm:
+        per_image += step.attack_step_flops + step.forward_flops
     return float(n_images) * per_image
 
 
