@@ -159,11 +159,11 @@ class TrainConfig:
     eval_attack_steps: int = 10
     eval_batch_size: int = 256
     eval_step_size_factor: float = 2.5  # per-epoch PGD-k step: factor * eps / k
-    # catastrophic overfitting: flagged at the first epoch whose PGD accuracy is more than collapse_gap
-    # points below its FGSM accuracy, or more than collapse_drop points below the best PGD accuracy so far
+    # catastrophic overfitting: flagged at the first epoch whose PGD accuracy is below collapse_ratio x its
+    # FGSM accuracy (or x the best PGD accuracy so far) and more than collapse_gap points under it
     on_collapse: OnCollapse = OnCollapse.WARN
-    collapse_gap: float = 30.0  # percentage points
-    collapse_drop: float = 30.0  # percentage points
+    collapse_ratio: float = 0.5
+    collapse_gap: float = 10.0  # percentage points (a guard against the eval subset's sampling noise)
     # --- compute accounting
     energy: bool = True
     country: str = "USA"
@@ -251,9 +251,10 @@ class TrainConfig:
             bad("grad_align_lambda", "must be a finite number > 0 (0.2 at CIFAR-10 8/255)")
         if self.method is Method.GRAD_ALIGN and self.grad_align_lambda == 0:
             bad("grad_align_lambda", "must be > 0 for method grad_align (0 leaves plain FGSM, which collapses)")
-        for key in ("collapse_gap", "collapse_drop"):
-            if not (0 < getattr(self, key) <= 100):
-                bad(key, "must be in (0, 100] percentage points")
+        if not (0 < self.collapse_ratio < 1):
+            bad("collapse_ratio", "must be in (0, 1), e.g. 0.5")
+        if not (0 < self.collapse_gap <= 100):
+            bad("collapse_gap", "must be in (0, 100] percentage points")
 
     def validate(self) -> None:
         """Raise UserError on values no run can use."""

@@ -293,7 +293,7 @@ def test_cli_compares_single_step_methods_side_by_side(cli):
     ({"method": "grad_align", "norm": "l2"}, "grad_align is an l-inf attack"),
     ({"on_collapse": "panic"}, "unknown on_collapse 'panic'; valid: warn, stop"),
     ({"collapse_gap": 0}, "invalid collapse_gap 0.0: must be in (0, 100] percentage points"),
-    ({"collapse_drop": 150}, "invalid collapse_drop 150.0"),
+    ({"collapse_ratio": 1.5}, "invalid collapse_ratio 1.5: must be in (0, 1)"),
 ])
 def test_bad_single_step_values_are_one_line_errors(over, needle):
     with pytest.raises(UserError) as info:

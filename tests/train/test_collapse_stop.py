@@ -1,8 +1,8 @@
 """Catastrophic-overfitting check in the training loop: FGSM next to PGD every epoch, the detector's line,
 ``on_collapse: stop`` ending training with its checkpoints, and the flag in summary.json and the store.
 
-A tiny run does not collapse by itself; thresholds of 0.01 points make the check fire at the first epoch
-whose PGD accuracy is below its FGSM accuracy (or below its best), as a real collapse would."""
+A tiny run does not collapse by itself; a ratio of 0.99 and a gap of 0.01 points make the check fire at the
+first epoch whose PGD accuracy is below its FGSM accuracy (or below its best), as a real collapse would."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ from robustscale.train import train
 
 TINY = dict(dataset="fashion_mnist", model="wide_resnet16_1", train_subset=512, batch_size=32, epochs=3, eps=0.1,
             method="n_fgsm", eval_subset=64, eval_attack_steps=3, workers=0, energy=False, progress=False,
-            deterministic=True, lr_base=0.1, warmup_epochs=0, collapse_gap=0.01, collapse_drop=0.01)
+            deterministic=True, lr_base=0.1, warmup_epochs=0, collapse_ratio=0.99, collapse_gap=0.01)
 
 
 def _run(tmp_path: Path, data_dir: Path, name: str, **kw) -> tuple[dict, Path]:
@@ -36,7 +36,7 @@ def test_on_collapse_stop_ends_training_and_keeps_its_checkpoint(tmp_path, mnist
     rows = _rows(run_dir)
     # Every epoch reports FGSM next to PGD on the same images.
     assert all(0 <= r["fgsm_robust_acc"] <= r["clean_acc"] and r["eval_images"] == 64 for r in rows)
-    expected = detect_collapse(rows, CollapseThresholds(0.01, 0.01))
+    expected = detect_collapse(rows, CollapseThresholds(0.99, 0.01))
     assert expected is not None, f"the check did not fire on {rows}"
     epoch = expected.epoch
     assert epoch < TINY["epochs"], "needs an epoch after the flagged one to show that training stopped"
@@ -46,7 +46,7 @@ def test_on_collapse_stop_ends_training_and_keeps_its_checkpoint(tmp_path, mnist
     assert summary["collapse_reason"] == expected.reason
     assert summary["collapse_pgd_robust_acc"] == rows[-1]["pgd_robust_acc"]
     assert summary["collapse_fgsm_robust_acc"] == rows[-1]["fgsm_robust_acc"]
-    assert (summary["collapse_gap"], summary["collapse_drop"], summary["on_collapse"]) == (0.01, 0.01, "stop")
+    assert (summary["collapse_ratio"], summary["collapse_gap"], summary["on_collapse"]) == (0.99, 0.01, "stop")
     assert summary["collapse_monitored"] is True
     assert json.loads((run_dir / "summary.json").read_text())["collapsed_epoch"] == epoch
     # The checkpoint of the flagged epoch is kept, loadable, and says which epoch it is.
@@ -70,7 +70,7 @@ def test_on_collapse_stop_ends_training_and_keeps_its_checkpoint(tmp_path, mnist
 def test_on_collapse_warn_flags_and_goes_on(tmp_path, mnist_like_dir, capsys):
     summary, run_dir = _run(tmp_path, mnist_like_dir, "warn", epochs=2)
     rows = _rows(run_dir)
-    expected = detect_collapse(rows, CollapseThresholds(0.01, 0.01))
+    expected = detect_collapse(rows, CollapseThresholds(0.99, 0.01))
     assert summary["epochs_done"] == 2 and not summary["stopped_by_collapse"] and summary["on_collapse"] == "warn"
     assert summary["collapsed_epoch"] == (expected.epoch if expected else None)
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "catastrophic overfitting" in ln]
@@ -82,8 +82,8 @@ def test_on_collapse_warn_flags_and_goes_on(tmp_path, mnist_like_dir, capsys):
 def test_default_thresholds_leave_a_healthy_run_alone(tmp_path, mnist_like_dir):
     summary, run_dir = _run(tmp_path, mnist_like_dir, "healthy", epochs=1, train_subset=128, method="pgd",
                             attack_steps=1,
-                            collapse_gap=30, collapse_drop=30)
-    assert summary["collapsed_epoch"] is None and summary["collapsed"] is None and summary["collapse_gap"] == 30
+                            collapse_ratio=0.5, collapse_gap=10)
+    assert summary["collapsed_epoch"] is None and summary["collapsed"] is None and summary["collapse_gap"] == 10
     assert _rows(run_dir)[0]["fgsm_robust_acc"] is not None
 
 

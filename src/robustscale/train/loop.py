@@ -420,8 +420,8 @@ class Trainer:
         counters.eval_history = counters.eval_history + [entry]  # a new list: safe points keep the old one
         if counters.collapse is not None:
             return
-        found = detect_collapse(counters.eval_history, CollapseThresholds(self.cfg.collapse_gap,
-                                                                          self.cfg.collapse_drop))
+        found = detect_collapse(counters.eval_history, CollapseThresholds(self.cfg.collapse_ratio,
+                                                                          self.cfg.collapse_gap))
         if found is None:
             return
         counters.collapse = found.to_record()

@@ -107,7 +107,7 @@ def collapse_fields(cfg: TrainConfig, collapse: dict | None, monitored: bool) ->
     return {"collapsed_epoch": found.get("collapsed_epoch"), "collapse_reason": found.get("collapse_reason"),
             "collapse_pgd_robust_acc": found.get("collapse_pgd_robust_acc"),
             "collapse_fgsm_robust_acc": found.get("collapse_fgsm_robust_acc"),
-            "collapse_monitored": monitored, "collapse_gap": cfg.collapse_gap, "collapse_drop": cfg.collapse_drop,
+            "collapse_monitored": monitored, "collapse_ratio": cfg.collapse_ratio, "collapse_gap": cfg.collapse_gap,
             "on_collapse": cfg.on_collapse.value}
 
 
