@@ -22,7 +22,7 @@ def wilson(correct_pct: float, n: int) -> tuple[float, float]:
 
     k = round(correct_pct * n / 100)
     ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return 100 * ci.low, 100 * ci.high
+    return 100 * float(ci.low), 100 * float(ci.high)
 
 
 def _evaluation(summary: dict, attack: str) -> dict | None:
