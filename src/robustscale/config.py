@@ -27,11 +27,20 @@ class Method(str, enum.Enum):
     PGD = "pgd"
     TRADES = "trades"
     FGSM_RS = "fgsm_rs"
+    N_FGSM = "n_fgsm"  # de Jorge et al. 2022: noise U[-k eps, k eps], one step, no projection
+    GRAD_ALIGN = "grad_align"  # Andriushchenko & Flammarion 2020: FGSM + lambda (1 - gradient cosine)
 
 
 class Norm(str, enum.Enum):
     LINF = "linf"
     L2 = "l2"
+
+
+class OnCollapse(str, enum.Enum):
+    """What training does when the per-epoch check flags catastrophic overfitting."""
+
+    WARN = "warn"  # one line with the epoch and both accuracies; training goes on
+    STOP = "stop"  # the same line, then training ends there, keeping its checkpoints
 
 
 class Amp(str, enum.Enum):
@@ -69,6 +78,9 @@ def parse_fraction(value: Any, what: str = "value") -> float:
 # timm scheduler names usable with a per-step schedule (``plateau`` needs a metric: not offered).
 SCHEDULERS = ("cosine", "tanh", "step", "multistep", "poly", "wsd", "rsqrt", "constant", "none")
 
+# One-step methods and their default step, in units of eps (``step_size`` overrides it).
+SINGLE_STEP_DEFAULT_STEP = {Method.FGSM_RS: 1.25, Method.N_FGSM: 1.0, Method.GRAD_ALIGN: 1.0}
+
 # Keys that name or place a run but do not change what it computes (excluded from the hash).
 NON_SEMANTIC_KEYS = ("name", "output_dir", "data_dir", "download", "workers", "energy", "log_every",
                      "store", "progress", "log_to", "log_to_required")
@@ -84,6 +96,8 @@ class AttackConfig:
     norm: Norm = Norm.LINF
     random_start: bool = True
     trades_beta: float = 6.0
+    nfgsm_k: float = 2.0
+    grad_align_lambda: float = 0.2
 
 
 @dataclass
@@ -119,6 +133,8 @@ class TrainConfig:
     attack_bn_eval: bool = True  # BN in eval mode while crafting the attack
     eps_warmup_epochs: int = 0  # linear eps ramp over the first N epochs
     trades_beta: float = 6.0
+    nfgsm_k: float = 2.0  # n_fgsm noise U[-k eps, k eps] (0: none); its step is step_size, default eps
+    grad_align_lambda: float = 0.2  # grad_align weight (0.2: the authors' CIFAR-10 value at eps 8/255)
     # --- optimisation (timm factories)
     epochs: int = 10
     warmup_epochs: int = 0
@@ -143,6 +159,11 @@ class TrainConfig:
     eval_attack_steps: int = 10
     eval_batch_size: int = 256
     eval_step_size_factor: float = 2.5  # per-epoch PGD-k step: factor * eps / k
+    # catastrophic overfitting: flagged at the first epoch whose PGD accuracy is below collapse_ratio x its
+    # FGSM accuracy (or x the best PGD accuracy so far) and more than collapse_gap points under it
+    on_collapse: OnCollapse = OnCollapse.WARN
+    collapse_ratio: float = 0.5
+    collapse_gap: float = 10.0  # percentage points (a guard against the eval subset's sampling noise)
     # --- compute accounting
     energy: bool = True
     country: str = "USA"
@@ -160,7 +181,8 @@ class TrainConfig:
             self.compile = Compile.ON if self.compile else Compile.OFF
         elif isinstance(self.compile, str) and not isinstance(self.compile, Compile):
             self.compile = _COMPILE_ALIASES.get(self.compile.strip().lower(), self.compile)
-        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp), ("compile", Compile)):
+        for key, enum_cls in (("method", Method), ("norm", Norm), ("amp", Amp), ("compile", Compile),
+                              ("on_collapse", OnCollapse)):
             setattr(self, key, choice(enum_cls, getattr(self, key), what=key))
         from .trackers import parse_tracker_names  # light: no tracker library is imported
 
@@ -180,12 +202,14 @@ class TrainConfig:
     def attack_config(self, eps: float | None = None) -> AttackConfig:
         eps = self.eps if eps is None else eps
         scale = eps / self.eps if self.eps > 0 else 0.0
-        if self.method is Method.FGSM_RS:  # Wong et al. 2020: one step of 1.25 eps
-            steps, step = 1, (self.step_size * scale if self.step_size is not None else 1.25 * eps)
+        if self.method in SINGLE_STEP_DEFAULT_STEP:  # one step; fgsm_rs 1.25 eps (Wong et al.), others eps
+            default = SINGLE_STEP_DEFAULT_STEP[self.method] * eps
+            steps, step = 1, (self.step_size * scale if self.step_size is not None else default)
         else:
             steps, step = self.attack_steps, self.resolved_step_size * scale
         return AttackConfig(eps=eps, steps=steps, step_size=step, norm=self.norm,
-                            random_start=self.random_start, trades_beta=self.trades_beta)
+                            random_start=self.random_start, trades_beta=self.trades_beta, nfgsm_k=self.nfgsm_k,
+                            grad_align_lambda=self.grad_align_lambda)
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -224,6 +248,19 @@ class TrainConfig:
         data = {k: v for k, v in self.to_dict().items() if k not in NON_SEMANTIC_KEYS}
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+    def _validate_single_step(self, bad) -> None:
+        """The N-FGSM / GradAlign knobs and the catastrophic-overfitting thresholds."""
+        if not (math.isfinite(self.nfgsm_k) and self.nfgsm_k >= 0):
+            bad("nfgsm_k", "must be a finite number >= 0 (noise U[-k eps, k eps]; 0: none; de Jorge et al.: 2)")
+        if not (math.isfinite(self.grad_align_lambda) and self.grad_align_lambda >= 0):
+            bad("grad_align_lambda", "must be a finite number > 0 (0.2 at CIFAR-10 8/255)")
+        if self.method is Method.GRAD_ALIGN and self.grad_align_lambda == 0:
+            bad("grad_align_lambda", "must be > 0 for method grad_align (0 leaves plain FGSM, which collapses)")
+        if not (0 < self.collapse_ratio < 1):
+            bad("collapse_ratio", "must be in (0, 1), e.g. 0.5")
+        if not (0 < self.collapse_gap <= 100):
+            bad("collapse_gap", "must be in (0, 100] percentage points")
 
     def validate(self) -> None:
         """Raise UserError on values no run can use."""
@@ -268,8 +305,9 @@ class TrainConfig:
             bad("eps_warmup_epochs", "must be >= 0")
         if self.input_size is not None and str(self.dataset).lower() != "imagefolder":
             bad("input_size", f"only applies to dataset imagefolder ({self.dataset} has a fixed image size)")
-        if self.method is Method.FGSM_RS and self.norm is not Norm.LINF:
-            bad("norm", "fgsm_rs is an l-inf attack; use method pgd for l2")
+        if self.method in SINGLE_STEP_DEFAULT_STEP and self.norm is not Norm.LINF:
+            bad("norm", f"{self.method.value} is an l-inf attack; use method pgd for l2")
+        self._validate_single_step(bad)
         if self.step_size is not None and self.step_size > 2 * self.eps and self.method is not Method.STANDARD:
             bad("step_size", f"is more than twice eps={self.eps:g}: every step would jump across the eps-ball")
         if self.sched not in SCHEDULERS:

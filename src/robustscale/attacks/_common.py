@@ -33,6 +33,11 @@ def input_grad_only(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def loss_precision(t: torch.Tensor) -> torch.Tensor:
+    """``t`` in at least float32: half-precision logits are upcast for the loss, float64 stays float64."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, in ``x``'s memory format (channels-last stays channels-last)."""
     if generator is None or generator.device == x.device:

@@ -23,9 +23,10 @@ summary.json. Ctrl-C saves a resumable checkpoint.
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help="train a model (standard, PGD, TRADES, FGSM-RS), counting its compute",
-        description="Train a timm model with adversarial training (PGD / TRADES / FGSM-RS) or standard training, "
-        "evaluating clean and PGD accuracy every epoch and recording FLOPs, time, energy and cost.",
+        "train", help="train a model (standard, PGD, TRADES, FGSM-RS, N-FGSM, GradAlign), counting its compute",
+        description="Train a timm model with adversarial training (PGD / TRADES / FGSM-RS / N-FGSM / GradAlign) or "
+        "standard training, evaluating clean, PGD and FGSM accuracy every epoch (a run whose PGD accuracy "
+        "collapses is flagged: on_collapse warn|stop) and recording FLOPs, time, energy and cost.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="YAML recipe (TrainConfig keys); defaults when omitted")
     parser.add_argument("--resume", metavar="RUN_DIR",

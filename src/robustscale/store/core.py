@@ -542,8 +542,8 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
     robust = values.get("aa_robust_acc", row["aa_robust_acc"])
     if robust is None:
         robust = values.get("pgd_robust_acc", row["pgd_robust_acc"])
-    if robust is not None:
-        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC)
+    if robust is not None:  # a run the per-epoch check flagged stays collapsed
+        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC) or row["collapsed_epoch"] is not None
     if values:
         conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
 

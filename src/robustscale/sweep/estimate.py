@@ -92,8 +92,9 @@ class StepFlopsCache:
 
     def key(self, cfg: TrainConfig) -> str:
         from .. import __version__
+        from ..compute import effective_attack_steps
 
-        steps = 0 if cfg.method.value == "standard" else (1 if cfg.method.value == "fgsm_rs" else cfg.attack_steps)
+        steps = effective_attack_steps(cfg)
         return "|".join(map(str, (cfg.model, cfg.dataset, cfg.method.value, steps, cfg.attack_bn_eval, __version__)))
 
     def _load(self) -> None:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from .. import rundir
-from ..config import Amp, Compile, Method, TrainConfig
+from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse, TrainConfig
 from ..errors import UserError
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
@@ -19,7 +19,8 @@ from .interrupts import Interrupts, StopRequested, TrainingDiverged
 from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
                     save_state, seed_everything, set_rng_state)
 from .step import build_step, eps_at
-from .summary import append_metrics, build_summary, epoch_line, truncate_metrics, write_config_and_env
+from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, truncate_metrics,
+                      write_config_and_env)
 
 __all__ = ["train", "run_name", "Trainer"]
 
@@ -28,8 +29,8 @@ def run_name(cfg: TrainConfig) -> str:
     """Default run name: ``<model>-<dataset>-<method><steps>-<hash8>``, e.g. ``wide_resnet28_10-cifar10-pgd10-1a2b3c4d``."""
     if cfg.method is Method.STANDARD:
         method = "standard"
-    elif cfg.method is Method.FGSM_RS:
-        method = "fgsm_rs"
+    elif cfg.method in SINGLE_STEP_DEFAULT_STEP:
+        method = cfg.method.value
     else:
         method = f"{cfg.method.value}{cfg.attack_steps}"
     return f"{cfg.model}-{cfg.dataset}-{method}-{cfg.config_hash()[:8]}"
@@ -257,9 +258,15 @@ class Trainer:
     def _loop(self, counters: Counters, sums: dict, tracker) -> None:
         self._safe_point = None
         for epoch in range(counters.epoch, self.cfg.epochs):
+            if self._stopped_by_collapse(counters):
+                break
             counters.epoch = epoch
             self._train_epoch(counters, sums)
             self._close_epoch(counters, sums, tracker)
+
+    def _stopped_by_collapse(self, counters: Counters) -> bool:
+        """``on_collapse: stop`` and the run was flagged: no more epochs (a resume does not restart it)."""
+        return counters.collapse is not None and self.cfg.on_collapse is OnCollapse.STOP
 
     def _train_epoch(self, counters: Counters, sums: dict) -> None:
         """The steps of epoch ``counters.epoch`` from step ``counters.step`` on; ``sums`` accumulates."""
@@ -388,11 +395,13 @@ class Trainer:
         clean = robust = None
         n_eval = 0
         t_eval = time.perf_counter()
+        fgsm = None
         if self.x_eval is not None:
-            clean, robust, n_eval = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo,
-                                                    self.autocast)
+            ev = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo, self.autocast)
+            clean, robust, fgsm, n_eval = ev.clean_acc, ev.pgd_robust_acc, ev.fgsm_robust_acc, ev.images
             counters.eval_flops += estimate_eval_flops(self.step_flops, n_eval,
-                                                       cfg.eval_attack_steps if cfg.eps > 0 else 0)
+                                                       cfg.eval_attack_steps if robust is not None else 0,
+                                                       fgsm=fgsm is not None)
         eval_seconds = time.perf_counter() - t_eval
         self.last_clean, self.last_robust = clean, robust
         score = robust if robust is not None else clean
@@ -400,8 +409,33 @@ class Trainer:
         if is_best:
             counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
         row = self._epoch_row(counters, sums, tracker, clean, robust, n_eval, eval_seconds, is_best)
+        row["fgsm_robust_acc"] = fgsm
         if self.dinfo.main:
             self._save_epoch(row, is_best)
+        self._check_collapse(counters, row)
+
+    def _check_collapse(self, counters: Counters, row: dict) -> None:
+        """Feed the epoch's PGD / FGSM accuracies to the detector; say so (one line) at the flagged epoch.
+
+        Every rank decides alike: the accuracies are reduced over ranks before they get here.
+        """
+        from ..evaluation import CollapseThresholds, detect_collapse
+
+        if row["pgd_robust_acc"] is None:
+            return
+        entry = {k: row[k] for k in ("epoch", "pgd_robust_acc", "fgsm_robust_acc", "eval_images")}
+        counters.eval_history = counters.eval_history + [entry]  # a new list: safe points keep the old one
+        if counters.collapse is not None:
+            return
+        found = detect_collapse(counters.eval_history, CollapseThresholds(self.cfg.collapse_ratio,
+                                                                          self.cfg.collapse_gap))
+        if found is None:
+            return
+        counters.collapse = found.to_record()
+        if self.dinfo.main:
+            then = "stopping (on_collapse: stop)" if self.cfg.on_collapse is OnCollapse.STOP else \
+                "training goes on (on_collapse: warn)"
+            print(f"warning: {found.message()}; {then}", file=sys.stderr, flush=True)
 
     def _epoch_row(self, counters: Counters, t: dict, tracker, clean, robust, n_eval: int, eval_seconds: float,
                    is_best: bool) -> dict:
@@ -461,6 +495,9 @@ class Trainer:
             "attack_flops_fraction": compute["attack_flops_fraction"], "device_type": compute["device_type"],
             "electricity_basis": compute["electricity_basis"], "step_flops": self.step_flops.to_dict(),
             "eval_subset": cfg.eval_subset, "eval_attack_steps": cfg.eval_attack_steps,
+            **collapse_fields(cfg, counters.collapse, monitored=cfg.eval_subset > 0 and cfg.eval_attack_steps > 0
+                              and cfg.eps > 0),
+            "stopped_by_collapse": self._stopped_by_collapse(counters) and counters.epoch < cfg.epochs,
             "ema": cfg.ema_decay is not None, "compiled": self.compiled, "world_size": self.dinfo.world,
             "run_dir": str(self.run_dir),
             "robustscale_version": __version__, "error": error,

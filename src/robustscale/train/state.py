@@ -29,6 +29,10 @@ class Counters:
     best_epoch: int | None = None
     eval_flops: float = 0.0
     compute_pieces: list = dataclasses.field(default_factory=list)  # tracker summaries of earlier sessions
+    # Per-epoch {epoch, pgd_robust_acc, fgsm_robust_acc, eval_images}: the collapse detector's input, and
+    # its finding (``Collapse.to_record()``) once a run is flagged.
+    eval_history: list = dataclasses.field(default_factory=list)
+    collapse: dict | None = None
     partial: list | None = None  # per-rank partial epoch sums (mid-epoch resume)
 
 
