@@ -11,7 +11,7 @@ from torch import nn
 
 from robustscale.attacks import fgsm, pgd
 from robustscale.errors import UserError
-from robustscale.evaluation import CollapseThresholds, detect_collapse
+from robustscale.train.collapse import CollapseThresholds, detect_collapse
 
 D, K, N, EPS = 64, 10, 500, 0.06
 

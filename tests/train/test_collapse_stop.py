@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 import robustscale  # noqa: F401
 from robustscale.config import TrainConfig
-from robustscale.evaluation import CollapseThresholds, detect_collapse
+from robustscale.train.collapse import CollapseThresholds, detect_collapse
 from robustscale.store import open_store
 from robustscale.train import train
 

@@ -9,16 +9,14 @@ Public API::
 
 Modules: ``spec`` (validated request, file names), ``runner`` (the staged, resumable loop that
 mirrors AutoAttack's), ``counting`` (pass counting, gradient-masking check), ``checkpoints``
-(ours and timm's formats), ``records`` (claims, summary.json, store), ``api`` (files and runs),
-``collapse`` (catastrophic overfitting from the per-epoch PGD and FGSM accuracies).
+(ours and timm's formats), ``records`` (claims, summary.json, store), ``api`` (files and runs).
+The catastrophic-overfitting check that runs during training lives in ``robustscale.train.collapse``.
 """
 from .api import evaluate_checkpoint, evaluate_run
 from .checkpoints import file_sha256, load_model, read_checkpoint
-from .collapse import Collapse, CollapseThresholds, detect_collapse
 from .core import EvaluationWarning, evaluate
 from .records import claim_path, state_path, update_summary
 from .spec import Attack, EvalSpec, eps_text
 
 __all__ = ["evaluate", "evaluate_checkpoint", "evaluate_run", "load_model", "read_checkpoint", "file_sha256",
-           "EvaluationWarning", "Attack", "EvalSpec", "eps_text", "claim_path", "state_path", "update_summary",
-           "Collapse", "CollapseThresholds", "detect_collapse"]
+           "EvaluationWarning", "Attack", "EvalSpec", "eps_text", "claim_path", "state_path", "update_summary"]

@@ -1,7 +1,7 @@
 """The per-epoch check: clean, PGD-k and FGSM accuracy on the fixed eval subset, sharded over ranks.
 
 FGSM (one step of eps from the clean image) runs on the same images as PGD: the pair is what the
-catastrophic-overfitting detector (``robustscale.evaluation.detect_collapse``) compares.
+catastrophic-overfitting detector (``robustscale.train.collapse.detect_collapse``) compares.
 """
 from __future__ import annotations
 

@@ -419,7 +419,7 @@ class Trainer:
 
         Every rank decides alike: the accuracies are reduced over ranks before they get here.
         """
-        from ..evaluation import CollapseThresholds, detect_collapse
+        from .collapse import CollapseThresholds, detect_collapse
 
         if row["pgd_robust_acc"] is None:
             return
