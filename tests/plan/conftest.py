@@ -14,11 +14,11 @@ def true_error(N, D, k, t=TRUTH):
     return t["E"] + t["A"] * N ** -t["alpha"] + t["B"] * D ** -t["beta"] + t["G"] * k ** -t["gamma"]
 
 
-def grid_runs(N, D, k, noise=0.01, seed=0, **cols) -> pd.DataFrame:
+def grid_runs(N, D, k, noise=0.01, seed=0, truth=TRUTH, **cols) -> pd.DataFrame:
     """Every combination of N, D, k with log-normal noise on the error."""
     rng = np.random.default_rng(seed)
     n, d, kk = (a.ravel() for a in np.meshgrid(N, D, k, indexing="ij"))
-    err = true_error(n, d, kk) * np.exp(noise * rng.standard_normal(n.size))
+    err = true_error(n, d, kk, truth) * np.exp(noise * rng.standard_normal(n.size))
     df = pd.DataFrame({"name": [f"run{i}" for i in range(n.size)], "model_parameters": n, "train_images_seen": d,
                        "attack_steps": kk.astype(int), "aa_robust_acc": 100 - err})
     for c, v in cols.items():

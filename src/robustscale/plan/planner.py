@@ -181,8 +181,9 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
     fits = fit_joint_groups(df, cols or None, y=y, levels=levels, bootstrap=bootstrap, seed=seed,
                             exclude_below=exclude_below, level=level, n_jobs=n_jobs, progress=progress)
     approach1 = [_approach1(f, df, run_flops, kept, y, bootstrap, seed, level) for f in fits]
+    meta = {f.label: {c: _constant(df, f, c) for c in ("method", "synthetic_data")} for f in fits}
     ctx = dict(compute=compute, candidates=candidates, epoch_images=epoch_images, limit=max_extrapolation,
-               hpf=hpf, costs=costs, device_type=device_type)
+               hpf=hpf, costs=costs, device_type=device_type, meta=meta)
     for entry in entries:
         _plan_budget(entry, fits, df, ctx, top)
     methods = sorted(df["method"].unique())
@@ -194,6 +195,7 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
                           "hours_source": hours_source, "device_type": device_type, "price_preset": costs.preset,
                           "rental": rental},
         "data_compute_range_flops": [c_lo, c_hi], "max_extrapolation": max_extrapolation,
+        "runs_flops_vs_recorded": _vs_recorded(df, run_flops),
         "law": {"formula": "100 - y = E + A*N^-alpha + B*D^-beta + G*k^-gamma",
                 "groups": [f.to_dict() for f in fits]},
         "approach1": {"groups": approach1},
@@ -201,6 +203,29 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
         "reference": {"bartoldson2024": BARTOLDSON_2024},
         "budgets": entries,
     }
+
+
+def _vs_recorded(df, run_flops) -> dict | None:
+    """The planner's FLOPs of each run / the run's recorded ``train_flops`` (median, min, max)."""
+    import pandas as pd
+
+    if "train_flops" not in df.columns:
+        return None
+    rec = pd.to_numeric(df["train_flops"], errors="coerce").to_numpy(float)
+    ok = np.isfinite(rec) & (rec > 0)
+    if not ok.any():
+        return None
+    r = run_flops[ok] / rec[ok]
+    return {"median": float(np.median(r)), "min": float(r.min()), "max": float(r.max()), "n": int(ok.sum())}
+
+
+def _constant(df, fit: JointFit, col: str):
+    """The value of ``col`` shared by all of ``fit``'s runs (None if absent or mixed)."""
+    if col not in df.columns:
+        return None
+    values = df.loc[fit.fitted_index, col].dropna().unique()
+    return values[0].item() if len(values) == 1 and hasattr(values[0], "item") else \
+        (values[0] if len(values) == 1 else None)
 
 
 def _is_ours(name: str) -> bool:
@@ -258,7 +283,7 @@ def _allocation_row(fit: JointFit, a1: dict) -> dict:
 
 
 def _group_optimum(fit: JointFit, budget: float, ctx) -> dict:
-    method = str(fit.group.get("method") or "")
+    method = ctx["meta"][fit.label]["method"]
     out = {"group": fit.to_dict()["group"], "label": fit.label, "identified": False,
            "reason": fit.optimum_reason()}
     keys = ("model_parameters", "samples_seen", "epochs", "attack_steps", "predicted_acc")

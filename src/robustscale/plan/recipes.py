@@ -34,7 +34,7 @@ def _n_ok(fit: JointFit, n: float, limit: float) -> bool:
 
 def _candidates(fit: JointFit, budget: float, ctx) -> list[dict]:
     compute, epoch_images, limit = ctx["compute"], ctx["epoch_images"], ctx["limit"]
-    method = str(fit.group.get("method") or "")
+    method = ctx["meta"][fit.label]["method"]
     d_lo, d_hi = fit.range(D_COL)
     rows = []
     for arch in ctx["candidates"]:
@@ -66,7 +66,7 @@ def recipes_for(fit: JointFit, budget: float, df, ctx) -> list[dict]:
          K_COL: np.array([r["attack_steps"] for r in rows], float)}
     acc, lo, hi = fit.predict(x)
     costs, dev, hpf = ctx["costs"], ctx["device_type"], ctx["hpf"]
-    synthetic = fit.group.get("synthetic_data")
+    synthetic = ctx["meta"][fit.label]["synthetic_data"]
     out = []
     for r, a, l, h in zip(rows, acc, lo, hi):
         if not np.isfinite(a):  # off the observed levels
