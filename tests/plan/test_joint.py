@@ -8,8 +8,8 @@ from scipy import optimize
 
 from robustscale.errors import UserError
 from robustscale.scaling.frontier import frontier_mask
-from robustscale.scaling.joint import (ComputeCoefficients, Role, fit_joint, frontier_allocation, golden_min,
-                                       interval)
+from robustscale.scaling.allocation import frontier_allocation
+from robustscale.scaling.joint import ComputeCoefficients, Role, fit_joint, golden_min, interval
 
 from .conftest import TRUTH, grid_runs, true_error
 

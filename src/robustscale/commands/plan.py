@@ -2,7 +2,6 @@
 maximise robust accuracy under the joint law of a table of runs, with intervals and concrete recipes."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 

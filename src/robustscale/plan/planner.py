@@ -25,7 +25,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..scaling.fit import _num
-from ..scaling.joint import D_COL, K_COL, N_COL, JointFit, Role, fit_joint_groups, frontier_allocation, interval
+from ..scaling.allocation import frontier_allocation
+from ..scaling.joint import D_COL, K_COL, N_COL, JointFit, Role, fit_joint_groups, interval
 from .compute import ComputeModel, zoo_candidates
 from .recipes import outside_factor, recipes_for
 
@@ -121,63 +122,24 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
               prices=None, rental: str = "low", epoch_images: int | None = None, flops_cache=None,
               progress: bool = False, source: str = "") -> dict[str, Any]:
     """The plan for each budget (see the module docstring). UserError for bad input, before any fit."""
-    import pandas as pd
-
     from ..compute import CostModel
     from ..scaling.extrapolate import default_device_type
-    from ..scaling.io import require_columns
 
-    require_columns(df, list(REQUIRED) + [y])
     if not (max_extrapolation >= 1):
         raise UserError(f"invalid --max-extrapolation {max_extrapolation!r}: must be >= 1")
     if top < 1:
         raise UserError(f"invalid --top {top}: must be >= 1")
     if rental not in ("low", "high"):
         raise UserError(f"invalid --rental {rental!r}; valid: low, high")
-    cols = _group_columns(df, group_by)
-    df = df.reset_index(drop=True)
-    df["method"] = df["method"].astype(str).str.lower()
-    for key, part in (df.groupby(cols, sort=True) if cols else [((), df)]):
-        if part["method"].nunique() > 1:
-            raise UserError(f"runs of group {key!r} mix methods {', '.join(sorted(part['method'].unique()))}: "
-                            f"one compute model per group needs --group-by to include method")
-    kept = _kept(df, y, exclude_below)
-    if not kept.any():
-        raise UserError(f"no runs left to fit: all {len(df)} lack {y}/{N_COL}/{D_COL}/{K_COL} "
-                        f"or have {y} below {exclude_below:g}")
+    df, cols, kept = _prepare_runs(df, y, group_by, exclude_below)
     epoch_images = _epoch_images(df, epoch_images)
-
-    # compute model: the zoo candidates within reach of the runs' model sizes, plus the runs' own models
-    N = pd.to_numeric(df[N_COL], errors="coerce").to_numpy(float)
-    n_lo, n_hi = float(np.nanmin(N[kept])), float(np.nanmax(N[kept]))
-    run_models = df["model"].astype(str).tolist() if "model" in df.columns else []
-    dataset = str(df["dataset"].mode().iloc[0]) if "dataset" in df.columns and df["dataset"].notna().any() else "cifar10"
-    names = zoo_candidates(run_models, models)
-    compute = ComputeModel.from_zoo(list(names) + [m for m in dict.fromkeys(run_models) if _is_ours(m)],
-                                    dataset, convention, cache=flops_cache)
-    candidates = [a for a in compute.architectures.values()
-                  if any(n in names for n in (a.name,) + a.same_as)
-                  and n_lo / max_extrapolation <= a.parameters <= n_hi * max_extrapolation]
-    run_flops = compute.run_flops(run_models or [""] * len(df), df["method"].tolist(),
-                                  pd.to_numeric(df[K_COL], errors="coerce").fillna(0).to_numpy(),
-                                  N, pd.to_numeric(df[D_COL], errors="coerce").to_numpy(float))
+    compute, candidates, run_flops = _compute_model(df, kept, models, convention, max_extrapolation, flops_cache)
     c_lo, c_hi = float(np.min(run_flops[kept])), float(np.max(run_flops[kept]))
     hpf, hours_source = _hours_per_flop(df, run_flops, flops_per_second)
     costs = CostModel.from_yaml(prices, preset=price_preset)
     device_type = device_type or default_device_type(df, costs)
-    price = costs.price(device_type)
-
-    # budgets -> FLOPs, checked against the data's compute range before the (slow) fit
-    entries = []
-    for b in budgets:
-        flops = _budget_flops(b, hpf, getattr(price, f"usd_per_hour_{rental}"))
-        factor, text = _extrapolation(flops, c_lo, c_hi)
-        if factor is not None and factor > max_extrapolation:
-            raise UserError(f"budget {b.text} ({flops:.3g} FLOPs) is {text.split(': ')[1]} "
-                            f"({c_lo:.3g}-{c_hi:.3g} FLOPs); the limit is {max_extrapolation:g}x (--max-extrapolation)")
-        entries.append({"budget_flops": flops, "budget_given": {"kind": b.kind, "value": b.value, "text": b.text},
-                        "extrapolation_factor": factor, "extrapolation": text})
-
+    usd_per_hour = getattr(costs.price(device_type), f"usd_per_hour_{rental}")
+    entries = _budget_entries(budgets, hpf, usd_per_hour, c_lo, c_hi, max_extrapolation)  # before the slow fit
     fits = fit_joint_groups(df, cols or None, y=y, levels=levels, bootstrap=bootstrap, seed=seed,
                             exclude_below=exclude_below, level=level, n_jobs=n_jobs, progress=progress)
     approach1 = [_approach1(f, df, run_flops, kept, y, bootstrap, seed, level) for f in fits]
@@ -203,6 +165,62 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
         "reference": {"bartoldson2024": BARTOLDSON_2024},
         "budgets": entries,
     }
+
+
+def _budget_entries(budgets, hpf, usd_per_hour, c_lo, c_hi, limit) -> list[dict]:
+    """Budgets in FLOPs with their extrapolation label; UserError beyond ``limit`` x the runs' compute range."""
+    entries = []
+    for b in budgets:
+        flops = _budget_flops(b, hpf, usd_per_hour)
+        factor, text = _extrapolation(flops, c_lo, c_hi)
+        if factor is not None and factor > limit:
+            raise UserError(f"budget {b.text} ({flops:.3g} FLOPs) is {text.split(': ')[1]} "
+                            f"({c_lo:.3g}-{c_hi:.3g} FLOPs); the limit is {limit:g}x (--max-extrapolation)")
+        entries.append({"budget_flops": flops, "budget_given": {"kind": b.kind, "value": b.value, "text": b.text},
+                        "extrapolation_factor": factor, "extrapolation": text})
+    return entries
+
+
+def _prepare_runs(df, y: str, group_by, exclude_below):
+    """Checked copy of the runs (positional index, lower-case methods), group columns, kept-runs mask."""
+    from ..scaling.io import require_columns
+
+    require_columns(df, list(REQUIRED) + [y])
+    cols = _group_columns(df, group_by)
+    df = df.reset_index(drop=True)
+    df["method"] = df["method"].astype(str).str.lower()
+    for key, part in (df.groupby(cols, sort=True) if cols else [((), df)]):
+        if part["method"].nunique() > 1:
+            raise UserError(f"runs of group {key!r} mix methods {', '.join(sorted(part['method'].unique()))}: "
+                            f"one compute model per group needs --group-by to include method")
+    kept = _kept(df, y, exclude_below)
+    if not kept.any():
+        raise UserError(f"no runs left to fit: all {len(df)} lack {y}/{N_COL}/{D_COL}/{K_COL} "
+                        f"or have {y} below {exclude_below:g}")
+    return df, cols, kept
+
+
+def _compute_model(df, kept, models, convention, limit, cache):
+    """The compute model over the zoo architectures within ``limit`` x of the runs' model sizes (and the
+    runs' own models), the recipe candidates among them, and every run's FLOPs in that convention."""
+    import pandas as pd
+
+    N = pd.to_numeric(df[N_COL], errors="coerce").to_numpy(float)
+    n_lo, n_hi = float(np.nanmin(N[kept])), float(np.nanmax(N[kept]))
+    run_models = df["model"].astype(str).tolist() if "model" in df.columns else [""] * len(df)
+    dataset = str(df["dataset"].mode().iloc[0]) if "dataset" in df.columns and df["dataset"].notna().any() \
+        else "cifar10"
+    names = zoo_candidates(run_models, models)
+    ours = [m for m in dict.fromkeys(run_models) if _is_ours(m)]
+    compute = ComputeModel.from_zoo(list(names) + ours, dataset, convention, cache=cache)
+    in_reach = {k: a for k, a in compute.architectures.items()
+                if n_lo / limit <= a.parameters <= n_hi * limit and any(n in names for n in (a.name,) + a.same_as)}
+    compute.architectures = {k: a for k, a in compute.architectures.items()
+                             if k in in_reach or any(n in ours for n in (a.name,) + a.same_as)}
+    run_flops = compute.run_flops(run_models, df["method"].tolist(),
+                                  pd.to_numeric(df[K_COL], errors="coerce").fillna(0).to_numpy(), N,
+                                  pd.to_numeric(df[D_COL], errors="coerce").to_numpy(float))
+    return compute, list(in_reach.values()), run_flops
 
 
 def _vs_recorded(df, run_flops) -> dict | None:

@@ -27,9 +27,7 @@ Optimum under a budget C: for a given k the split of ``N D = C / (r(k) c)`` is c
 Chinchilla), so every optimum meets its budget exactly; k is searched (golden section on log k)
 within the fitted runs' range; inputs on levels are enumerated.
 
-Approach 1 (cross-check, :func:`frontier_allocation`): the Pareto frontier of accuracy vs
-compute, then least squares of log N and log D on log C over the frontier runs, the frontier
-recomputed in every resample.
+Approach 1, the cross-check, is :func:`robustscale.scaling.allocation.frontier_allocation`.
 """
 from __future__ import annotations
 
@@ -43,12 +41,11 @@ import numpy as np
 from ..errors import UserError
 from ..schema import COLLAPSE_THRESHOLD_ACC
 from ._threads import single_threaded_blas
-from .bootstrap import bootstrap_fit, resample_counts
+from .bootstrap import bootstrap_fit
 from .fit import DEFAULT_Y, _num, _numeric, _quantiles, group_label
 from .format import fmt
-from .frontier import frontier_weights
 from .io import require_columns, resolve_columns
-from .laws import ACC_MAX, EXPONENT_MAX, LAWS, LOG_COEF_BOUND, Prepared, _HuberLaw, _lse_terms
+from .laws import ACC_MAX, EXPONENT_MAX, LOG_COEF_BOUND, Prepared, _HuberLaw, _lse_terms
 
 N_COL, D_COL, K_COL = "model_parameters", "train_images_seen", "attack_steps"
 JOINT_INPUTS = (N_COL, D_COL, K_COL)
@@ -526,38 +523,4 @@ def fit_joint_groups(df, group_by: str | Iterable[str] | None, **kwargs) -> list
         key = key if isinstance(key, tuple) else (key,)
         out.append(fit_joint(part, group={c: (k.item() if hasattr(k, "item") else k) for c, k in zip(cols, key)},
                              **kwargs))
-    return out
-
-
-# ---------------------------------------------------------------------- approach 1
-def frontier_allocation(compute, N, D, y, bootstrap: int = 0, seed: int = 0, level: float = 0.95) -> dict[str, Any]:
-    """Approach 1: slopes of log N and log D on log C over the Pareto frontier of ``y`` vs ``compute``.
-
-    All arrays ``(m,)`` over the runs (collapsed runs already excluded). Returns ``a`` and ``b``
-    (None with ``a_reason`` / ``b_reason`` when the frontier has fewer than 3 distinct values of
-    the input), their bootstrap intervals (the frontier recomputed per resample) and ``n_frontier``.
-    """
-    C, N, D, y = (np.asarray(v, float) for v in (compute, N, D, y))
-    m = C.size
-    on = frontier_weights(C, y, np.ones((1, m)))[0] > 0
-    out: dict[str, Any] = {"n_runs": int(m), "n_frontier": int(on.sum()), "frontier_index": np.flatnonzero(on).tolist()}
-    s = float(np.exp(np.mean(np.log(C)))) if m else 1.0
-    W = frontier_weights(C, y, resample_counts(m, bootstrap, seed)) if bootstrap and m else None
-    for name, col, x in (("a", N_COL, N), ("b", D_COL, D)):
-        out[name], out[f"{name}_ci"], out[f"{name}_reason"] = None, None, None
-        distinct = np.unique(x[on]).size
-        if distinct < MIN_DISTINCT:
-            out[f"{name}_reason"] = (f"the {int(on.sum())} frontier run(s) have {distinct} distinct {col}: "
-                                     f"a slope needs at least {MIN_DISTINCT}")
-            continue
-        prep = Prepared(np.log(C / s)[:, None], np.log(x), np.array([s]))
-        theta, _ = LAWS["power"].fit_batch(prep, on[None].astype(float))
-        out[name] = float(theta[0, 1])
-        if W is not None:
-            th, ok = LAWS["power"].fit_batch(prep, W)
-            slopes = th[ok, 1]
-            out[f"{name}_share_defined"] = float(ok.mean())
-            if slopes.size:
-                lo, hi = _quantiles(slopes, level)
-                out[f"{name}_ci"] = (float(lo), float(hi))
     return out
