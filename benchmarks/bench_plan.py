@@ -8,13 +8,15 @@ the zoo's wide ResNets, four group fits with their bootstrap refits, the plan), 
 The measured step FLOPs are cached on disk (``$ROBUSTSCALE_FLOPS_CACHE`` or
 ``~/.cache/robustscale/step-flops.json``): the first run on a machine measures them (tens of
 seconds), later runs read them; the script says which case it timed. Goal: under 60 s. Other
-processes on a small machine change the figure: it prints the load average before and after.
+processes on a small machine change the wall time: it prints the load average before and after,
+and the CPU seconds of the command (less sensitive to load).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -43,17 +45,20 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
+    child = resource.getrusage(resource.RUSAGE_CHILDREN)  # CPU time of the command and its bootstrap workers
+    cpu = child.ru_utime + child.ru_stime
     if proc.returncode != 0:
         print(proc.stderr.strip(), file=sys.stderr)
         return proc.returncode
     plan = json.loads(proc.stdout)
     b = plan["budgets"][0]
-    result = {"command": " ".join(cmd[1:]), "wall_seconds": round(wall, 2), "bootstrap": args.bootstrap,
+    result = {"command": " ".join(cmd[1:]), "wall_seconds": round(wall, 2), "cpu_seconds": round(cpu, 2),
+              "bootstrap": args.bootstrap,
               "flops_cache": str(cache), "flops_cache_warm": warm, "cpu_count": os.cpu_count(),
               "load_average_before": load_before, "load_average_after": [round(v, 2) for v in os.getloadavg()],
               "optimum_group": b["label"], "predicted_acc": b["predicted_acc"], "predicted_acc_ci": b["predicted_acc_ci"]}
     print(f"robustscale plan, {plan['n_runs']} runs, {args.bootstrap} bootstrap resamples, budget "
-          f"{args.budget_flops} FLOPs: {wall:.1f} s wall ({'warm' if warm else 'cold'} FLOPs cache; "
+          f"{args.budget_flops} FLOPs: {wall:.1f} s wall, {cpu:.1f} s CPU ({'warm' if warm else 'cold'} FLOPs cache; "
           f"load average {load_before[0]} -> {result['load_average_after'][0]} on {os.cpu_count()} cores)")
     print(f"optimum: {b['label']}, predicted AutoAttack accuracy {b['predicted_acc']} {b['predicted_acc_ci']}")
     if args.json:

@@ -146,9 +146,13 @@ def test_cli_errors_on_the_runs_table(runs_csv, flops_cache, cli, tmp_path, monk
     df = pd.read_csv(runs_csv)
     df.drop(columns="attack_steps").to_csv(tmp_path / "no_steps.csv", index=False)
     df.drop(columns="device_hours").to_csv(tmp_path / "no_hours.csv", index=False)
+    df.drop(columns="epochs").to_csv(tmp_path / "no_epochs.csv", index=False)
+    df.assign(method=np.where(df.index % 2, "pgd", "trades")).to_csv(tmp_path / "mixed.csv", index=False)
     before = sorted(tmp_path.iterdir())
     for table, extra, message in (("no_steps.csv", ["--budget-flops", "1e16"], "lacks column(s) attack_steps"),
                                   ("no_hours.csv", ["--budget-gpu-hours", "3"], "needs device-hours per FLOP"),
+                                  ("no_epochs.csv", ["--budget-flops", "1e16"], "give --epoch-images N"),
+                                  ("mixed.csv", ["--budget-flops", "1e16", "--group-by", "none"], "mix methods"),
                                   ("missing.csv", ["--budget-flops", "1e16"], "runs table not found")):
         code, out, err = cli("plan", "--runs", tmp_path / table, "--bootstrap", "0", *ZOO, *extra)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
