@@ -154,3 +154,21 @@ def test_frontier_allocation_equals_brute_force_regression():
     assert out["a_ci"][0] <= out["a"] <= out["a_ci"][1]
     two = frontier_allocation(C, np.where(C < 1e19, 1e7, 1e8), D, y)
     assert two["a"] is None and "2 distinct model_parameters" in two["a_reason"]
+
+
+def test_jacobian_matches_finite_differences():
+    from robustscale.scaling.joint import JointLaw
+
+    rng = np.random.default_rng(6)
+    m = 12
+    level_of = rng.integers(0, 3, m)
+    law = JointLaw(["model_parameters", "attack_steps"], level_of, ["a", "b", "c"])
+    Z = rng.normal(size=(m, 2))
+    theta = rng.normal(size=(2, law.n_params))
+    _, J = law.log_pred_jac(theta, Z)
+    h = 1e-6  # central differences in float64: error ~h^2, far below the 1e-7 tolerance
+    for j in range(law.n_params):
+        e = np.zeros(law.n_params)
+        e[j] = h
+        num = (law.log_pred_jac(theta + e, Z)[0] - law.log_pred_jac(theta - e, Z)[0]) / (2 * h)
+        np.testing.assert_allclose(J[..., j], num, atol=1e-7)
