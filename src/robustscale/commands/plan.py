@@ -63,7 +63,7 @@ def run(args) -> int:
     from ..errors import UserError
     from ..plan import make_plan, parse_budgets
     from ..scaling import load_paper_runs, load_runs, parse_mapping
-    from ..scaling.paper import PAPER_URL
+    from ..scaling.published_runs import PAPER_URL
 
     budgets = parse_budgets(args.budget_flops, args.budget_gpu_hours, args.budget_usd)
     if args.bootstrap < 0:
