@@ -301,7 +301,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
+        known = [f.name for f in fields(cls)]  # in declaration order, for the message
         kwargs = {}
         for key, value in (data or {}).items():
             norm_key = str(key).replace("-", "_")
