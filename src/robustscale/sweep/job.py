@@ -147,7 +147,7 @@ def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if summary.get("status") == "completed" and summary.get("config_hash") == cfg.config_hash():
+    if summary.get("status") == "completed" and cfg.matches_hash(summary.get("config_hash")):
         return summary
     return None
 

@@ -130,7 +130,7 @@ def restore_state(run_dir: Path, cfg: TrainConfig, dinfo: Dist, model, step) -> 
         state = torch.load(path, map_location=dinfo.device, weights_only=False)
     except Exception as exc:
         raise UserError(f"resume: cannot read {path}: {exc}") from None
-    if state.get("version") != STATE_VERSION or state.get("config_hash") != cfg.config_hash():
+    if state.get("version") != STATE_VERSION or not cfg.matches_hash(state.get("config_hash")):
         raise UserError(f"resume: {path} does not belong to this run's config (hash "
                         f"{state.get('config_hash')} != {cfg.config_hash()})")
     if len(state["rng"]) != dinfo.world:
