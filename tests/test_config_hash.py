@@ -49,7 +49,8 @@ HASHED_DEFAULTS = {
     "trades_beta": 6.0, "epochs": 10, "warmup_epochs": 0, "batch_size": 128, "opt": "sgd", "momentum": 0.9,
     "weight_decay": 5e-4, "lr_base": 0.1, "lr": None, "sched": "cosine", "min_lr": 0.0, "label_smoothing": 0.0,
     "clip_grad": None, "ema_decay": None, "amp": "off", "eval_subset": 1000, "eval_attack_steps": 10,
-    "eval_step_size_factor": 2.5,
+    "eval_step_size_factor": 2.5, "nfgsm_k": 2.0, "grad_align_lambda": 0.2, "on_collapse": "warn",
+    "collapse_ratio": 0.5, "collapse_gap": 10.0,
 }
 
 # For every hashed field: (a config that reads it, another value) -> the hash must change.
@@ -65,6 +66,8 @@ CHANGES = {
     "lr_base": ({}, 0.2), "lr": ({}, 0.05), "sched": ({}, "step"), "min_lr": ({}, 1e-5),
     "label_smoothing": ({}, 0.1), "clip_grad": ({}, 1.0), "ema_decay": ({}, 0.99), "amp": ({}, "bf16"),
     "eval_subset": ({}, 500), "eval_attack_steps": ({}, 5), "eval_step_size_factor": ({}, 1.5),
+    "nfgsm_k": ({"method": "n_fgsm"}, 1.0), "grad_align_lambda": ({"method": "grad_align"}, 0.5),
+    "on_collapse": ({}, "stop"), "collapse_ratio": ({}, 0.3), "collapse_gap": ({}, 20.0),
 }
 
 # For every unhashed field: another value -> the same hash.
@@ -72,7 +75,7 @@ SAME = {
     "name": "other", "output_dir": "elsewhere", "data_dir": "/data", "download": True, "workers": 8,
     "test_subset": 100, "channels_last": False, "compile": "on", "eval_batch_size": 64, "deterministic": True,
     "energy": False, "country": "FRA", "price_preset": "spot", "device_type": "H100", "log_every": 7,
-    "progress": False,
+    "progress": False, "log_to": ["tensorboard"], "log_to_required": True,
 }
 
 

@@ -474,7 +474,8 @@ class TrainConfig:
             bad("name", "must be a non-empty folder name without '/'")
 
 
-_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+_DEFAULTS = {f.name: f.default_factory() if f.default is dataclasses.MISSING else f.default
+             for f in fields(TrainConfig)}
 
 
 def _check_identity_tables() -> None:
