@@ -120,7 +120,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
     checks = [
         ("run", existing("not a run directory (no config.yaml)", lambda p: (p / "config.yaml").is_file())),
-        ("model", _check_model), ("checkpoint", existing("checkpoint not found", Path.is_file)),
+        # --checkpoint: a weights file or a timm-layout folder (load_timm_folder names what a folder lacks)
+        ("model", _check_model), ("checkpoint", existing("checkpoint not found", Path.exists)),
         ("dataset", _check_dataset),
         ("num_classes", lambda v: _int_or_none(v, "num-classes")),
         *((key, lambda v, key=key: check_value(key, v)) for key in ("attack", "eps", "norm", "steps", "step_size",

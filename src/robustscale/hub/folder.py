@@ -126,7 +126,7 @@ def _timm_reload_matches(folder: Path, inner) -> bool:
 
     try:
         again = timm.create_model(f"local-dir:{folder}", pretrained=True)
-    except Exception:  # noqa: BLE001  (an entry point that rejects timm's loading arguments)
+    except Exception:  # noqa: BLE001  (an architecture whose entry point bypasses timm's builder)
         return False
     mine, theirs = inner.state_dict(), again.state_dict()
     return mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
@@ -163,9 +163,6 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     mean, std = [float(v) for v in model.mean.flatten()], [float(v) for v in model.std.flatten()]
     shape = _input_shape(cfg, summary, len(mean))
     num_classes = int(model.num_classes)
-    # Our pretrained_cfg describes the trained weights (the registry default says CIFAR, 3 x 32 x 32).
-    inner.pretrained_cfg = {**(getattr(inner, "pretrained_cfg", None) or {}), "architecture": cfg.model,
-                            "input_size": shape, "mean": tuple(mean), "std": tuple(std), "num_classes": num_classes}
     from ..data.transforms import CROP_PCT
 
     crop_pct = CROP_PCT if cfg.dataset == "imagefolder" else 1.0  # fixed-size datasets are fed uncropped
@@ -173,7 +170,9 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     tmp = target.parent / f".{target.name}.export-{uuid.uuid4().hex[:8]}"
     tmp.mkdir()  # not mkdtemp: the folder gets the usual permissions (an export is meant to be shared)
     try:
-        save_for_hf(inner, str(tmp), safe_serialization=True,  # timm's own writer: its reader's layout
+        # timm's own writer, its reader's layout; data_config describes the trained weights (the registry's
+        # pretrained_cfg says CIFAR, 3 x 32 x 32), model_args are checked against the model's own.
+        save_for_hf(inner, str(tmp), safe_serialization=True,
                     model_args={"num_classes": num_classes, "in_chans": shape[0]},
                     data_config={"input_size": shape, "mean": mean, "std": std, "crop_pct": crop_pct},
                     model_config={"robustscale": _robustscale_entry(cfg, weights, meta, summary, claims)})
