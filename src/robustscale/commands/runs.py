@@ -233,7 +233,10 @@ def run_sync(args) -> int:
 
     if not args.run_dirs:
         store = _open(args, create=False)
-        return _print_sync(args, reconcile_stale(store), f"no stale runs in {store.display_url}")
+        try:
+            return _print_sync(args, reconcile_stale(store), f"no stale runs in {store.display_url}")
+        finally:
+            store.close()
     return _print_sync(args, _sync_dirs(args.run_dirs, args.store), "")
 
 
@@ -255,15 +258,19 @@ def _sync_dirs(run_dirs, store_arg) -> list:
 
     stores: dict[str, object] = {}
     results = []
-    for run_dir in run_dirs:
-        url = store_url_for(read_run_folder(run_dir).cfg, store_arg)
-        if url is None:
-            from ..errors import UserError
+    try:
+        for run_dir in run_dirs:
+            url = store_url_for(read_run_folder(run_dir).cfg, store_arg)
+            if url is None:
+                from ..errors import UserError
 
-            raise UserError(f"the results store of {run_dir} is disabled (store: none); pass --store URL")
-        if url not in stores:
-            stores[url] = open_store(url)
-        results.append(sync_run_dir(stores[url], run_dir))
+                raise UserError(f"the results store of {run_dir} is disabled (store: none); pass --store URL")
+            if url not in stores:
+                stores[url] = open_store(url)
+            results.append(sync_run_dir(stores[url], run_dir))
+    finally:
+        for store in stores.values():
+            store.close()
     return results
 
 

@@ -58,9 +58,10 @@ def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, d
     """
     from .checkpoints import load_model
 
+    dev = _device(device)
     spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
     model, info = load_model(checkpoint, model_name, dataset, num_classes=num_classes, use_ema=use_ema)
-    model = model.to(_device(device))
+    model = model.to(dev)
     out_dir = Path(output_dir) if output_dir is not None else Path(checkpoint).resolve().parent
     return _evaluate_model(model, info, spec, out_dir, n_examples=n_examples, data_dir=data_dir, download=download,
                            progress=progress, energy=energy, max_batches=max_batches, run=None,
@@ -83,6 +84,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     from ..config import TrainConfig
     from .checkpoints import load_model
 
+    dev = _device(device)
     run_dir = Path(run_dir)
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
@@ -98,7 +100,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     if not path.is_file():
         raise UserError(f"run {run_dir} has no checkpoint yet (no best/last.safetensors)")
     model, info = load_model(path, cfg.model, cfg.dataset)
-    model = model.to(_device(device))
+    model = model.to(dev)
     run = {"name": cfg.name or run_dir.name, "run_dir": str(run_dir)}
     claim = _evaluate_model(model, info, spec, run_dir, n_examples=n_examples,
                             data_dir=data_dir if data_dir is not None else cfg.data_dir,

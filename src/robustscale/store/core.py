@@ -340,12 +340,13 @@ class Store:
         for claim in claims:
             _check_claim(name, claim)
         now = utcnow()
+        me = process_identity()
 
         def tx(conn: Connection) -> str:
             row = _select_run(conn, name, lock=True)
             if row is not None:
                 _check_same_config(row, name, chash)
-                if effective_status(row, now) == RunStatus.RUNNING.value:
+                if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
                     return "alive"
             values: dict[str, Any] = {
                 "status": status.value, "config_hash": chash, "config": cfg_dict, "source": LOCAL_SOURCE,
