@@ -122,7 +122,8 @@ def test_postgres_stopped_mid_run_only_warns_and_runs_sync_recovers(stoppable_po
     code, out_text, err = cli("runs", "sync", run_dir)  # the store from the run's own config
     assert code == 0 and "pg-run: done (updated; 3 epoch(s)" in out_text, err
     row = store.get_run("pg-run")
-    assert row["status"] == "done" and row["epochs_done"] == 3 and [e["epoch"] for e in row["epoch_metrics"]] == [1, 2, 3]
+    assert row["status"] == "done" and row["epochs_done"] == 3
+    assert [e["epoch"] for e in row["epoch_metrics"]] == [1, 2, 3]
     assert row["wall_seconds"] == 30.0 and row["train_flops"] == 3e12
 
 

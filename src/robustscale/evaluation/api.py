@@ -25,8 +25,8 @@ def _evaluate_model(model, info: dict, spec: EvalSpec, out_dir: Path, *, n_examp
         raise UserError(f"dataset {info['dataset']} has {x.shape[1]}-channel images but the checkpoint's model "
                         f"takes {info['in_chans']}")
     # Before any compute is spent: the claim and the resume state go there.
-    check_writable_dir(eval_dir(out_dir), "the evaluation folder",
-                       "the claim and its resume state go there: make it writable, or for a checkpoint pass --output-dir")
+    check_writable_dir(eval_dir(out_dir), "the evaluation folder", "the claim and its resume state go there: "
+                       "make it writable, or for a checkpoint pass --output-dir")
     resume_file = state_path(out_dir, spec)
     if not resume and resume_file.is_file():
         resume_file.unlink()

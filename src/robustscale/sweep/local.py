@@ -121,7 +121,9 @@ def find_orphans(states) -> list[Orphan]:
     out = []
     for s in states:
         row = s.row or {}
-        if row.get("executor") != "local" or s.state not in ("running", "queued") or row.get("host") not in (None, host):
+        if row.get("executor") != "local" or s.state not in ("running", "queued"):
+            continue
+        if row.get("host") not in (None, host):  # its pids are another machine's
             continue
         controller, driver = parse_local_job_id(row.get("job_id"))
         if _alive(driver):
