@@ -3,6 +3,7 @@
     python benchmarks/bench_autoattack.py                          # trains the demo model once (cached), then times
     python benchmarks/bench_autoattack.py --run runs/<name>        # any robustscale run folder
     python benchmarks/bench_autoattack.py --n 48 --json aa.json
+    python benchmarks/bench_autoattack.py --device cuda --random-model wide_resnet28_10 --dataset cifar10 --n 256 --json -
 
 The demo model is ``configs/cpu/fashion-mnist.yaml`` with ``--model`` (default wide_resnet16_2)
 trained for ``--train-epochs`` epochs on real Fashion-MNIST (1x28x28), cached under
@@ -16,7 +17,14 @@ eps on the same first ``--n`` test images with seed 0, in one batch:
   requires_grad off, pass counting, gradient-masking check, FLOPs).
 
 Throughput depends on how many points stay robust after each stage (each stage attacks only those),
-so the per-stage seconds and accuracies are printed too.
+so the per-stage seconds and accuracies are printed too. ``same_per_example`` says whether both paths
+leave the same examples robust.
+
+``--random-model NAME`` skips training (a GPU check has no time for it): an untrained ``NAME`` on
+seeded uniform images of ``--dataset``'s shape, labelled with the model's own clean predictions so that
+every example starts correct and every stage has work to do. Such a model is not robust, so APGD-CE
+breaks most points and the later stages see few: the figure compares the two paths on the same work,
+it is not the throughput on a robust model.
 """
 from __future__ import annotations
 
@@ -66,6 +74,23 @@ class _StageTimes(logging.Handler):
             self.stages.append((m.group(1).lower(), float(m.group(2)), float(m.group(3))))
 
 
+def random_model_batch(name: str, dataset: str, n: int, device: str, seed: int):
+    """An untrained ``name`` and ``n`` seeded uniform images labelled by its own predictions."""
+    import torch
+
+    from robustscale.data import dataset_info
+    from robustscale.models import create_model
+
+    info = dataset_info(dataset)
+    torch.manual_seed(seed)
+    model = create_model(name, info.num_classes, info.in_chans, mean=info.mean, std=info.std).to(device).eval()
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, *info.input_size, generator=g).to(device)
+    with torch.no_grad():
+        y = torch.cat([model(x[i:i + 256]).argmax(1) for i in range(0, n, 256)])
+    return model, x, y
+
+
 def run_official(model, x, y, eps: float, seed: int) -> dict:
     import torch
     from pyautoattack import AutoAttack
@@ -79,7 +104,7 @@ def run_official(model, x, y, eps: float, seed: int) -> dict:
     old_level = logger.level
     logger.setLevel(logging.DEBUG)
     try:
-        aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device="cpu")
+        aa = AutoAttack(model, norm="Linf", eps=eps, version="standard", seed=seed, device=str(x.device))
         t0, c0 = time.perf_counter(), time.process_time()
         x_adv, _ = aa.run_standard_evaluation(x, y, batch_size=x.shape[0])
         seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - c0
@@ -88,17 +113,19 @@ def run_official(model, x, y, eps: float, seed: int) -> dict:
         logger.setLevel(old_level)
     with torch.no_grad():
         clean = (model(x).argmax(1) == y).float().mean().item() * 100
-        robust = (model(x_adv).argmax(1) == y).float().mean().item() * 100
+        robust_flags = (model(x_adv).argmax(1) == y).cpu()
+        robust = robust_flags.float().mean().item() * 100
     stage_seconds, last = {}, 0.0
     for name, _, total in handler.stages:
         stage_seconds[name], last = total - last, total
     return {"path": "official", "seconds": seconds, "cpu_seconds": cpu_seconds,
             "examples_per_second": x.shape[0] / seconds, "clean_acc": clean,
-            "robust_acc": robust, "stage_acc": {s: a for s, a, _ in handler.stages}, "stage_seconds": stage_seconds}
+            "robust_acc": robust, "stage_acc": {s: a for s, a, _ in handler.stages}, "stage_seconds": stage_seconds,
+            "robust_flags": robust_flags.tolist()}
 
 
 def run_ours(model, x, y, eps: float, seed: int) -> dict:
-    from robustscale.evaluate import evaluate
+    from robustscale.evaluation import evaluate
 
     t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate(model, x, y, attack="aa-standard", eps=eps, n_examples=x.shape[0], batch_size=x.shape[0],
@@ -108,7 +135,7 @@ def run_ours(model, x, y, eps: float, seed: int) -> dict:
             "examples_per_second": x.shape[0] / seconds,
             "clean_acc": res["clean_acc"], "robust_acc": res["robust_acc"], "stage_acc": res.get("stage_acc"),
             "eval_flops": res.get("eval_flops"), "forward_images": res.get("forward_images"),
-            "backward_images": res.get("backward_images")}
+            "backward_images": res.get("backward_images"), "robust_flags": res["robust_flags"].cpu().tolist()}
 
 
 def main(argv=None) -> int:
@@ -121,7 +148,11 @@ def main(argv=None) -> int:
     p.add_argument("--eps", default="0.1", help="l-inf radius (the demo config trains at 0.1)")
     p.add_argument("--paths", default="official,robustscale", help="comma-separated: official, robustscale")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", default=None, help="also write the results to this JSON file")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    p.add_argument("--random-model", default=None, metavar="NAME",
+                   help="time an untrained NAME on random images instead of a trained run (see the module doc)")
+    p.add_argument("--dataset", default="cifar10", help="input shape and classes for --random-model")
+    p.add_argument("--json", default=None, help="also write the results to this JSON file ('-': stdout, last)")
     args = p.parse_args(argv)
 
     import timm
@@ -133,14 +164,24 @@ def main(argv=None) -> int:
     from robustscale.train import load_run
 
     eps = parse_fraction(args.eps, "eps")
-    run_dir = Path(args.run) if args.run else demo_run(args.model, args.train_epochs, Path(args.cache_dir))
-    cfg, model = load_run(run_dir)
-    x, y = load_eval_tensors(cfg.dataset, args.n)
     from robustscale.compute import cpu_model_name
 
-    print(f"AutoAttack standard, Linf eps={args.eps}, {cfg.model} from {run_dir}, first {args.n} {cfg.dataset} "
-          f"test images, one batch; cpu ({cpu_model_name()}, {torch.get_num_threads()} threads); torch "
-          f"{torch.__version__}, timm {timm.__version__}", flush=True)
+    if args.random_model:
+        model_name, run_dir = args.random_model, None
+        model, x, y = random_model_batch(args.random_model, args.dataset, args.n, args.device, args.seed)
+        source = f"untrained {model_name}, {args.n} random {args.dataset}-shaped images labelled by the model"
+    else:
+        run_dir = Path(args.run) if args.run else demo_run(args.model, args.train_epochs, Path(args.cache_dir))
+        cfg, model = load_run(run_dir)
+        model_name = cfg.model
+        x, y = load_eval_tensors(cfg.dataset, args.n)
+        model, x, y = model.to(args.device), x.to(args.device), y.to(args.device)
+        source = f"{cfg.model} from {run_dir}, first {args.n} {cfg.dataset} test images"
+    where = (torch.cuda.get_device_name(x.device) if x.device.type == "cuda"
+             else f"cpu ({cpu_model_name()}, {torch.get_num_threads()} threads)")
+    out = sys.stderr if args.json == "-" else sys.stdout
+    print(f"AutoAttack standard, Linf eps={args.eps}, {source}, one batch; {where}; torch "
+          f"{torch.__version__}, timm {timm.__version__}", file=out, flush=True)
     rows = []
     for path in [s.strip() for s in args.paths.split(",") if s.strip()]:
         runner = {"official": run_official, "robustscale": run_ours}[path]
@@ -151,12 +192,21 @@ def main(argv=None) -> int:
               f"{r['cpu_seconds']:.1f} s)  clean "
               f"{r['clean_acc']:.1f}%  robust {r['robust_acc']:.1f}%  after each stage: {stages}"
               + (f"  stage s: {', '.join(f'{k} {v:.1f}' for k, v in r['stage_seconds'].items())}"
-                 if r.get("stage_seconds") else ""), flush=True)
+                 if r.get("stage_seconds") else ""), file=out, flush=True)
+    flags = [r["robust_flags"] for r in rows]
+    same = all(f == flags[0] for f in flags) if len(flags) > 1 else None
+    if same is not None:
+        print(f"same robust examples on both paths: {same}", file=out, flush=True)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "model": cfg.model, "run_dir": str(run_dir),
-                       "versions": {"torch": torch.__version__, "timm": timm.__version__,
-                                    "robustscale": robustscale.__version__}, "rows": rows}, fh, indent=2, default=str)
+        doc = {"args": vars(args), "model": model_name, "run_dir": str(run_dir) if run_dir else None, "n": args.n,
+               "device": where, "same_per_example": same,
+               "versions": {"torch": torch.__version__, "timm": timm.__version__,
+                            "robustscale": robustscale.__version__}, "rows": rows}
+        if args.json == "-":
+            print(json.dumps(doc, indent=2, default=str), flush=True)
+        else:
+            with open(args.json, "w") as fh:
+                json.dump(doc, fh, indent=2, default=str)
     return 0
 
 

@@ -16,7 +16,7 @@ import robustscale  # noqa: F401
 from robustscale.config import TrainConfig
 from robustscale.schema import RUN_COLUMNS
 from robustscale.tasks import PGDTask
-from robustscale import train as train_module
+from robustscale.train import backends as train_module  # where should_compile looks for a compiler
 from robustscale.config import Compile
 from robustscale.train import (AUTO_COMPILE_MIN_TRAIN_FLOPS, TrainingDiverged, _eps_at, load_run, run_name,
                                should_compile, train)

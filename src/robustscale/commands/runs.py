@@ -199,6 +199,7 @@ def export_format(output: str, fmt: str | None) -> str:
 
 def run_export(args) -> int:
     from ..errors import UserError, writing
+    from ..rundir import atomic_write
 
     fmt = export_format(args.output, args.format)
     status = _status_filter(args.status)
@@ -208,19 +209,11 @@ def run_export(args) -> int:
         raise UserError(f"output folder {folder} does not exist")
     store = _open(args, readonly=True)
     frame = store.runs_frame(status=status, where=args.where)
-    tmp = f"{out}.tmp-{os.getpid()}"
-    try:
-        with writing(out, "-o", "choose a writable path"):
-            if fmt == "csv":
-                frame.to_csv(tmp, index=False)
-            elif fmt == "parquet":
-                frame.to_parquet(tmp, index=False)
-            else:
-                frame.to_json(tmp, orient="records", indent=2)
-            os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    writers = {"csv": lambda tmp: frame.to_csv(tmp, index=False),
+               "parquet": lambda tmp: frame.to_parquet(tmp, index=False),
+               "json": lambda tmp: frame.to_json(tmp, orient="records", indent=2)}
+    with writing(out, "-o", "choose a writable path"):
+        atomic_write(out, writers[fmt])
     if args.json:
         print(json.dumps({"path": out, "format": fmt, "runs": len(frame), "columns": list(frame.columns)}))
     else:

@@ -4,12 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .. import rundir
 from ..errors import UserError
 from .core import evaluate
-from .records import build_claim, claim_path, record_in_store, state_path, update_summary, write_json_atomic
+from .records import build_claim, claim_path, record_in_store, state_path, update_summary
 from .spec import EvalSpec
 
-CHECKPOINTS = ("best", "last")
+CHECKPOINTS = rundir.CHECKPOINTS
 
 
 def _evaluate_model(model, info: dict, spec: EvalSpec, out_dir: Path, *, n_examples: int | None,
@@ -37,7 +38,7 @@ def _evaluate_model(model, info: dict, spec: EvalSpec, out_dir: Path, *, n_examp
         out["state_path"] = str(resume_file)
         return out
     claim = build_claim(result, spec, info, run, price_preset=price_preset)
-    path = write_json_atomic(claim_path(out_dir, spec), claim)
+    path = rundir.write_json(claim_path(out_dir, spec), claim, mkdir=True)
     claim["claim_path"] = str(path)
     claim["complete"] = True
     return claim
@@ -86,7 +87,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
 
     dev = _device(device)
     run_dir = Path(run_dir)
-    cfg_path = run_dir / "config.yaml"
+    cfg_path = run_dir / rundir.CONFIG
     if not cfg_path.is_file():
         raise UserError(f"not a run directory (no config.yaml): {run_dir}")
     if checkpoint not in CHECKPOINTS:
@@ -94,11 +95,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     cfg = TrainConfig.from_yaml(cfg_path)
     spec = EvalSpec.create(attack, cfg.eps if eps is None else eps, norm or cfg.norm, steps, step_size, restarts,
                            batch_size, seed, amp)
-    path = run_dir / f"{checkpoint}.safetensors"
-    if not path.is_file():
-        path = run_dir / "last.safetensors"
-    if not path.is_file():
-        raise UserError(f"run {run_dir} has no checkpoint yet (no best/last.safetensors)")
+    path = rundir.checkpoint_path(run_dir, checkpoint)
     model, info = load_model(path, cfg.model, cfg.dataset)
     model = model.to(dev)
     run = {"name": cfg.name or run_dir.name, "run_dir": str(run_dir)}

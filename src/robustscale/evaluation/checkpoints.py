@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import UserError
+from ..rundir import load_state_dict
 
 EMA_KEYS = ("state_dict_ema", "model_ema")
 MODEL_KEYS = ("state_dict", "model")
@@ -101,30 +102,6 @@ def _clean(state: Mapping[str, Any]) -> dict:
     return clean_state_dict(dict(state))
 
 
-def load_weights(model, state: Mapping[str, Any], source: str, model_name: str) -> None:
-    """Load ``state`` into ``model`` strictly, stripping ``model.`` when that is what matches.
-
-    Raises UserError naming the first few missing / unexpected / mis-shaped keys.
-    """
-    own = model.state_dict()
-    candidates = [dict(state)]
-    if any(k.startswith("model.") for k in state):
-        candidates.append({k[len("model."):] if k.startswith("model.") else k: v for k, v in state.items()})
-    best = min(candidates, key=lambda sd: len(set(own) ^ set(sd)))
-    missing = [k for k in own if k not in best]
-    unexpected = [k for k in best if k not in own]
-    shapes = [f"{k} {tuple(best[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in best and tuple(best[k].shape) != tuple(own[k].shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatch", shapes)):
-            if keys:
-                more = f" (+{len(keys) - 3} more)" if len(keys) > 3 else ""
-                parts.append(f"{what} {', '.join(keys[:3])}{more}")
-        raise UserError(f"checkpoint {source} does not match model {model_name}: {'; '.join(parts)}")
-    model.load_state_dict(best, strict=True)
-
-
 def load_model(checkpoint: str | Path, model_name: str | None = None, dataset: str | None = None,
                num_classes: int | None = None, use_ema: bool | None = None):
     """Build a :class:`~robustscale.models.NormalizedModel` from a checkpoint, in eval mode.
@@ -156,7 +133,7 @@ def load_model(checkpoint: str | Path, model_name: str | None = None, dataset: s
         mean, std = info.mean, info.std
     in_chans = int(meta.get("in_chans") or (len(mean) if meta.get("mean") else info.in_chans))
     model = create_model(model_name, num_classes=int(num_classes), in_chans=in_chans, mean=mean, std=std)
-    load_weights(model.model, state, str(checkpoint), model_name)
+    load_state_dict(model.model, state, str(checkpoint), model_name)
     model.eval()
     return model, {"model": model_name, "dataset": info.name.value, "num_classes": int(num_classes),
                    "in_chans": in_chans, "mean": list(map(float, model.mean.flatten())),

@@ -2,21 +2,20 @@
 
 A claim carries RobustBench's fields (model name, dataset, threat model, eps, clean accuracy,
 AutoAttack accuracy, number of examples, attack and version) plus ours (per-stage accuracies,
-FLOPs, wall time, energy, cost, checkpoint hash, warnings). All writes are atomic (temp file +
-``os.replace``); summary.json is updated under a file lock so concurrent evaluations of one run
-do not lose each other's results.
+FLOPs, wall time, energy, cost, checkpoint hash, warnings). All writes are atomic
+(``robustscale.rundir.write_json``); summary.json is updated under a file lock so concurrent
+evaluations of one run do not lose each other's results.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .. import rundir
 from ..schema import COLLAPSE_THRESHOLD_ACC
 from .spec import Attack, EvalSpec
 
@@ -25,7 +24,7 @@ COST_KEYS = ("electricity_usd", "electricity_basis", "cloud_usd_low", "cloud_usd
 
 
 def eval_dir(out_dir: str | Path) -> Path:
-    return Path(out_dir) / "eval"
+    return Path(out_dir) / rundir.EVAL_DIR
 
 
 def claim_path(out_dir: str | Path, spec: EvalSpec) -> Path:
@@ -111,37 +110,6 @@ def _costs(result: Mapping[str, Any], preset: str) -> dict[str, Any]:
             "device_type": device_type}
 
 
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2, default=_json_default)
-            fh.write("\n")
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _json_default(value: Any):
-    if hasattr(value, "item"):
-        return value.item()
-    if hasattr(value, "value"):
-        return value.value
-    return str(value)
-
-
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (POSIX; a no-op where fcntl is missing)."""
@@ -167,7 +135,7 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
     evaluation FLOPs (kept as ``train_eval_flops``) plus those of every stored evaluation.
     """
     run_dir = Path(run_dir)
-    path = run_dir / "summary.json"
+    path = run_dir / rundir.SUMMARY
     with _locked(eval_dir(run_dir) / ".summary.lock"):
         summary: dict[str, Any] = {}
         if path.is_file():
@@ -191,7 +159,7 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
             summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC)
         summary["eval_flops"] = float(summary["train_eval_flops"] or 0.0) + sum(
             float(e.get("eval_flops") or 0.0) for e in evaluations.values())
-        write_json_atomic(path, summary)
+        rundir.write_json(path, summary, mkdir=True)
     return summary
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from .. import rundir
 from .counting import PassCounter
 from .spec import Attack, EvalSpec
 
@@ -150,10 +150,7 @@ def load_state(path: Path | None, key: dict, n: int) -> tuple[dict, str | None]:
 def save_state(path: Path | None, state: dict) -> None:
     if path is None:
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    rundir.atomic_write(path, lambda tmp: torch.save(state, tmp), mkdir=True)
 
 
 def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor, state: dict, *,

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import html
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UserError
+from ..rundir import write_text
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -118,10 +118,7 @@ def write_html(out_path: str | Path, title: str, sections: Sequence[Section], su
            f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1>"
            f"<p class=\"meta\">{html.escape(subtitle)}{' &middot; ' if subtitle else ''}generated {stamp} by "
            f"robustscale {__version__}</p>\n{body}\n</body></html>\n")
-    tmp = out_path.with_name(f".{out_path.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    os.replace(tmp, out_path)
-    return out_path
+    return write_text(out_path, doc)
 
 
 # ---------------------------------------------------------------------- the scaling report

@@ -16,12 +16,12 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from ..rundir import write_bytes
 from ..scaling.format import fmt, unit_of
 
 LABELS = {
@@ -358,12 +358,6 @@ def figure_png_base64(fig) -> str:
     return base64.b64encode(figure_png(fig)).decode("ascii")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def save_figure(fig, directory: str | Path, name: str, formats: Sequence[str] = ("png", "svg"),
                 png: bytes | None = None) -> list[Path]:
     """Write ``<directory>/<name>.<fmt>`` for each format (atomically); returns the paths.
@@ -381,6 +375,6 @@ def save_figure(fig, directory: str | Path, name: str, formats: Sequence[str] = 
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, dpi=150 if ext == "png" else None)
             data = buf.getvalue()
-        _write_atomic(path, data)
+        write_bytes(path, data)
         paths.append(path)
     return paths

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..errors import UserError
+from ..rundir import write_bytes
 from ..schema import COLLAPSE_THRESHOLD_ACC
 from ..scaling.paper import PAPER_URL
 
@@ -463,7 +464,7 @@ def reproduce_paper(source: str | Path = PAPER_URL, out_dir: Path | str = "paper
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         rel = Path(os.path.relpath(figures_dir, markdown.parent)).as_posix()
-        _atomic_write(markdown, _render_markdown(result, rel).encode("utf-8"))
+        write_bytes(markdown, _render_markdown(result, rel).encode("utf-8"))
         result.markdown_path = markdown
     bar.close()
     result.elapsed_seconds = time.perf_counter() - start
@@ -502,18 +503,6 @@ class _Progress:
         if self.bar is not None:
             self.bar.update(1)
             self.bar.close()
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------- tables

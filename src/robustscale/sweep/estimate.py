@@ -25,6 +25,7 @@ from typing import Any, Iterable
 
 from ..config import TrainConfig
 from ..errors import UserError
+from ..rundir import write_text
 from .spec import PlannedRun, SweepSpec
 
 CACHE_VERSION = 1
@@ -112,9 +113,8 @@ class StepFlopsCache:
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_suffix(f".tmp-{os.getpid()}")
-            tmp.write_text(json.dumps({"version": CACHE_VERSION, "entries": self.memory}, indent=0, sort_keys=True))
-            os.replace(tmp, self.path)
+            write_text(self.path, json.dumps({"version": CACHE_VERSION, "entries": self.memory}, indent=0,
+                                             sort_keys=True))
         except OSError:
             pass  # a read-only home only costs re-measuring next time
 

@@ -1,0 +1,465 @@
+"""The training loop: ``train(cfg)`` and the :class:`Trainer` it runs, a short loop over named steps."""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import sys
+import time
+from pathlib import Path
+
+from .. import rundir
+from ..config import Amp, Compile, Method, TrainConfig
+from ..errors import UserError
+from ..store import record_epoch, record_run_start
+from .backends import configure_backends, should_compile
+from .distributed import Dist, all_reduce_, setup_distributed, unwrap_ddp
+from .evaluate import evaluate_subset
+from .interrupts import Interrupts, StopRequested, TrainingDiverged
+from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
+                    save_state, seed_everything, set_rng_state)
+from .step import build_step, eps_at
+from .summary import append_metrics, build_summary, epoch_line, truncate_metrics, write_config_and_env
+
+__all__ = ["train", "run_name", "Trainer"]
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """Default run name: ``<model>-<dataset>-<method><steps>-<hash8>``, e.g. ``wide_resnet28_10-cifar10-pgd10-1a2b3c4d``."""
+    if cfg.method is Method.STANDARD:
+        method = "standard"
+    elif cfg.method is Method.FGSM_RS:
+        method = "fgsm_rs"
+    else:
+        method = f"{cfg.method.value}{cfg.attack_steps}"
+    return f"{cfg.model}-{cfg.dataset}-{method}-{cfg.config_hash()[:8]}"
+
+
+def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
+    """Train ``cfg`` (or continue the run in ``resume``); returns the summary (also in summary.json).
+
+    Works in one process or under ``torchrun`` (gloo on CPU, NCCL on GPU; each rank gets
+    ``batch_size // world_size`` images per step; only rank 0 writes).
+    Raises:
+        UserError: bad config / data / resume directory; TrainingDiverged (a UserError) on a NaN/inf loss.
+        KeyboardInterrupt: after saving a resumable state (Ctrl-C).
+    """
+    if cfg is None and resume is None:
+        raise UserError("nothing to train: give a config or a run directory to resume")
+    resume_dir = Path(resume) if resume is not None else None
+    if resume_dir is not None:
+        cfg = check_resume(resume_dir, cfg)
+    import torch
+
+    from ..store import record_run_end
+
+    dinfo = setup_distributed()
+    # Backend switches are process-global: restore them so that a library caller is left as it was.
+    saved_flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                   torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    trainer = None
+    try:
+        trainer = Trainer(cfg, dinfo, resume_dir)
+        summary = trainer.run()
+        record_run_end(trainer.cfg, summary)
+        return summary
+    except BaseException as exc:
+        if trainer is not None and trainer.in_store:  # never leave a half row `running`
+            record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved_flags[2:]
+        if dinfo.owns_group:
+            import torch.distributed as dist
+
+            with contextlib.suppress(Exception):
+                dist.destroy_process_group()
+
+
+class Trainer:
+    """One training run: set up from ``cfg``, then epochs of steps, per-epoch checks and checkpoints."""
+
+    def __init__(self, cfg: TrainConfig, dinfo: Dist, resume_dir: Path | None):
+        self.cfg, self.dinfo, self.resume_dir = cfg, dinfo, resume_dir
+        # (counters, sums, rng) of the last consistent point, saved if a raw Ctrl-C interrupts a step.
+        self._safe_point = None
+        self.last_clean = self.last_robust = None
+        self.in_store = False
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_run_dir(self) -> Path:
+        cfg = self.cfg
+        if self.resume_dir is not None:
+            self.cfg = cfg.replace(name=cfg.name or self.resume_dir.name)
+            return self.resume_dir
+        if cfg.name is None:
+            self.cfg = cfg = cfg.replace(name=run_name(cfg))
+        run_dir = Path(cfg.output_dir) / cfg.name
+        if self.dinfo.main and ((run_dir / rundir.STATE).exists() or (run_dir / rundir.SUMMARY).exists()):
+            raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
+                            f"or pick another --name")
+        return run_dir
+
+    def _check_setup(self) -> None:
+        from timm.optim import list_optimizers
+
+        from ..errors import one_of
+        from ..models import check_model_name
+
+        cfg, dinfo = self.cfg, self.dinfo
+        check_model_name(cfg.model)
+        one_of(cfg.opt.lower(), list_optimizers(), "opt")
+        if cfg.batch_size % dinfo.world:
+            raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {dinfo.world} processes")
+        if cfg.amp is Amp.FP16 and dinfo.device.type == "cpu":
+            raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
+
+    def _setup_data(self) -> tuple[int, tuple]:
+        """Train loader, eval tensors, mixup; returns (num_classes, image_shape)."""
+        from ..data import build_mixup, build_train_loader, load_eval_tensors
+        from ..data.info import dataset_info
+
+        cfg, dinfo = self.cfg, self.dinfo
+        info = dataset_info(cfg.dataset)
+        self.loader = build_train_loader(cfg, dinfo.rank, dinfo.world)
+        real = self.loader.dataset.real
+        self.train_images = len(self.loader.dataset)
+        self.steps_per_epoch = len(self.loader)
+        num_classes = info.num_classes or len(real.classes)
+        image_shape = tuple(getattr(real, "image_shape", None) or info.input_size)
+        self.x_eval = self.y_eval = None
+        if cfg.eval_subset > 0:
+            self.x_eval, self.y_eval = load_eval_tensors(cfg.dataset, cfg.eval_subset, cfg.data_dir, cfg.download,
+                                                         input_size=cfg.input_size)
+        self.mixup = build_mixup(cfg, num_classes, dinfo.world)
+        return num_classes, image_shape
+
+    def _setup(self) -> None:
+        import torch
+
+        from ..compute import CostModel, measure_step_flops
+        from ..tasks import create_task
+
+        cfg, dinfo = self.cfg, self.dinfo
+        self._check_setup()
+        configure_backends(cfg, dinfo.device)
+        num_classes, image_shape = self._setup_data()
+        seed_everything(cfg.seed)  # same initial weights on every rank
+        model = rundir.build_model(cfg, num_classes, image_shape[0]).to(dinfo.device)
+        if cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model, self.num_classes = model, num_classes
+        self.task = create_task(cfg, model, soft_targets=self.mixup is not None)
+        self.step = build_step(cfg, model, self.task, dinfo.device, self.steps_per_epoch)
+        self.optimizer, self.autocast = self.step.optimizer, self.step.autocast
+        # FLOPs of one training step, measured once (meta tensors: no compute spent); prices checked up front.
+        self.step_flops = measure_step_flops(model, cfg, image_shape)
+        self.cost_model = CostModel.from_yaml(preset=cfg.price_preset)
+        self._setup_compile()
+        if dinfo.world > 1:
+            self.task.prepare_distributed(device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
+        # Attack random starts: different on every rank, reproducible from the seed.
+        seed_everything(cfg.seed + 1_000_003 * (dinfo.rank + 1))
+
+    def _setup_compile(self) -> None:
+        cfg, dinfo = self.cfg, self.dinfo
+        rank_images = cfg.epochs * self.steps_per_epoch * (cfg.batch_size // dinfo.world)
+        self.compiled, self.compile_reason = should_compile(cfg, dinfo.device.type,
+                                                            rank_images * self.step_flops.train_step_flops)
+        if self.compiled:
+            if cfg.compile is Compile.AUTO:
+                import torch._dynamo
+
+                torch._dynamo.config.suppress_errors = True  # auto: a graph that fails to compile runs eagerly
+            self.task.compile()
+        if dinfo.main and cfg.progress:
+            print(self.compile_reason, file=sys.stderr, flush=True)
+
+    def _eval_model(self):
+        if self.task.has_ema():
+            return self.task.get_trainable_module(ema=True).module
+        task = self.task
+        model = task.attack_model if hasattr(task, "attack_model") else unwrap_ddp(task.trainable_module)
+        # Eager for the per-epoch check: a compiled model would recompile for the eval batch size (measured:
+        # 5.5 s eager vs 18.8 s compiled for PGD-10 on 256 images of WRN-16-2), for a few seconds of work.
+        return getattr(model, "_orig_mod", model)
+
+    # ------------------------------------------------------------------ state
+    def _state(self, counters: Counters, sums: dict, rng: dict) -> dict:
+        return collect_state(self.cfg, self.dinfo, self.model, self.step, self.loader.sampler, counters, sums, rng)
+
+    def _save_state(self, state: dict) -> None:
+        if self.dinfo.main:
+            save_state(self.run_dir, state)
+
+    # ------------------------------------------------------------------ main
+    def run(self) -> dict:
+        self.run_dir = self._prepare_run_dir()
+        record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
+        self.in_store = True
+        self._setup()
+        if self.resume_dir is not None:
+            counters, sums, rng = restore_state(self.run_dir, self.cfg, self.dinfo, self.model, self.step)
+            set_rng_state(rng, self.dinfo.device)
+        else:
+            counters, sums = Counters(), new_sums()
+        if self.dinfo.main:
+            write_config_and_env(self.run_dir, self.cfg, self.dinfo)
+            truncate_metrics(self.run_dir, counters.epoch)
+        from ..compute import ComputeTracker
+
+        tracker = ComputeTracker(self.cfg, device=self.dinfo.device)
+        with Interrupts() as interrupts:
+            self.interrupts = interrupts
+            try:
+                with tracker:
+                    self._loop(counters, sums, tracker)
+            except StopRequested as stop:
+                self._save_interrupted(*stop.args, tracker)
+                if self.dinfo.main:
+                    print(f"interrupted at epoch {stop.args[0].epoch + 1} step {stop.args[0].step}; resume with: "
+                          f"robustscale train --resume {self.run_dir}", file=sys.stderr)
+                raise KeyboardInterrupt from None
+            except KeyboardInterrupt:
+                self._on_hard_interrupt(counters, tracker)
+                raise
+            except TrainingDiverged as exc:
+                self._finish(counters, "diverged", counters.compute_pieces + [tracker.summary()], error=str(exc))
+                raise
+        return self._finish(counters, "completed", counters.compute_pieces + [tracker.summary()])
+
+    def _save_interrupted(self, counters: Counters, sums: dict, rng: dict, tracker) -> None:
+        """Save the resumable state of (counters, sums, rng) and an ``interrupted`` summary."""
+        counters.compute_pieces = counters.compute_pieces + [tracker.summary()]
+        self._save_state(self._state(counters, sums, rng))
+        self._finish(counters, "interrupted", counters.compute_pieces)
+
+    def _on_hard_interrupt(self, counters: Counters, tracker) -> None:
+        """A KeyboardInterrupt raised mid-step (second Ctrl-C): save unless the weights were being updated."""
+        saved = self._safe_point is not None and self.dinfo.world == 1
+        if saved:
+            counters = self._safe_point[0]
+            self._save_interrupted(*self._safe_point, tracker)
+        if self.dinfo.main:
+            where = f"resume with: robustscale train --resume {self.run_dir}" if saved else \
+                "kept the checkpoint of the last finished epoch"
+            print(f"interrupted at epoch {counters.epoch + 1}; {where}", file=sys.stderr)
+
+    # ------------------------------------------------------------------ epochs and steps
+    def _loop(self, counters: Counters, sums: dict, tracker) -> None:
+        self._safe_point = None
+        for epoch in range(counters.epoch, self.cfg.epochs):
+            counters.epoch = epoch
+            self._train_epoch(counters, sums)
+            self._close_epoch(counters, sums, tracker)
+
+    def _train_epoch(self, counters: Counters, sums: dict) -> None:
+        """The steps of epoch ``counters.epoch`` from step ``counters.step`` on; ``sums`` accumulates."""
+        from tqdm import tqdm
+
+        cfg, device = self.cfg, self.dinfo.device
+        self.loader.sampler.set_epoch(counters.epoch)
+        batches = iter(loader_from(self.loader, counters.step))
+        self.task.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=counters.step, desc=f"epoch {counters.epoch + 1}/{cfg.epochs}",
+                   unit="batch", disable=not (self.dinfo.main and cfg.progress), dynamic_ncols=True, leave=False,
+                   file=sys.stderr)
+        t_epoch = time.perf_counter()
+        window = [t_epoch, 0]  # start time and images of the img/s window
+
+        def sums_now() -> dict:
+            return dict(sums, seconds=sums["seconds"] + time.perf_counter() - t_epoch)
+
+        try:
+            while counters.step < self.steps_per_epoch:
+                # What a resume from here needs, captured before this step touches any RNG.
+                self._safe_point = (dataclasses.replace(counters), sums_now(), rng_state(device))
+                try:
+                    x, y = next(batches)
+                except StopIteration:
+                    break
+                n, stop = self._train_step(counters, sums, x, y)
+                window[1] += n
+                bar.update(1)
+                if counters.step % cfg.log_every == 0 or counters.step == self.steps_per_epoch:
+                    bar.set_postfix(self._postfix(sums, window), refresh=False)
+                if stop and counters.step < self.steps_per_epoch:
+                    # Ctrl-C (on some rank): stop between steps, where the state is exactly resumable.
+                    raise StopRequested(dataclasses.replace(counters), sums_now(), rng_state(device))
+        finally:
+            bar.close()
+        sums["seconds"] += time.perf_counter() - t_epoch
+
+    def _train_step(self, counters: Counters, sums: dict, x, y) -> tuple[int, bool]:
+        """One optimizer update on a batch; returns (images over all ranks, whether some rank asked to stop)."""
+        cfg, dinfo = self.cfg, self.dinfo
+        x = x.to(dinfo.device, non_blocking=True)
+        y = y.to(dinfo.device, non_blocking=True)
+        if self.mixup is not None:
+            x, y = self.mixup(x, y)
+        if cfg.method is not Method.STANDARD:
+            self.task.set_eps(eps_at(cfg, counters.epoch, counters.step, self.steps_per_epoch))
+        reduced = {}
+
+        def check(out: dict) -> None:
+            reduced.update(self._reduce_step(out, y, counters))
+            self._safe_point = None  # weights are changing: not a consistent state until the step ends
+
+        self.step(x, y, update=counters.num_updates + 1, before_update=check)
+        counters.num_updates += 1
+        n = x.shape[0] * dinfo.world  # all ranks (equal per-rank batches)
+        sums["adv_correct"] += reduced["adv"]
+        sums["clean_correct"] += reduced["clean"]
+        if reduced["has_clean"]:
+            sums["clean_n"] += n
+        sums["loss"] += reduced["loss"] * n
+        sums["n"] += n
+        counters.step += 1
+        counters.images_seen += n
+        return n, bool(reduced["stop"])
+
+    def _reduce_step(self, out: dict, y, counters: Counters) -> dict:
+        """Loss and accuracies of the step summed over ranks, with the Ctrl-C flag; raises on a NaN loss.
+
+        One sync per step, so that all ranks agree on the bar, the NaN check and where to stop.
+        """
+        import torch
+
+        dinfo = self.dinfo
+        zero = torch.zeros((), device=dinfo.device)
+        target = y.argmax(1) if y.dim() == 2 else y
+        clean = out.get("clean_output")
+        adv_correct = (out["output"].detach().argmax(1) == target).sum() if out.get("x_adv") is not None else zero
+        clean_correct = (clean.detach().argmax(1) == target).sum() if clean is not None else zero
+        stop = zero + 1 if self.interrupts.requested else zero
+        flags = torch.stack([out["loss"].detach().float(), adv_correct.float(), clean_correct.float(), stop.float()])
+        loss_sum, adv_sum, clean_sum, stop_sum = all_reduce_(flags, dinfo).tolist()
+        loss = loss_sum / dinfo.world
+        if not math.isfinite(loss):
+            raise TrainingDiverged(
+                f"loss became {loss} at epoch {counters.epoch + 1} step {counters.step + 1} "
+                f"(lr {self.optimizer.param_groups[0]['lr']:.3g}); lower lr/lr_base or set clip_grad; "
+                f"the last good checkpoint is kept in {self.run_dir}")
+        return {"loss": loss, "adv": adv_sum, "clean": clean_sum, "stop": stop_sum, "has_clean": clean is not None}
+
+    def _postfix(self, sums: dict, window: list) -> dict:
+        """The progress bar's figures; restarts the img/s window."""
+        now = time.perf_counter()
+        post = {"img/s": f"{window[1] / max(now - window[0], 1e-9):.0f}",
+                "loss": f"{sums['loss'] / max(sums['n'], 1):.3f}"}
+        if self.cfg.method is not Method.STANDARD:
+            post["adv_acc"] = f"{100 * sums['adv_correct'] / max(sums['n'], 1):.1f}"
+        if sums["clean_n"]:
+            post["clean_acc"] = f"{100 * sums['clean_correct'] / sums['clean_n']:.1f}"
+        window[:] = [now, 0]
+        return post
+
+    def _close_epoch(self, counters: Counters, sums: dict, tracker) -> None:
+        """Evaluate, checkpoint and save the state after the last step of an epoch; stop if asked to."""
+        import torch
+
+        device, epoch = self.dinfo.device, counters.epoch
+        # Training of this epoch is done; an interrupt during eval resumes straight into eval.
+        self._safe_point = (dataclasses.replace(counters), dict(sums), rng_state(device))
+        self._end_epoch(counters, sums, tracker)
+        counters.epoch, counters.step = epoch + 1, 0
+        sums.clear()
+        sums.update(new_sums())
+        state = self._state(counters, sums, rng_state(device))
+        self._save_state(state)
+        self._safe_point = (dataclasses.replace(counters), dict(sums), state["rng"][self.dinfo.rank])
+        stop = torch.tensor(float(self.interrupts.requested), device=device)
+        if all_reduce_(stop, self.dinfo).item() and epoch + 1 < self.cfg.epochs:
+            raise StopRequested(*self._safe_point)
+
+    def _end_epoch(self, counters: Counters, sums: dict, tracker) -> None:
+        """The per-epoch check, the metrics row, and the last/best checkpoints."""
+        from ..compute import estimate_eval_flops
+
+        cfg = self.cfg
+        clean = robust = None
+        n_eval = 0
+        t_eval = time.perf_counter()
+        if self.x_eval is not None:
+            clean, robust, n_eval = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo,
+                                                    self.autocast)
+            counters.eval_flops += estimate_eval_flops(self.step_flops, n_eval,
+                                                       cfg.eval_attack_steps if cfg.eps > 0 else 0)
+        eval_seconds = time.perf_counter() - t_eval
+        self.last_clean, self.last_robust = clean, robust
+        score = robust if robust is not None else clean
+        is_best = score is None or counters.best_robust_acc is None or score > counters.best_robust_acc
+        if is_best:
+            counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
+        row = self._epoch_row(counters, sums, tracker, clean, robust, n_eval, eval_seconds, is_best)
+        if self.dinfo.main:
+            self._save_epoch(row, is_best)
+
+    def _epoch_row(self, counters: Counters, t: dict, tracker, clean, robust, n_eval: int, eval_seconds: float,
+                   is_best: bool) -> dict:
+        """The metrics.jsonl row of the epoch (``t``: sums, already totals over ranks)."""
+        cfg, seconds = self.cfg, t["seconds"]
+        return {
+            "epoch": counters.epoch + 1,
+            "train_loss": t["loss"] / max(t["n"], 1),
+            "train_adv_acc": 100 * t["adv_correct"] / t["n"] if cfg.method is not Method.STANDARD and t["n"] else None,
+            "train_clean_acc": 100 * t["clean_correct"] / t["clean_n"] if t["clean_n"] else None,
+            "clean_acc": clean, "pgd_robust_acc": robust, "eval_images": n_eval,
+            "eval_attack": f"pgd{cfg.eval_attack_steps}-{cfg.norm.value}" if robust is not None else None,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "eps": self.task.eps if hasattr(self.task, "eps") else cfg.eps,
+            "images_per_second": t["n"] / max(seconds, 1e-9),
+            "epoch_seconds": seconds, "eval_seconds": eval_seconds,
+            "train_images_seen": counters.images_seen,
+            # Compute so far (cumulative). Energy is measured for the whole run: null until summary.json.
+            **self._compute(counters, counters.compute_pieces + [tracker.summary()]),
+            "best": is_best,
+        }
+
+    def _save_epoch(self, row: dict, is_best: bool) -> None:
+        """Rank 0: last (and best) weights, the metrics row, the store, the epoch line."""
+        cfg = self.cfg
+        weights = "ema" if self.task.has_ema() else "raw"
+        meta = {"epoch": str(row["epoch"]), "weights": weights,
+                "clean_acc": rundir.dumps(row["clean_acc"]), "pgd_robust_acc": rundir.dumps(row["pgd_robust_acc"])}
+        rundir.save_weights(rundir.weights_path(self.run_dir, "last"), self._eval_model(), cfg, **meta)
+        if is_best:
+            rundir.save_weights(rundir.weights_path(self.run_dir, "best"), self._eval_model(), cfg, **meta)
+        append_metrics(self.run_dir, row)
+        record_epoch(cfg, row["epoch"], row)
+        if cfg.progress:
+            print(epoch_line(cfg, row), file=sys.stderr, flush=True)
+
+    # ------------------------------------------------------------------ records
+    def _compute(self, counters: Counters, pieces: list) -> dict:
+        """FLOPs / time / energy / dollars of the run so far (``robustscale.compute.summarize_run_compute``)."""
+        from ..compute import add_summaries, summarize_run_compute
+
+        return summarize_run_compute(self.step_flops, counters.num_updates, self.cfg.batch_size, counters.eval_flops,
+                                     add_summaries(*pieces), self.cost_model, device_type=self.cfg.device_type,
+                                     images_seen=counters.images_seen)
+
+    def _finish(self, counters: Counters, status: str, pieces: list, error: str | None = None) -> dict:
+        """The run's summary (written to summary.json by rank 0)."""
+        from .. import __version__
+        from ..models import count_parameters
+
+        cfg = self.cfg
+        compute = self._compute(counters, pieces)
+        details = {
+            "epochs_done": counters.epoch, "optimizer_steps": counters.num_updates,
+            "best_epoch": counters.best_epoch, "best_pgd_robust_acc": counters.best_robust_acc,
+            "attack_flops_fraction": compute["attack_flops_fraction"], "device_type": compute["device_type"],
+            "electricity_basis": compute["electricity_basis"], "step_flops": self.step_flops.to_dict(),
+            "eval_subset": cfg.eval_subset, "eval_attack_steps": cfg.eval_attack_steps,
+            "ema": cfg.ema_decay is not None, "compiled": self.compiled, "world_size": self.dinfo.world,
+            "run_dir": str(self.run_dir),
+            "robustscale_version": __version__, "error": error,
+        }
+        summary = build_summary(cfg, status=status, model_parameters=count_parameters(rundir.inner_model(self.model)),
+                                train_images=self.train_images, counters=counters, compute=compute,
+                                clean_acc=self.last_clean, pgd_robust_acc=self.last_robust, details=details)
+        if self.dinfo.main:
+            rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
+        return summary

@@ -1,0 +1,173 @@
+"""What a resume needs: the counters, the resumable ``state.pt``, RNG states, and mid-epoch batches."""
+from __future__ import annotations
+
+import dataclasses
+import random
+from pathlib import Path
+
+from .. import rundir
+from ..config import NON_SEMANTIC_KEYS, TrainConfig
+from ..errors import UserError
+from .distributed import Dist, gather_objects
+
+__all__ = ["STATE_VERSION", "Counters", "new_sums", "rng_state", "set_rng_state", "seed_everything",
+           "check_resume", "collect_state", "save_state", "restore_state", "loader_from"]
+
+STATE_VERSION = 1
+_SUM_KEYS = ("loss", "adv_correct", "clean_correct", "clean_n", "n", "seconds")
+
+
+@dataclasses.dataclass
+class Counters:
+    """Counters of a run that survive a resume (saved in state.pt)."""
+
+    epoch: int = 0  # current epoch (0-based)
+    step: int = 0  # batches done in the current epoch
+    num_updates: int = 0  # optimizer steps, all epochs
+    images_seen: int = 0  # training images, all ranks
+    best_robust_acc: float | None = None
+    best_epoch: int | None = None
+    eval_flops: float = 0.0
+    compute_pieces: list = dataclasses.field(default_factory=list)  # tracker summaries of earlier sessions
+    partial: list | None = None  # per-rank partial epoch sums (mid-epoch resume)
+
+
+def new_sums() -> dict:
+    """Running sums of the current epoch (totals over ranks)."""
+    return {k: 0.0 for k in _SUM_KEYS}
+
+
+# ---------------------------------------------------------------------- RNG
+def rng_state(device) -> dict:
+    import numpy as np
+    import torch
+
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict, device) -> None:
+    import numpy as np
+    import torch
+
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# ---------------------------------------------------------------------- state.pt
+def check_resume(run_dir: Path, cfg: TrainConfig | None) -> TrainConfig:
+    """The config to continue ``run_dir`` with: the saved one, where/how-to-write keys from ``cfg``."""
+    cfg_path, state_path = run_dir / rundir.CONFIG, run_dir / rundir.STATE
+    if not run_dir.is_dir():
+        raise UserError(f"resume: run directory not found: {run_dir}")
+    if not cfg_path.is_file() or not state_path.is_file():
+        raise UserError(f"resume: {run_dir} is not a resumable run (needs config.yaml and state.pt)")
+    saved = TrainConfig.from_yaml(cfg_path)
+    if cfg is None:
+        return saved
+    ours, theirs = cfg.to_dict(), saved.to_dict()
+    diff = [k for k in ours if k not in NON_SEMANTIC_KEYS and ours[k] != theirs.get(k)]
+    if diff:
+        shown = ", ".join(f"{k} {theirs.get(k)!r} != {ours[k]!r}" for k in diff[:4])
+        raise UserError(f"resume: {run_dir} was made by a different config ({shown}); "
+                        f"resume without --config or with the same one")
+    # Keep where/how it is written from the new config, what it computes from the saved one.
+    return saved.replace(**{k: ours[k] for k in NON_SEMANTIC_KEYS if k in ours and k != "name"})
+
+
+def collect_state(cfg: TrainConfig, dinfo: Dist, model, step, sampler, counters: Counters, sums: dict,
+                  rng: dict) -> dict:
+    """The resumable state; per-rank parts (RNG, partial sums) are gathered (collective).
+
+    ``step``: the :class:`~.step.TrainStep` (task with its EMA, optimizer, scheduler, scaler).
+    """
+    per_rank = gather_objects({"rng": rng, "sums": dict(sums)}, dinfo)
+    task = step.task
+    ema = task.get_trainable_module(ema=True) if task.has_ema() else None
+    return {
+        "version": STATE_VERSION, "config_hash": cfg.config_hash(),
+        "progress": dataclasses.asdict(dataclasses.replace(counters, partial=[p["sums"] for p in per_rank])),
+        "rng": [p["rng"] for p in per_rank],
+        "model": model.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "optimizer": step.optimizer.state_dict(),
+        "scheduler": step.scheduler.state_dict() if step.scheduler is not None else None,
+        "scaler": step.scaler.state_dict() if step.scaler is not None else None,
+        "sampler": sampler.state_dict() if hasattr(sampler, "state_dict") else None,
+    }
+
+
+def save_state(run_dir: Path, state: dict) -> None:
+    import torch
+
+    rundir.atomic_write(run_dir / rundir.STATE, lambda tmp: torch.save(state, tmp))
+
+
+def restore_state(run_dir: Path, cfg: TrainConfig, dinfo: Dist, model, step) -> tuple[Counters, dict, dict]:
+    """Load ``state.pt`` into ``model`` and ``step``; returns this rank's (counters, sums, rng)."""
+    import torch
+
+    path = run_dir / rundir.STATE
+    try:
+        state = torch.load(path, map_location=dinfo.device, weights_only=False)
+    except Exception as exc:
+        raise UserError(f"resume: cannot read {path}: {exc}") from None
+    if state.get("version") != STATE_VERSION or state.get("config_hash") != cfg.config_hash():
+        raise UserError(f"resume: {path} does not belong to this run's config (hash "
+                        f"{state.get('config_hash')} != {cfg.config_hash()})")
+    if len(state["rng"]) != dinfo.world:
+        raise UserError(f"resume: {path} was saved by {len(state['rng'])} process(es), this run has "
+                        f"{dinfo.world}; resume with --nproc_per_node {len(state['rng'])}")
+    model.load_state_dict(state["model"])
+    if state["ema"] is not None and step.task.has_ema():
+        step.task.get_trainable_module(ema=True).load_state_dict(state["ema"])
+    step.optimizer.load_state_dict(state["optimizer"])
+    if step.scheduler is not None and state["scheduler"] is not None:
+        step.scheduler.load_state_dict(state["scheduler"])
+    if step.scaler is not None and state["scaler"] is not None:
+        step.scaler.load_state_dict(state["scaler"])
+    counters = Counters(**state["progress"])
+    sums = (counters.partial or [None] * dinfo.world)[dinfo.rank] or new_sums()
+    counters.partial = None
+    return counters, sums, state["rng"][dinfo.rank]
+
+
+# ---------------------------------------------------------------------- mid-epoch batches
+class _SkipSampler:
+    """Yields ``sampler``'s items after the first ``n`` (mid-epoch resume; keys are cheap, no data is loaded)."""
+
+    def __init__(self, sampler, n: int):
+        self.sampler, self.n = sampler, n
+
+    def __iter__(self):
+        import itertools
+
+        return itertools.islice(iter(self.sampler), self.n, None)
+
+    def __len__(self):
+        return max(len(self.sampler) - self.n, 0)
+
+
+def loader_from(loader, skip: int):
+    """``loader`` starting at batch ``skip`` of the current epoch (same dataset, workers, seeding)."""
+    if skip <= 0:
+        return loader
+    from torch.utils.data import DataLoader
+
+    return DataLoader(loader.dataset, batch_size=None, sampler=_SkipSampler(loader.sampler, skip),
+                      num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
+                      worker_init_fn=loader.worker_init_fn, generator=loader.generator)

@@ -1,0 +1,116 @@
+"""The run folder's records written by training: config.yaml, env.json, metrics.jsonl, summary.json."""
+from __future__ import annotations
+
+import contextlib
+import json
+import platform
+import socket
+import sys
+import time
+from pathlib import Path
+
+from .. import rundir
+from ..config import Method, TrainConfig
+from ..schema import RUN_COLUMNS
+from .distributed import Dist
+
+__all__ = ["environment", "write_config_and_env", "append_metrics", "truncate_metrics", "epoch_line",
+           "build_summary", "method_attack_steps"]
+
+# The compute record's keys that are run columns (robustscale.compute.summarize_run_compute).
+_COMPUTE_COLUMNS = ("train_flops", "train_flops_per_image", "eval_flops", "wall_seconds", "device_hours",
+                    "device_name", "device_count", "energy_kwh", "emissions_kg", "electricity_usd",
+                    "cloud_usd_low", "cloud_usd_high")
+
+
+def environment(dinfo: Dist) -> dict:
+    """Versions, host, device and command line of this session (one entry of env.json)."""
+    import numpy
+    import timm
+    import torch
+
+    from .. import __version__
+
+    device_name = torch.cuda.get_device_name(dinfo.device) if dinfo.device.type == "cuda" else platform.processor() \
+        or platform.machine()
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "host": socket.gethostname(),
+        "platform": platform.platform(), "python": platform.python_version(),
+        "robustscale": __version__, "torch": torch.__version__, "timm": timm.__version__,
+        "numpy": numpy.__version__, "cuda": torch.version.cuda, "device": str(dinfo.device),
+        "device_name": device_name, "world_size": dinfo.world, "threads": torch.get_num_threads(),
+        "command": sys.argv,
+    }
+
+
+def write_config_and_env(run_dir: Path, cfg: TrainConfig, dinfo: Dist) -> None:
+    """config.yaml (exactly what runs) and env.json (one more session appended)."""
+    import yaml
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.write_text(run_dir / rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    env_path = run_dir / rundir.ENV
+    sessions = []
+    if env_path.is_file():
+        with contextlib.suppress(Exception):
+            sessions = json.loads(env_path.read_text()).get("sessions", [])
+    sessions.append(environment(dinfo))
+    rundir.write_json(env_path, {"sessions": sessions})
+
+
+def append_metrics(run_dir: Path, row: dict) -> None:
+    """Add the row of epoch ``row["epoch"]`` to metrics.jsonl (replacing that epoch and later ones)."""
+    path = run_dir / rundir.METRICS
+    lines = path.read_text().splitlines() if path.is_file() else []
+    lines = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) < row["epoch"]]
+    lines.append(rundir.dumps(row))
+    rundir.write_text(path, "\n".join(lines) + "\n")
+
+
+def truncate_metrics(run_dir: Path, epochs_done: int) -> None:
+    """Drop metrics.jsonl rows of epochs after ``epochs_done`` (a resume redoes them)."""
+    path = run_dir / rundir.METRICS
+    if path.is_file():
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= epochs_done]
+        if len(kept) != len(lines):
+            rundir.write_text(path, "".join(ln + "\n" for ln in kept))
+
+
+def epoch_line(cfg: TrainConfig, row: dict) -> str:
+    """The one-line report of an epoch's metrics row, for stderr."""
+    parts = [f"epoch {row['epoch']}/{cfg.epochs}", f"loss {row['train_loss']:.4f}"]
+    if row["train_adv_acc"] is not None:
+        parts.append(f"train adv {row['train_adv_acc']:.1f}%")
+    if row["train_clean_acc"] is not None:
+        parts.append(f"train clean {row['train_clean_acc']:.1f}%")
+    if row["clean_acc"] is not None:
+        parts.append(f"test clean {row['clean_acc']:.1f}%")
+    if row["pgd_robust_acc"] is not None:
+        parts.append(f"pgd{cfg.eval_attack_steps} {row['pgd_robust_acc']:.1f}%")
+    parts.append(f"{row['images_per_second']:.0f} img/s")
+    return " | ".join(parts)
+
+
+def method_attack_steps(cfg: TrainConfig) -> int:
+    """Attack steps the method actually takes (FGSM-RS: 1, standard: 0)."""
+    if cfg.method in (Method.PGD, Method.TRADES):
+        return cfg.attack_steps
+    return 1 if cfg.method is Method.FGSM_RS else 0
+
+
+def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train_images: int, counters,
+                  compute: dict, clean_acc: float | None, pgd_robust_acc: float | None, details: dict) -> dict:
+    """The run record: every ``schema.RUN_COLUMNS`` column in order, then ``details``."""
+    values = {
+        "name": cfg.name, "source": "robustscale", "status": status, "config_hash": cfg.config_hash(),
+        "dataset": cfg.dataset, "model": cfg.model, "model_parameters": model_parameters,
+        "method": cfg.method.value, "attack_steps": method_attack_steps(cfg),
+        "eps": cfg.eps, "norm": cfg.norm.value, "epochs": cfg.epochs,
+        "synthetic_data": bool(cfg.generated_data) and cfg.generated_fraction > 0,
+        "train_images": train_images, "train_images_seen": counters.images_seen,
+        **{k: compute[k] for k in _COMPUTE_COLUMNS},
+        "clean_acc": clean_acc, "pgd_robust_acc": pgd_robust_acc,
+        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": None,
+    }
+    return {**{col: values[col] for col in RUN_COLUMNS}, **details}
