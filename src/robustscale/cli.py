@@ -79,7 +79,9 @@ def _one_line_warnings():
 
     def show(message, category, filename, lineno, file=None, line=None):
         if os.path.abspath(str(filename)).startswith(_PACKAGE_DIR) or category.__module__.startswith("robustscale"):
-            print(f"warning: {message}", file=file or sys.stderr, flush=True)
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: {message}", file=file or sys.stderr)  # on its own line, under any progress bar
         else:
             previous(message, category, filename, lineno, file, line)
 

@@ -66,8 +66,9 @@ def writing(path, what: str, hint: str = "choose another path"):
         raise
 
 
-def check_writable_dir(path, what: str, hint: str = "choose a writable folder") -> Path:
-    """Create ``path`` if needed and prove it writable (a temp file), before any work is spent.
+def check_writable_dir(path, what: str, hint: str = "choose a writable folder", create: bool = True) -> Path:
+    """Prove ``path`` writable (a temp file, removed at once) before any work is spent; ``create``
+    makes it first, else the test write goes to its nearest existing parent and nothing is left behind.
 
     Root ignores permission bits, so only a real write tells (a read-only mount, a full disk).
     """
@@ -75,7 +76,13 @@ def check_writable_dir(path, what: str, hint: str = "choose a writable folder") 
 
     path = Path(path).expanduser()
     with writing(path, what, hint):
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(probe))
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
             pass
     return path

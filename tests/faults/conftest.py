@@ -31,9 +31,9 @@ def _store_helpers():
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1", **extra}
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
     env.pop("ROBUSTSCALE_STORE", None)
-    return env
+    return {**env, **extra}
 
 
 def run_cli(*args, ro: tuple[Path, ...] = (), env: dict[str, str] | None = None, timeout: float = 120,
@@ -62,7 +62,8 @@ print(json.dumps(results))
 """
 
 
-def run_cli_many(commands, ro: tuple[Path, ...] = (), timeout: float = 300) -> list[tuple[int, str, str]]:
+def run_cli_many(commands, ro: tuple[Path, ...] = (), timeout: float = 300,
+                 env: dict[str, str] | None = None) -> list[tuple[int, str, str]]:
     """Several ``robustscale`` commands in ONE subprocess (one interpreter start: torch imports are slow
     on a busy machine), the folders in ``ro`` read-only there; ``[(exit code, stdout, stderr), ...]``."""
     import json
@@ -72,7 +73,7 @@ def run_cli_many(commands, ro: tuple[Path, ...] = (), timeout: float = 300) -> l
     if ro:
         mounts = " && ".join(f"mount --bind -o ro {shlex.quote(str(p))} {shlex.quote(str(p))}" for p in ro)
         cmd = ["unshare", "-m", "sh", "-c", f"{mounts} && exec {shlex.join(cmd)}"]
-    r = subprocess.run(cmd, env=cli_env(), capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run(cmd, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr
     return [tuple(x) for x in json.loads(r.stdout.strip().splitlines()[-1])]
 

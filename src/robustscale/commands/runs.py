@@ -162,10 +162,21 @@ def run_show(args) -> int:
         print("config:")
         print("  " + ", ".join(f"{k}={cfg[k]}" for k in cfg if cfg[k] is not None))
     if row["epoch_metrics"]:
+        epoch_rows = [{**(e.get("metrics") or {}), **{k: v for k, v in e.items() if v is not None}}
+                   for e in row["epoch_metrics"]]
         keys = [k for k in ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc", "lr",
-                            "images_per_second", "wall_seconds") if any(e.get(k) is not None for e in row["epoch_metrics"])]
+                            "images_per_second", "wall_seconds", "ledger_wall_seconds")
+                if any(e.get(k) is not None for e in epoch_rows)]
         print("epochs:")
-        print(format_table(row["epoch_metrics"], [("epoch", "epoch", "d")] + [(k, k, ".4g") for k in keys], indent=2))
+        print(format_table(epoch_rows, [("epoch", "epoch", "d")] + [(k, k, ".4g") for k in keys], indent=2))
+    sessions = (row.get("summary") or {}).get("compute_sessions") or []
+    if sessions:  # the compute ledger: what each training session (start, resumes) spent
+        print("sessions:")
+        print(format_table([{**s, "epochs": "-".join(map(str, s["epochs"])) if s.get("epochs") else None}
+                            for s in sessions], (
+            ("session", "session", "d"), ("epochs", "epochs", "s"), ("wall s", "wall_seconds", ".1f"),
+            ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"), ("kg CO2e", "emissions_kg", "n")),
+            indent=2))
     if row["evaluations"]:
         print("evaluations:")
         print(format_table(row["evaluations"], (
