@@ -21,8 +21,8 @@ from .errors import UserError
 
 # Order is the order shown in --help.
 COMMANDS = [
-    "models", "datasets", "train", "evaluate", "flops", "bench",
-    "fit", "extrapolate", "report", "runs", "sweep", "study",
+    "models", "datasets", "train", "evaluate", "export", "flops", "bench",
+    "fit", "extrapolate", "plan", "report", "runs", "sweep", "study", "leaderboard",
 ]
 
 

@@ -220,13 +220,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best"):
 
 
 def build_model(cfg, num_classes: int, in_chans: int):
-    """The untrained model of run config ``cfg`` (a NormalizedModel with the dataset's mean/std when they fit
-    ``in_chans``, and ``cfg.drop_rate``)."""
-    from .data.info import dataset_info
+    """The untrained model of run config ``cfg`` (a NormalizedModel with the dataset's mean/std, and
+    ``cfg.drop_rate``)."""
+    from .data.info import dataset_normalization
     from .models import create_model
 
-    info = dataset_info(cfg.dataset)
-    fits = len(info.mean) == in_chans
     kwargs = {"drop_rate": cfg.drop_rate} if cfg.drop_rate > 0 else {}
-    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, mean=info.mean if fits else None,
-                        std=info.std if fits else None, dataset=cfg.dataset, **kwargs)
+    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **dataset_normalization(cfg.dataset),
+                        **kwargs)

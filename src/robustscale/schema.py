@@ -1,7 +1,8 @@
 """The flat run record: one row per run, what `runs export` writes and `fit` reads.
 
 Units are in the names; accuracies are percentages (0-100). ``collapsed`` flags runs whose
-AutoAttack accuracy fell below 10% (catastrophic overfitting), which analyses mark rather than drop.
+AutoAttack accuracy fell below 10% or that the per-epoch check flagged during training
+(catastrophic overfitting, at epoch ``collapsed_epoch``), which analyses mark rather than drop.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "train_flops", "train_flops_per_image", "eval_flops",
     "wall_seconds", "device_hours", "device_name", "device_count",
     "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low", "cloud_usd_high",
-    "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples", "collapsed",
+    "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples", "collapsed", "collapsed_epoch",
 )
 
 # Column names of the 2024 study's results.csv accepted wherever a run column is named.

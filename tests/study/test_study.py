@@ -120,7 +120,7 @@ def test_parallel_evaluations_match_in_process_ones(tmp_path, mnist_like_dir, cl
     """study.eval_workers: the extra evaluations run in worker processes and give the same claims."""
     import shutil
 
-    from robustscale.evaluate import evaluate_run
+    from robustscale.evaluation import evaluate_run
 
     path = _spec(tmp_path, mnist_like_dir, eval_workers=2)
     data = yaml.safe_load(path.read_text())

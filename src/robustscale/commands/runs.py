@@ -163,9 +163,9 @@ def run_show(args) -> int:
         print("  " + ", ".join(f"{k}={cfg[k]}" for k in cfg if cfg[k] is not None))
     if row["epoch_metrics"]:
         epoch_rows = [{**(e.get("metrics") or {}), **{k: v for k, v in e.items() if v is not None}}
-                   for e in row["epoch_metrics"]]
-        keys = [k for k in ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc", "lr",
-                            "images_per_second", "wall_seconds", "ledger_wall_seconds")
+                      for e in row["epoch_metrics"]]
+        keys = [k for k in ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc",
+                            "fgsm_robust_acc", "lr", "images_per_second", "wall_seconds", "ledger_wall_seconds")
                 if any(e.get(k) is not None for e in epoch_rows)]
         print("epochs:")
         print(format_table(epoch_rows, [("epoch", "epoch", "d")] + [(k, k, ".4g") for k in keys], indent=2))

@@ -52,7 +52,8 @@ def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, d
                         output_dir: str | Path | None = None, device: str | None = None, progress: bool = False,
                         energy: bool = True, max_batches: int | None = None, resume: bool = True,
                         price_preset: str = "default") -> dict[str, Any]:
-    """Evaluate a checkpoint file (ours or timm's); the claim goes to ``<output_dir or its folder>/eval/``.
+    """Evaluate a checkpoint file (ours or timm's) or a timm-layout folder (``robustscale export``'s, or any with
+    mean/std in its config.json); the claim goes to ``<output_dir or its folder>/eval/``.
 
     Returns the claim (``complete=True``), or for a run stopped by ``max_batches`` the partial result
     (``complete=False`` and ``state_path``; call again to continue).
@@ -61,9 +62,16 @@ def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, d
 
     dev = _device(device)
     spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
-    model, info = load_model(checkpoint, model_name, dataset, num_classes=num_classes, use_ema=use_ema)
+    if Path(checkpoint).is_dir():  # a timm-layout folder (config.json + model.safetensors); eval/ goes inside
+        from ..hub import load_timm_folder
+
+        model, info = load_timm_folder(checkpoint, model_name, dataset, num_classes=num_classes)
+        default_out = Path(checkpoint).resolve()
+    else:
+        model, info = load_model(checkpoint, model_name, dataset, num_classes=num_classes, use_ema=use_ema)
+        default_out = Path(checkpoint).resolve().parent
     model = model.to(dev)
-    out_dir = Path(output_dir) if output_dir is not None else Path(checkpoint).resolve().parent
+    out_dir = Path(output_dir) if output_dir is not None else default_out
     return _evaluate_model(model, info, spec, out_dir, n_examples=n_examples, data_dir=data_dir, download=download,
                            progress=progress, energy=energy, max_batches=max_batches, run=None,
                            price_preset=price_preset, resume=resume)
@@ -107,6 +115,10 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     if claim.get("complete"):
         update_summary(run_dir, claim, spec.file_stem)
         record_in_store(run_dir, claim, store=store)
+        if cfg.log_to:  # the run's experiment trackers get the claim too (the same W&B / MLflow runs)
+            from ..trackers import log_run_records
+
+            log_run_records(run_dir, cfg)
     return claim
 
 

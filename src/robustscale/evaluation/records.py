@@ -156,7 +156,9 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
         elif attack == Attack.AA_STANDARD.value:
             summary["aa_robust_acc"] = claim["robust_acc"]
             summary["aa_n_examples"] = claim["n_examples"]
-            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC)
+            # Collapsed by AutoAttack, or flagged by the per-epoch check during training.
+            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC) or \
+                summary.get("collapsed_epoch") is not None
         summary["eval_flops"] = float(summary["train_eval_flops"] or 0.0) + sum(
             float(e.get("eval_flops") or 0.0) for e in evaluations.values())
         rundir.write_json(path, summary, mkdir=True)

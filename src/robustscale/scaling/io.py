@@ -61,7 +61,7 @@ def load_runs(source, mapping: Mapping[str, str] | None = None):
             raise UserError(f"--map names column(s) {', '.join(missing)} that the table lacks; "
                             f"columns: {', '.join(map(str, df.columns))}")
         df = df.rename(columns=dict(mapping))
-    from .paper import is_paper_table, paper_to_runs
+    from .published_runs import is_paper_table, paper_to_runs
 
     if is_paper_table(df):
         df = paper_to_runs(df)

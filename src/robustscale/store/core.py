@@ -185,6 +185,7 @@ class Store:
         by a different config or the run is alive in another process.
         """
         cfg_dict, name, chash = _config_parts(cfg)
+        known = _known_hashes(cfg)
         status = RunStatus(status)
         now = utcnow()
         me = process_identity()
@@ -192,7 +193,7 @@ class Store:
         def tx(conn: Connection) -> None:
             row = _select_run(conn, name, lock=True)
             if row is not None:
-                _check_same_config(row, name, chash)
+                _check_same_config(row, name, chash, known)
                 if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
                     if status is RunStatus.QUEUED:
                         return
@@ -660,8 +661,8 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
     robust = values.get("aa_robust_acc", row["aa_robust_acc"])
     if robust is None:
         robust = values.get("pgd_robust_acc", row["pgd_robust_acc"])
-    if robust is not None:
-        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC)
+    if robust is not None:  # a run the per-epoch check flagged stays collapsed
+        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC) or row["collapsed_epoch"] is not None
     if values:
         conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
 
@@ -729,10 +730,10 @@ def _select_run(conn: Connection, name: str, lock: bool = False) -> dict[str, An
     return None if row is None else dict(row)
 
 
-def _check_same_config(row: Mapping[str, Any], name: str, chash: str) -> None:
+def _check_same_config(row: Mapping[str, Any], name: str, chash: str, known: tuple[str, ...] = ()) -> None:
     if row["source"] != LOCAL_SOURCE:
         raise UserError(f"run name {name!r} is taken by an imported run (source {row['source']}); pick another name")
-    if row["config_hash"] is not None and row["config_hash"] != chash:
+    if row["config_hash"] is not None and row["config_hash"] not in (chash, *known):
         raise UserError(f"run name {name!r} is already in the store with a different config "
                         f"(hash {row['config_hash']}, this one {chash}); pick another name")
 
@@ -745,6 +746,16 @@ def _config_parts(cfg) -> tuple[dict[str, Any], str, str]:
     if not cfg.name:
         raise UserError("a run recorded in the store needs a name (TrainConfig.name)")
     return _jsonable(cfg.to_dict()), str(cfg.name), cfg.config_hash()
+
+
+def _known_hashes(cfg) -> tuple[str, ...]:
+    """Every hash a stored row of this run may carry (0.1.0's too: ``TrainConfig.known_hashes``);
+    ``start_run`` then rewrites the row with today's."""
+    from ..config import TrainConfig
+
+    if isinstance(cfg, Mapping):
+        cfg = TrainConfig.from_dict(dict(cfg))
+    return cfg.known_hashes()
 
 
 def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:

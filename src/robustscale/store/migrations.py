@@ -21,7 +21,13 @@ from sqlalchemy import Connection, select
 from ..errors import UserError
 from .tables import SCHEMA_VERSION, meta, metadata
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _v1_to_v2(conn: Connection) -> None:
+    """The per-epoch catastrophic-overfitting check: runs.collapsed_epoch and epochs.fgsm_robust_acc."""
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN collapsed_epoch INTEGER")
+    conn.exec_driver_sql("ALTER TABLE epochs ADD COLUMN fgsm_robust_acc FLOAT")
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 VERSION_KEY = "schema_version"
 

@@ -22,7 +22,7 @@ import enum
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
                         String, Table, Text, UniqueConstraint)
 
-SCHEMA_VERSION = 1  # bump with a migration in store/migrations.py when a table changes
+SCHEMA_VERSION = 2  # bump with a migration in store/migrations.py when a table changes
 
 
 class RunStatus(str, enum.Enum):
@@ -72,6 +72,7 @@ RUN_VALUE_COLUMNS: dict[str, object] = {
     "aa_robust_acc": Float,
     "aa_n_examples": Integer,
     "collapsed": Boolean,
+    "collapsed_epoch": Integer,  # first epoch the per-epoch check flagged catastrophic overfitting (None: not flagged)
 }
 
 runs = Table(
@@ -128,6 +129,7 @@ epochs = Table(
     Column("train_clean_acc", Float),
     Column("clean_acc", Float),  # per-epoch evaluation on cfg.eval_subset test images
     Column("pgd_robust_acc", Float),
+    Column("fgsm_robust_acc", Float),  # FGSM on the same images: the collapse check compares the two
     Column("lr", Float),
     Column("images_per_second", Float),
     Column("train_images_seen", BigInteger),  # cumulative, like the next three
@@ -158,5 +160,5 @@ evaluations = Table(
 )
 
 # Per-epoch metric keys copied into typed columns (the whole dict is kept in `metrics`).
-EPOCH_VALUE_COLUMNS = ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc", "lr",
-                       "images_per_second", "train_images_seen", "train_flops", "wall_seconds")
+EPOCH_VALUE_COLUMNS = ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc",
+                       "fgsm_robust_acc", "lr", "images_per_second", "train_images_seen", "train_flops", "wall_seconds")

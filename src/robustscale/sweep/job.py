@@ -150,7 +150,7 @@ class RunJob(submitit.helpers.Checkpointable):
             opts["eps"] = eps = cfg.eps
         if store is not None and store.evaluation_exists(cfg.name, opts["attack"], eps, opts.get("n_examples")):
             return None
-        from ..evaluate import evaluate_run
+        from ..evaluation import evaluate_run
 
         claim = evaluate_run(run_dir, **opts, store=self.store_url)
         if claim.get("complete", True):
@@ -166,7 +166,7 @@ def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if summary.get("status") == "completed" and summary.get("config_hash") == cfg.config_hash():
+    if summary.get("status") == "completed" and cfg.matches_hash(summary.get("config_hash")):
         return summary
     return None
 

@@ -65,7 +65,7 @@ def check_collisions(spec: SweepSpec, store) -> None:
         if row["source"] != "robustscale":
             raise UserError(f"run name collision: {run.name!r} is an imported run (source {row['source']}) in "
                             f"{store.display_url}; change name_template or the store")
-        if row["config_hash"] != run.config_hash:
+        if not run.cfg.matches_hash(row["config_hash"]):
             raise UserError(f"run name collision: {run.name!r} is in {store.display_url} with a different config "
                             f"(hash {row['config_hash']}, spec {run.config_hash}); change name_template, "
                             f"output_dir or the store")
@@ -74,10 +74,11 @@ def check_collisions(spec: SweepSpec, store) -> None:
 def sweep_states(spec: SweepSpec, store) -> list[RunState]:
     """Where every run of the spec stands in the store."""
     evaluation = spec.evaluation
-    rows = store.list_runs(config_hashes=[r.config_hash for r in spec.runs])
+    aliases = _hash_aliases(spec)
+    rows = store.list_runs(config_hashes=list(aliases))
     by_hash: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_hash.setdefault(row["config_hash"], []).append(row)
+        by_hash.setdefault(aliases[row["config_hash"]], []).append(row)
     names = [r["name"] for r in rows if r["effective_status"] == "done"]
     evals = store.evaluations_of(names) if evaluation is not None and names else {}
     out = []
@@ -105,6 +106,12 @@ def sweep_states(spec: SweepSpec, store) -> list[RunState]:
         else:
             out.append(RunState(run, status, row, note))
     return out
+
+
+def _hash_aliases(spec: SweepSpec) -> dict[str, str]:
+    """Every hash a stored run of the spec may carry (today's, and 0.1.0's for runs it recorded) ->
+    the planned run's hash, so that runs finished before an upgrade stay done."""
+    return {h: run.config_hash for run in spec.runs for h in run.cfg.known_hashes()}
 
 
 def _has_evaluation(evals: list[dict[str, Any]], evaluation, run: PlannedRun) -> bool:

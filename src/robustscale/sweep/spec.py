@@ -48,7 +48,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """The evaluation each finished run gets (``robustscale.evaluate.evaluate_run`` arguments)."""
+    """The evaluation each finished run gets (``robustscale.evaluation.evaluate_run`` arguments)."""
 
     attack: str = "pgd"
     eps: float | None = None  # None: the run's training eps

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from .. import rundir
-from ..config import Amp, Compile, Method, TrainConfig
+from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse, TrainConfig
 from ..errors import UserError, check_writable_dir
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
@@ -21,7 +21,8 @@ from .ledger import close_segment, epoch_figures, next_session, sessions
 from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
                     save_state, seed_everything, set_rng_state)
 from .step import build_step, eps_at
-from .summary import append_metrics, build_summary, epoch_line, truncate_metrics, write_config_and_env
+from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, truncate_metrics,
+                      write_config_and_env)
 
 __all__ = ["train", "run_name", "Trainer"]
 
@@ -30,8 +31,8 @@ def run_name(cfg: TrainConfig) -> str:
     """Default run name: ``<model>-<dataset>-<method><steps>-<hash8>``, e.g. ``wide_resnet28_10-cifar10-pgd10-1a2b3c4d``."""
     if cfg.method is Method.STANDARD:
         method = "standard"
-    elif cfg.method is Method.FGSM_RS:
-        method = "fgsm_rs"
+    elif cfg.method in SINGLE_STEP_DEFAULT_STEP:
+        method = cfg.method.value
     else:
         method = f"{cfg.method.value}{cfg.attack_steps}"
     return f"{cfg.model}-{cfg.dataset}-{method}-{cfg.config_hash()[:8]}"
@@ -76,6 +77,8 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
             else:
                 record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}",
                                run_dir=trainer.run_dir)
+        if trainer is not None and trainer.trackers is not None:  # no-op when _finish already closed them
+            trainer.trackers.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     finally:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
@@ -137,6 +140,7 @@ class Trainer:
         self._safe_point = None
         self.last_clean = self.last_robust = None
         self.in_store = False
+        self.trackers = None  # experiment trackers (cfg.log_to), opened once the run folder exists
 
     # ------------------------------------------------------------------ setup
     def _prepare_run_dir(self) -> Path:
@@ -263,6 +267,10 @@ class Trainer:
         if self.dinfo.main:
             write_config_and_env(self.run_dir, self.cfg, self.dinfo)
             truncate_metrics(self.run_dir, counters.epoch)
+        from ..trackers import open_trackers
+
+        self.trackers = open_trackers(self.cfg.log_to, self.cfg.to_dict(), self.cfg.name, self.run_dir,
+                                      required=self.cfg.log_to_required, rank=self.dinfo.rank)
         from ..compute import ComputeTracker
 
         tracker = ComputeTracker(self.cfg, device=self.dinfo.device)
@@ -307,9 +315,15 @@ class Trainer:
     def _loop(self, counters: Counters, sums: dict, tracker) -> None:
         self._safe_point = None
         for epoch in range(counters.epoch, self.cfg.epochs):
+            if self._stopped_by_collapse(counters):
+                break
             counters.epoch = epoch
             self._train_epoch(counters, sums)
             self._close_epoch(counters, sums, tracker)
+
+    def _stopped_by_collapse(self, counters: Counters) -> bool:
+        """``on_collapse: stop`` and the run was flagged: no more epochs (a resume does not restart it)."""
+        return counters.collapse is not None and self.cfg.on_collapse is OnCollapse.STOP
 
     def _train_epoch(self, counters: Counters, sums: dict) -> None:
         """The steps of epoch ``counters.epoch`` from step ``counters.step`` on; ``sums`` accumulates."""
@@ -438,11 +452,13 @@ class Trainer:
         clean = robust = None
         n_eval = 0
         t_eval = time.perf_counter()
+        fgsm = None
         if self.x_eval is not None:
-            clean, robust, n_eval = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo,
-                                                    self.autocast)
+            ev = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo, self.autocast)
+            clean, robust, fgsm, n_eval = ev.clean_acc, ev.pgd_robust_acc, ev.fgsm_robust_acc, ev.images
             counters.eval_flops += estimate_eval_flops(self.step_flops, n_eval,
-                                                       cfg.eval_attack_steps if cfg.eps > 0 else 0)
+                                                       cfg.eval_attack_steps if robust is not None else 0,
+                                                       fgsm=fgsm is not None)
         eval_seconds = time.perf_counter() - t_eval
         # The epoch's work ends here: close its ledger segment, saved with the checkpoint that follows.
         close_segment(counters, tracker, self.session)
@@ -452,8 +468,33 @@ class Trainer:
         if is_best:
             counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
         row = self._epoch_row(counters, sums, clean, robust, n_eval, eval_seconds, is_best)
+        row["fgsm_robust_acc"] = fgsm
         if self.dinfo.main:
             self._save_epoch(row, is_best)
+        self._check_collapse(counters, row)
+
+    def _check_collapse(self, counters: Counters, row: dict) -> None:
+        """Feed the epoch's PGD / FGSM accuracies to the detector; say so (one line) at the flagged epoch.
+
+        Every rank decides alike: the accuracies are reduced over ranks before they get here.
+        """
+        from .collapse import CollapseThresholds, detect_collapse
+
+        if row["pgd_robust_acc"] is None:
+            return
+        entry = {k: row[k] for k in ("epoch", "pgd_robust_acc", "fgsm_robust_acc", "eval_images")}
+        counters.eval_history = counters.eval_history + [entry]  # a new list: safe points keep the old one
+        if counters.collapse is not None:
+            return
+        found = detect_collapse(counters.eval_history, CollapseThresholds(self.cfg.collapse_ratio,
+                                                                          self.cfg.collapse_gap))
+        if found is None:
+            return
+        counters.collapse = found.to_record()
+        if self.dinfo.main:
+            then = "stopping (on_collapse: stop)" if self.cfg.on_collapse is OnCollapse.STOP else \
+                "training goes on (on_collapse: warn)"
+            print(f"warning: {found.message()}; {then}", file=sys.stderr, flush=True)
 
     def _epoch_row(self, counters: Counters, t: dict, clean, robust, n_eval: int, eval_seconds: float,
                    is_best: bool) -> dict:
@@ -488,6 +529,7 @@ class Trainer:
             rundir.save_weights(rundir.weights_path(self.run_dir, "best"), self._eval_model(), cfg, **meta)
         append_metrics(self.run_dir, row)
         record_epoch(cfg, row["epoch"], row)
+        self.trackers.log_epoch(row, step=row["epoch"])
         if cfg.progress:
             print(epoch_line(cfg, row), file=sys.stderr, flush=True)
 
@@ -513,6 +555,9 @@ class Trainer:
             "attack_flops_fraction": compute["attack_flops_fraction"], "device_type": compute["device_type"],
             "electricity_basis": compute["electricity_basis"], "step_flops": self.step_flops.to_dict(),
             "eval_subset": cfg.eval_subset, "eval_attack_steps": cfg.eval_attack_steps,
+            **collapse_fields(cfg, counters.collapse, monitored=cfg.eval_subset > 0 and cfg.eval_attack_steps > 0
+                              and cfg.eps > 0),
+            "stopped_by_collapse": self._stopped_by_collapse(counters) and counters.epoch < cfg.epochs,
             "ema": cfg.ema_decay is not None, "compiled": self.compiled, "world_size": self.dinfo.world,
             "run_dir": str(self.run_dir), "eval_images": len(self.x_eval) if self.x_eval is not None else 0,
             "compute_sessions": sessions(dataclasses.replace(counters, compute_pieces=pieces)),
@@ -523,4 +568,9 @@ class Trainer:
                                 clean_acc=self.last_clean, pgd_robust_acc=self.last_robust, details=details)
         if self.dinfo.main:
             rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
+        if self.trackers is not None:  # the summary (every compute field) and the run's claims, then close
+            from ..hub import read_claims
+
+            self.trackers.log_summary(summary, read_claims(self.run_dir))
+            self.trackers.finish(status)
         return summary

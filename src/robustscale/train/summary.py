@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from .. import rundir
-from ..config import Method, TrainConfig
+from ..config import SINGLE_STEP_DEFAULT_STEP, Method, TrainConfig
 from ..schema import RUN_COLUMNS
 from .distributed import Dist
 
 __all__ = ["environment", "write_config_and_env", "append_metrics", "truncate_metrics", "epoch_line",
-           "build_summary", "method_attack_steps"]
+           "build_summary", "method_attack_steps", "collapse_fields"]
 
 # The compute record's keys that are run columns (robustscale.compute.summarize_run_compute).
 _COMPUTE_COLUMNS = ("train_flops", "train_flops_per_image", "eval_flops", "wall_seconds", "device_hours",
@@ -88,15 +88,27 @@ def epoch_line(cfg: TrainConfig, row: dict) -> str:
         parts.append(f"test clean {row['clean_acc']:.1f}%")
     if row["pgd_robust_acc"] is not None:
         parts.append(f"pgd{cfg.eval_attack_steps} {row['pgd_robust_acc']:.1f}%")
+    if row.get("fgsm_robust_acc") is not None:
+        parts.append(f"fgsm {row['fgsm_robust_acc']:.1f}%")
     parts.append(f"{row['images_per_second']:.0f} img/s")
     return " | ".join(parts)
 
 
 def method_attack_steps(cfg: TrainConfig) -> int:
-    """Attack steps the method actually takes (FGSM-RS: 1, standard: 0)."""
+    """Attack steps the method actually takes (fgsm_rs, n_fgsm, grad_align: 1; standard: 0)."""
     if cfg.method in (Method.PGD, Method.TRADES):
         return cfg.attack_steps
-    return 1 if cfg.method is Method.FGSM_RS else 0
+    return 1 if cfg.method in SINGLE_STEP_DEFAULT_STEP else 0
+
+
+def collapse_fields(cfg: TrainConfig, collapse: dict | None, monitored: bool) -> dict:
+    """The catastrophic-overfitting record: the flag's epoch and rule, both accuracies, the thresholds."""
+    found = collapse or {}
+    return {"collapsed_epoch": found.get("collapsed_epoch"), "collapse_reason": found.get("collapse_reason"),
+            "collapse_pgd_robust_acc": found.get("collapse_pgd_robust_acc"),
+            "collapse_fgsm_robust_acc": found.get("collapse_fgsm_robust_acc"),
+            "collapse_monitored": monitored, "collapse_ratio": cfg.collapse_ratio, "collapse_gap": cfg.collapse_gap,
+            "on_collapse": cfg.on_collapse.value}
 
 
 def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train_images: int, counters,
@@ -111,6 +123,8 @@ def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train
         "train_images": train_images, "train_images_seen": counters.images_seen,
         **{k: compute[k] for k in _COMPUTE_COLUMNS},
         "clean_acc": clean_acc, "pgd_robust_acc": pgd_robust_acc,
-        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": None,
+        # Until AutoAttack runs, collapsed is only known to be True (flagged during training).
+        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": True if details.get("collapsed_epoch") else None,
+        "collapsed_epoch": details.get("collapsed_epoch"),
     }
     return {**{col: values[col] for col in RUN_COLUMNS}, **details}
