@@ -538,7 +538,7 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
             close = ([_FLAG_SYNONYMS[key]] if key in _FLAG_SYNONYMS else []) + \
                 [c for c in difflib.get_close_matches(key, known, n=3, cutoff=0.5) if c != _FLAG_SYNONYMS.get(key)]
             hint = f"did you mean {', '.join('--' + c.replace('_', '-') for c in close)}? " if close else ""
-            raise UserError(f"unknown flag --{key.replace('_', '-')}; {hint}valid: "
+            raise UserError(f"unknown flag --{key.replace('_', '-')} (no TrainConfig key {key}); {hint}valid: "
                             f"{', '.join('--' + k.replace('_', '-') for k in known)}")
     return out
 

@@ -140,7 +140,10 @@ def test_evaluate_on_a_missing_gpu_is_one_line(cli, tmp_path):
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU")
-    code, out, err = cli("evaluate", "--run", tmp_path / "whatever", "--device", "cuda")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg(tmp_path, "run").to_dict()))
+    code, out, err = cli("evaluate", "--run", run_dir, "--device", "cuda")
     one_error_line(code, out, err, "--device cuda", "no CUDA GPU", "--device cpu")
-    code, out, err = cli("evaluate", "--run", tmp_path / "whatever", "--device", "tpu")
+    code, out, err = cli("evaluate", "--run", run_dir, "--device", "tpu")
     one_error_line(code, out, err, "'tpu'")

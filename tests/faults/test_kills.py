@@ -192,8 +192,8 @@ def test_bad_output_and_data_dirs_write_nothing(ro_mounts, run_cli_many, cli_env
         ["train", "--config", recipe(tmp_path, mnist_like_dir), "--data-dir", tmp_path / "nope", "--output-dir",
          tmp_path / "out"],
     ], ro=(ro,), env=cli_env(ROBUSTSCALE_STORE=str(db)))
-    for (code, out, err), fragment in zip(results, ("cannot write --output-dir", "--data-dir")):
+    for (code, out, err), fragment in zip(results, ("cannot write --output-dir", str(tmp_path / "nope"))):
         lines = err.strip().splitlines()
         assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
-    assert "Read-only file system" in results[0][2] and str(tmp_path / "nope") in results[1][2]
+    assert "Read-only file system" in results[0][2]
     assert not db.exists() and not (tmp_path / "out").exists() and not list(ro.iterdir())

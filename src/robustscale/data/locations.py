@@ -157,7 +157,8 @@ def find_data_root(name: str | DatasetName, data_dir: str | os.PathLike | None =
     if data_dir and not Path(data_dir).expanduser().exists() and not (download and layout.download):
         others = [str(b) for b in base_dirs(key) if b != Path(data_dir).expanduser()]
         elsewhere = f"drop --data-dir to search {', '.join(others)}" if others else "drop --data-dir"
-        raise UserError(f"--data-dir {data_dir} does not exist; fix the path or {elsewhere}; {layout.hint}")
+        raise UserError(f"dataset {key.value} not found: --data-dir {data_dir} does not exist; fix the path or "
+                        f"{elsewhere}; {layout.hint}")
     found = locate(key, data_dir)
     if found is not None:
         return found

@@ -60,7 +60,7 @@ def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, d
     """
     from .checkpoints import load_model
 
-    dev = _device(device)
+    dev = resolve_device(device)
     spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
     if Path(checkpoint).is_dir():  # a timm-layout folder (config.json + model.safetensors); eval/ goes inside
         from ..hub import load_timm_folder
@@ -93,7 +93,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     from ..config import TrainConfig
     from .checkpoints import load_model
 
-    dev = _device(device)
+    dev = resolve_device(device)
     run_dir = Path(run_dir)
     cfg_path = run_dir / rundir.CONFIG
     if not cfg_path.is_file():
@@ -122,7 +122,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     return claim
 
 
-def _device(device: str | None):
+def resolve_device(device: str | None):
     """``--device`` as a torch device that exists here (UserError naming it and the valid ones)."""
     import torch
 
