@@ -111,7 +111,11 @@ def test_search_order_data_dir_before_env(tmp_path, monkeypatch):
     assert len(load_dataset("mnist", "test", data_dir=tmp_path / "a")) == 4
     assert len(load_dataset("mnist", "test")) == 6
     # A data_dir without the files falls through to $ROBUSTSCALE_DATA (the documented search order).
+    (tmp_path / "empty").mkdir()
     assert len(load_dataset("mnist", "test", data_dir=tmp_path / "empty")) == 6
+    # One that does not exist is a typo: an error naming it, not a silent fall-through.
+    with pytest.raises(UserError, match=f"--data-dir {tmp_path / 'typo'} does not exist"):
+        load_dataset("mnist", "test", data_dir=tmp_path / "typo")
 
 
 def _idx_error(root: Path) -> str:

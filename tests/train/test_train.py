@@ -229,7 +229,7 @@ def _write_yaml(tmp_path: Path, data_dir: Path, **kw) -> str:
     (["--sched", "plateau"], "invalid sched"),
     (["--opt", "sgdd"], "unknown opt 'sgdd'"),
     (["--model", "wide_resnet13_1"], "unknown model 'wide_resnet13_1'"),
-    (["--no-such-key", "1"], "unknown key 'no_such_key'"),
+    (["--no-such-key", "1"], "unknown flag --no-such-key"),
     (["--eval-subset", "100000"], "asked for 100000 test images"),
 ])
 def test_bad_input_is_one_line_exit_2(tmp_path, mnist_like_dir, cli, args, needle):

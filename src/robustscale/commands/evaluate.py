@@ -159,14 +159,9 @@ def _check_dataset(name: str) -> None:
 
 
 def _check_device(device: str) -> None:
-    import torch
+    from ..evaluation.api import resolve_device
 
-    from ..errors import UserError
-
-    try:
-        torch.device(device)
-    except RuntimeError:
-        raise UserError(f"invalid device {device!r}; e.g. cpu, cuda, cuda:1") from None
+    resolve_device(device)  # a device that exists here: `--device cuda` without a GPU is one line
 
 
 def _check_store(url: str) -> None:

@@ -93,11 +93,7 @@ def _load_file(path: Path):
 def _load_store(url: str):
     from ..store import open_store  # lazy: SQLAlchemy only when a store is read
 
-    try:
-        store = open_store(url, create=False)
-    except TypeError:  # an open_store without the create flag
-        store = open_store(url)
-    return store.runs_frame()
+    return open_store(url, readonly=True).runs_frame()
 
 
 def require_columns(df, columns: Iterable[str], what: str = "runs table") -> None:

@@ -5,6 +5,11 @@ with ``BEGIN IMMEDIATE`` (writers queue on the database lock instead of failing 
 journal is WAL (readers never block the writer) and a busy timeout makes waiting writers retry;
 on PostgreSQL the row being changed is locked ``FOR UPDATE``. Either way a transaction that
 still loses a race (a lock timeout, two processes inserting the same new name) is retried.
+
+Commands that only read open the store ``readonly``: SQLite through a ``mode=ro`` URI (so a
+store on read-only media or in a folder the user cannot write is still readable), PostgreSQL
+with read-only transactions. The store is an index of the run folders, which are the source of
+truth: :meth:`Store.sync_run` rebuilds a run's rows from its folder (``store/sync.py``).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from ..errors import UserError
 from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS
 from .location import mask_url, resolve_store_url, sqlite_path
-from .migrations import ensure_schema, read_version
+from .migrations import check_version, ensure_schema, read_version
 from .tables import EPOCH_VALUE_COLUMNS, RUN_VALUE_COLUMNS, STALE, RunStatus, epochs, evaluations, runs
 
 T = TypeVar("T")
@@ -45,31 +50,38 @@ class StoreNotFound(UserError):
     """A read-only command was pointed at a store that does not exist (yet)."""
 
 
+class StoreUnreachable(UserError):
+    """The store's server (or file) cannot be reached right now; the run folders are unaffected."""
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def open_store(url: str | os.PathLike | None = None, *, output_dir: str | os.PathLike | None = None,
-               create: bool = True) -> "Store":
+               create: bool = True, readonly: bool = False) -> "Store":
     """Open (and create or migrate) the store at ``url`` (see ``resolve_store_url``).
 
-    ``create=False`` refuses to create a SQLite file that does not exist yet (read commands).
+    ``create=False`` refuses to create a SQLite file that does not exist yet; ``readonly=True``
+    (reading commands; implies ``create=False``) opens it without ever writing to it.
     Raises UserError for an unreachable server, a missing file, or an unsupported URL.
     """
     resolved = resolve_store_url(url, output_dir)
     if resolved is None:
         raise UserError(f"the results store is disabled (store={url or os.environ.get('ROBUSTSCALE_STORE')!r}); "
                         f"pass --store URL")
-    return Store(resolved, create=create)
+    return Store(resolved, create=create and not readonly, readonly=readonly)
 
 
 class Store:
     """A results store at a SQLAlchemy URL. Methods take and return plain dicts."""
 
-    def __init__(self, url: str, *, create: bool = True):
+    def __init__(self, url: str, *, create: bool = True, readonly: bool = False):
         self.url = url
         self.display_url = mask_url(url)
-        path = sqlite_path(url)
+        self.readonly = readonly
+        create = create and not readonly
+        path = self.path = sqlite_path(url)
         self.is_sqlite = url.startswith("sqlite")
         if path is not None:
             if not path.exists():
@@ -88,6 +100,8 @@ class Store:
         if not self.create and read_version(conn) is None:
             raise StoreNotFound(f"no results store at {self.display_url} (empty database); give --store "
                                 f"PATH_OR_URL or run something first")
+        if self.readonly:
+            return check_version(conn, self.display_url)
         if conn.dialect.name == "postgresql":
             # Serialise schema creation between processes opening a fresh database at once
             # (SQLite's BEGIN IMMEDIATE already does).
@@ -97,25 +111,33 @@ class Store:
     # ------------------------------------------------------------------ engine and transactions
     def _make_engine(self, url: str):
         if self.is_sqlite:
-            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+            readonly = self.readonly and self.path is not None
+            if readonly:
+                engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path))
+            else:
+                engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn, _record):
                 dbapi_conn.isolation_level = None  # the driver must not open transactions; we BEGIN IMMEDIATE
                 cur = dbapi_conn.cursor()
                 cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-                cur.execute("PRAGMA journal_mode = WAL")
-                cur.execute("PRAGMA synchronous = NORMAL")
+                if not readonly:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                    cur.execute("PRAGMA synchronous = NORMAL")
                 cur.execute("PRAGMA foreign_keys = ON")
                 cur.close()
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
             return engine
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if self.readonly:
+            connect_args["options"] = "-c default_transaction_read_only=on"
         try:
-            return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         except Exception as exc:  # noqa: BLE001  (bad URL syntax, missing driver)
             raise UserError(f"cannot use store {self.display_url}: {_first_line(exc)}") from None
 
@@ -132,7 +154,8 @@ class Store:
             except OperationalError as exc:
                 if not _is_transient(exc) or attempt == attempts - 1:
                     if _is_connect_error(exc):
-                        raise UserError(f"cannot reach store {self.display_url}: {_first_line(exc.orig)}") from None
+                        raise StoreUnreachable(f"cannot reach store {self.display_url}: {_first_line(exc.orig)}; "
+                                               f"{self._reach_hint()}") from None
                     raise UserError(f"store {self.display_url}: {_first_line(exc.orig)}") from None
             except DBAPIError as exc:
                 if not _is_transient(exc) or attempt == attempts - 1:
@@ -140,6 +163,11 @@ class Store:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
+
+    def _reach_hint(self) -> str:
+        if self.is_sqlite:
+            return "check that the file and its folder are readable (and writable, for commands that record)"
+        return "start the server or fix --store / $ROBUSTSCALE_STORE (or pass --store none to record nothing)"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -222,11 +250,7 @@ class Store:
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}; record_run_start first")
             conn.execute(delete(epochs).where(epochs.c.run_id == row["id"], epochs.c.epoch == int(epoch)))
-            typed = {k: _float(metrics.get(k)) for k in EPOCH_VALUE_COLUMNS}
-            if typed["train_images_seen"] is not None:
-                typed["train_images_seen"] = int(typed["train_images_seen"])
-            conn.execute(epochs.insert().values(run_id=row["id"], epoch=int(epoch), recorded_at=now,
-                                                metrics=metrics, **typed))
+            _insert_epoch(conn, row["id"], epoch, metrics, now)
             n = conn.execute(select(func.count()).select_from(epochs).where(epochs.c.run_id == row["id"])).scalar()
             values: dict[str, Any] = {"epochs_done": int(n)}
             if row["status"] == RunStatus.RUNNING.value:
@@ -287,36 +311,70 @@ class Store:
         AutoAttack (else PGD) accuracy is below 10%.
         """
         claim = _jsonable(dict(claim))
-        attack = str(claim.get("attack") or "").strip().lower()
-        if not attack:
-            raise UserError("an evaluation claim needs an `attack`")
-        eps = _float(claim.get("eps"))
-        n = claim.get("n_examples")
-        if eps is None or n is None:
-            raise UserError(f"evaluation claim for {name!r} lacks eps or n_examples")
-        per_attack = claim.get("stage_acc") or claim.get("per_attack")
+        _check_claim(name, claim)
         now = utcnow()
 
         def tx(conn: Connection) -> None:
             row = _select_run(conn, name, lock=True)
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}")
-            existing = conn.execute(select(evaluations.c.id).where(
-                evaluations.c.run_id == row["id"], evaluations.c.attack == attack,
-                func.abs(evaluations.c.eps - eps) < _EPS_TOL, evaluations.c.n_examples == int(n))).scalar()
-            values = dict(
-                run_id=row["id"], attack=attack, eps=eps, norm=claim.get("norm"), n_examples=int(n),
-                clean_acc=_float(claim.get("clean_acc")), robust_acc=_float(_robust_of(claim)), per_attack=per_attack,
-                eval_flops=_float(claim.get("eval_flops")), wall_seconds=_float(claim.get("wall_seconds")),
-                device_hours=_float(claim.get("device_hours")), energy_kwh=_float(claim.get("energy_kwh")),
-                created_at=now, claim=claim)
-            if existing is None:
-                conn.execute(evaluations.insert().values(**values))
-            else:
-                conn.execute(update(evaluations).where(evaluations.c.id == existing).values(**values))
+            _upsert_evaluation(conn, row["id"], claim, now)
             _refresh_headline(conn, row["id"])
 
         self._run(tx)
+
+    def sync_run(self, cfg, run_dir: str | os.PathLike, *, status: RunStatus, summary: Mapping[str, Any] | None,
+                 epoch_rows: Iterable[Mapping[str, Any]] = (), claims: Iterable[Mapping[str, Any]] = (),
+                 error: str | None = None) -> str:
+        """Make the rows of one run say what its folder says, in one transaction.
+
+        The run row takes ``status``, the config and the summary's compute and metrics; its epochs
+        are replaced by ``epoch_rows`` (metrics.jsonl) and ``claims`` (eval/*.json) are upserted.
+        Returns ``inserted``, ``updated``, or ``alive`` when another live process owns the run
+        (then nothing is changed).
+        """
+        cfg_dict, name, chash = _config_parts(cfg)
+        status = RunStatus(status)
+        summary = _jsonable(dict(summary or {}))
+        rows = [_jsonable(dict(r)) for r in epoch_rows]
+        claims = [_jsonable(dict(c)) for c in claims]
+        for claim in claims:
+            _check_claim(name, claim)
+        now = utcnow()
+        me = process_identity()
+
+        def tx(conn: Connection) -> str:
+            row = _select_run(conn, name, lock=True)
+            if row is not None:
+                _check_same_config(row, name, chash)
+                if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
+                    return "alive"
+            values: dict[str, Any] = {
+                "status": status.value, "config_hash": chash, "config": cfg_dict, "source": LOCAL_SOURCE,
+                "run_dir": str(Path(run_dir).resolve()), "error": None if status is RunStatus.DONE else error,
+                "epochs_done": len(rows), "summary": summary or None, "heartbeat_at": None, **_identity(cfg_dict),
+            }
+            if status is not RunStatus.RUNNING:
+                values["finished_at"] = (row or {}).get("finished_at") or now
+            flat = _flatten(summary)
+            for key in RUN_VALUE_COLUMNS:
+                values[key] = _coerce_value(key, flat.get(key))
+            if row is None:
+                conn.execute(runs.insert().values(name=name, created_at=now, **values))
+                row = _select_run(conn, name, lock=True)
+                outcome = "inserted"
+            else:
+                conn.execute(update(runs).where(runs.c.id == row["id"]).values(**values))
+                outcome = "updated"
+            conn.execute(delete(epochs).where(epochs.c.run_id == row["id"]))
+            for r in rows:
+                _insert_epoch(conn, row["id"], r["epoch"], r, now)
+            for claim in claims:
+                _upsert_evaluation(conn, row["id"], claim, now)
+            _refresh_headline(conn, row["id"])
+            return outcome
+
+        return self._run(tx)
 
     def import_frame(self, frame, source: str) -> dict[str, int]:
         """Upsert finished runs from a DataFrame in the schema of ``RUN_COLUMNS`` (e.g. a paper's runs).
@@ -441,6 +499,25 @@ class Store:
         return self._run(tx)
 
 
+def _connect_sqlite_readonly(path: Path):
+    """A ``mode=ro`` connection; ``immutable=1`` when even that cannot open (a WAL store in a read-only folder)."""
+    import sqlite3
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc):
+            raise
+    # A WAL database needs a -shm file beside it, which a read-only folder cannot hold; nobody can
+    # write the store there either, so reading it as immutable is exact.
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+
+
 # ---------------------------------------------------------------------- run records
 def run_record(row: Mapping[str, Any]) -> dict[str, Any]:
     """The flat ``RUN_COLUMNS`` record of a run row."""
@@ -513,6 +590,41 @@ def _same_process(row: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
     return row.get("host") == me["host"] and row.get("pid") == me["pid"]
 
 
+def _insert_epoch(conn: Connection, run_id: int, epoch: int, metrics: Mapping[str, Any], now: dt.datetime) -> None:
+    typed = {k: _float(metrics.get(k)) for k in EPOCH_VALUE_COLUMNS}
+    if typed["train_images_seen"] is not None:
+        typed["train_images_seen"] = int(typed["train_images_seen"])
+    conn.execute(epochs.insert().values(run_id=run_id, epoch=int(epoch), recorded_at=now, metrics=dict(metrics),
+                                        **typed))
+
+
+def _check_claim(name: str, claim: Mapping[str, Any]) -> None:
+    if not str(claim.get("attack") or "").strip():
+        raise UserError(f"an evaluation claim of {name!r} needs an `attack`")
+    if _float(claim.get("eps")) is None or claim.get("n_examples") is None:
+        raise UserError(f"evaluation claim for {name!r} lacks eps or n_examples")
+
+
+def _upsert_evaluation(conn: Connection, run_id: int, claim: Mapping[str, Any], now: dt.datetime) -> None:
+    """Insert or replace the evaluation row of (run, attack, eps, n_examples)."""
+    attack = str(claim["attack"]).strip().lower()
+    eps, n = _float(claim["eps"]), int(claim["n_examples"])
+    existing = conn.execute(select(evaluations.c.id).where(
+        evaluations.c.run_id == run_id, evaluations.c.attack == attack,
+        func.abs(evaluations.c.eps - eps) < _EPS_TOL, evaluations.c.n_examples == n)).scalar()
+    values = dict(
+        run_id=run_id, attack=attack, eps=eps, norm=claim.get("norm"), n_examples=n,
+        clean_acc=_float(claim.get("clean_acc")), robust_acc=_float(_robust_of(claim)),
+        per_attack=claim.get("stage_acc") or claim.get("per_attack"),
+        eval_flops=_float(claim.get("eval_flops")), wall_seconds=_float(claim.get("wall_seconds")),
+        device_hours=_float(claim.get("device_hours")), energy_kwh=_float(claim.get("energy_kwh")),
+        created_at=now, claim=dict(claim))
+    if existing is None:
+        conn.execute(evaluations.insert().values(**values))
+    else:
+        conn.execute(update(evaluations).where(evaluations.c.id == existing).values(**values))
+
+
 def _refresh_headline(conn: Connection, run_id: int) -> None:
     """Fill the run's headline metrics from its evaluations (largest complete one per attack)."""
     row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
@@ -530,13 +642,19 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
         values.update(aa_robust_acc=aa["robust_acc"], aa_n_examples=aa["n_examples"])
     if pgd is not None:
         values["pgd_robust_acc"] = pgd["robust_acc"]
-    # Clean accuracy from the evaluation on the most test images (AutoAttack often runs on fewer).
-    cleans = [e for e in (aa, pgd) if e is not None and e["clean_acc"] is not None]
+    # Clean accuracy from the evaluation at the run's eps on the most test images, whatever its attack;
+    # training's own last evaluation counts too, with its image count (never the latest, if smaller).
+    summary = row["summary"] if isinstance(row["summary"], dict) else {}
+    flat = _flatten(summary)
+    cleans = [(e["n_examples"], 1, e["id"], e["clean_acc"]) for e in evals if e["clean_acc"] is not None
+              and (run_eps is None or abs(e["eps"] - run_eps) < _EPS_TOL)]
+    train_n = _float(flat.get("eval_images")) or _float(flat.get("eval_subset"))
+    if _float(flat.get("clean_acc")) is not None and train_n:
+        cleans.append((int(train_n), 0, 0, _float(flat["clean_acc"])))
     if cleans:
-        values["clean_acc"] = max(cleans, key=lambda e: (e["n_examples"], e["id"]))["clean_acc"]
+        values["clean_acc"] = max(cleans)[3]
     if evals:
-        summary = row["summary"] if isinstance(row["summary"], dict) else {}
-        train_eval = _float(_flatten(summary).get("eval_flops")) or 0.0
+        train_eval = _float(flat.get("eval_flops")) or 0.0
         eval_sum = [e["eval_flops"] for e in evals if e["eval_flops"] is not None]
         if eval_sum or train_eval:
             values["eval_flops"] = train_eval + sum(eval_sum)
@@ -642,8 +760,19 @@ def _known_hashes(cfg) -> tuple[str, ...]:
 
 def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: cfg.get(k) for k in IDENTITY_COLUMNS if k != "synthetic_data"}
+    out["attack_steps"] = attack_steps_of(cfg.get("method"), cfg.get("attack_steps"))
     out["synthetic_data"] = bool(cfg.get("generated_data"))
     return out
+
+
+def attack_steps_of(method: Any, steps: Any) -> int | None:
+    """The attack steps a method really takes: none for standard training, 1 for FGSM-RS."""
+    method = getattr(method, "value", method)
+    if method == "standard":
+        return None
+    if method == "fgsm_rs":
+        return 1
+    return None if steps is None else int(steps)
 
 
 def _versions() -> dict[str, Any]:

@@ -61,3 +61,18 @@ def ensure_schema(conn: Connection, where: str) -> int:
         version += 1
         conn.execute(meta.update().where(meta.c.key == VERSION_KEY).values(value=str(version)))
     return version
+
+
+def check_version(conn: Connection, where: str) -> int:
+    """The version of a store opened read-only: it must be this robustscale's (nothing can be migrated)."""
+    version = read_version(conn)
+    if version is None:
+        raise UserError(f"no results store at {where} (empty database)")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"store {where} has schema version {version}, newer than this robustscale understands "
+                        f"({SCHEMA_VERSION}); upgrade robustscale")
+    if version < SCHEMA_VERSION:
+        raise UserError(f"store {where} has schema version {version} and needs a migration to {SCHEMA_VERSION}, "
+                        f"which a read-only open cannot do; run a recording command on it once where it is "
+                        f"writable (e.g. robustscale runs sync RUN_DIR --store ...)")
+    return version

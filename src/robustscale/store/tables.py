@@ -3,7 +3,7 @@
 Three tables plus a key/value table holding the schema version:
 
 - ``runs``: one row per run, keyed by ``name``. The full resolved ``TrainConfig`` as JSON and
-  its ``config_hash``; ``status`` (queued / running / done / failed); where and with what it ran
+  its ``config_hash``; ``status`` (queued / running / done / failed / interrupted); where and with what it ran
   (host, pid, package versions); timestamps and a ``heartbeat_at`` the training process refreshes;
   every compute field of ``robustscale.schema.RUN_COLUMNS``; the final metrics. Final metrics
   and compute totals are written in the same transaction that sets ``status = 'done'``, so a
@@ -30,6 +30,12 @@ class RunStatus(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped by a signal after saving a resumable state
+
+
+# What `--status` / `status=` accept: the stored statuses, `stale` (see below) and `all`.
+def status_choices() -> list[str]:
+    return [s.value for s in RunStatus] + [STALE]
 
 
 # Shown by `runs list` / `sweep status` for a `running` row whose process is gone (not stored).

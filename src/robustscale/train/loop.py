@@ -4,18 +4,20 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from .. import rundir
 from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse, TrainConfig
-from ..errors import UserError
+from ..errors import UserError, check_writable_dir
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
 from .distributed import Dist, all_reduce_, setup_distributed, unwrap_ddp
 from .evaluate import evaluate_subset
 from .interrupts import Interrupts, StopRequested, TrainingDiverged
+from .ledger import close_segment, epoch_figures, next_session, sessions
 from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
                     save_state, seed_everything, set_rng_state)
 from .step import build_step, eps_at
@@ -50,6 +52,9 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     resume_dir = Path(resume) if resume is not None else None
     if resume_dir is not None:
         cfg = check_resume(resume_dir, cfg)
+        done = finished_summary(resume_dir, cfg)
+        if done is not None:
+            return done
     import torch
 
     from ..store import record_run_end
@@ -62,11 +67,16 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     try:
         trainer = Trainer(cfg, dinfo, resume_dir)
         summary = trainer.run()
-        record_run_end(trainer.cfg, summary)
+        record_run_end(trainer.cfg, summary, run_dir=trainer.run_dir)  # a store outage only warns
         return summary
     except BaseException as exc:
         if trainer is not None and trainer.in_store:  # never leave a half row `running`
-            record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, KeyboardInterrupt):
+                record_run_end(trainer.cfg, status="interrupted", run_dir=trainer.run_dir,
+                               error=f"interrupted; resume with: robustscale train --resume {trainer.run_dir}")
+            else:
+                record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}",
+                               run_dir=trainer.run_dir)
         if trainer is not None and trainer.trackers is not None:  # no-op when _finish already closed them
             trainer.trackers.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
@@ -78,6 +88,47 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
 
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
+
+
+def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict | None:
+    """A completed run's summary when ``run_dir`` holds one for ``cfg``: resuming it is a no-op that says so.
+
+    Never a reset: nothing is trained or rewritten. A store row that missed the end (an outage) is
+    rebuilt from the folder on the way.
+    """
+    import json
+
+    path = run_dir / rundir.SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "completed" or summary.get("config_hash") != cfg.config_hash():
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run {run_dir} is already complete ({summary.get('epochs_done')}/{cfg.epochs} epochs); "
+              f"nothing to train", file=sys.stderr, flush=True)
+        _resync_store(run_dir, cfg)
+    return summary
+
+
+def _resync_store(run_dir: Path, cfg: TrainConfig) -> None:
+    """Make the store's row of a complete run say so (it may have missed the end); warn if it cannot."""
+    import warnings
+
+    from ..store import store_for
+    from ..store.sync import sync_run_dir
+
+    try:
+        store = store_for(cfg)
+        row = store.get_run(cfg.name, details=False) if store is not None else None
+        if store is not None and (row is None or row["status"] != "done"):
+            sync_run_dir(store, run_dir)
+    except Exception as exc:  # noqa: BLE001  (the run is complete in its folder either way)
+        from ..store.hooks import StoreWarning, sync_hint
+
+        warnings.warn(f"results store: {cfg.name} not recorded ({str(exc).split('; ')[0]}); record it later with: "
+                      f"{sync_hint(run_dir, None, cfg)}", StoreWarning, stacklevel=2)
 
 
 class Trainer:
@@ -200,14 +251,19 @@ class Trainer:
     # ------------------------------------------------------------------ main
     def run(self) -> dict:
         self.run_dir = self._prepare_run_dir()
-        record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
-        self.in_store = True
+        # Everything the user can get wrong (an unwritable folder, config, data) fails here, before
+        # the store gets a row or the folder a file.
+        if self.dinfo.main:
+            check_writable_dir(self.run_dir, "--output-dir", "choose a writable --output-dir", create=False)
         self._setup()
         if self.resume_dir is not None:
             counters, sums, rng = restore_state(self.run_dir, self.cfg, self.dinfo, self.model, self.step)
             set_rng_state(rng, self.dinfo.device)
         else:
             counters, sums = Counters(), new_sums()
+        self.session = next_session(counters)
+        record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
+        self.in_store = True
         if self.dinfo.main:
             write_config_and_env(self.run_dir, self.cfg, self.dinfo)
             truncate_metrics(self.run_dir, counters.epoch)
@@ -235,11 +291,12 @@ class Trainer:
             except TrainingDiverged as exc:
                 self._finish(counters, "diverged", counters.compute_pieces + [tracker.summary()], error=str(exc))
                 raise
-        return self._finish(counters, "completed", counters.compute_pieces + [tracker.summary()])
+        # The totals are the ledger of the last checkpoint: what a resume from it would also report.
+        return self._finish(counters, "completed", counters.compute_pieces)
 
     def _save_interrupted(self, counters: Counters, sums: dict, rng: dict, tracker) -> None:
-        """Save the resumable state of (counters, sums, rng) and an ``interrupted`` summary."""
-        counters.compute_pieces = counters.compute_pieces + [tracker.summary()]
+        """Save the resumable state of (counters, sums, rng), with its ledger, and an ``interrupted`` summary."""
+        close_segment(counters, tracker, self.session, restart=False)  # the tracker's block has exited
         self._save_state(self._state(counters, sums, rng))
         self._finish(counters, "interrupted", counters.compute_pieces)
 
@@ -403,12 +460,14 @@ class Trainer:
                                                        cfg.eval_attack_steps if robust is not None else 0,
                                                        fgsm=fgsm is not None)
         eval_seconds = time.perf_counter() - t_eval
+        # The epoch's work ends here: close its ledger segment, saved with the checkpoint that follows.
+        close_segment(counters, tracker, self.session)
         self.last_clean, self.last_robust = clean, robust
         score = robust if robust is not None else clean
         is_best = score is None or counters.best_robust_acc is None or score > counters.best_robust_acc
         if is_best:
             counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
-        row = self._epoch_row(counters, sums, tracker, clean, robust, n_eval, eval_seconds, is_best)
+        row = self._epoch_row(counters, sums, clean, robust, n_eval, eval_seconds, is_best)
         row["fgsm_robust_acc"] = fgsm
         if self.dinfo.main:
             self._save_epoch(row, is_best)
@@ -437,7 +496,7 @@ class Trainer:
                 "training goes on (on_collapse: warn)"
             print(f"warning: {found.message()}; {then}", file=sys.stderr, flush=True)
 
-    def _epoch_row(self, counters: Counters, t: dict, tracker, clean, robust, n_eval: int, eval_seconds: float,
+    def _epoch_row(self, counters: Counters, t: dict, clean, robust, n_eval: int, eval_seconds: float,
                    is_best: bool) -> dict:
         """The metrics.jsonl row of the epoch (``t``: sums, already totals over ranks)."""
         cfg, seconds = self.cfg, t["seconds"]
@@ -453,8 +512,9 @@ class Trainer:
             "images_per_second": t["n"] / max(seconds, 1e-9),
             "epoch_seconds": seconds, "eval_seconds": eval_seconds,
             "train_images_seen": counters.images_seen,
-            # Compute so far (cumulative). Energy is measured for the whole run: null until summary.json.
-            **self._compute(counters, counters.compute_pieces + [tracker.summary()]),
+            # Compute so far (cumulative: the ledger the checkpoint of this epoch holds), and this epoch's own.
+            **self._compute(counters, counters.compute_pieces),
+            "session": self.session, **epoch_figures(counters, counters.epoch + 1),
             "best": is_best,
         }
 
@@ -499,7 +559,8 @@ class Trainer:
                               and cfg.eps > 0),
             "stopped_by_collapse": self._stopped_by_collapse(counters) and counters.epoch < cfg.epochs,
             "ema": cfg.ema_decay is not None, "compiled": self.compiled, "world_size": self.dinfo.world,
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.run_dir), "eval_images": len(self.x_eval) if self.x_eval is not None else 0,
+            "compute_sessions": sessions(dataclasses.replace(counters, compute_pieces=pieces)),
             "robustscale_version": __version__, "error": error,
         }
         summary = build_summary(cfg, status=status, model_parameters=count_parameters(rundir.inner_model(self.model)),
