@@ -188,7 +188,7 @@ def run_show(args) -> int:
 
 def _list_row(row: dict) -> dict:
     """A row as `runs list` shows it: k is the steps the method takes (none for standard training)."""
-    from ..store.core import attack_steps_of
+    from ..store.records import attack_steps_of
 
     return {**row, "attack_steps": attack_steps_of(row.get("method"), row.get("attack_steps"))}
 

@@ -10,6 +10,9 @@ gone. A run still alive in another process is never touched.
 Status from the folder: a ``completed`` summary -> done; an ``interrupted`` one, or a
 ``state.pt`` without a summary (killed) -> interrupted (resumable); a ``diverged`` one -> failed;
 nothing resumable -> failed.
+
+The transactions behind ``Store.sync_run`` (:func:`folder_rows_tx`) and ``Store.import_frame``
+(:func:`frame_rows_tx`, a DataFrame of finished runs) are here too.
 """
 from __future__ import annotations
 
@@ -17,10 +20,16 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable, Mapping
+
+from sqlalchemy import Connection, delete, select, update
 
 from ..errors import UserError
-from .tables import STALE, RunStatus
+from .liveness import _same_process, effective_status, process_identity, utcnow
+from .records import (LOCAL_SOURCE, _coerce_value, _config_parts, _flatten, _frame_records, _identity, _jsonable,
+                      _same)
+from .rows import _check_claim, _check_same_config, _insert_epoch, _refresh_headline, _select_run, _upsert_evaluation
+from .tables import RUN_VALUE_COLUMNS, STALE, RunStatus, epochs, runs
 
 
 @dataclass
@@ -157,3 +166,82 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
         if isinstance(row, dict) and isinstance(row.get("epoch"), int):
             by_epoch[row["epoch"]] = row
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+# ---------------------------------------------------------------------- the transactions
+def folder_rows_tx(cfg, run_dir: str | os.PathLike, *, status: RunStatus, summary: Mapping[str, Any] | None,
+                   epoch_rows: Iterable[Mapping[str, Any]] = (), claims: Iterable[Mapping[str, Any]] = (),
+                   error: str | None = None) -> Callable[[Connection], str]:
+    """The transaction of :meth:`Store.sync_run` (bad claims raise UserError here, before it runs)."""
+    cfg_dict, name, chash = _config_parts(cfg)
+    status = RunStatus(status)
+    summary = _jsonable(dict(summary or {}))
+    rows = [_jsonable(dict(r)) for r in epoch_rows]
+    claims = [_jsonable(dict(c)) for c in claims]
+    for claim in claims:
+        _check_claim(name, claim)
+    now = utcnow()
+    me = process_identity()
+
+    def tx(conn: Connection) -> str:
+        row = _select_run(conn, name, lock=True)
+        if row is not None:
+            _check_same_config(row, name, chash)
+            if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
+                return "alive"
+        values: dict[str, Any] = {
+            "status": status.value, "config_hash": chash, "config": cfg_dict, "source": LOCAL_SOURCE,
+            "run_dir": str(Path(run_dir).resolve()), "error": None if status is RunStatus.DONE else error,
+            "epochs_done": len(rows), "summary": summary or None, "heartbeat_at": None, **_identity(cfg_dict),
+        }
+        if status is not RunStatus.RUNNING:
+            values["finished_at"] = (row or {}).get("finished_at") or now
+        flat = _flatten(summary)
+        for key in RUN_VALUE_COLUMNS:
+            values[key] = _coerce_value(key, flat.get(key))
+        if row is None:
+            conn.execute(runs.insert().values(name=name, created_at=now, **values))
+            row = _select_run(conn, name, lock=True)
+            outcome = "inserted"
+        else:
+            conn.execute(update(runs).where(runs.c.id == row["id"]).values(**values))
+            outcome = "updated"
+        conn.execute(delete(epochs).where(epochs.c.run_id == row["id"]))
+        for r in rows:
+            _insert_epoch(conn, row["id"], r["epoch"], r, now)
+        for claim in claims:
+            _upsert_evaluation(conn, row["id"], claim, now)
+        _refresh_headline(conn, row["id"])
+        return outcome
+
+    return tx
+
+
+def frame_rows_tx(frame, source: str) -> Callable[[Connection], dict[str, int]]:
+    """The transaction of :meth:`Store.import_frame` (a bad frame raises UserError here, before it runs)."""
+    records = _frame_records(frame, source)
+    now = utcnow()
+    stats = {"inserted": 0, "updated": 0, "unchanged": 0}
+
+    def tx(conn: Connection) -> dict[str, int]:
+        counts = dict.fromkeys(stats, 0)
+        existing = {r["name"]: r for r in conn.execute(select(runs).where(
+            runs.c.name.in_([rec["name"] for rec in records]))).mappings()}
+        for rec in records:
+            old = existing.get(rec["name"])
+            if old is None:
+                conn.execute(runs.insert().values(created_at=now, started_at=None, finished_at=now, **rec))
+                counts["inserted"] += 1
+                continue
+            if old["source"] != source:
+                raise UserError(f"run name {rec['name']!r} already exists in the store from source "
+                                f"{old['source']!r}; nothing imported")
+            changed = {k: v for k, v in rec.items() if not _same(old.get(k), v)}
+            if changed:
+                conn.execute(update(runs).where(runs.c.id == old["id"]).values(**changed))
+                counts["updated"] += 1
+            else:
+                counts["unchanged"] += 1
+        return counts
+
+    return tx

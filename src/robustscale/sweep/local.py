@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..store.core import _process_alive, _process_start
+from ..store.liveness import _process_alive, _process_start
 from .spec import ExecutorOptions
 
 

@@ -129,7 +129,7 @@ def _job_alive(row: dict[str, Any]) -> bool:
     if not job_id:
         return False
     if executor == "local":  # "<controller pid>@<its start time>:...": a reused pid does not match
-        from ..store.core import _process_alive
+        from ..store.liveness import _process_alive
         from .local import parse_local_job_id
 
         controller, _ = parse_local_job_id(job_id)
