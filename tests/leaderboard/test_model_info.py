@@ -48,3 +48,60 @@ def test_a_malformed_file_is_named(tmp_path, content, message):
     with pytest.raises(UserError, match=message) as exc:
         read_model_info_dir(tmp_path)
     assert str(bad) in str(exc.value)
+
+
+class _Answer:
+    def __init__(self, body: bytes):
+        self.body = body
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def read(self):
+        return self.body
+
+
+def _fake_github(monkeypatch, files: dict[str, object]):
+    """urlopen answering the contents API with ``files``' names and each raw URL with its content."""
+    import urllib.request
+
+    from robustscale.leaderboard import model_info
+
+    def urlopen(req, timeout=None):
+        url = req.full_url
+        if url == model_info.GITHUB_API:
+            return _Answer(json.dumps([{"name": f"{n}.json"} for n in files]).encode())
+        name = url.rsplit("/", 1)[1][:-5]
+        data = files[name]
+        return _Answer((data if isinstance(data, str) else json.dumps(data)).encode())
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+
+
+def test_a_download_replaces_the_entries_and_keeps_other_files(tmp_path, monkeypatch):
+    from robustscale.leaderboard.model_info import download_model_info
+
+    dest = tmp_path / "cache" / "linf"
+    dest.mkdir(parents=True)
+    write(dest.parent, "unrelated", GOOD)  # beside the folder: untouched
+    write(dest, "Old2019Gone", GOOD)  # no longer listed: removed
+    write(dest, "A2020Good", {**GOOD, "clean_acc": "50"})  # listed again: replaced
+    (dest / "notes.txt").write_text("mine")
+    _fake_github(monkeypatch, {"A2020Good": GOOD, "B2021Good": GOOD})
+    assert download_model_info(dest) == dest
+    assert sorted(p.name for p in dest.iterdir()) == ["A2020Good.json", "B2021Good.json", "notes.txt"]
+    assert json.loads((dest / "A2020Good.json").read_text()) == GOOD
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["linf", "unrelated.json"]  # no temp folder left
+
+
+def test_a_malformed_download_keeps_nothing(tmp_path, monkeypatch):
+    from robustscale.leaderboard.model_info import download_model_info
+
+    dest = tmp_path / "linf"
+    _fake_github(monkeypatch, {"A2020Good": GOOD, "B2021Bad": "{not json"})
+    with pytest.raises(UserError, match="not valid JSON"):
+        download_model_info(dest)
+    assert list(tmp_path.iterdir()) == []

@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -166,10 +163,7 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     from ..data.transforms import CROP_PCT
 
     crop_pct = CROP_PCT if cfg.dataset == "imagefolder" else 1.0  # fixed-size datasets are fed uncropped
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.parent / f".{target.name}.export-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()  # not mkdtemp: the folder gets the usual permissions (an export is meant to be shared)
-    try:
+    with rundir.atomic_dir(target, replace=True, mkdir=True) as tmp:
         # timm's own writer, its reader's layout; data_config describes the trained weights (the registry's
         # pretrained_cfg says CIFAR, 3 x 32 x 32), model_args are checked against the model's own.
         save_for_hf(inner, str(tmp), safe_serialization=True,
@@ -186,33 +180,12 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
         (tmp / "README.md").write_text(card)
         mode = (tmp / "config.json").stat().st_mode  # written by open(): the umask's permissions
         os.chmod(tmp / "model.safetensors", mode)  # safetensors writes 0600
-        _move_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     if not loadable:
         warnings.warn(f"plain timm.create_model('local-dir:{target}', pretrained=True) does not load {cfg.model}'s "
                       f"weights; robustscale.hub.load_timm_folder does", ExportWarning, stacklevel=2)
     pushed = push_folder(target, push_to_hub, private=private) if push_to_hub else None
     return {"path": str(target), "weights": weights, "epoch": meta.get("epoch"), "source": str(source),
             "timm_loadable": loadable, "claims": len(claims), "pushed": pushed}
-
-
-def _move_into_place(tmp: Path, target: Path) -> None:
-    """Rename ``tmp`` to ``target``; an existing ``target`` is moved aside first and removed after."""
-    old = None
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "x")
-    try:
-        os.replace(tmp, target)
-    except BaseException:
-        if old is not None:  # put the previous folder back
-            os.replace(old / "x", target)
-        raise
-    finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def push_folder(folder: str | Path, repo_id: str, *, private: bool = False) -> str:

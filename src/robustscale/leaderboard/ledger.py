@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import UserError
-from ..rundir import atomic_write
+from ..rundir import atomic_dir, atomic_write
 from .compute import DEFAULT_FLOPS_PER_SECOND, FlopsCache, device_hours, entry_compute
 from .model_info import ModelInfo
 from .recipes import Entry, load_recipes
@@ -184,20 +183,8 @@ def export_model_info(ledger, infos: Iterable[ModelInfo], directory: str | os.Pa
     if not directory.parent.is_dir():
         raise UserError(f"folder {directory.parent} does not exist (for --export-model-info {directory.name})")
     rows = {r["name"]: r for r in ledger.to_dict("records") if r.get("source") == "robustbench"}
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-    try:
+    with atomic_dir(directory) as tmp:  # an existing folder keeps its other files
         for info in infos:
             data = model_info_with_compute(info, rows.get(info.name, {}))
             (tmp / f"{info.name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-        if not directory.exists():
-            os.replace(tmp, directory)
-        else:
-            for p in sorted(tmp.iterdir()):
-                os.replace(p, directory / p.name)
-            tmp.rmdir()
-    finally:
-        if tmp.exists():
-            for p in tmp.iterdir():
-                p.unlink()
-            tmp.rmdir()
     return directory

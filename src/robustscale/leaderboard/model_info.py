@@ -11,12 +11,12 @@ import json
 import math
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..rundir import atomic_dir
 
 REQUIRED = ("architecture", "clean_acc", "autoattack_acc")
 GITHUB_API = "https://api.github.com/repos/RobustBench/robustbench/contents/model_info/cifar10/Linf"
@@ -118,18 +118,12 @@ def download_model_info(dest: str | os.PathLike | None = None, timeout: float = 
                    if isinstance(item, dict) and str(item.get("name", "")).endswith(".json"))
     if not names:
         raise UserError(f"no model-info files listed at {GITHUB_API}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    for name in names:
-        text = get(RAW_URL.format(name=name)).decode("utf-8")
-        parse_model_info(text, name, RAW_URL.format(name=name))  # refuse a malformed file before keeping any
-        (tmp / f"{name}.json").write_text(text, encoding="utf-8")
-    if dest.exists():
-        for p in dest.glob("*.json"):
+    with atomic_dir(dest, mkdir=True) as tmp:
+        for name in names:
+            text = get(RAW_URL.format(name=name)).decode("utf-8")
+            parse_model_info(text, name, RAW_URL.format(name=name))  # refuse a malformed file before keeping any
+            (tmp / f"{name}.json").write_text(text, encoding="utf-8")
+    for p in dest.glob("*.json"):  # files of an earlier download that RobustBench no longer lists
+        if p.stem not in names:
             p.unlink()
-        for p in tmp.iterdir():
-            os.replace(p, dest / p.name)
-        tmp.rmdir()
-    else:
-        os.replace(tmp, dest)
     return dest
