@@ -17,19 +17,12 @@ __all__ = ["bench_train_step", "format_result"]
 
 
 def _check_device(device: str):
-    import torch
+    """The device that exists here (evaluation's check); bench times CPU and CUDA only."""
+    from ..evaluation.api import resolve_device
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UserError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N") from None
+    dev = resolve_device(device)
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but CUDA is not available here; valid: cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"device {device!r} does not exist; valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 

@@ -135,8 +135,8 @@ def resolve_device(device: str | None):
     if dev.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise UserError(f"--device {device} requested but no CUDA GPU is available here; use --device cpu "
-                            f"(or leave --device out)")
+            raise UserError(f"--device {device} requested but CUDA is not available here (no CUDA GPU); "
+                            f"use --device cpu (or leave --device out)")
         if dev.index is not None and dev.index >= count:
             raise UserError(f"--device {device} does not exist; valid: cpu, "
                             f"{', '.join(f'cuda:{i}' for i in range(count))}")
