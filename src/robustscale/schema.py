@@ -6,6 +6,8 @@ AutoAttack accuracy fell below 10% or that the per-epoch check flagged during tr
 """
 from __future__ import annotations
 
+import math
+
 RUN_COLUMNS: tuple[str, ...] = (
     "name", "source", "status", "config_hash", "dataset", "model", "model_parameters",
     "method", "attack_steps", "eps", "norm", "epochs", "synthetic_data",
@@ -29,3 +31,12 @@ COLLAPSE_THRESHOLD_ACC = 10.0  # percent AutoAttack accuracy
 def resolve_column(name: str) -> str:
     """Map a paper alias to our column name (other names pass through)."""
     return PAPER_ALIASES.get(name, name)
+
+
+def finite_float(value) -> float | None:
+    """A run value as a finite float; None when it is missing, not a number, NaN or infinite (JSON-safe)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

@@ -4,19 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 
 TINY = dict(dataset="fashion_mnist", model="wide_resnet16_1", train_subset=64, batch_size=32, epochs=1, eps=0.1,
             attack_steps=1, eval_subset=32, eval_attack_steps=2, workers=0, energy=False, progress=False,
             deterministic=True, lr_base=0.4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def train_tiny(out: Path, data_dir: Path, name: str, **kw) -> Path:

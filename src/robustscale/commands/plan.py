@@ -64,14 +64,10 @@ def run(args) -> int:
     from ..plan import make_plan, parse_budgets
     from ..scaling import load_paper_runs, load_runs, parse_mapping
     from ..scaling.published_runs import PAPER_URL
+    from .fit import check_common
 
     budgets = parse_budgets(args.budget_flops, args.budget_gpu_hours, args.budget_usd)
-    if args.bootstrap < 0:
-        raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")
-    if not (0 < args.level < 1):
-        raise UserError(f"invalid --level {args.level}: must be in (0, 1), e.g. 0.95")
-    if args.jobs is not None and args.jobs < 1:
-        raise UserError(f"invalid --jobs {args.jobs}: must be >= 1")
+    check_common(args)
     if args.path and not args.paper_runs:
         raise UserError("--path goes with --paper-runs; for another table use --runs SOURCE")
     if args.paper_runs:

@@ -9,13 +9,13 @@ and :func:`export_model_info` write the joined table and RobustBench-style JSON 
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from ..errors import UserError
 from ..rundir import atomic_dir, atomic_write
+from ..schema import finite_float as _num
 from .compute import DEFAULT_FLOPS_PER_SECOND, FlopsCache, device_hours, entry_compute
 from .model_info import ModelInfo
 from .recipes import Entry, load_recipes
@@ -149,14 +149,6 @@ def export_table(ledger, path: str | os.PathLike) -> Path:
     else:
         atomic_write(path, lambda tmp: ledger.to_parquet(tmp, index=False))
     return path
-
-
-def _num(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def model_info_with_compute(info: ModelInfo, row: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..schema import finite_float as _num
 from ._threads import single_threaded_blas
 from .bootstrap import bootstrap_fit
 from .frontier import frontier_mask
@@ -40,15 +41,6 @@ def _quantiles(values: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndar
     q = (1 - level) / 2
     return (np.quantile(values, q, axis=axis, method="lower"),
             np.quantile(values, 1 - q, axis=axis, method="higher"))
-
-
-def _num(v) -> float | None:
-    """JSON-safe float: NaN/inf -> None."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 @dataclass

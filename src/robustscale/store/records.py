@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 from ..errors import UserError
 from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS
+from ..schema import finite_float as _float
 from .tables import RUN_VALUE_COLUMNS, RunStatus, runs
 
 LOCAL_SOURCE = "robustscale"
@@ -163,16 +164,6 @@ def _coerce_value(key: str, value: Any) -> Any:
     except (TypeError, ValueError):
         return None
     return str(value)
-
-
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None if value is None else float(value)
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _isnan(value: Any) -> bool:
