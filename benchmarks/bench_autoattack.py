@@ -1,4 +1,4 @@
-"""AutoAttack throughput (examples/s) on the CPU demo model: official pyautoattack vs robustscale.evaluate.
+"""AutoAttack throughput (examples/s) on the CPU demo model: official pyautoattack vs robustscale.evaluation.
 
     python benchmarks/bench_autoattack.py                          # trains the demo model once (cached), then times
     python benchmarks/bench_autoattack.py --run runs/<name>        # any robustscale run folder
@@ -13,7 +13,7 @@ eps on the same first ``--n`` test images with seed 0, in one batch:
 - ``official``: ``pyautoattack.AutoAttack(...).run_standard_evaluation`` on the model as users
   usually hand it over (parameters requiring grad, so FAB's ``backward()`` also fills weight
   gradients);
-- ``robustscale``: ``robustscale.evaluate.evaluate(..., attack="aa-standard")`` (parameters'
+- ``robustscale``: ``robustscale.evaluation.evaluate(..., attack="aa-standard")`` (parameters'
   requires_grad off, pass counting, gradient-masking check, FLOPs).
 
 Throughput depends on how many points stay robust after each stage (each stage attacks only those),

@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     from robustscale.compute import detect_device, measure_step_flops
     from robustscale.config import TrainConfig
     from robustscale.data.info import dataset_info
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     info = dataset_info(args.dataset)
@@ -63,7 +64,8 @@ def main(argv=None) -> int:
         variants[f"+{args.amp}"] = base_cfg.replace(channels_last=True, compile=args.compile, amp=args.amp)
 
     torch.manual_seed(0)
-    model = create_model(args.model, num_classes=classes, in_chans=input_size[0], dataset=info.name.value)
+    model = create_model(args.model, num_classes=classes, in_chans=input_size[0],
+                         **dataset_normalization(info.name.value))
     dev = torch.device(args.device)
     gen = torch.Generator().manual_seed(0)
     x = torch.rand(args.batch_size, *input_size, generator=gen).to(dev)

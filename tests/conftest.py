@@ -17,7 +17,7 @@ PAPER_RUNS_CSV = SHARED / "data" / "paper-runs" / "results.csv"
 # One intra-op thread where tests train or attack tiny models: as fast as two on them, and immune to
 # OpenMP threads spin-waiting for each other when the 2-core test machine is busy (which made these
 # tests 5x slower).
-ONE_THREAD_DIRS = ("attacks", "tasks", "train")
+ONE_THREAD_DIRS = ("attacks", "evaluation", "export", "tasks", "train")
 
 
 @pytest.fixture(autouse=True, scope="module")

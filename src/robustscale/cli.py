@@ -1,21 +1,28 @@
 """One entry point: ``robustscale <command>``.
 
 Each command lives in ``robustscale.commands.<name>`` and exposes ``add_parser(subparsers)``.
+
+Exit codes: 0 done; 2 a fault the user can fix (a bad value, an unwritable path, a missing
+device, an unreachable server: ``UserError``, one line ``error: ...``); 1 a bug (the traceback
+is kept); 130 interrupted (Ctrl-C, or SIGTERM where a command handles it). Warnings raised by
+robustscale itself print as one ``warning: ...`` line, without Python's source excerpt.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
+import warnings
 
 from . import __version__
 from .errors import UserError
 
 # Order is the order shown in --help.
 COMMANDS = [
-    "models", "datasets", "train", "evaluate", "flops", "bench",
-    "fit", "extrapolate", "report", "runs", "sweep", "study",
+    "models", "datasets", "train", "evaluate", "export", "flops", "bench",
+    "fit", "extrapolate", "plan", "report", "runs", "sweep", "study", "leaderboard",
 ]
 
 
@@ -49,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.func(args) or 0)
+        with _one_line_warnings():
+            return int(args.func(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -59,6 +67,29 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `robustscale runs list | head`
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+@contextlib.contextmanager
+def _one_line_warnings():
+    """Our own warnings as ``warning: <message>`` (they are for the user, not a source excerpt)."""
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if os.path.abspath(str(filename)).startswith(_PACKAGE_DIR) or category.__module__.startswith("robustscale"):
+            from tqdm import tqdm
+
+            tqdm.write(f"warning: {message}", file=file or sys.stderr)  # on its own line, under any progress bar
+        else:
+            previous(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 if __name__ == "__main__":

@@ -1,7 +1,10 @@
 """User-facing errors: one line, exit code 2, no traceback."""
 from __future__ import annotations
 
+import contextlib
 import enum
+import errno
+from pathlib import Path
 from typing import Iterable, TypeVar
 
 E = TypeVar("E", bound=enum.Enum)
@@ -39,3 +42,47 @@ def one_of(value, valid: Iterable[str], what: str) -> str:
         shown = ", ".join(valid[:40]) + (f", ... ({len(valid)} in all)" if len(valid) > 40 else "")
         raise UserError(f"unknown {what} {value!r}; valid: {shown}")
     return value
+
+
+# OSErrors on a path the user chose that the user can fix (another path, permissions, space).
+USER_PATH_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT,
+                    errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG)
+
+
+def path_error(exc: OSError, path, what: str, hint: str = "choose another path") -> UserError:
+    """The one-line UserError for ``exc`` raised while writing ``path`` (the user's ``what``, e.g. ``-o``)."""
+    reason = exc.strerror or type(exc).__name__
+    return UserError(f"cannot write {what} {path}: {reason}; {hint}")
+
+
+@contextlib.contextmanager
+def writing(path, what: str, hint: str = "choose another path"):
+    """Turn a user-fixable OSError while writing the user's ``path`` into a UserError; others pass through."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in USER_PATH_ERRNOS:
+            raise path_error(exc, path, what, hint) from None
+        raise
+
+
+def check_writable_dir(path, what: str, hint: str = "choose a writable folder", create: bool = True) -> Path:
+    """Prove ``path`` writable (a temp file, removed at once) before any work is spent; ``create``
+    makes it first, else the test write goes to its nearest existing parent and nothing is left behind.
+
+    Root ignores permission bits, so only a real write tells (a read-only mount, a full disk).
+    """
+    import tempfile
+
+    path = Path(path).expanduser()
+    with writing(path, what, hint):
+        if create:
+            path.mkdir(parents=True, exist_ok=True)
+        probe = path
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "Not a directory", str(probe))
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    return path

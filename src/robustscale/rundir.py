@@ -12,7 +12,8 @@ A training run is a folder ``<output_dir>/<name>/``::
     eval/              evaluation claims ``<attack>-<eps>.json`` (robustscale.evaluation.records)
 
 Every file of the package is written through :func:`atomic_write` (a temp file in the same folder,
-then ``os.replace``), so a crash never leaves a half-written file.
+then ``os.replace``), so a crash never leaves a half-written file; whole folders (exports,
+downloads) through :func:`atomic_dir`.
 """
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ import contextlib
 import enum
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from .errors import UserError
 
 __all__ = ["CONFIG", "ENV", "METRICS", "STATE", "SUMMARY", "EVAL_DIR", "CHECKPOINTS", "weights_path",
-           "checkpoint_path", "read_config", "atomic_write", "write_text", "write_bytes", "write_json",
+           "checkpoint_path", "read_config", "atomic_write", "atomic_dir", "write_text", "write_bytes", "write_json",
            "json_default", "dumps", "inner_model", "save_weights", "load_weights", "load_state_dict", "load_run",
            "build_model"]
 
@@ -95,6 +98,47 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], *, mkdir: bool =
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, *, replace: bool = False, mkdir: bool = False) -> Iterator[Path]:
+    """``with atomic_dir(path) as tmp:`` fill ``tmp``, a temporary sibling folder; on success it becomes ``path``.
+
+    A new ``path`` appears whole or not at all: if the block raises, ``tmp`` is removed and ``path``
+    is untouched. An existing ``path`` is swapped whole with ``replace`` (the old folder is moved
+    aside, then removed; put back if the swap fails), else the entries of ``tmp`` are moved into it
+    one by one, replacing entries of the same name and keeping the others. ``mkdir``: create the
+    parent folders first.
+    """
+    path = Path(path)
+    if mkdir:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.mkdir()  # not mkdtemp (0700): the folder gets the usual permissions, it is often meant to be shared
+    try:
+        yield tmp
+        if not path.exists():
+            os.replace(tmp, path)
+        elif replace:
+            _swap_dir(tmp, path)
+        else:
+            for entry in sorted(tmp.iterdir()):
+                os.replace(entry, path / entry.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_dir(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``; the existing ``target`` is moved aside first and removed after."""
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / "x")
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old / "x", target)  # put the previous folder back
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: str | Path, data: bytes, *, mkdir: bool = False) -> Path:
@@ -220,13 +264,11 @@ def load_run(run_dir: str | Path, checkpoint: str = "best"):
 
 
 def build_model(cfg, num_classes: int, in_chans: int):
-    """The untrained model of run config ``cfg`` (a NormalizedModel with the dataset's mean/std when they fit
-    ``in_chans``, and ``cfg.drop_rate``)."""
-    from .data.info import dataset_info
+    """The untrained model of run config ``cfg`` (a NormalizedModel with the dataset's mean/std, and
+    ``cfg.drop_rate``)."""
+    from .data.info import dataset_normalization
     from .models import create_model
 
-    info = dataset_info(cfg.dataset)
-    fits = len(info.mean) == in_chans
     kwargs = {"drop_rate": cfg.drop_rate} if cfg.drop_rate > 0 else {}
-    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, mean=info.mean if fits else None,
-                        std=info.std if fits else None, dataset=cfg.dataset, **kwargs)
+    return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **dataset_normalization(cfg.dataset),
+                        **kwargs)

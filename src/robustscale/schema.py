@@ -1,9 +1,12 @@
 """The flat run record: one row per run, what `runs export` writes and `fit` reads.
 
 Units are in the names; accuracies are percentages (0-100). ``collapsed`` flags runs whose
-AutoAttack accuracy fell below 10% (catastrophic overfitting), which analyses mark rather than drop.
+AutoAttack accuracy fell below 10% or that the per-epoch check flagged during training
+(catastrophic overfitting, at epoch ``collapsed_epoch``), which analyses mark rather than drop.
 """
 from __future__ import annotations
+
+import math
 
 RUN_COLUMNS: tuple[str, ...] = (
     "name", "source", "status", "config_hash", "dataset", "model", "model_parameters",
@@ -12,7 +15,7 @@ RUN_COLUMNS: tuple[str, ...] = (
     "train_flops", "train_flops_per_image", "eval_flops",
     "wall_seconds", "device_hours", "device_name", "device_count",
     "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low", "cloud_usd_high",
-    "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples", "collapsed",
+    "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples", "collapsed", "collapsed_epoch",
 )
 
 # Column names of the 2024 study's results.csv accepted wherever a run column is named.
@@ -28,3 +31,12 @@ COLLAPSE_THRESHOLD_ACC = 10.0  # percent AutoAttack accuracy
 def resolve_column(name: str) -> str:
     """Map a paper alias to our column name (other names pass through)."""
     return PAPER_ALIASES.get(name, name)
+
+
+def finite_float(value) -> float | None:
+    """A run value as a finite float; None when it is missing, not a number, NaN or infinite (JSON-safe)."""
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None

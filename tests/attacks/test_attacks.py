@@ -1,6 +1,14 @@
 """Training-time attacks against hand-written NumPy references on a linear model (whose input gradient
 is known in closed form), plus the input-gradient-only guarantee (parameters' .grad untouched, an
-attack step costs less than a training step)."""
+attack step costs less than a training step).
+
+The reference comparisons run in float64 end to end (model, images, random starts and the attack
+itself), against a tolerance derived from float64 rounding and the conditioning of the very run being
+checked (``_np_attack``). In float32 (a unit roundoff 2**29 times larger) the same bound exceeds
+the eps-ball for TRADES l2, whose first step is taken 0.001 away from x where the KL gradient is tiny
+(||g|| ~ 2e-3 here): float32 cannot pin that step down, and a fixed ``atol`` passes or fails with one
+CPU's rounding (it failed at 2e-5 against 1e-5 on another machine).
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -14,18 +22,19 @@ from robustscale.attacks import attack_loss, fgsm_rs, pgd, trades_inner_max, uni
 
 K, C, H, W_ = 5, 1, 4, 4
 D = C * H * W_
+U64 = np.finfo(np.float64).eps / 2  # unit roundoff of float64
 
 
 class Linear(nn.Module):
-    """logits = W x + b on flattened pixels: d CE / dx = (softmax(z) - onehot(y)) W."""
+    """logits = W x + b on flattened pixels (float64): d CE / dx = (softmax(z) - onehot(y)) W."""
 
     def __init__(self, seed=0):
         super().__init__()
         g = torch.Generator().manual_seed(seed)
-        self.fc = nn.Linear(D, K)
+        self.fc = nn.Linear(D, K, dtype=torch.float64)
         with torch.no_grad():
-            self.fc.weight.copy_(torch.randn(K, D, generator=g, dtype=torch.float64).float())
-            self.fc.bias.copy_(torch.randn(K, generator=g, dtype=torch.float64).float())
+            self.fc.weight.copy_(torch.randn(K, D, generator=g, dtype=torch.float64))
+            self.fc.bias.copy_(torch.randn(K, generator=g, dtype=torch.float64))
 
     def forward(self, x):
         return self.fc(x.flatten(1))
@@ -38,9 +47,7 @@ def _softmax(z):
 
 
 def _np_model(model):
-    Wm = model.fc.weight.detach().double().numpy()
-    b = model.fc.bias.detach().double().numpy()
-    return Wm, b
+    return model.fc.weight.detach().numpy(), model.fc.bias.detach().numpy()
 
 
 def _np_project(x, xa, eps, norm):
@@ -59,31 +66,90 @@ def _np_direction(g, norm):
     return g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
 
 
-def _np_pgd(model, x, y, eps, step, steps, norm, start=None):
+def _gamma(n):
+    """Relative error bound of a length-n dot product or sum (Higham, Accuracy and Stability of
+    Numerical Algorithms, 2nd ed., eq. 3.4 and sec. 3.1)."""
+    return n * U64 / (1 - n * U64)
+
+
+def _softmax_error(Wm, b, xa):
+    """(softmax(W xa + b), bound on the rounding error of each entry) per row of ``xa``.
+
+    |dz_k| <= gamma_{D+1} (|W_k| . |xa| + |b_k|), and |d log q_k| <= |dz_k| + |d logsumexp z| <= 2 max|dz|
+    (first order) plus gamma_{K+3} for the exp, the sum of K terms and the division.
+    """
+    q = _softmax(xa @ Wm.T + b)
+    dz = _gamma(D + 1) * (np.abs(xa) @ np.abs(Wm).T + np.abs(b))
+    return q, q * (2 * dz.max(1, keepdims=True) + _gamma(K + 3))
+
+
+def _np_attack(model, x, x0, eps, step, steps, norm, y=None):
+    """Reference PGD (cross-entropy of labels ``y``) or, with ``y=None``, the TRADES inner maximisation
+    (KL to the clean prediction), from the start ``x0``; NumPy float64, flattened images.
+
+    Returns ``(x_adv, atol)``, ``atol`` a first-order bound on |torch - reference|. Per step:
+    - the input gradient g = r W (r = q - target) is computed with |dr_k| <= |dq_k| + |dtarget_k| + u |r_k|
+      and |dg_j| <= sum_k |dr_k| |W_kj| + gamma_K sum_k |r_k| |W_kj|;
+    - an error e (l2, per example) already in the iterate moves g by <= ||H|| e, H = W^T (diag q - q q^T) W
+      the Hessian of either loss in x;
+    - l-inf: sign(g) is exact while every |g_j| exceeds both (asserted: else the comparison is
+      ill-conditioned), so the step adds only rounding (the projection is non-expansive);
+      l2: g / ||g|| is off by <= 2 ||dg|| / ||g|| + gamma_{D+1}, and the step map x -> x + step g/||g||
+      is (1 + step ||H|| / ||g||)-Lipschitz, projections non-expansive;
+    - rounding: <= 4 roundings of values <= 1 per pixel (ascent, l2 rescale, x + delta) and the l2
+      rescale factor's gamma_{D+2} eps.
+    Both the attack and the reference carry such an error, so the tolerance is twice the bound.
+    """
     Wm, b = _np_model(model)
-    x = x.reshape(len(x), -1).astype(np.float64)
-    xa = x.copy() if start is None else _np_project(x, x + start.reshape(len(x), -1), eps, norm)
-    onehot = np.eye(K)[y]
+    x, xa = x.reshape(len(x), -1), x0.reshape(len(x), -1)
+    e = np.full(len(x), 2 * U64 * np.sqrt(D))  # the start: x + delta and its box clip
+    if y is None:
+        target, dtarget = _softmax_error(Wm, b, x)
+    else:
+        target, dtarget = np.eye(K)[y], 0.0
+    rounding = 4 * U64 * np.sqrt(D) + (_gamma(D + 2) * eps if norm == "l2" else 0.0)
     for _ in range(steps):
-        g = (_softmax(xa @ Wm.T + b) - onehot) @ Wm
+        q, dq = _softmax_error(Wm, b, xa)
+        r = q - target
+        g = r @ Wm
+        dg = (dq + dtarget + U64 * np.abs(r)) @ np.abs(Wm) + _gamma(K) * np.abs(r) @ np.abs(Wm)
+        hess = np.linalg.norm(np.einsum("kd,nkl,le->nde", Wm, _softmax_jacobian(q), Wm), ord=2, axis=(1, 2))
+        if norm == "linf":
+            assert (np.abs(g) > dg + (hess * e)[:, None]).all(), "a gradient coordinate is within error of 0"
+            e = e + rounding
+        else:
+            gn = np.linalg.norm(g, axis=1)
+            e = e * (1 + step * hess / gn) + step * (2 * np.linalg.norm(dg, axis=1) / gn + _gamma(D + 1)) + rounding
         xa = _np_project(x, xa + step * _np_direction(g, norm), eps, norm)
-    return xa
+    atol = 2 * e.max()
+    assert atol < 1e-6 * step  # still far below what any slip of the algorithm moves (a sizeable part of a step)
+    return xa, atol
+
+
+def _softmax_jacobian(q):
+    """d softmax / dz = diag(q) - q q^T, per row of q."""
+    return np.einsum("nk,kl->nkl", q, np.eye(K)) - np.einsum("nk,nl->nkl", q, q)
 
 
 def _data(n=16, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, C, H, W_, generator=g), torch.randint(0, K, (n,), generator=g)
+    return torch.rand(n, C, H, W_, generator=g, dtype=torch.float64), torch.randint(0, K, (n,), generator=g)
+
+
+def _flat(x):
+    return x.flatten(1).numpy()
 
 
 @pytest.mark.parametrize("norm,eps,step", [("linf", 0.1, 0.03), ("l2", 0.5, 0.2)])
 def test_pgd_matches_numpy_reference(norm, eps, step):
     model, (x, y) = Linear(), _data()
     x_adv = pgd(model, x, y, eps, step, steps=5, norm=norm, random_start=False)
-    ref = _np_pgd(model, x.numpy(), y.numpy(), eps, step, 5, norm)
-    np.testing.assert_allclose(x_adv.flatten(1).double().numpy(), ref, atol=1e-5)
+    assert x_adv.dtype == torch.float64
+    ref, atol = _np_attack(model, _flat(x), _flat(x), eps, step, 5, norm, y=y.numpy())
+    np.testing.assert_allclose(_flat(x_adv), ref, rtol=0, atol=atol)
     delta = (x_adv - x).flatten(1)
     bound = delta.abs().amax(1) if norm == "linf" else delta.norm(dim=1)
-    assert (bound <= eps + 1e-6).all() and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert (bound <= eps + 1e-12).all() and x_adv.min() >= 0 and x_adv.max() <= 1
     # The attack ascends: loss on x_adv above the clean loss for every example.
     assert (attack_loss(model(x_adv), y) > attack_loss(model(x), y)).all()
 
@@ -93,9 +159,10 @@ def test_pgd_random_start_is_the_given_generator_draw(norm):
     model, (x, y) = Linear(), _data()
     eps, step = (0.1, 0.03) if norm == "linf" else (0.5, 0.2)
     x_adv = pgd(model, x, y, eps, step, 3, norm=norm, generator=torch.Generator().manual_seed(7))
-    start = uniform_start(x, eps, norm, torch.Generator().manual_seed(7)).numpy()
-    ref = _np_pgd(model, x.numpy(), y.numpy(), eps, step, 3, norm, start=start)
-    np.testing.assert_allclose(x_adv.flatten(1).double().numpy(), ref, atol=1e-5)
+    start = _flat(uniform_start(x, eps, norm, torch.Generator().manual_seed(7)))
+    x0 = _np_project(_flat(x), _flat(x) + start, eps, norm)
+    ref, atol = _np_attack(model, _flat(x), x0, eps, step, 3, norm, y=y.numpy())
+    np.testing.assert_allclose(_flat(x_adv), ref, rtol=0, atol=atol)
 
 
 def test_uniform_start_distribution():
@@ -117,30 +184,22 @@ def test_fgsm_rs_is_wong_et_al():
     x_adv = fgsm_rs(model, x, y, eps, 1.25 * eps, generator=torch.Generator().manual_seed(3))
     # Wong et al. 2020: delta ~ U(-eps, eps), clip to the box, one signed step of alpha, clamp, clip.
     g = torch.Generator().manual_seed(3)
-    delta0 = (torch.rand(x.shape, generator=g) * 2 * eps - eps).numpy().reshape(len(x), -1)
-    xn = x.numpy().reshape(len(x), -1).astype(np.float64)
-    d = np.clip(delta0, -xn, 1 - xn)
-    Wm, b = _np_model(model)
-    grad = (_softmax((xn + d) @ Wm.T + b) - np.eye(K)[y.numpy()]) @ Wm
-    d = np.clip(d + 1.25 * eps * np.sign(grad), -eps, eps)
-    ref = np.clip(xn + d, 0, 1)
-    np.testing.assert_allclose(x_adv.flatten(1).double().numpy(), ref, atol=1e-5)
+    delta0 = _flat(torch.rand(x.shape, generator=g, dtype=torch.float64) * 2 * eps - eps)
+    xn = _flat(x)
+    x0 = xn + np.clip(delta0, -xn, 1 - xn)
+    ref, atol = _np_attack(model, xn, x0, eps, 1.25 * eps, 1, "linf", y=y.numpy())
+    np.testing.assert_allclose(_flat(x_adv), ref, rtol=0, atol=atol)
 
 
 @pytest.mark.parametrize("norm,eps,step", [("linf", 0.1, 0.02), ("l2", 0.5, 0.1)])
 def test_trades_inner_max_matches_numpy_reference(norm, eps, step):
     model, (x, _) = Linear(), _data()
     x_adv = trades_inner_max(model, x, eps, step, 4, norm=norm, generator=torch.Generator().manual_seed(5))
-    Wm, b = _np_model(model)
-    xn = x.numpy().reshape(len(x), -1).astype(np.float64)
     g = torch.Generator().manual_seed(5)
-    xa = xn + 0.001 * torch.randn(x.shape, generator=g).numpy().reshape(len(x), -1)  # not clipped (reference)
-    p = _softmax(xn @ Wm.T + b)
-    for _ in range(4):
-        # d/dx' KL(p || softmax(W x' + b)) = (q - p) W
-        grad = (_softmax(xa @ Wm.T + b) - p) @ Wm
-        xa = _np_project(xn, xa + step * _np_direction(grad, norm), eps, norm)
-    np.testing.assert_allclose(x_adv.flatten(1).double().numpy(), xa, atol=1e-5)
+    x0 = _flat(x) + 0.001 * _flat(torch.randn(x.shape, generator=g, dtype=torch.float64))  # not clipped (reference)
+    # d/dx' KL(p || softmax(W x' + b)) = (q - p) W: _np_attack with y=None
+    ref, atol = _np_attack(model, _flat(x), x0, eps, step, 4, norm)
+    np.testing.assert_allclose(_flat(x_adv), ref, rtol=0, atol=atol)
     # Passing the clean logits gives the same result as computing them inside.
     same = trades_inner_max(model, x, eps, step, 4, norm=norm, generator=torch.Generator().manual_seed(5),
                             clean_logits=model(x))
@@ -166,10 +225,11 @@ def test_cw_loss_by_hand():
 
 def _tiny_cnn():
     import robustscale  # noqa: F401  (registers the models)
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     torch.manual_seed(0)
-    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist")
+    return create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
 
 
 ATTACKS = {

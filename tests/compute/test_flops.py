@@ -12,6 +12,7 @@ from robustscale.compute import (StepFlops, analytic_train_step_flops, clear_cac
                                  measure_step_flops)
 from robustscale.config import TrainConfig
 from robustscale.errors import UserError
+from robustscale.data import dataset_normalization
 from robustscale.models import create_model
 
 
@@ -83,7 +84,7 @@ def test_tiny_net_train_step_by_hand(method, k):
 
 @pytest.mark.parametrize("method,k", [("pgd", 4), ("trades", 3)])
 def test_wrn_step_decomposes_into_its_parts(method, k):
-    model = create_model("wide_resnet16_1", num_classes=10, dataset="cifar10")
+    model = create_model("wide_resnet16_1", num_classes=10, **dataset_normalization("cifar10"))
     s = measure_step_flops(model, TrainConfig(model="wide_resnet16_1", method=method, attack_steps=k), (3, 32, 32),
                            use_cache=False)
     f, ib, fb = s.forward_flops, s.input_backward_flops, s.full_backward_flops

@@ -6,6 +6,7 @@ import torch
 
 import robustscale  # noqa: F401  (registers the models)
 from robustscale.errors import UserError
+from robustscale.data import dataset_normalization
 from robustscale.models import NormalizedModel, create_model, our_models, wide_resnet
 
 # Published parameter counts of the 2024 study's models (10 classes, 3 channels).
@@ -94,7 +95,7 @@ def test_normalization_inside_model():
 
 
 def test_create_model_grayscale_dataset_stats():
-    m = create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist")
+    m = create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
     assert m.mean.flatten().tolist() == pytest.approx([0.2860])
     assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
 

@@ -84,7 +84,12 @@ def test_fit_user_errors(cli, runs, tmp_path):
     assert_user_error(cli("fit", tmp_path / "few.csv", "--law", "saturating"), "3 run(s)", "at least 4 runs")
     one = df.assign(method=["pgd"] * 9 + ["trades"])
     one.to_csv(tmp_path / "one.csv", index=False)
-    assert_user_error(cli("fit", tmp_path / "one.csv", "--group-by", "at"), "group method=trades")
+    # A group too small to fit is reported as not fitted, with its reason; the other groups are fitted.
+    code, out, err = cli("fit", tmp_path / "one.csv", "--group-by", "at", "--bootstrap", "0")
+    assert code == 0 and "method=pgd" in out and "not fitted: method=trades: 1 run(s)" in out, (out, err)
+    one.assign(method=["pgd"] * 2 + ["trades"] * 8).head(3).to_csv(tmp_path / "none.csv", index=False)
+    assert_user_error(cli("fit", tmp_path / "none.csv", "--group-by", "at"), "no group could be fitted",
+                      "group method=pgd", "group method=trades")
     df.assign(aa_robust_acc=np.nan).to_csv(tmp_path / "nan.csv", index=False)
     assert_user_error(cli("fit", tmp_path / "nan.csv"), "all 10 values of aa_robust_acc are missing")
     assert_user_error(cli("fit", path, "--map", "flops"), "invalid --map 'flops'")

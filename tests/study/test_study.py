@@ -4,7 +4,7 @@ import json
 import pytest
 import yaml
 
-from robustscale.evaluation.intervals import wilson_interval
+from robustscale.intervals import wilson_interval
 from robustscale.scaling import fit_law
 from robustscale.study import format_study_table, load_study
 
@@ -109,7 +109,7 @@ def test_parallel_evaluations_match_in_process_ones(tiny_study, tmp_path):
     """study.eval_workers: the extra evaluations ran in worker processes and give the same claims."""
     import shutil
 
-    from robustscale.evaluate import evaluate_run
+    from robustscale.evaluation import evaluate_run
 
     study_dir, _, _, err = tiny_study
     assert "10 evaluations in 2 processes" in err and err.count("evaluated ") == 10

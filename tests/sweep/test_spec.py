@@ -36,16 +36,29 @@ def tiny(tmp_path: Path, data_dir: Path, **over) -> dict:
     return spec
 
 
-def test_paper_spec_is_the_studys_320_runs():
+def _paper_runs(methods=("pgd", "trades")):
+    return [r for r in load_spec(PAPER_SPEC).runs if r.cfg.method.value in methods]
+
+
+def test_paper_spec_is_the_studys_320_runs_plus_an_n_fgsm_row():
     spec = load_spec(PAPER_SPEC)
-    assert len(spec.runs) == 320
+    assert len(spec.runs) == 320 + 32
+    study = [r for r in spec.runs if r.cfg.method.value in ("pgd", "trades")]
+    assert len(study) == 320
     got = {(r.cfg.model, r.cfg.method.value, r.cfg.attack_steps, r.cfg.epochs, r.cfg.ema_decay, r.cfg.cutmix_alpha,
-            r.cfg.generated_data is not None) for r in spec.runs}
+            r.cfg.generated_data is not None) for r in study}
     schedules = [(110, None, 0.0), (400, 0.995, 1.0)]  # 400 epochs come with EMA 0.995 and CutMix
     want = {(m, meth, k, ep, ema, cm, gen) for m, meth, k, (ep, ema, cm), gen in
             itertools.product(PAPER_MODELS, ["pgd", "trades"], [1, 2, 5, 7, 10], schedules, [False, True])}
     assert got == want
-    assert len({r.name for r in spec.runs}) == 320 and len({r.config_hash for r in spec.runs}) == 320
+    # The N-FGSM row: one step, the paper's k = 2 and alpha = eps, on the same models, schedules and data.
+    row = [r for r in spec.runs if r.cfg.method.value == "n_fgsm"]
+    assert {(r.cfg.model, r.cfg.epochs, r.cfg.ema_decay, r.cfg.cutmix_alpha, r.cfg.generated_data is not None)
+            for r in row} == {(m, ep, ema, cm, gen) for m, (ep, ema, cm), gen in
+                              itertools.product(PAPER_MODELS, schedules, [False, True])}
+    assert all(r.cfg.attack_config().steps == 1 and r.cfg.attack_config().step_size == pytest.approx(8 / 255)
+               and r.cfg.nfgsm_k == 2.0 and r.name.split("-")[1:3] == ["n_fgsm", "k1"] for r in row)
+    assert len({r.name for r in spec.runs}) == 352 and len({r.config_hash for r in spec.runs}) == 352
     assert all(r.cfg.dataset == "cifar10" and r.cfg.eps == pytest.approx(8 / 255) for r in spec.runs)
     assert spec.evaluation.attack == "aa-standard" and spec.evaluation.n_examples == 10000
 
@@ -57,7 +70,7 @@ def test_paper_spec_covers_the_published_runs(paper_runs_csv):
     published = {(m, at, int(k), int(ep), str(s).lower() == "true") for m, at, k, ep, s in
                  df[["model", "at", "at_steps", "epochs", "synthetic_data"]].itertuples(index=False)}
     planned = {(r.cfg.model, r.cfg.method.value, r.cfg.attack_steps, r.cfg.epochs, r.cfg.generated_data is not None)
-               for r in load_spec(PAPER_SPEC).runs}
+               for r in _paper_runs()}
     assert len(published) == 319 and published < planned and len(planned - published) == 1
 
 
@@ -65,10 +78,11 @@ def test_plan_cli_lists_the_paper_runs(cli):
     code, out, err = cli("sweep", "plan", PAPER_SPEC, "--no-cost", "--json")
     assert code == 0, err
     plan = json.loads(out)
-    assert plan["totals"]["runs"] == 320 and len(plan["runs"]) == 320
+    assert plan["totals"]["runs"] == 352 and len(plan["runs"]) == 352
     assert plan["runs"][0]["name"] == "wide_resnet28_10-pgd-k1-e110-nogen"
     code, out, _ = cli("sweep", "plan", PAPER_SPEC, "--no-cost")
-    assert code == 0 and "wide_resnet70_16_dm-trades-k10-e400-gen" in out and "320 runs" in out
+    assert code == 0 and "wide_resnet70_16_dm-trades-k10-e400-gen" in out and "352 runs" in out
+    assert "wide_resnet70_16_dm-n_fgsm-k1-e400-gen" in out
 
 
 def test_zip_seeds_labels_and_template(tmp_path, mnist_like_dir):
@@ -121,6 +135,7 @@ def test_bad_specs_fail_at_plan_time(cli, tmp_path, mnist_like_dir, change, mess
 def test_plan_bill_matches_hand_computation(cli, tmp_path, mnist_like_dir):
     from robustscale.compute import measure_step_flops
     from robustscale.config import TrainConfig
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     path = write_spec(tmp_path / "s.yaml", **tiny(tmp_path, mnist_like_dir))
@@ -133,7 +148,8 @@ def test_plan_bill_matches_hand_computation(cli, tmp_path, mnist_like_dir):
     total_flops = 0.0
     for run in plan["runs"]:
         cfg = TrainConfig.from_dict(run["config"])
-        step = measure_step_flops(create_model(cfg.model, 10, 1, dataset="fashion_mnist"), cfg, (1, 28, 28))
+        model = create_model(cfg.model, 10, 1, **dataset_normalization("fashion_mnist"))
+        step = measure_step_flops(model, cfg, (1, 28, 28))
         assert run["images_seen"] == seen
         assert run["train_flops"] == pytest.approx(step.train_step_flops * seen, rel=1e-9)
         hours = seen / 50 / 3600

@@ -80,15 +80,16 @@ def test_run_directory_contents(reference_run):
 
 def test_compute_accounting(reference_run):
     from robustscale.compute import estimate_eval_flops, measure_step_flops
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     cfg, run_dir, summary = reference_run
-    model = create_model(cfg.model, 10, 1, dataset=cfg.dataset)
+    model = create_model(cfg.model, 10, 1, **dataset_normalization(cfg.dataset))
     step = measure_step_flops(model, cfg, (1, 28, 28))
     assert summary["train_images_seen"] == 2 * 128
     assert summary["train_flops"] == pytest.approx(step.train_step_flops * 256)
     assert summary["train_flops_per_image"] == pytest.approx(step.train_step_flops)
-    assert summary["eval_flops"] == pytest.approx(2 * estimate_eval_flops(step, 32, 2))
+    assert summary["eval_flops"] == pytest.approx(2 * estimate_eval_flops(step, 32, 2, fgsm=True))  # PGD-2 + FGSM
     assert 0 < summary["attack_flops_fraction"] < 1
     assert summary["wall_seconds"] > 0 and summary["device_count"] == 1 and summary["device_name"]
     assert summary["cloud_usd_high"] >= summary["cloud_usd_low"] > 0 and summary["electricity_usd"] > 0
@@ -235,7 +236,7 @@ def _write_yaml(tmp_path: Path, data_dir: Path, **kw) -> str:
     (["--sched", "plateau"], "invalid sched"),
     (["--opt", "sgdd"], "unknown opt 'sgdd'"),
     (["--model", "wide_resnet13_1"], "unknown model 'wide_resnet13_1'"),
-    (["--no-such-key", "1"], "unknown key 'no_such_key'"),
+    (["--no-such-key", "1"], "unknown flag --no-such-key"),
     (["--eval-subset", "100000", "--select-split", "test"], "asked for 100000 test images"),
     (["--val-size", "1000"], "invalid val_size 1000: is larger than the training subset (train_subset 128)"),
     (["--select", "first"], "select"),

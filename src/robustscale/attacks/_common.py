@@ -33,6 +33,12 @@ def input_grad_only(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
+def loss_precision(logits: torch.Tensor) -> torch.Tensor:
+    """Logits as the losses take them: float16 / bfloat16 (autocast) upcast to float32; float32 and
+    float64 kept, so a float64 model gives a float64 attack (the tests compare it to NumPy in float64)."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+
+
 def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, in ``x``'s memory format (channels-last stays channels-last)."""
     if generator is None or generator.device == x.device:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import ascent_step_, check_norm, feasible_bounds, input_grad_only, project_, uniform_start
+from ._common import (ascent_step_, check_norm, feasible_bounds, input_grad_only, loss_precision, project_,
+                      uniform_start)
 
 __all__ = ["pgd", "attack_loss"]
 
@@ -22,7 +23,7 @@ def attack_loss(logits: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> torc
     ``ce``: cross-entropy (``y`` class indices, or soft targets (N, K) e.g. from CutMix).
     ``cw``: Carlini-Wagner margin ``max_{j != y} z_j - z_y`` (class indices only).
     """
-    logits = logits.float()
+    logits = loss_precision(logits)
     if loss == "ce":
         return F.cross_entropy(logits, y, reduction="none")
     if loss == "cw":
@@ -86,7 +87,7 @@ def pgd(
         for _ in range(steps):
             # Sum (not mean): the step direction is per-example and must not depend on the batch size.
             logits = model(x + delta)
-            value = F.cross_entropy(logits.float(), y, reduction="sum") if loss == "ce" else \
+            value = F.cross_entropy(loss_precision(logits), y, reduction="sum") if loss == "ce" else \
                 attack_loss(logits, y, loss).sum()
             (grad,) = torch.autograd.grad(value, delta)
             with torch.no_grad():

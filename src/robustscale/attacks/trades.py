@@ -11,14 +11,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import _randn_like, ascent_step_, check_norm, feasible_bounds, input_grad_only, project_
+from ._common import (_randn_like, ascent_step_, check_norm, feasible_bounds, input_grad_only, loss_precision,
+                      project_)
 
 __all__ = ["trades_inner_max", "trades_kl"]
 
 
 def trades_kl(adv_logits: torch.Tensor, clean_logits: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
     """``KL(softmax(clean) || softmax(adv))`` (the TRADES robust term); reduction ``sum`` or ``batchmean``."""
-    return F.kl_div(F.log_softmax(adv_logits.float(), dim=1), F.softmax(clean_logits.float(), dim=1),
+    return F.kl_div(F.log_softmax(loss_precision(adv_logits), dim=1), F.softmax(loss_precision(clean_logits), dim=1),
                     reduction=reduction)
 
 
@@ -49,13 +50,13 @@ def trades_inner_max(
     if clean_logits is None:
         with torch.no_grad():
             clean_logits = model(x)
-    target = F.softmax(clean_logits.detach().float(), dim=1)
+    target = F.softmax(loss_precision(clean_logits.detach()), dim=1)
     lo, hi = feasible_bounds(x, eps, norm)
     delta = _randn_like(x, generator).mul_(0.001)
     delta.requires_grad_(True)
     with input_grad_only(model), torch.enable_grad():
         for _ in range(steps):
-            value = F.kl_div(F.log_softmax(model(x + delta).float(), dim=1), target, reduction="sum")
+            value = F.kl_div(F.log_softmax(loss_precision(model(x + delta)), dim=1), target, reduction="sum")
             (grad,) = torch.autograd.grad(value, delta)
             with torch.no_grad():
                 project_(ascent_step_(delta, grad, step_size, norm), eps, norm, lo, hi)

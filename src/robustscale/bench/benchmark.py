@@ -17,19 +17,12 @@ __all__ = ["bench_train_step", "format_result"]
 
 
 def _check_device(device: str):
-    import torch
+    """The device that exists here (evaluation's check); bench times CPU and CUDA only."""
+    from ..evaluation.api import resolve_device
 
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):
-        raise UserError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N") from None
+    dev = resolve_device(device)
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError(f"device {device!r} requested but CUDA is not available here; valid: cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UserError(f"device {device!r} does not exist; valid: cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return dev
 
 
@@ -51,18 +44,36 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
     ``peak_memory_bytes`` (max over epochs) and per-epoch lists; ``ratio`` (median of per-round
     ours/baseline img/s) and ``ratio_rounds``; ``memory_growth`` / ``memory_flat`` for ours.
     """
-    import timm
     import torch
 
-    from .. import __version__
-    from ..compute import detect_device, measure_peak_flops, measure_step_flops
+    from ..compute import measure_peak_flops
     from ..data.info import dataset_info
-    from ..models import create_model
     from ..train.backends import amp_dtype, enable_fast_kernels
 
     dev = _check_device(device)
     if not cfg.deterministic:
         enable_fast_kernels(dev)  # as robustscale.train does; affects both paths
+    _check_arguments(cfg, dev, steps=steps, epochs=epochs, warmup=warmup, baseline=baseline)
+    info = dataset_info(cfg.dataset)
+    paths, flops, x, y = _build_paths(cfg, dev, info, seed, baseline)
+    # GPU: against the bf16 tensor-core peak (the usual MFU convention); CPU: in the run's precision.
+    probe_dtype = torch.bfloat16 if dev.type == "cuda" else (amp_dtype(cfg.amp) or torch.float32)
+    peak_info = measure_peak_flops(dev, dtype=probe_dtype) if peak else None
+    timings = run_rounds(paths, x, y, steps, epochs, dev, warmup=warmup, progress=progress)
+
+    result = _header(cfg, info, paths["ours"], dev, peak_info,
+                     {"steps": steps, "warmup": warmup, "epochs": epochs, "seed": seed})
+    for name, res in timings.items():
+        result[name] = _path_result(res, flops[name], peak_info)
+    growth = memory_growth(result["ours"]["peak_memory_bytes_epochs"])
+    result["memory_growth"] = growth
+    result["memory_flat"] = None if growth is None else bool(growth < MEMORY_GROWTH_LIMIT)
+    result.update(_ratios(result, timings) if baseline else dict.fromkeys(
+        ("baseline", "ratio", "ratio_rounds", "ratio_best", "ratio_cpu_time")))
+    return result
+
+
+def _check_arguments(cfg: TrainConfig, dev, *, steps: int, epochs: int, warmup: int, baseline: bool) -> None:
     for key, value, low in (("steps", steps, 1), ("epochs", epochs, 1), ("warmup", warmup, 0),
                             ("batch_size", cfg.batch_size, 1)):
         if int(value) < low:
@@ -72,12 +83,21 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
     if baseline and cfg.method not in BASELINE_METHODS:
         raise UserError(f"--baseline implements PGD-AT only; invalid method {cfg.method.value!r} with --baseline; "
                         f"valid: {', '.join(m.value for m in BASELINE_METHODS)}")
-    info = dataset_info(cfg.dataset)
+
+
+def _build_paths(cfg: TrainConfig, dev, info, seed: int, baseline: bool):
+    """``(paths, flops per image, x, y)``: the steps to time, from the same initial weights, on one batch."""
+    import torch
+
+    from ..compute import measure_step_flops
+    from ..data.info import dataset_normalization
+    from ..models import create_model
+
     input_size = tuple(info.input_size)
     num_classes = info.num_classes or 1000
-
     torch.manual_seed(seed)
-    model = create_model(cfg.model, num_classes=num_classes, in_chans=input_size[0], dataset=info.name.value)
+    model = create_model(cfg.model, num_classes=num_classes, in_chans=input_size[0],
+                         **dataset_normalization(info.name))
     base_model = copy.deepcopy(model) if baseline else None  # same initial weights for both paths
     flops_model = copy.deepcopy(model)
 
@@ -96,21 +116,26 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
     if baseline:
         flops["baseline"] = count_step_flops(
             lambda: BaselineStep(cfg, copy.deepcopy(flops_model), "cpu"), input_size, num_classes)
+    return paths, flops, x, y
 
-    # GPU: against the bf16 tensor-core peak (the usual MFU convention); CPU: in the run's precision.
-    probe_dtype = torch.bfloat16 if dev.type == "cuda" else (amp_dtype(cfg.amp) or torch.float32)
-    peak_info = measure_peak_flops(dev, dtype=probe_dtype) if peak else None
-    timings = run_rounds(paths, x, y, steps, epochs, dev, warmup=warmup, progress=progress)
+
+def _header(cfg: TrainConfig, info, ours: OursStep, dev, peak_info: dict | None, schedule: dict) -> dict[str, Any]:
+    """What was timed (``schedule``: steps, warmup, epochs, seed), where, and against which peak."""
+    import timm
+    import torch
+
+    from .. import __version__
+    from ..compute import detect_device
 
     kind, device_name = detect_device(dev)
-    result: dict[str, Any] = {
-        "model": cfg.model, "dataset": info.name.value, "input_size": list(input_size), "method": cfg.method.value,
-        "attack_steps": paths["ours"].task.attack.steps if hasattr(paths["ours"].task, "attack") else 0,
+    return {
+        "model": cfg.model, "dataset": info.name.value, "input_size": list(info.input_size),
+        "method": cfg.method.value,
+        "attack_steps": ours.task.attack.steps if hasattr(ours.task, "attack") else 0,
         "batch_size": cfg.batch_size, "device": kind, "device_name": device_name,
         "threads": torch.get_num_threads() if kind == "cpu" else None,
-        "amp": cfg.amp.value, "channels_last": bool(cfg.channels_last), "compile": paths["ours"].compiled,
-        "compile_reason": paths["ours"].compile_reason,
-        "steps": steps, "warmup": warmup, "epochs": epochs, "seed": seed,
+        "amp": cfg.amp.value, "channels_last": bool(cfg.channels_last), "compile": ours.compiled,
+        "compile_reason": ours.compile_reason, **schedule,
         "memory_kind": "cuda_max_memory_allocated" if kind == "cuda" else "peak_rss",
         "peak_flops_per_second": peak_info["peak_flops_per_second"] if peak_info else None,
         "peak_flops_dtype": peak_info["dtype"] if peak_info else None,
@@ -118,38 +143,35 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
         "versions": {"torch": torch.__version__, "timm": timm.__version__, "robustscale": __version__,
                      "python": platform.python_version()},
     }
-    for name, res in timings.items():
-        ips = statistics.median(res["images_per_second"])
-        achieved = ips * flops[name]
-        result[name] = {
-            "images_per_second": ips,
-            "flops_per_image": flops[name],
-            "achieved_flops_per_second": achieved,
-            "mfu": achieved / peak_info["peak_flops_per_second"] if peak_info else None,
-            "peak_memory_bytes": max(res["peak_memory_bytes"]),
-            "warmup_seconds": res["warmup_seconds"],
-            "images_per_second_best": max(res["images_per_second"]),
-            "images_per_second_epochs": res["images_per_second"],
-            "cpu_seconds_epochs": res["cpu_seconds"],
-            "peak_memory_bytes_epochs": res["peak_memory_bytes"],
-            "rss_bytes_epochs": res["rss_bytes"],
-        }
-    growth = memory_growth(result["ours"]["peak_memory_bytes_epochs"])
-    result["memory_growth"] = growth
-    result["memory_flat"] = None if growth is None else bool(growth < MEMORY_GROWTH_LIMIT)
-    if baseline:
-        rounds = [o / b for o, b in zip(timings["ours"]["images_per_second"], timings["baseline"]["images_per_second"])]
-        result["ratio_rounds"] = rounds
-        result["ratio"] = statistics.median(rounds)
-        # Two load-robust cross-checks: best epoch of each (load only ever slows an epoch down) and
-        # images per CPU-second of this process.
-        result["ratio_best"] = result["ours"]["images_per_second_best"] / result["baseline"]["images_per_second_best"]
-        result["ratio_cpu_time"] = (sum(timings["baseline"]["cpu_seconds"]) / sum(timings["ours"]["cpu_seconds"])
-                                    if sum(timings["ours"]["cpu_seconds"]) > 0 else None)
-    else:
-        result["baseline"] = result["ratio"] = result["ratio_rounds"] = None
-        result["ratio_best"] = result["ratio_cpu_time"] = None
-    return result
+
+
+def _path_result(res: dict, flops_per_image: float, peak_info: dict | None) -> dict[str, Any]:
+    """One path's figures from its timing rounds (medians over epochs, maxima of memory)."""
+    ips = statistics.median(res["images_per_second"])
+    achieved = ips * flops_per_image
+    return {
+        "images_per_second": ips,
+        "flops_per_image": flops_per_image,
+        "achieved_flops_per_second": achieved,
+        "mfu": achieved / peak_info["peak_flops_per_second"] if peak_info else None,
+        "peak_memory_bytes": max(res["peak_memory_bytes"]),
+        "warmup_seconds": res["warmup_seconds"],
+        "images_per_second_best": max(res["images_per_second"]),
+        "images_per_second_epochs": res["images_per_second"],
+        "cpu_seconds_epochs": res["cpu_seconds"],
+        "peak_memory_bytes_epochs": res["peak_memory_bytes"],
+        "rss_bytes_epochs": res["rss_bytes"],
+    }
+
+
+def _ratios(result: dict, timings: dict) -> dict[str, Any]:
+    """ours / baseline: median of per-round img/s ratios, and two load-robust cross-checks (best epoch of
+    each, since load only ever slows an epoch down; images per CPU-second of this process)."""
+    rounds = [o / b for o, b in zip(timings["ours"]["images_per_second"], timings["baseline"]["images_per_second"])]
+    cpu_ours, cpu_base = sum(timings["ours"]["cpu_seconds"]), sum(timings["baseline"]["cpu_seconds"])
+    return {"ratio_rounds": rounds, "ratio": statistics.median(rounds),
+            "ratio_best": result["ours"]["images_per_second_best"] / result["baseline"]["images_per_second_best"],
+            "ratio_cpu_time": cpu_base / cpu_ours if cpu_ours > 0 else None}
 
 
 def format_result(r: dict) -> str:

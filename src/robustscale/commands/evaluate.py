@@ -35,7 +35,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                      help="with --run: which checkpoint (default: best, falling back to last)")
     src.add_argument("--model", metavar="NAME", help="any timm model name (ours included); optional for our "
                      "safetensors, which name their model")
-    src.add_argument("--checkpoint", metavar="FILE", help="our .safetensors, or a timm .pth / .pth.tar state dict")
+    src.add_argument("--checkpoint", metavar="FILE", help="our .safetensors, a timm .pth / .pth.tar state dict, or a "
+                     "timm-layout folder (config.json with mean/std + model.safetensors, e.g. from `export`)")
     src.add_argument("--dataset", metavar="NAME", help="sets classes, channels, mean/std and the test split "
                      "(cifar10, cifar100, fashion_mnist, mnist, imagefolder)")
     src.add_argument("--num-classes", type=int, metavar="K", help="override the dataset's class count")
@@ -73,23 +74,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import warnings
 
-    from ..errors import UserError
     from ..evaluation import evaluate_checkpoint, evaluate_run
 
+    check_arguments(args)
     common = dict(attack=args.attack, eps=args.eps, steps=args.steps, step_size=args.step_size,
                   restarts=args.restarts, batch_size=args.batch_size, seed=args.seed, amp=args.amp,
                   data_dir=args.data_dir, device=args.device, progress=not args.no_progress and not args.json,
                   energy=False if args.no_energy else None, max_batches=args.max_batches, resume=not args.restart)
     n = _int_or_none(args.n_examples, "n-examples")
-    if args.max_batches is not None and args.max_batches < 1:
-        raise UserError(f"invalid max-batches {args.max_batches}: must be >= 1")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if args.run:
-            extra = [f for f, v in (("--checkpoint", args.checkpoint), ("--model", args.model),
-                                    ("--dataset", args.dataset), ("--output-dir", args.output_dir)) if v]
-            if extra:
-                raise UserError(f"--run takes its model, dataset and checkpoint from the run; drop {', '.join(extra)}")
             claim = evaluate_run(args.run, n_examples=n, norm=args.norm, checkpoint=args.which,
                                  download=args.download or None, store=args.store, **common)
         elif args.checkpoint:
@@ -99,9 +94,6 @@ def run(args: argparse.Namespace) -> int:
                                         norm=args.norm or "linf", download=args.download,
                                         num_classes=args.num_classes, use_ema=False if args.no_ema else None,
                                         output_dir=args.output_dir, **common)
-        else:
-            raise UserError("nothing to evaluate: give --run RUN_DIR, or --checkpoint FILE (with --model NAME and "
-                            "--dataset NAME unless the checkpoint names them)")
     for w in caught:
         print(f"warning: {str(w.message).splitlines()[0] if str(w.message) else w.category.__name__}",
               file=sys.stderr)
@@ -110,6 +102,72 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print_table(claim)
     return 0
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every value given, in the order of the options, then their combination, then what is missing:
+    a typo is named even when the command also lacks its checkpoint. Nothing is loaded or written."""
+    from pathlib import Path
+
+    from ..errors import UserError
+    from ..evaluation.spec import EvalSpec, check_value
+
+    def existing(message: str, is_ok):
+        def check(value):
+            if not is_ok(Path(value).expanduser()):
+                raise UserError(f"{message}: {value}")
+        return check
+
+    checks = [
+        ("run", existing("not a run directory (no config.yaml)", lambda p: (p / "config.yaml").is_file())),
+        # --checkpoint: a weights file or a timm-layout folder (load_timm_folder names what a folder lacks)
+        ("model", _check_model), ("checkpoint", existing("checkpoint not found", Path.exists)),
+        ("dataset", _check_dataset),
+        ("num_classes", lambda v: _int_or_none(v, "num-classes")),
+        *((key, lambda v, key=key: check_value(key, v)) for key in ("attack", "eps", "norm", "steps", "step_size",
+                                                                    "restarts", "seed")),
+        ("n_examples", lambda v: _int_or_none(v, "n-examples")), ("batch_size", lambda v: check_value("batch_size", v)),
+        ("data_dir", None if args.download else existing("--data-dir folder not found", Path.is_dir)),
+        ("amp", lambda v: check_value("amp", v)), ("device", _check_device),
+        ("max_batches", lambda v: _int_or_none(v, "max-batches")), ("store", _check_store),
+    ]
+    for key, check in checks:
+        if check is not None and getattr(args, key) is not None:
+            check(getattr(args, key))
+    if args.run:
+        extra = [f for f, v in (("--checkpoint", args.checkpoint), ("--model", args.model),
+                                ("--dataset", args.dataset), ("--output-dir", args.output_dir)) if v]
+        if extra:
+            raise UserError(f"--run takes its model, dataset and checkpoint from the run; drop {', '.join(extra)}")
+    EvalSpec.create(args.attack, args.eps, args.norm or "linf", args.steps, args.step_size, args.restarts,
+                    args.batch_size, args.seed, args.amp)
+    if not args.run and not args.checkpoint:
+        raise UserError("nothing to evaluate: give --run RUN_DIR, or --checkpoint FILE (with --model NAME and "
+                        "--dataset NAME unless the checkpoint names them)")
+
+
+def _check_model(name: str) -> None:
+    from ..models import check_model_name
+
+    check_model_name(name)
+
+
+def _check_dataset(name: str) -> None:
+    from ..data import dataset_info
+
+    dataset_info(name)
+
+
+def _check_device(device: str) -> None:
+    from ..evaluation.api import resolve_device
+
+    resolve_device(device)  # a device that exists here: `--device cuda` without a GPU is one line
+
+
+def _check_store(url: str) -> None:
+    from ..store import resolve_store_url
+
+    resolve_store_url(url)
 
 
 def _int_or_none(value, what: str):

@@ -18,6 +18,11 @@ def run(args) -> int:
 
     if args.throughput is not None and args.flops_per_second is not None:
         raise UserError("give either --throughput or --flops-per-second, not both")
+    from ..scaling.extrapolate import check_target
+    from ..schema import resolve_column
+
+    # Before loading and fitting: a target no law can reach is the user's to fix, whatever the runs say.
+    check_target(args.target, resolve_column(args.y), error_law=args.law in ("saturating", "chinchilla"))
     df, fits, settings = load_and_fit(args)
     results = extrapolate(fits, args.target, df, flops_per_second=args.flops_per_second,
                           throughput=args.throughput, device_type=args.device_type, price_preset=args.price_preset,

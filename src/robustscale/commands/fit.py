@@ -59,18 +59,22 @@ def check_common(args) -> None:
 
 def load_and_fit(args, law: str | None = None):
     """Load RUNS and fit per group from the common arguments -> ``(df, fits, settings dict)``."""
-    from ..scaling import fit_groups, load_runs, parse_mapping
+    from ..scaling import load_runs, parse_mapping
+    from ..scaling.fit import fit_groups_partial, group_label
 
     check_common(args)
     df = load_runs(args.runs, parse_mapping(args.map))
     law = law or args.law or ("saturating" if args.frontier else "power")
     threshold = exclude_threshold(args)
-    fits = fit_groups(df, args.group_by, law=law, x=args.x, y=args.y, bootstrap=args.bootstrap, seed=args.seed,
-                      frontier=args.frontier, exclude_below=threshold, level=args.level, n_jobs=args.jobs,
-                      progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
+    # A group too small to fit is reported as not fitted; the others are fitted all the same.
+    fits, not_fitted = fit_groups_partial(
+        df, args.group_by, law=law, x=args.x, y=args.y, bootstrap=args.bootstrap, seed=args.seed,
+        frontier=args.frontier, exclude_below=threshold, level=args.level, n_jobs=args.jobs,
+        progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
     settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": fits[0].y, "x": fits[0].x,
                 "group_by": args.group_by, "exclude_below": threshold, "bootstrap": args.bootstrap,
-                "seed": args.seed, "level": args.level, "frontier": args.frontier}
+                "seed": args.seed, "level": args.level, "frontier": args.frontier,
+                "not_fitted": [{"group": group_label(g), "reason": reason} for g, reason in not_fitted]}
     return df, fits, settings
 
 
@@ -90,7 +94,8 @@ def describe(settings: dict, fits) -> str:
         detail += f"; {settings['bootstrap']} bootstrap resamples, {100 * settings['level']:g}% intervals"
     else:
         detail += "; no bootstrap (no intervals)"
-    return "\n".join(lines + [detail])
+    skipped = [f"not fitted: {n['group']}: {n['reason']}" for n in settings.get("not_fitted", [])]
+    return "\n".join(lines + [detail] + skipped)
 
 
 def run(args) -> int:

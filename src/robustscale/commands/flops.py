@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 
-METHODS = ("standard", "pgd", "trades", "fgsm_rs")
+METHODS = ("standard", "pgd", "trades", "fgsm_rs", "n_fgsm", "grad_align")
+CONVENTION = {"standard": "3F", "pgd": "3F(K+2)", "trades": "3F(K+3)", "fgsm_rs": "3F(1+2)", "n_fgsm": "3F(1+2)",
+              "grad_align": "3F(1+3)"}
+_WITH_STEPS = re.compile(r"^(pgd|trades)-?(\d+)$")  # pgd10, pgd-10, trades5: a method with its K
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -14,19 +18,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "input-only backward), of the training backward and of one full training step of the method, "
         "with torch.utils.flop_counter on a real step of the training task (meta device: shapes only, "
         "seconds even for wide_resnet70_16). Shown next to the 2024 study's analytic convention "
-        "(3F for standard, 3F(K+2) for PGD-K, 3F(K+3) for TRADES-K, 3F(1+2) for FGSM-RS) so that "
-        "runs of both can share one compute axis. 1 GFLOP = 1e9 FLOPs = 0.5e9 multiply-adds.")
+        "(3F for standard, 3F(K+2) for PGD-K, 3F(K+3) for TRADES-K, 3F(1+2) for FGSM-RS and N-FGSM, "
+        "3F(1+3) for GradAlign) so that runs of both can share one compute axis. Several methods side by "
+        "side: --method fgsm_rs n_fgsm grad_align pgd2 pgd10. 1 GFLOP = 1e9 FLOPs = 0.5e9 multiply-adds.")
     p.add_argument("--model", required=True, help="timm model name, e.g. wide_resnet28_10")
-    p.add_argument("--method", default="pgd", help=f"training method: {', '.join(METHODS)} (default: pgd)")
+    p.add_argument("--method", nargs="+", default=["pgd"], metavar="METHOD",
+                   help=f"training method(s): {', '.join(METHODS)}; pgd / trades may carry their K, e.g. pgd2 "
+                   "(default: pgd)")
     p.add_argument("--attack-steps", type=int, default=10, metavar="K",
-                   help="attack steps per training step for pgd / trades (default: 10)")
+                   help="attack steps per training step for pgd / trades without a K of their own (default: 10)")
     p.add_argument("--input-size", type=int, nargs=3, default=[3, 32, 32], metavar=("C", "H", "W"),
                    help="input image size (default: 3 32 32)")
     p.add_argument("--batch-size", type=int, default=2, metavar="B",
                    help="images in the measured batch; results are per image (default: 2)")
     p.add_argument("--num-classes", type=int, default=10, metavar="N", help="classifier outputs (default: 10)")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table (a list for several methods)")
     p.set_defaults(func=run)
+
+
+def _configs(args: argparse.Namespace) -> list:
+    """One TrainConfig per requested method (validated: a bad method or K is a one-line error)."""
+    from ..config import TrainConfig
+
+    out = []
+    for token in args.method:
+        m = _WITH_STEPS.match(str(token).strip().lower())
+        method, steps = (m.group(1), int(m.group(2))) if m else (token, args.attack_steps)
+        out.append(TrainConfig.from_dict({"model": args.model, "method": method, "attack_steps": steps},
+                                         source="command line"))
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +55,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..compute import measure_step_flops
-    from ..config import TrainConfig
     from ..errors import UserError
     from ..models import check_model_name, create_model
 
@@ -45,8 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"invalid --num-classes {args.num_classes}: must be >= 1")
     if args.batch_size < 1:
         raise UserError(f"invalid --batch-size {args.batch_size}: must be >= 1")
-    cfg = TrainConfig.from_dict({"model": args.model, "method": args.method, "attack_steps": args.attack_steps},
-                                source="command line")
+    configs = _configs(args)
     in_chans = args.input_size[0]
     if in_chans < 1:
         raise UserError(f"invalid input size {' '.join(map(str, args.input_size))}: expected three positive "
@@ -56,25 +74,43 @@ def run(args: argparse.Namespace) -> int:
             model = create_model(args.model, num_classes=args.num_classes, in_chans=in_chans)
     except (RuntimeError, NotImplementedError):  # a model whose init needs real tensors
         model = create_model(args.model, num_classes=args.num_classes, in_chans=in_chans)
-    step = measure_step_flops(model, cfg, tuple(args.input_size), batch_size=args.batch_size, use_cache=False)
+    steps = [measure_step_flops(model, cfg, tuple(args.input_size), batch_size=args.batch_size, use_cache=False)
+             for cfg in configs]
     seconds = time.perf_counter() - start
 
     if args.json:
-        print(json.dumps({**step.to_dict(), "num_classes": args.num_classes, "seconds": seconds}, indent=2))
+        rows = [{**s.to_dict(), "num_classes": args.num_classes, "seconds": seconds} for s in steps]
+        print(json.dumps(rows[0] if len(rows) == 1 else rows, indent=2))
         return 0
-    k = step.attack_steps
-    conv = {"standard": "3F", "pgd": "3F(K+2)", "trades": "3F(K+3)", "fgsm_rs": "3F(1+2)"}[step.method]
+    if len(steps) == 1:
+        _print_one(steps[0], args.num_classes, seconds)
+    else:
+        _print_side_by_side(steps, args.num_classes, seconds)
+    return 0
+
+
+def _label(step) -> str:
+    return f"{step.method}-{step.attack_steps}" if step.method in ("pgd", "trades") else step.method
+
+
+def _rows(step) -> list[tuple[str, float]]:
     rows = [
         ("forward (F)", step.forward_flops),
         ("input-only backward (attack)", step.input_backward_flops),
         ("full backward (training)", step.full_backward_flops),
         ("attack step (F + input backward)", step.attack_step_flops),
-        ("train step, measured", step.train_step_flops),
-        (f"train step, 2024 convention {conv}", step.analytic_train_step_flops),
     ]
+    if step.double_backward_flops:
+        rows.append(("GradAlign penalty backward (double)", step.double_backward_flops))
+    return rows + [("train step, measured", step.train_step_flops)]
+
+
+def _print_one(step, num_classes: int, seconds: float) -> None:
+    k = step.attack_steps
+    rows = _rows(step) + [(f"train step, 2024 convention {CONVENTION[step.method]}", step.analytic_train_step_flops)]
     size = "x".join(map(str, step.input_size))
     steps = f", K={k}" if step.method in ("pgd", "trades") else ""
-    print(f"{step.model}, {step.method}{steps}, input {size}, {args.num_classes} classes "
+    print(f"{step.model}, {step.method}{steps}, input {size}, {num_classes} classes "
           f"(measured on {step.measured_on}, batch {step.batch_size}, {seconds:.1f} s)")
     width = max(len(r[0]) for r in rows)
     print(f"{'quantity':<{width}}  {'GFLOPs/image':>13}  {'x F':>7}")
@@ -82,4 +118,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"{label:<{width}}  {value / 1e9:>13.3f}  {value / step.forward_flops:>7.2f}")
     print(f"{'measured / 2024 convention':<{width}}  {step.measured_to_analytic:>13.3f}")
     print(f"{'attack share of measured step':<{width}}  {step.attack_flops_fraction:>13.3f}")
-    return 0
+
+
+def _print_side_by_side(steps: list, num_classes: int, seconds: float) -> None:
+    """One column per method: GFLOPs per image of the step and its parts, then x F and x the first method."""
+    first = steps[0]
+    size = "x".join(map(str, first.input_size))
+    print(f"{first.model}, input {size}, {num_classes} classes (measured on "
+          f"{', '.join(sorted({s.measured_on for s in steps}))}, batch {first.batch_size}, {seconds:.1f} s); "
+          "GFLOPs per image")
+    labels = [_label(s) for s in steps]
+    rows = [
+        ("attack steps", [f"{s.attack_steps}" for s in steps]),
+        ("attack step (F + input backward)", [f"{s.attack_step_flops / 1e9:.3f}" for s in steps]),
+        ("GradAlign penalty backward (double)", [f"{s.double_backward_flops / 1e9:.3f}" for s in steps]),
+        ("train step, measured", [f"{s.train_step_flops / 1e9:.3f}" for s in steps]),
+        ("train step, measured (x F)", [f"{s.train_step_flops / s.forward_flops:.2f}" for s in steps]),
+        (f"train step (x {labels[0]})", [f"{s.train_step_flops / first.train_step_flops:.2f}" for s in steps]),
+        ("2024 convention", [f"{CONVENTION[s.method]}" for s in steps]),
+        ("train step, 2024 convention", [f"{s.analytic_train_step_flops / 1e9:.3f}" for s in steps]),
+        ("measured / 2024 convention", [f"{s.measured_to_analytic:.3f}" for s in steps]),
+    ]
+    width = max(len(r[0]) for r in rows)
+    col = max(9, *(len(x) for x in labels))
+    print(f"{'quantity':<{width}}  " + "  ".join(f"{x:>{col}}" for x in labels))
+    for name, values in rows:
+        print(f"{name:<{width}}  " + "  ".join(f"{v:>{col}}" for v in values))
+    print(f"{'forward (F)':<{width}}  {first.forward_flops / 1e9:>{col}.3f}  (same for every method)")

@@ -1,12 +1,13 @@
 """``robustscale report RUNS -o report.html``: fits, figures and extrapolation in one self-contained HTML file."""
 from __future__ import annotations
 
+import os
 
 from .fit import LAW_CHOICES, check_common, exclude_threshold
 
 
 def run(args) -> int:
-    from ..errors import UserError
+    from ..errors import UserError, check_writable_dir
     from ..report import write_report
     from ..scaling import load_runs, parse_mapping
 
@@ -18,6 +19,10 @@ def run(args) -> int:
     if not args.output.lower().endswith((".html", ".htm")):
         raise UserError(f"invalid -o {args.output!r}: the report is one HTML file, e.g. report.html")
     df = load_runs(args.runs, parse_mapping(args.map))
+    # Before the fits and bootstraps: a report nobody can write is wasted work.
+    check_writable_dir(os.path.dirname(os.path.abspath(args.output)), "-o folder", "choose a writable -o path")
+    if args.plots_dir:
+        check_writable_dir(args.plots_dir, "--plots-dir", "choose a writable --plots-dir")
     path = write_report(df, args.output, laws=laws, x=args.x, y=args.y, group_by=args.group_by,
                         exclude_below=exclude_threshold(args), bootstrap=args.bootstrap, seed=args.seed,
                         level=args.level, frontier=args.frontier, target=args.target, device_type=args.device_type,

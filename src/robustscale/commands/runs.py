@@ -1,4 +1,9 @@
-"""``robustscale runs``: list, show, export and import runs of the results store."""
+"""``robustscale runs``: list, show, export and import runs of the results store; sync it from run folders.
+
+Reading actions (list, show, export) open the store read-only. The run folders are the source of
+truth: ``runs sync RUN_DIR...`` (or ``runs import --from-dirs DIR``) rebuilds their rows, and
+``runs sync`` alone reconciles every stale row (its process is gone) from its folder.
+"""
 from __future__ import annotations
 
 import argparse
@@ -35,17 +40,38 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print JSON instead of text")
     q.set_defaults(func=run_show)
 
-    q = rsub.add_parser("export", help="write runs as CSV or Parquet with the run-record columns (for fit)",
+    q = rsub.add_parser("export", help="write runs as CSV, Parquet or JSON with the run-record columns (for fit)",
                         description="Write one row per run with the columns of robustscale.schema.RUN_COLUMNS, "
                         "ready for `robustscale fit`. Only done runs unless --status says otherwise.")
     common(q)
-    q.add_argument("-o", "--output", required=True, help="output file (.csv or .parquet)")
-    q.add_argument("--format", choices=("csv", "parquet"), default=None,
-                   help="file format (default: from the file suffix, else csv)")
+    q.add_argument("-o", "--output", required=True, help="output file (.csv, .parquet or .json)")
+    q.add_argument("--format", choices=EXPORT_FORMATS, default=None,
+                   help="file format (default: from the file suffix; csv for a file without one)")
     q.add_argument("--where", action="append", default=[], metavar="EXPR", help="filter (see `runs list`)")
-    q.add_argument("--status", default="done", help="only runs with this status; 'all' for every run (default: done)")
+    q.add_argument("--status", default="done", help="only runs with this status (queued, running, done, failed, "
+                   "interrupted, stale); 'all' for every run (default: done)")
     q.add_argument("--json", action="store_true", help="print a JSON note of what was written")
     q.set_defaults(func=run_export)
+
+    q = rsub.add_parser("sync", help="rebuild store rows from run folders (after a store outage, or stale rows)",
+                        description="Read each RUN_DIR (config.yaml, metrics.jsonl, summary.json, eval/*.json) and "
+                        "make its rows in the store match: done, interrupted (resumable) or failed. Without "
+                        "RUN_DIR, every stale row (running, but its process is gone) is reconciled from its folder. "
+                        "A run alive in another process is left alone.")
+    q.add_argument("run_dirs", nargs="*", metavar="RUN_DIR", help="run folders (default: the stale rows' folders)")
+    q.add_argument("--store", default=None, help="store URL or .db path (default: the one each run's config "
+                   "uses: its store, $ROBUSTSCALE_STORE, else <output_dir>/runs.db)")
+    q.add_argument("--output-dir", default="runs", help="without RUN_DIR: where the default runs.db lives")
+    q.add_argument("--json", action="store_true", help="print JSON records instead of lines")
+    q.set_defaults(func=run_sync)
+
+    q = rsub.add_parser("import", help="add or refresh the runs of folders of run folders (--from-dirs)",
+                        description="Sync every run folder under each DIR into the store (see `runs sync`).")
+    q.add_argument("--from-dirs", action="append", required=True, metavar="DIR",
+                   help="a folder of run folders (or one run folder); repeatable")
+    q.add_argument("--store", default=None, help="store URL or .db path (default: the one each run's config uses)")
+    q.add_argument("--json", action="store_true", help="print JSON records instead of lines")
+    q.set_defaults(func=run_import_dirs)
 
     q = rsub.add_parser("import-paper", help="import the 2024 study's 319 runs (source debenedetti2024; idempotent)",
                         description="Load the published results of Debenedetti et al. 2024 through "
@@ -61,11 +87,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
 
+EXPORT_FORMATS = ("csv", "parquet", "json")
+_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "json"}
+
+
 # ---------------------------------------------------------------------- actions
-def _open(args, create: bool = False):
+def _open(args, create: bool = False, readonly: bool = False):
     from ..store import open_store
 
-    return open_store(args.store, output_dir=args.output_dir, create=create)
+    return open_store(args.store, output_dir=args.output_dir, create=create, readonly=readonly)
+
+
+def _status_filter(status: str) -> str | None:
+    """``--status`` checked against the statuses a run can have (None for ``all``)."""
+    from ..errors import one_of
+    from ..store.tables import status_choices
+
+    return None if status == "all" else one_of(status, status_choices() + ["all"], "--status")
 
 
 LIST_COLUMNS = (  # (header, key, format)
@@ -77,7 +115,7 @@ LIST_COLUMNS = (  # (header, key, format)
 
 
 def run_list(args) -> int:
-    store = _open(args)
+    store = _open(args, readonly=True)
     rows = store.list_runs(args.where)
     if args.json:
         keys = ("name", "effective_status", "status", "source", "sweep", "config_hash", "run_dir", "host",
@@ -91,7 +129,7 @@ def run_list(args) -> int:
             del rec["effective_status"]
         print(json.dumps(out, indent=2, default=_json_default))
         return 0
-    print(format_table(rows, LIST_COLUMNS))
+    print(format_table([_list_row(r) for r in rows], LIST_COLUMNS))
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["effective_status"]] = counts.get(r["effective_status"], 0) + 1
@@ -103,7 +141,7 @@ def run_list(args) -> int:
 def run_show(args) -> int:
     from ..errors import UserError
 
-    store = _open(args)
+    store = _open(args, readonly=True)
     row = store.get_run(args.name)
     if row is None:
         close = [r["name"] for r in store.list_runs() if args.name.lower() in r["name"].lower()][:5]
@@ -124,10 +162,21 @@ def run_show(args) -> int:
         print("config:")
         print("  " + ", ".join(f"{k}={cfg[k]}" for k in cfg if cfg[k] is not None))
     if row["epoch_metrics"]:
-        keys = [k for k in ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc", "lr",
-                            "images_per_second", "wall_seconds") if any(e.get(k) is not None for e in row["epoch_metrics"])]
+        epoch_rows = [{**(e.get("metrics") or {}), **{k: v for k, v in e.items() if v is not None}}
+                      for e in row["epoch_metrics"]]
+        keys = [k for k in ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc",
+                            "fgsm_robust_acc", "lr", "images_per_second", "wall_seconds", "ledger_wall_seconds")
+                if any(e.get(k) is not None for e in epoch_rows)]
         print("epochs:")
-        print(format_table(row["epoch_metrics"], [("epoch", "epoch", "d")] + [(k, k, ".4g") for k in keys], indent=2))
+        print(format_table(epoch_rows, [("epoch", "epoch", "d")] + [(k, k, ".4g") for k in keys], indent=2))
+    sessions = (row.get("summary") or {}).get("compute_sessions") or []
+    if sessions:  # the compute ledger: what each training session (start, resumes) spent
+        print("sessions:")
+        print(format_table([{**s, "epochs": "-".join(map(str, s["epochs"])) if s.get("epochs") else None}
+                            for s in sessions], (
+            ("session", "session", "d"), ("epochs", "epochs", "s"), ("wall s", "wall_seconds", ".1f"),
+            ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"), ("kg CO2e", "emissions_kg", "n")),
+            indent=2))
     if row["evaluations"]:
         print("evaluations:")
         print(format_table(row["evaluations"], (
@@ -137,24 +186,105 @@ def run_show(args) -> int:
     return 0
 
 
-def run_export(args) -> int:
+def _list_row(row: dict) -> dict:
+    """A row as `runs list` shows it: k is the steps the method takes (none for standard training)."""
+    from ..store.records import attack_steps_of
+
+    return {**row, "attack_steps": attack_steps_of(row.get("method"), row.get("attack_steps"))}
+
+
+def export_format(output: str, fmt: str | None) -> str:
+    """The export format: ``--format``, else the suffix; UserError for a suffix we cannot write."""
     from ..errors import UserError
+
+    if fmt is not None:
+        return fmt
+    suffix = os.path.splitext(output)[1].lower()
+    if not suffix:
+        return "csv"
+    if suffix not in _SUFFIXES:
+        raise UserError(f"cannot export runs as {suffix!r} ({output}); valid suffixes: "
+                        f"{', '.join(_SUFFIXES)} (or pass --format {'|'.join(EXPORT_FORMATS)})")
+    return _SUFFIXES[suffix]
+
+
+def run_export(args) -> int:
+    from ..errors import UserError, writing
     from ..rundir import atomic_write
 
-    fmt = args.format or ("parquet" if args.output.endswith((".parquet", ".pq")) else "csv")
-    store = _open(args)
-    status = None if args.status == "all" else args.status
-    frame = store.runs_frame(status=status, where=args.where)
+    fmt = export_format(args.output, args.format)
+    status = _status_filter(args.status)
     out = os.path.abspath(args.output)
     folder = os.path.dirname(out)
     if not os.path.isdir(folder):
         raise UserError(f"output folder {folder} does not exist")
-    atomic_write(out, lambda tmp: frame.to_csv(tmp, index=False) if fmt == "csv" else
-                 frame.to_parquet(tmp, index=False))
+    store = _open(args, readonly=True)
+    frame = store.runs_frame(status=status, where=args.where)
+    writers = {"csv": lambda tmp: frame.to_csv(tmp, index=False),
+               "parquet": lambda tmp: frame.to_parquet(tmp, index=False),
+               "json": lambda tmp: frame.to_json(tmp, orient="records", indent=2)}
+    with writing(out, "-o", "choose a writable path"):
+        atomic_write(out, writers[fmt])
     if args.json:
         print(json.dumps({"path": out, "format": fmt, "runs": len(frame), "columns": list(frame.columns)}))
     else:
         print(f"wrote {len(frame)} runs to {out} ({fmt}, {len(frame.columns)} columns)")
+    return 0
+
+
+def run_sync(args) -> int:
+    from ..store.sync import reconcile_stale
+
+    if not args.run_dirs:
+        store = _open(args, create=False)
+        try:
+            return _print_sync(args, reconcile_stale(store), f"no stale runs in {store.display_url}")
+        finally:
+            store.close()
+    return _print_sync(args, _sync_dirs(args.run_dirs, args.store), "")
+
+
+def run_import_dirs(args) -> int:
+    from ..store.sync import run_dirs_under
+
+    dirs = [d for root in args.from_dirs for d in run_dirs_under(root)]
+    if not dirs:
+        from ..errors import UserError
+
+        raise UserError(f"no run folders (with a config.yaml) in {', '.join(args.from_dirs)}")
+    return _print_sync(args, _sync_dirs(dirs, args.store), "")
+
+
+def _sync_dirs(run_dirs, store_arg) -> list:
+    """Sync each folder into ``store_arg``, else into the store its own config points at."""
+    from ..store import open_store, store_url_for
+    from ..store.sync import read_run_folder, sync_run_dir
+
+    stores: dict[str, object] = {}
+    results = []
+    try:
+        for run_dir in run_dirs:
+            url = store_url_for(read_run_folder(run_dir).cfg, store_arg)
+            if url is None:
+                from ..errors import UserError
+
+                raise UserError(f"the results store of {run_dir} is disabled (store: none); pass --store URL")
+            if url not in stores:
+                stores[url] = open_store(url)
+            results.append(sync_run_dir(stores[url], run_dir))
+    finally:
+        for store in stores.values():
+            store.close()
+    return results
+
+
+def _print_sync(args, results, empty: str) -> int:
+    if args.json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+    elif not results and empty:
+        print(empty)
+    for r in [] if args.json else results:
+        print(r.line())
     return 0
 
 

@@ -85,7 +85,7 @@ def _existing_store(spec, store_arg):
     from ..sweep import open_sweep_store
 
     try:
-        return open_sweep_store(spec, store_arg, create=False)
+        return open_sweep_store(spec, store_arg, readonly=True)
     except StoreNotFound:
         return None
 
@@ -197,11 +197,13 @@ def run_run(args) -> int:
                        wait=not args.no_wait, log=log, progress=not (args.no_progress or args.json))
     if args.json:
         print(json.dumps(result, indent=2))
-    elif result["submitted"]:
+    elif result["submitted"] or result.get("adopted"):
         done = sum(v == "done" for v in result["outcomes"].values())
-        waiting = result["submitted"] - len(result["outcomes"])
-        print(f"{done} done, {result['failed']} failed" + (f", {waiting} submitted" if waiting else "")
-              + f" of {result['submitted']} submitted; `robustscale sweep status {args.spec}` for the table")
+        ran = result["submitted"] + result.get("adopted", 0)
+        waiting = ran - len(result["outcomes"])
+        stopped = f", {result['interrupted']} interrupted" if result.get("interrupted") else ""
+        print(f"{done} done, {result['failed']} failed{stopped}" + (f", {waiting} submitted" if waiting else "")
+              + f" of {ran} run(s); `robustscale sweep status {args.spec}` for the table")
     return 1 if result["failed"] else 0
 
 
@@ -228,7 +230,7 @@ def status_rows(spec, store) -> list[dict]:
         rec = {"name": s.run.name, "state": s.state, "note": s.note,
                "epochs": f"{row.get('epochs_done') or 0}/{s.run.cfg.epochs}",
                "clean_acc": row.get("clean_acc"), "robust_acc": robust,
-               "error": (row.get("error") or "")[:60] if s.state in ("failed", "stale") else ""}
+               "error": (row.get("error") or "")[:60] if s.state in ("failed", "stale", "interrupted") else ""}
         rec.update({k: row.get(k) for k in SPENT_KEYS})
         rows.append(rec)
     return rows
@@ -249,7 +251,7 @@ def run_status(args) -> int:
                           "spent": spent, "runs": rows}, indent=2, default=str))
         return 0
     print(format_table(rows, STATUS_COLUMNS))
-    order = ("done", "running", "queued", "needs_eval", "stale", "failed", "pending")
+    order = ("done", "running", "queued", "needs_eval", "interrupted", "stale", "failed", "pending")
     tally = ", ".join(f"{counts[k]} {k}" for k in order if k in counts)
     print(f"sweep {spec.name}: {len(rows)} runs: {tally}")
     print(f"spent so far: train {spent['train_flops'] / 1e15:,.4g} PFLOPs, eval {spent['eval_flops'] / 1e15:,.4g} PFLOPs, "

@@ -16,15 +16,18 @@ e.g. --eps 8/255 --method trades --trades-beta 6 --ema-decay 0.995 --compile --c
 FLOPs (long enough to repay the warm-up); --compile / --compile false force it.
 Writes <output_dir>/<name>/ with config.yaml, metrics.jsonl, last/best.safetensors, state.pt,
 summary.json. Ctrl-C saves a resumable checkpoint.
+--log-to wandb,mlflow,tensorboard also logs to experiment trackers (pip install 'robustscale[wandb]' ...;
+--log-to-required stops the run when one cannot start).
 """
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "train", help="train a model (standard, PGD, TRADES, FGSM-RS), counting its compute",
-        description="Train a timm model with adversarial training (PGD / TRADES / FGSM-RS) or standard training, "
-        "checking clean and PGD accuracy every epoch on a validation split of the training images (which picks "
-        "the checkpoint) and recording FLOPs, time, energy and cost.",
+        "train", help="train a model (standard, PGD, TRADES, FGSM-RS, N-FGSM, GradAlign), counting its compute",
+        description="Train a timm model with adversarial training (PGD / TRADES / FGSM-RS / N-FGSM / GradAlign) or "
+        "standard training, checking clean, PGD and FGSM accuracy every epoch on a validation split of the "
+        "training images (which picks the checkpoint; a run whose PGD accuracy collapses is flagged: on_collapse "
+        "warn|stop) and recording FLOPs, time, energy and cost.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="YAML recipe (TrainConfig keys); defaults when omitted")
     parser.add_argument("--resume", metavar="RUN_DIR",
@@ -60,14 +63,61 @@ def resolve_config(args):
     return TrainConfig.from_dict(overrides, source="command line")
 
 
+def check_inputs(cfg) -> None:
+    """Every user error ``train`` would meet in its setup, found before it writes anything.
+
+    ``train`` records the run in the store (creating ``<output_dir>/runs.db``) before its setup
+    looks at the model, the optimizer, the data and the prices; this runs those checks first, in
+    the config's order. (TrainConfig itself has already checked every value on its own.)
+    """
+    import os
+    from pathlib import Path
+
+    import torch
+    from timm.optim import list_optimizers
+
+    from ..compute import CostModel
+    from ..config import Amp
+    from ..data import dataset_info, find_data_root
+    from ..errors import UserError, one_of
+    from ..models import check_model_name
+    from ..store import store_url_for
+
+    check_model_name(cfg.model)
+    dataset_info(cfg.dataset)
+    if cfg.data_dir and not cfg.download and not Path(cfg.data_dir).expanduser().is_dir():
+        raise UserError(f"data_dir {cfg.data_dir!r} is not a folder; give the folder holding {cfg.dataset}, "
+                        f"or --download to fetch it there")
+    if not cfg.download:
+        find_data_root(cfg.dataset, cfg.data_dir)
+    if cfg.generated_data and not Path(cfg.generated_data).expanduser().is_file():
+        raise UserError(f"generated data file not found: {cfg.generated_data}; expected an .npz with arrays "
+                        f"image (N,H,W,C uint8) and label (N,)")
+    one_of(cfg.opt.lower(), list_optimizers(), "opt")
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if cfg.batch_size % world:
+        raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if cfg.amp is Amp.FP16 and not torch.cuda.is_available():
+        raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
+    if cfg.energy:
+        from ..compute.energy import _check_country
+
+        _check_country(cfg.country)
+    prices = CostModel.from_yaml(preset=cfg.price_preset)
+    if cfg.device_type is not None:
+        prices.price(cfg.device_type)
+    store_url_for(cfg)  # a bad ROBUSTSCALE_STORE URL
+
+
 def run(args) -> int:
     import json
+    import os
 
     from ..train import train
 
-    import os
-
     cfg = resolve_config(args)
+    if cfg is not None:
+        check_inputs(cfg)
     summary = train(cfg, resume=args.resume)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: rank 0 reports
         return 0

@@ -160,6 +160,20 @@ class ComputeTracker:
             self._all_reduce()
         return self.summary()
 
+    def split(self, reduce: bool = True, restart: bool = True) -> dict[str, Any]:
+        """End the current segment and (``restart``) start measuring the next; returns the ended segment.
+
+        A run records one segment per checkpoint, saved with it, so that a run killed later loses only
+        the segment in progress and no segment is ever counted twice. Under torch.distributed every rank
+        must call it (energy is summed over ranks, like :meth:`stop`). On a stopped tracker it returns
+        the last segment and, with ``restart=False``, leaves the tracker empty.
+        """
+        segment = self.stop(reduce=reduce)
+        self._start = self._wall = self._tracker = self._energy_kwh = self._emissions_kg = None
+        if restart:
+            self.start()
+        return segment
+
     # ------------------------------------------------------------------ results
     @property
     def wall_seconds(self) -> float:

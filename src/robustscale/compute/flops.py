@@ -19,10 +19,18 @@ Parts of a step (F = forward):
   ``task(x, y)["loss"].backward()``), measured. For PGD-K it equals
   ``F (K+1) + input_backward K + full_backward``; for TRADES-K
   ``F (K+2) + input_backward K + 2 full_backward`` (clean and adversarial branches both
-  backpropagate); FGSM-RS is PGD with K=1; standard is ``F + full_backward``.
+  backpropagate); FGSM-RS and N-FGSM are PGD with K=1; standard is ``F + full_backward``;
+  GradAlign is FGSM (K=1) plus its penalty: ``F 3 + input_backward 2 + full_backward +
+  double_backward``.
+- ``double_backward_flops`` (GradAlign only, else 0): the backward of GradAlign's penalty, whose
+  input gradient was taken with ``create_graph=True``: through that input gradient (the double
+  backward proper) and through the forward to the weights; measured as the FLOPs of computing the
+  penalty and backpropagating it, minus its forward and input backward.
 - ``analytic_train_step_flops``: the 2024 study's convention from the same F:
-  ``3F`` (standard), ``3F (K+2)`` (PGD-K), ``3F (K+3)`` (TRADES-K), ``3F (1+2)`` (FGSM-RS), so
-  our runs and theirs can share one compute axis.
+  ``3F`` (standard), ``3F (K+2)`` (PGD-K), ``3F (K+3)`` (TRADES-K), ``3F (1+2)`` (FGSM-RS, and
+  N-FGSM), so our runs and theirs can share one compute axis. The convention has no term for a
+  double backward: GradAlign is counted ``3F (1+3)`` (its second input gradient as one more attack
+  step), which is why its measured / analytic ratio is the highest.
 
 The step is measured on the meta device (shapes only, no arithmetic: seconds even for
 WRN-70-16); if the model or task cannot run on meta, on a real CPU batch of ``batch_size``.
@@ -36,7 +44,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from ..config import Method, TrainConfig
+from ..config import SINGLE_STEP_DEFAULT_STEP, Method, TrainConfig
 from ..errors import UserError
 
 __all__ = ["StepFlops", "measure_step_flops", "analytic_train_step_flops", "count_flops", "effective_attack_steps",
@@ -53,7 +61,7 @@ class StepFlops:
 
     model: str
     method: str
-    attack_steps: int  # attack steps per training step actually run (0 standard, 1 fgsm_rs)
+    attack_steps: int  # attack steps per training step actually run (0 standard, 1 single-step methods)
     input_size: tuple[int, int, int]  # (C, H, W)
     forward_flops: float
     input_backward_flops: float
@@ -64,6 +72,7 @@ class StepFlops:
     analytic_train_step_flops: float  # the 2024 study's convention
     measured_on: str = "meta"  # "meta" or "cpu"
     batch_size: int = 2  # images in the measured batch
+    double_backward_flops: float = 0.0  # GradAlign's penalty backward (0 for the other methods)
 
     @property
     def backward_flops(self) -> float:
@@ -83,10 +92,10 @@ class StepFlops:
 
 
 def effective_attack_steps(cfg: TrainConfig) -> int:
-    """Attack steps one training step runs: 0 (standard), 1 (fgsm_rs), ``attack_steps`` otherwise."""
+    """Attack steps one training step runs: 0 (standard), 1 (fgsm_rs, n_fgsm, grad_align), else ``attack_steps``."""
     if cfg.method is Method.STANDARD:
         return 0
-    if cfg.method is Method.FGSM_RS:
+    if cfg.method in SINGLE_STEP_DEFAULT_STEP:
         return 1
     return int(cfg.attack_steps)
 
@@ -94,8 +103,9 @@ def effective_attack_steps(cfg: TrainConfig) -> int:
 def analytic_train_step_flops(method: Method | str, attack_steps: int, forward_flops: float) -> float:
     """The 2024 study's FLOPs per image of one training step from the forward FLOPs F.
 
-    ``3F`` (standard), ``3F (K+2)`` (pgd), ``3F (K+3)`` (trades), ``3F (1+2)`` (fgsm_rs): a
-    backward counted as 2F, every attack step as a full forward + backward.
+    ``3F`` (standard), ``3F (K+2)`` (pgd), ``3F (K+3)`` (trades), ``3F (1+2)`` (fgsm_rs, n_fgsm): a
+    backward counted as 2F, every attack step as a full forward + backward. ``3F (1+3)`` (grad_align):
+    its second input gradient counted as one more attack step (the convention has no double backward).
     """
     method = Method(getattr(method, "value", method))
     if method is Method.STANDARD:
@@ -104,7 +114,9 @@ def analytic_train_step_flops(method: Method | str, attack_steps: int, forward_f
         factor = attack_steps + 2
     elif method is Method.TRADES:
         factor = attack_steps + 3
-    else:  # FGSM_RS
+    elif method is Method.GRAD_ALIGN:
+        factor = 1 + 3
+    else:  # FGSM_RS, N_FGSM
         factor = 1 + 2
     return 3.0 * forward_flops * factor
 
@@ -118,15 +130,19 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def estimate_eval_flops(step: StepFlops, n_images: int, attack_steps: int = 0, restarts: int = 1) -> float:
+def estimate_eval_flops(step: StepFlops, n_images: int, attack_steps: int = 0, restarts: int = 1,
+                        fgsm: bool = False) -> float:
     """FLOPs of evaluating ``n_images`` with a clean forward plus, if ``attack_steps`` > 0, PGD.
 
     Per image: ``F`` (clean) + ``restarts x (attack_steps x attack_step + F)`` (attack, then the
-    forward that scores the adversarial example), from the measured parts of ``step``.
+    forward that scores the adversarial example), plus ``attack_step + F`` for an FGSM check on the
+    same images (``fgsm``), from the measured parts of ``step``.
     """
     per_image = step.forward_flops
     if attack_steps > 0:
         per_image += restarts * (attack_steps * step.attack_step_flops + step.forward_flops)
+    if fgsm:
+        per_image += step.attack_step_flops + step.forward_flops
     return float(n_images) * per_image
 
 
@@ -188,6 +204,7 @@ def _measure(model, cfg: TrainConfig, input_size: tuple[int, int, int], batch_si
     import torch
     import torch.nn.functional as F
 
+    from ..attacks import grad_align_penalty
     from ..tasks import create_task
 
     x = torch.rand((batch_size, *input_size), device=device)
@@ -208,9 +225,14 @@ def _measure(model, cfg: TrainConfig, input_size: tuple[int, int, int], batch_si
     def train_step():
         task(x, y)["loss"].backward()
 
+    def penalty_backward():  # GradAlign's penalty; the clean gradient's values do not change FLOPs
+        grad_align_penalty(model, x, y, cfg.eps, torch.ones_like(x))[0].backward()
+
     fwd = count_flops(forward)
     in_bwd = count_flops(input_backward) - fwd
     full_bwd = count_flops(full_backward) - fwd
+    _zero_grad(model)
+    double_bwd = count_flops(penalty_backward) - fwd - in_bwd if cfg.method is Method.GRAD_ALIGN else 0
     _zero_grad(model)
     task = create_task(cfg, model)
     step = count_flops(train_step)
@@ -218,14 +240,14 @@ def _measure(model, cfg: TrainConfig, input_size: tuple[int, int, int], batch_si
 
     k = effective_attack_steps(cfg)
     per = float(batch_size)
-    fwd, in_bwd, full_bwd, step = fwd / per, in_bwd / per, full_bwd / per, step / per
+    fwd, in_bwd, full_bwd, step, double_bwd = fwd / per, in_bwd / per, full_bwd / per, step / per, double_bwd / per
     attack_step = fwd + in_bwd
     return StepFlops(
         model=str(cfg.model), method=cfg.method.value, attack_steps=k, input_size=input_size,
         forward_flops=fwd, input_backward_flops=in_bwd, full_backward_flops=full_bwd, attack_step_flops=attack_step,
         train_step_flops=step, attack_flops_fraction=(k * attack_step / step) if step else 0.0,
         analytic_train_step_flops=analytic_train_step_flops(cfg.method, k, fwd), measured_on=device,
-        batch_size=batch_size)
+        batch_size=batch_size, double_backward_flops=double_bwd)
 
 
 # ---------------------------------------------------------------------- helpers

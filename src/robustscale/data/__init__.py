@@ -9,11 +9,12 @@ Public API::
     build_mixup(cfg, num_classes)                              # timm Mixup or None
     find_data_root(name, data_dir=None, download=False)        # folder holding the files
     dataset_info(name)                                         # classes, shape, mean/std
+    dataset_normalization(name)                                # {mean, std}: create_model's kwargs
 """
 from .datasets import (FolderDataset, TensorImageDataset, load_dataset, load_eval_tensors,
                        subset_indices)
 from .generated import GeneratedImages, load_generated
-from .info import DATASETS, DatasetInfo, DatasetName, dataset_info
+from .info import DATASETS, DatasetInfo, DatasetName, dataset_info, dataset_normalization
 from .loader import TrainBatches, build_mixup, build_train_loader
 from .locations import find_data_root, locate
 from .sampler import BatchKey, MixedBatchSampler
@@ -21,7 +22,8 @@ from .splits import default_val_size, load_val_tensors, train_val_indices
 
 __all__ = [
     "load_dataset", "build_train_loader", "load_eval_tensors", "build_mixup", "find_data_root", "locate",
-    "dataset_info", "DatasetName", "DatasetInfo", "DATASETS", "TensorImageDataset", "FolderDataset",
+    "dataset_info", "dataset_normalization", "DatasetName", "DatasetInfo", "DATASETS", "TensorImageDataset",
+    "FolderDataset",
     "GeneratedImages", "load_generated", "MixedBatchSampler", "BatchKey", "TrainBatches", "subset_indices",
     "load_val_tensors", "train_val_indices", "default_val_size",
 ]

@@ -50,3 +50,10 @@ DATASETS: dict[DatasetName, DatasetInfo] = {
 def dataset_info(name: str | DatasetName) -> DatasetInfo:
     """Look up a dataset by name; unknown names raise UserError listing the valid ones."""
     return DATASETS[choice(DatasetName, name, what="dataset")]
+
+
+def dataset_normalization(name: str | DatasetName) -> dict[str, tuple[float, ...]]:
+    """``{"mean": ..., "std": ...}`` of a dataset's pixels, the keyword arguments of
+    ``robustscale.models.create_model`` (models know no datasets: their callers pass these)."""
+    info = dataset_info(name)
+    return {"mean": info.mean, "std": info.std}

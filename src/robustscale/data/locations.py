@@ -2,7 +2,8 @@
 
 Search order for every dataset (the first folder holding ALL the dataset's files wins):
 
-1. the explicit ``data_dir`` (``--data-dir`` / ``cfg.data_dir``),
+1. the explicit ``data_dir`` (``--data-dir`` / ``cfg.data_dir``); one that does not exist is an
+   error naming it (a typo must not train on data found elsewhere),
 2. ``$ROBUSTSCALE_DATA``,
 3. system folders (``/usr/share/datasets/fashion-mnist`` from the Debian/Ubuntu package
    ``dataset-fashion-mnist``),
@@ -153,6 +154,11 @@ def find_data_root(name: str | DatasetName, data_dir: str | os.PathLike | None =
     """
     key = dataset_info(name).name
     layout = LAYOUTS[key]
+    if data_dir and not Path(data_dir).expanduser().exists() and not (download and layout.download):
+        others = [str(b) for b in base_dirs(key) if b != Path(data_dir).expanduser()]
+        elsewhere = f"drop --data-dir to search {', '.join(others)}" if others else "drop --data-dir"
+        raise UserError(f"dataset {key.value} not found: --data-dir {data_dir} does not exist; fix the path or "
+                        f"{elsewhere}; {layout.hint}")
     found = locate(key, data_dir)
     if found is not None:
         return found

@@ -10,7 +10,8 @@ give a standard error of at most 1.6 points on an accuracy, enough to tell epoch
 points; the 10 % cap keeps the per-epoch validation pass of a small run (PGD-k on every validation
 image) from costing more than a small share of its training. The validation images come from
 outside the training subset, so ``train_subset`` stays the number of images trained on (and a
-run's training FLOPs do not depend on the split). ``val_size: 0`` disables the split.
+run's training FLOPs do not depend on the split). ``val_size: 0`` disables the split (and draws the
+subset as robustscale 0.1.0 did: uniformly, unstratified).
 """
 from __future__ import annotations
 
@@ -87,6 +88,12 @@ def train_val_indices(labels: torch.Tensor, train_subset: int | None, val_size: 
                         f"{dataset}; lower one of them")
     if n_val >= n:
         raise UserError(f"val_size {n_val} leaves no training images of the {n} in {dataset}")
+    if n_val == 0 and train_subset is not None:
+        # No validation split: the subset robustscale 0.1.0 drew (uniform, unstratified), so that a
+        # config asking for 0.1.0's training (config.V1_TRAINING) trains on the very same images.
+        from .datasets import subset_indices
+
+        return subset_indices(n, int(train_subset), seed), torch.empty(0, dtype=torch.int64)
     val = stratified_sample(labels, n_val, seed, _VAL_STREAM)
     rest = torch.ones(n, dtype=torch.bool)
     rest[val] = False

@@ -1,6 +1,6 @@
 """Robustness evaluation: clean accuracy, PGD, and the official AutoAttack, with compute and claims.
 
-Public API (also re-exported by ``robustscale.evaluate``)::
+Public API::
 
     evaluate(model, x, y, attack, eps, norm, n_examples, batch_size, seed, ...) -> result dict
     evaluate_checkpoint(checkpoint, model_name, dataset, attack=..., ...)     -> claim dict
@@ -10,6 +10,7 @@ Public API (also re-exported by ``robustscale.evaluate``)::
 Modules: ``spec`` (validated request, file names), ``runner`` (the staged, resumable loop that
 mirrors AutoAttack's), ``counting`` (pass counting, gradient-masking check), ``checkpoints``
 (ours and timm's formats), ``records`` (claims, summary.json, store), ``api`` (files and runs).
+The catastrophic-overfitting check that runs during training lives in ``robustscale.train.collapse``.
 """
 from .api import evaluate_checkpoint, evaluate_run
 from .checkpoints import file_sha256, load_model, read_checkpoint

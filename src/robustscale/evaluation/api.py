@@ -18,11 +18,16 @@ def _evaluate_model(model, info: dict, spec: EvalSpec, out_dir: Path, *, n_examp
                     run: dict | None, price_preset: str, resume: bool) -> dict[str, Any]:
     """Load the first N test images, evaluate, and write the claim (when complete)."""
     from ..data import load_eval_tensors
+    from ..errors import check_writable_dir
+    from .records import eval_dir
 
     x, y = load_eval_tensors(info["dataset"], n_examples, data_dir, download)
     if x.shape[1] != info["in_chans"]:
         raise UserError(f"dataset {info['dataset']} has {x.shape[1]}-channel images but the checkpoint's model "
                         f"takes {info['in_chans']}")
+    # Before any compute is spent: the claim and the resume state go there.
+    check_writable_dir(eval_dir(out_dir), "the evaluation folder", "the claim and its resume state go there: "
+                       "make it writable, or for a checkpoint pass --output-dir")
     resume_file = state_path(out_dir, spec)
     if not resume and resume_file.is_file():
         resume_file.unlink()
@@ -47,17 +52,26 @@ def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, d
                         output_dir: str | Path | None = None, device: str | None = None, progress: bool = False,
                         energy: bool = True, max_batches: int | None = None, resume: bool = True,
                         price_preset: str = "default") -> dict[str, Any]:
-    """Evaluate a checkpoint file (ours or timm's); the claim goes to ``<output_dir or its folder>/eval/``.
+    """Evaluate a checkpoint file (ours or timm's) or a timm-layout folder (``robustscale export``'s, or any with
+    mean/std in its config.json); the claim goes to ``<output_dir or its folder>/eval/``.
 
     Returns the claim (``complete=True``), or for a run stopped by ``max_batches`` the partial result
     (``complete=False`` and ``state_path``; call again to continue).
     """
     from .checkpoints import load_model
 
+    dev = resolve_device(device)
     spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
-    model, info = load_model(checkpoint, model_name, dataset, num_classes=num_classes, use_ema=use_ema)
-    model = model.to(_device(device))
-    out_dir = Path(output_dir) if output_dir is not None else Path(checkpoint).resolve().parent
+    if Path(checkpoint).is_dir():  # a timm-layout folder (config.json + model.safetensors); eval/ goes inside
+        from ..hub import load_timm_folder
+
+        model, info = load_timm_folder(checkpoint, model_name, dataset, num_classes=num_classes)
+        default_out = Path(checkpoint).resolve()
+    else:
+        model, info = load_model(checkpoint, model_name, dataset, num_classes=num_classes, use_ema=use_ema)
+        default_out = Path(checkpoint).resolve().parent
+    model = model.to(dev)
+    out_dir = Path(output_dir) if output_dir is not None else default_out
     return _evaluate_model(model, info, spec, out_dir, n_examples=n_examples, data_dir=data_dir, download=download,
                            progress=progress, energy=energy, max_batches=max_batches, run=None,
                            price_preset=price_preset, resume=resume)
@@ -79,6 +93,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     from ..config import TrainConfig
     from .checkpoints import load_model
 
+    dev = resolve_device(device)
     run_dir = Path(run_dir)
     cfg_path = run_dir / rundir.CONFIG
     if not cfg_path.is_file():
@@ -90,7 +105,7 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
                            batch_size, seed, amp)
     path = rundir.checkpoint_path(run_dir, checkpoint)
     model, info = load_model(path, cfg.model, cfg.dataset)
-    model = model.to(_device(device))
+    model = model.to(dev)
     run = {"name": cfg.name or run_dir.name, "run_dir": str(run_dir)}
     claim = _evaluate_model(model, info, spec, run_dir, n_examples=n_examples,
                             data_dir=data_dir if data_dir is not None else cfg.data_dir,
@@ -100,15 +115,33 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     if claim.get("complete"):
         update_summary(run_dir, claim, spec.file_stem)
         record_in_store(run_dir, claim, store=store)
+        if cfg.log_to:  # the run's experiment trackers get the claim too (the same W&B / MLflow runs)
+            from ..trackers import log_run_records
+
+            log_run_records(run_dir, cfg)
     return claim
 
 
-def _device(device: str | None):
+def resolve_device(device: str | None):
+    """``--device`` as a torch device that exists here (UserError naming it and the valid ones)."""
     import torch
 
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
-        return torch.device(device)
-    except RuntimeError:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
         raise UserError(f"invalid device {device!r}; e.g. cpu, cuda, cuda:1") from None
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise UserError(f"--device {device} requested but CUDA is not available here (no CUDA GPU); "
+                            f"use --device cpu (or leave --device out)")
+        if dev.index is not None and dev.index >= count:
+            raise UserError(f"--device {device} does not exist; valid: cpu, "
+                            f"{', '.join(f'cuda:{i}' for i in range(count))}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"--device {device} requested but MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "mps"):
+        raise UserError(f"unsupported --device {device!r}; valid: cpu, cuda, cuda:N")
+    return dev

@@ -92,7 +92,7 @@ def build_claim(result: Mapping[str, Any], spec: EvalSpec, model_info: Mapping[s
 
 def accuracy_intervals(claim: Mapping[str, Any], n: int | None) -> dict[str, Any]:
     """``<metric>_n_examples`` and ``<metric>_ci`` (Wilson 95 %, percent) of a claim's accuracies."""
-    from .intervals import with_interval
+    from ..intervals import with_interval
 
     out: dict[str, Any] = {}
     for metric in ("clean_acc", "robust_acc", "autoattack_acc"):
@@ -171,7 +171,9 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
             summary["aa_robust_acc"] = claim["robust_acc"]
             summary["aa_n_examples"] = claim["n_examples"]
             summary.update(_headline_interval("aa_robust_acc", claim))
-            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC)
+            # Collapsed by AutoAttack, or flagged by the per-epoch check during training.
+            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC) or \
+                summary.get("collapsed_epoch") is not None
         summary["eval_flops"] = float(summary["train_eval_flops"] or 0.0) + sum(
             float(e.get("eval_flops") or 0.0) for e in evaluations.values())
         rundir.write_json(path, summary, mkdir=True)
@@ -179,7 +181,7 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
 
 
 def _headline_interval(metric: str, claim: Mapping[str, Any]) -> dict[str, Any]:
-    from .intervals import accuracy_interval
+    from ..intervals import accuracy_interval
 
     ci = accuracy_interval(claim.get("robust_acc"), claim.get("n_examples"))
     return {f"{metric}_n_examples": claim.get("n_examples"), f"{metric}_ci": list(ci) if ci else None}

@@ -79,22 +79,14 @@ class EvalSpec:
                steps: int | None = None, step_size: Any = None, restarts: int | None = None,
                batch_size: int = 256, seed: int = 0, amp: str | Amp = "off") -> "EvalSpec":
         """Validate user values; ``None`` means the attack's default. Raises UserError."""
-        attack = choice(Attack, attack, what="attack")
-        norm = choice(Norm, norm, what="norm")
-        amp = choice(Amp, amp, what="amp")
+        attack, norm, amp = check_value("attack", attack), check_value("norm", norm), check_value("amp", amp)
         if attack is Attack.CLEAN:
             eps = 0.0
         else:
-            eps = DEFAULT_EPS[norm] if eps is None else parse_fraction(eps, what="eps")
-            if not (0 < eps <= 1) or not math.isfinite(eps):
-                raise UserError(f"invalid eps {eps!r}: must be in (0, 1] pixel units, e.g. 8/255")
+            eps = DEFAULT_EPS[norm] if eps is None else check_value("eps", eps)
         if attack in DEFAULT_STEPS:
-            steps = DEFAULT_STEPS[attack] if steps is None else _int(steps, "steps")
-            if steps < 1:
-                raise UserError(f"invalid steps {steps}: must be >= 1")
-            restarts = 1 if restarts is None else _int(restarts, "restarts")
-            if restarts < 1:
-                raise UserError(f"invalid restarts {restarts}: must be >= 1")
+            steps = DEFAULT_STEPS[attack] if steps is None else check_value("steps", steps)
+            restarts = 1 if restarts is None else check_value("restarts", restarts)
         else:
             for key, value in (("steps", steps), ("restarts", restarts), ("step_size", step_size)):
                 if value is not None:
@@ -102,19 +94,14 @@ class EvalSpec:
                                     f"it only sets pgd{' and apgd-ce' if key != 'step_size' else ''}")
             restarts = 1
         if attack is Attack.PGD:
-            step_size = (PGD_STEP_FACTOR * eps / steps if step_size is None
-                         else parse_fraction(step_size, what="step_size"))
-            if not (0 < step_size <= 1):
-                raise UserError(f"invalid step_size {step_size!r}: must be in (0, 1] pixel units")
+            step_size = PGD_STEP_FACTOR * eps / steps if step_size is None else check_value("step_size", step_size)
         elif step_size is not None:
             raise UserError(f"--step-size does not apply to attack {attack.value}: it only sets pgd")
-        batch_size = _int(batch_size, "batch_size")
-        if batch_size < 1:
-            raise UserError(f"invalid batch_size {batch_size}: must be >= 1")
+        batch_size = check_value("batch_size", batch_size)
         if amp is not Amp.OFF and attack in AUTOATTACK:
             raise UserError(f"--amp {amp.value} is refused for {attack.value}: AutoAttack's numbers are float32 "
                             "(reduced precision can mask gradients and inflate robust accuracy); use --amp off")
-        return cls(attack, float(eps), norm, steps, step_size, restarts, batch_size, _int(seed, "seed"), amp)
+        return cls(attack, float(eps), norm, steps, step_size, restarts, batch_size, check_value("seed", seed), amp)
 
     # ------------------------------------------------------------------ names
     @property
@@ -157,6 +144,28 @@ class EvalSpec:
             if isinstance(v, enum.Enum):
                 d[k] = v.value
         return d
+
+
+def check_value(key: str, value: Any) -> Any:
+    """One user value of an evaluation, parsed and checked on its own (as :meth:`EvalSpec.create` does
+    before it checks the combination): ``attack``, ``eps``, ``norm``, ``steps``, ``step_size``,
+    ``restarts``, ``batch_size``, ``seed`` or ``amp``. Raises UserError naming the value."""
+    if key in ("attack", "norm", "amp"):
+        return choice({"attack": Attack, "norm": Norm, "amp": Amp}[key], value, what=key)
+    if key in ("eps", "step_size"):
+        number = parse_fraction(value, what=key)
+        if not (0 < number <= 1) or not math.isfinite(number):
+            example = ", e.g. 8/255" if key == "eps" else ""
+            raise UserError(f"invalid {key} {number!r}: must be in (0, 1] pixel units{example}")
+        return number
+    if key in ("steps", "restarts", "batch_size"):
+        number = _int(value, key)
+        if number < 1:
+            raise UserError(f"invalid {key} {number}: must be >= 1")
+        return number
+    if key == "seed":
+        return _int(value, key)
+    raise ValueError(f"unknown evaluation value {key!r}")
 
 
 def _int(value: Any, what: str) -> int:

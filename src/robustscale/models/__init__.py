@@ -53,24 +53,18 @@ def create_model(
     in_chans: int = 3,
     mean: Sequence[float] | None = None,
     std: Sequence[float] | None = None,
-    dataset: str | None = None,
     **kwargs,
 ) -> NormalizedModel:
     """``timm.create_model`` wrapped with normalization inside, taking [0,1] pixels.
 
-    mean/std default to the dataset's statistics (``dataset``), else the model's pretrained_cfg.
+    mean/std: the pixel statistics of the data the model sees (the caller's: e.g.
+    ``robustscale.data.dataset_normalization(dataset)``); default the model's pretrained_cfg.
     """
     check_model_name(name)
     model = timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     if mean is None or std is None:
-        if dataset is not None:
-            from ..data.info import dataset_info
-
-            info = dataset_info(dataset)
-            mean, std = info.mean, info.std
-        else:
-            cfg = getattr(model, "pretrained_cfg", None) or {}
-            mean, std = cfg.get("mean", (0.5,) * in_chans), cfg.get("std", (0.5,) * in_chans)
+        cfg = getattr(model, "pretrained_cfg", None) or {}
+        mean, std = cfg.get("mean", (0.5,) * in_chans), cfg.get("std", (0.5,) * in_chans)
     mean, std = tuple(mean), tuple(std)
     if len(mean) != in_chans:  # e.g. an RGB default on a grayscale model
         mean, std = (sum(mean) / len(mean),) * in_chans, (sum(std) / len(std),) * in_chans

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from timm.models import generate_default_cfgs, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.resnet import BasicBlock, Bottleneck, ResNet
 
 _CIFAR_CFG = {"num_classes": 10, "input_size": (3, 32, 32), "pool_size": (4, 4), "crop_pct": 1.0,
@@ -18,33 +18,32 @@ default_cfgs = generate_default_cfgs({name: dict(_CIFAR_CFG) for name in
                                       ("resnet18_32", "resnet50_32", "preact_resnet18")})
 
 
-_FACTORY_ONLY_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir")
+def _cifar_stem_resnet(in_chans: int = 3, **kwargs) -> ResNet:
+    """A timm ResNet with its stem swapped for a 3x3 stride-1 conv and no max-pool.
 
-
-def _model_kwargs(kwargs: dict) -> dict:
-    """Drop the options timm.create_model passes to every entrypoint but our classes don't take."""
-    return {k: v for k, v in kwargs.items() if k not in _FACTORY_ONLY_KWARGS}
-
-
-def _cifar_resnet(block, layers, variant: str, in_chans: int = 3, **kwargs) -> ResNet:
-    kwargs = _model_kwargs(kwargs)
-    model = ResNet(block, layers, in_chans=in_chans, **kwargs)
+    The swap keeps the module names (``conv1``, ``maxpool``), so state dicts keep timm's ResNet keys.
+    """
+    model = ResNet(in_chans=in_chans, **kwargs)
     model.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
     model.maxpool = nn.Identity()
-    model.pretrained_cfg = model.default_cfg = default_cfgs[variant].default.to_dict()
     return model
+
+
+def _create(model_cls, variant: str, pretrained: bool, **kwargs):
+    # timm's builder: pretrained_cfg, pretrained loading (hf-hub:, local-dir:, file) and features_only.
+    return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
 
 
 @register_model
 def resnet18_32(pretrained: bool = False, **kwargs) -> ResNet:
     """ResNet-18 with a CIFAR stem (11.2M parameters at 10 classes)."""
-    return _cifar_resnet(BasicBlock, [2, 2, 2, 2], "resnet18_32", **kwargs)
+    return _create(_cifar_stem_resnet, "resnet18_32", pretrained, block=BasicBlock, layers=[2, 2, 2, 2], **kwargs)
 
 
 @register_model
 def resnet50_32(pretrained: bool = False, **kwargs) -> ResNet:
     """ResNet-50 with a CIFAR stem (23.5M parameters at 10 classes)."""
-    return _cifar_resnet(Bottleneck, [3, 4, 6, 3], "resnet50_32", **kwargs)
+    return _create(_cifar_stem_resnet, "resnet50_32", pretrained, block=Bottleneck, layers=[3, 4, 6, 3], **kwargs)
 
 
 class _PreActBlock(nn.Module):
@@ -70,6 +69,7 @@ class PreActResNet(nn.Module):
     def __init__(self, layers=(2, 2, 2, 2), num_classes: int = 10, in_chans: int = 3, **kwargs):
         super().__init__()
         self.num_classes = num_classes
+        self.in_chans = in_chans
         self.num_features = 512
         self.conv1 = nn.Conv2d(in_chans, 64, 3, stride=1, padding=1, bias=False)
         blocks, in_chs = [], 64
@@ -80,7 +80,6 @@ class PreActResNet(nn.Module):
         self.layers = nn.Sequential(*blocks)
         self.bn = nn.BatchNorm2d(512)
         self.fc = nn.Linear(512, num_classes) if num_classes > 0 else nn.Identity()
-        self.pretrained_cfg = self.default_cfg = default_cfgs["preact_resnet18"].default.to_dict()
 
     def get_classifier(self) -> nn.Module:
         return self.fc
@@ -103,4 +102,4 @@ class PreActResNet(nn.Module):
 @register_model
 def preact_resnet18(pretrained: bool = False, **kwargs) -> PreActResNet:
     """Pre-activation ResNet-18 (11.2M parameters at 10 classes)."""
-    return PreActResNet((2, 2, 2, 2), **_model_kwargs(kwargs))
+    return _create(PreActResNet, "preact_resnet18", pretrained, layers=(2, 2, 2, 2), **kwargs)

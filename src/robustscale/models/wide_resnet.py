@@ -64,6 +64,7 @@ class WideResNet(nn.Module):
         widths = [16, 16 * width, 32 * width, 64 * width]
         act = get_act_layer(act_layer)
         self.num_classes = num_classes
+        self.in_chans = in_chans  # timm reads it (export's model_args, input-conv adaptation)
         self.num_features = widths[3]
         self.drop_rate = drop_rate
         self.stem = nn.Conv2d(in_chans, widths[0], 3, stride=1, padding=1, bias=False)

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from ..rundir import write_text
+from .markdown import markdown_to_html
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -34,9 +35,10 @@ code{background:#f4f4f4;padding:0 .2em}
 
 @dataclass
 class Section:
-    """A report section: ``title``, then ``html`` (trusted) or ``text`` (escaped, blank-line paragraphs),
+    """A report section: ``title``, then ``html`` (trusted), ``markdown`` (the constructs of
+    :func:`~robustscale.report.markdown.markdown_to_html`) or ``text`` (escaped, blank-line paragraphs),
     a ``table`` (DataFrame, or ``(headers, rows)``), and ``figures`` (Figure, ``(caption, Figure)`` or
-    ``(caption, Figure, file_name)``)."""
+    ``(caption, Figure, file_name)``). ``level`` 2 is a section, 3 a sub-section."""
 
     title: str
     html: str | None = None
@@ -44,7 +46,34 @@ class Section:
     table: Any = None
     figures: list = field(default_factory=list)
     level: int = 2
+    markdown: str | None = None
     wrap: tuple = ()  # table columns whose text wraps
+
+
+class Sections(list):
+    """A list of :class:`Section` written block by block, in reading order.
+
+    ``section(title)`` opens a section; ``text(markdown)`` adds prose (in a new untitled sub-section once
+    the current one has a table or figures); ``table(df, caption)`` opens a sub-section titled by its
+    caption; ``figure(fig, name, caption)`` joins the current (sub-)section.
+    """
+
+    def section(self, title: str) -> Section:
+        self.append(Section(title, level=2))
+        return self[-1]
+
+    def text(self, markdown: str) -> None:
+        cur = self[-1]
+        if cur.table is not None or cur.figures:
+            cur = Section("", level=3)
+            self.append(cur)
+        cur.markdown = markdown if cur.markdown is None else f"{cur.markdown}\n\n{markdown}"
+
+    def table(self, df, caption: str = "") -> None:
+        self.append(Section(caption, table=df, level=3))
+
+    def figure(self, fig, name: str, caption: str) -> None:
+        self[-1].figures.append((caption, fig, name))
 
 
 def _slug(text: str) -> str:
@@ -117,6 +146,8 @@ def render_sections(sections: Sequence[Section], plots_dir: Path | None = None) 
         parts.append(f"<h{h}>{html.escape(s.title)}</h{h}>")
         if s.html:
             parts.append(s.html)
+        if s.markdown:
+            parts.append(markdown_to_html(s.markdown))
         if s.text:
             parts.extend(f"<p>{html.escape(p.strip())}</p>" for p in s.text.split("\n\n") if p.strip())
         parts.append(table_html(s.table, s.wrap))

@@ -150,6 +150,25 @@ def default_device_type(df, cost_model) -> str:
     return "gpu"
 
 
+def check_target(target: float, y: str, error_law: bool = False) -> float:
+    """``target`` as a float a law of ``y`` can be solved for, else UserError saying why.
+
+    Accuracies (``*_acc``, and whatever an error law models) are percentages: a target must be
+    in (0, 100). Other quantities are fitted in log space: a target must be > 0.
+    """
+    target = float(target)
+    if not math.isfinite(target):
+        raise UserError(f"invalid --target {target!r}: must be a finite number")
+    if error_law or str(y).endswith("_acc"):
+        if not 0 < target < 100:
+            raise UserError(f"invalid --target {target:g}: {y} is an accuracy in percent, so a target must be "
+                            f"in (0, 100), e.g. 75")
+    elif target <= 0:
+        raise UserError(f"invalid --target {target:g}: the laws are fitted in log space, so a target of {y} "
+                        f"must be > 0")
+    return target
+
+
 def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *,
                 flops_per_second: float | None = None, throughput: float | None = None,
                 device_type: str | None = None, price_preset: str = "default", prices_path=None,
@@ -163,12 +182,8 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
     from ..compute import CostModel
 
     fits = [fits] if isinstance(fits, FitResult) else list(fits)
-    target = float(target)
-    if not math.isfinite(target):
-        raise UserError(f"invalid --target {target!r}: must be a finite number")
     for f in fits:
-        if f._law is not None and f._law.error_law and not (0 < target < 100):
-            raise UserError(f"invalid --target {target:g}: an accuracy target must be in (0, 100) percent")
+        target = check_target(target, f.y, error_law=f._law is not None and f._law.error_law)
     cost_model = cost_model or CostModel.from_yaml(prices_path, preset=price_preset)
     device_type = device_type or default_device_type(df, cost_model)
     cost_model.price(device_type)  # UserError listing the valid device types

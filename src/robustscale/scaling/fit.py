@@ -14,6 +14,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import UserError
+from ..schema import finite_float as _num
 from ._threads import single_threaded_blas
 from .bootstrap import bootstrap_fit
 from .frontier import frontier_mask
@@ -40,15 +41,6 @@ def _quantiles(values: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndar
     q = (1 - level) / 2
     return (np.quantile(values, q, axis=axis, method="lower"),
             np.quantile(values, 1 - q, axis=axis, method="higher"))
-
-
-def _num(v) -> float | None:
-    """JSON-safe float: NaN/inf -> None."""
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 @dataclass
@@ -249,11 +241,13 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
     if np.isnan(Y).all():
         raise UserError(f"all {len(Y)} values of {y}{where} are missing (NaN); nothing to fit")
     keep = np.isfinite(Y) & np.all(np.isfinite(X), axis=1)
+    n_missing = int((~keep).sum())
     n_excluded = 0
     if exclude_below is not None:
         below = keep & (Y < exclude_below)
         n_excluded = int(below.sum())
         keep &= ~below
+    dropped = _dropped_text(len(Y), n_missing, n_excluded, xcols, y, exclude_below)
     names = df["name"].astype(str).to_numpy() if "name" in df.columns else np.arange(len(df)).astype(str)
     bad_x = keep & np.any(X <= 0, axis=1)
     if bad_x.any():
@@ -283,10 +277,11 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
     n = int(used.sum())
     need = law.n_params + 1
     if n < need:
-        raise UserError(f"{n} run(s){where}{' on the frontier' if frontier else ''} but law {law.name} has "
-                        f"{law.n_params} parameters: it needs at least {need} runs")
+        raise UserError(f"{n} run(s){where}{' on the frontier' if frontier else ''}{dropped} but law {law.name} "
+                        f"has {law.n_params} parameters: it needs at least {need} runs")
     if np.unique(Xk[used], axis=0).shape[0] < 2:
-        raise UserError(f"all {n} runs{where} have the same {'/'.join(xcols)}; a law needs at least 2 distinct x")
+        raise UserError(f"all {n} runs{where}{dropped} have the same {'/'.join(xcols)}; a law needs at least "
+                        f"2 distinct x")
 
     prep = law.prepare(Xk, Yk, aux)
     theta, converged, message = law.fit_point(prep, w)
@@ -332,6 +327,20 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
     return result
 
 
+def _dropped_text(n_rows: int, n_missing: int, n_excluded: int, xcols: list[str], y: str,
+                  exclude_below: float | None) -> str:
+    """`` (of 4 rows, 2 dropped: ...)``: why fewer runs are fitted than the table has ('' when none are)."""
+    parts = []
+    if n_missing:
+        parts.append(f"{n_missing} with a missing (NaN) {' or '.join([y] + list(xcols))}")
+    if n_excluded:
+        parts.append(f"{n_excluded} with {y} < {exclude_below:g} excluded as collapsed (--exclude-below 0 keeps "
+                     f"them)")
+    if not parts:
+        return ""
+    return f" left (of {n_rows} row{'s' if n_rows != 1 else ''}: {'; '.join(parts)})"
+
+
 def _log_pred(law: Law, theta: np.ndarray, prep: Prepared) -> np.ndarray:
     if law.name == "power":
         return law.log_pred(theta[None], prep.Z)[0]
@@ -341,19 +350,43 @@ def _log_pred(law: Law, theta: np.ndarray, prep: Prepared) -> np.ndarray:
 def fit_groups(df, group_by: str | Iterable[str] | None, **kwargs) -> list[FitResult]:
     """:func:`fit_law` on every group of ``df`` by the ``group_by`` columns (paper aliases allowed).
 
-    Groups come in sorted order; every group must be fittable (else UserError naming the group).
-    ``kwargs`` go to :func:`fit_law`.
+    Groups come in sorted order; every group must be fittable (else UserError naming the group;
+    :func:`fit_groups_partial` fits those that can be and reports the others). ``kwargs`` go to
+    :func:`fit_law`.
+    """
+    fits, not_fitted = fit_groups_partial(df, group_by, **kwargs)
+    if not_fitted:
+        raise UserError(not_fitted[0][1])
+    return fits
+
+
+def fit_groups_partial(df, group_by: str | Iterable[str] | None,
+                       **kwargs) -> tuple[list[FitResult], list[tuple[dict[str, Any], str]]]:
+    """Like :func:`fit_groups`, but a group the data cannot fit (too few runs, one distinct x...) is
+    returned in the second list as ``(group, reason)`` instead of stopping the others.
+
+    UserError when no group can be fitted (all the reasons), or for a mistake that is not about
+    a group's data (a missing column, a bad law).
     """
     cols = resolve_columns(group_by)
     if not cols:
-        return [fit_law(df, **kwargs)]
+        return [fit_law(df, **kwargs)], []
     require_columns(df, cols)
-    fits = []
+    fits, not_fitted = [], []
     for key, part in df.groupby(cols, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         group = {c: (k.item() if hasattr(k, "item") else k) for c, k in zip(cols, key)}
-        fits.append(fit_law(part, group=group, **kwargs))
-    return fits
+        try:
+            fits.append(fit_law(part, group=group, **kwargs))
+        except FitNotConverged:
+            raise
+        except UserError as exc:
+            if "in group" not in str(exc):  # not about this group's data: the same for every group
+                raise
+            not_fitted.append((group, str(exc)))
+    if not fits:
+        raise UserError(f"no group could be fitted: {'; '.join(reason for _, reason in not_fitted)}")
+    return fits, not_fitted
 
 
 # ---------------------------------------------------------------------- comparisons

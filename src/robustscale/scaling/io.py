@@ -61,7 +61,7 @@ def load_runs(source, mapping: Mapping[str, str] | None = None):
             raise UserError(f"--map names column(s) {', '.join(missing)} that the table lacks; "
                             f"columns: {', '.join(map(str, df.columns))}")
         df = df.rename(columns=dict(mapping))
-    from .paper import is_paper_table, paper_to_runs
+    from .published_runs import is_paper_table, paper_to_runs
 
     if is_paper_table(df):
         df = paper_to_runs(df)
@@ -93,11 +93,7 @@ def _load_file(path: Path):
 def _load_store(url: str):
     from ..store import open_store  # lazy: SQLAlchemy only when a store is read
 
-    try:
-        store = open_store(url, create=False)
-    except TypeError:  # an open_store without the create flag
-        store = open_store(url)
-    return store.runs_frame()
+    return open_store(url, readonly=True).runs_frame()
 
 
 def require_columns(df, columns: Iterable[str], what: str = "runs table") -> None:

@@ -5,16 +5,18 @@ with ``BEGIN IMMEDIATE`` (writers queue on the database lock instead of failing 
 journal is WAL (readers never block the writer) and a busy timeout makes waiting writers retry;
 on PostgreSQL the row being changed is locked ``FOR UPDATE``. Either way a transaction that
 still loses a race (a lock timeout, two processes inserting the same new name) is retried.
+
+Commands that only read open the store ``readonly``: SQLite through a ``mode=ro`` URI (so a
+store on read-only media or in a folder the user cannot write is still readable), PostgreSQL
+with read-only transactions. The store is an index of the run folders, which are the source of
+truth: :meth:`Store.sync_run` rebuilds a run's rows from its folder (``store/sync.py``).
+
+Row values (flattened summaries, coerced columns, JSON-safe copies) live in ``store/records.py``,
+the row writes shared with the sync in ``store/rows.py``, process liveness in ``store/liveness.py``.
 """
 from __future__ import annotations
 
-import datetime as dt
-import enum
-import json
-import math
 import os
-import platform
-import socket
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
@@ -23,53 +25,59 @@ from sqlalchemy import Connection, create_engine, delete, event, func, select, t
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from ..errors import UserError
-from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS
+from ..schema import RUN_COLUMNS
+from .liveness import _ago, _same_process, _versions, effective_status, process_identity, utcnow
 from .location import mask_url, resolve_store_url, sqlite_path
-from .migrations import ensure_schema, read_version
-from .tables import EPOCH_VALUE_COLUMNS, RUN_VALUE_COLUMNS, STALE, RunStatus, epochs, evaluations, runs
+from .migrations import check_version, ensure_schema, read_version
+from .records import (LOCAL_SOURCE, _coerce_value, _config_parts, _flatten, _identity, _jsonable, _known_hashes,
+                      run_record)
+from .rows import _EPS_TOL, _check_claim, _check_same_config, _insert_epoch, _refresh_headline, _select_run, \
+    _upsert_evaluation
+from .sync import folder_rows_tx, frame_rows_tx
+from .tables import RUN_VALUE_COLUMNS, RunStatus, epochs, evaluations, runs
+
+# Names that lived here before the store was split, kept importable as ``robustscale.store.core.X``.
+from .liveness import STALE_AFTER_S, _process_alive, _process_start  # noqa: F401
+from .records import IDENTITY_COLUMNS, attack_steps_of  # noqa: F401
+from .rows import AA_ATTACKS, PGD_ATTACKS  # noqa: F401
 
 T = TypeVar("T")
 
-LOCAL_SOURCE = "robustscale"
 BUSY_TIMEOUT_S = 60.0
-STALE_AFTER_S = float(os.environ.get("ROBUSTSCALE_STALE_AFTER_S", 600))  # no heartbeat for this long: stale
-# Attacks whose result fills the run's headline columns (the others stay in `evaluations`).
-AA_ATTACKS = ("aa-standard", "autoattack", "aa")
-PGD_ATTACKS = ("pgd",)
-# Columns of `runs` copied out of the config (SQL-filterable identity of the run).
-IDENTITY_COLUMNS = ("dataset", "model", "method", "attack_steps", "eps", "norm", "epochs", "seed", "synthetic_data")
-_EPS_TOL = 1e-6
 
 
 class StoreNotFound(UserError):
     """A read-only command was pointed at a store that does not exist (yet)."""
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+class StoreUnreachable(UserError):
+    """The store's server (or file) cannot be reached right now; the run folders are unaffected."""
 
 
 def open_store(url: str | os.PathLike | None = None, *, output_dir: str | os.PathLike | None = None,
-               create: bool = True) -> "Store":
+               create: bool = True, readonly: bool = False) -> "Store":
     """Open (and create or migrate) the store at ``url`` (see ``resolve_store_url``).
 
-    ``create=False`` refuses to create a SQLite file that does not exist yet (read commands).
+    ``create=False`` refuses to create a SQLite file that does not exist yet; ``readonly=True``
+    (reading commands; implies ``create=False``) opens it without ever writing to it.
     Raises UserError for an unreachable server, a missing file, or an unsupported URL.
     """
     resolved = resolve_store_url(url, output_dir)
     if resolved is None:
         raise UserError(f"the results store is disabled (store={url or os.environ.get('ROBUSTSCALE_STORE')!r}); "
                         f"pass --store URL")
-    return Store(resolved, create=create)
+    return Store(resolved, create=create and not readonly, readonly=readonly)
 
 
 class Store:
     """A results store at a SQLAlchemy URL. Methods take and return plain dicts."""
 
-    def __init__(self, url: str, *, create: bool = True):
+    def __init__(self, url: str, *, create: bool = True, readonly: bool = False):
         self.url = url
         self.display_url = mask_url(url)
-        path = sqlite_path(url)
+        self.readonly = readonly
+        create = create and not readonly
+        path = self.path = sqlite_path(url)
         self.is_sqlite = url.startswith("sqlite")
         if path is not None:
             if not path.exists():
@@ -88,6 +96,8 @@ class Store:
         if not self.create and read_version(conn) is None:
             raise StoreNotFound(f"no results store at {self.display_url} (empty database); give --store "
                                 f"PATH_OR_URL or run something first")
+        if self.readonly:
+            return check_version(conn, self.display_url)
         if conn.dialect.name == "postgresql":
             # Serialise schema creation between processes opening a fresh database at once
             # (SQLite's BEGIN IMMEDIATE already does).
@@ -97,25 +107,33 @@ class Store:
     # ------------------------------------------------------------------ engine and transactions
     def _make_engine(self, url: str):
         if self.is_sqlite:
-            engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
+            readonly = self.readonly and self.path is not None
+            if readonly:
+                engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path))
+            else:
+                engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
             @event.listens_for(engine, "connect")
             def _on_connect(dbapi_conn, _record):
                 dbapi_conn.isolation_level = None  # the driver must not open transactions; we BEGIN IMMEDIATE
                 cur = dbapi_conn.cursor()
                 cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-                cur.execute("PRAGMA journal_mode = WAL")
-                cur.execute("PRAGMA synchronous = NORMAL")
+                if not readonly:
+                    cur.execute("PRAGMA journal_mode = WAL")
+                    cur.execute("PRAGMA synchronous = NORMAL")
                 cur.execute("PRAGMA foreign_keys = ON")
                 cur.close()
 
             @event.listens_for(engine, "begin")
             def _on_begin(conn):
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
             return engine
+        connect_args: dict[str, Any] = {"connect_timeout": 10}
+        if self.readonly:
+            connect_args["options"] = "-c default_transaction_read_only=on"
         try:
-            return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
         except Exception as exc:  # noqa: BLE001  (bad URL syntax, missing driver)
             raise UserError(f"cannot use store {self.display_url}: {_first_line(exc)}") from None
 
@@ -132,7 +150,8 @@ class Store:
             except OperationalError as exc:
                 if not _is_transient(exc) or attempt == attempts - 1:
                     if _is_connect_error(exc):
-                        raise UserError(f"cannot reach store {self.display_url}: {_first_line(exc.orig)}") from None
+                        raise StoreUnreachable(f"cannot reach store {self.display_url}: {_first_line(exc.orig)}; "
+                                               f"{self._reach_hint()}") from None
                     raise UserError(f"store {self.display_url}: {_first_line(exc.orig)}") from None
             except DBAPIError as exc:
                 if not _is_transient(exc) or attempt == attempts - 1:
@@ -140,6 +159,11 @@ class Store:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")
+
+    def _reach_hint(self) -> str:
+        if self.is_sqlite:
+            return "check that the file and its folder are readable (and writable, for commands that record)"
+        return "start the server or fix --store / $ROBUSTSCALE_STORE (or pass --store none to record nothing)"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -157,6 +181,7 @@ class Store:
         by a different config or the run is alive in another process.
         """
         cfg_dict, name, chash = _config_parts(cfg)
+        known = _known_hashes(cfg)
         status = RunStatus(status)
         now = utcnow()
         me = process_identity()
@@ -164,7 +189,7 @@ class Store:
         def tx(conn: Connection) -> None:
             row = _select_run(conn, name, lock=True)
             if row is not None:
-                _check_same_config(row, name, chash)
+                _check_same_config(row, name, chash, known)
                 if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
                     if status is RunStatus.QUEUED:
                         return
@@ -221,11 +246,7 @@ class Store:
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}; record_run_start first")
             conn.execute(delete(epochs).where(epochs.c.run_id == row["id"], epochs.c.epoch == int(epoch)))
-            typed = {k: _float(metrics.get(k)) for k in EPOCH_VALUE_COLUMNS}
-            if typed["train_images_seen"] is not None:
-                typed["train_images_seen"] = int(typed["train_images_seen"])
-            conn.execute(epochs.insert().values(run_id=row["id"], epoch=int(epoch), recorded_at=now,
-                                                metrics=metrics, **typed))
+            _insert_epoch(conn, row["id"], epoch, metrics, now)
             n = conn.execute(select(func.count()).select_from(epochs).where(epochs.c.run_id == row["id"])).scalar()
             values: dict[str, Any] = {"epochs_done": int(n)}
             if row["status"] == RunStatus.RUNNING.value:
@@ -286,36 +307,30 @@ class Store:
         AutoAttack (else PGD) accuracy is below 10%.
         """
         claim = _jsonable(dict(claim))
-        attack = str(claim.get("attack") or "").strip().lower()
-        if not attack:
-            raise UserError("an evaluation claim needs an `attack`")
-        eps = _float(claim.get("eps"))
-        n = claim.get("n_examples")
-        if eps is None or n is None:
-            raise UserError(f"evaluation claim for {name!r} lacks eps or n_examples")
-        per_attack = claim.get("stage_acc") or claim.get("per_attack")
+        _check_claim(name, claim)
         now = utcnow()
 
         def tx(conn: Connection) -> None:
             row = _select_run(conn, name, lock=True)
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}")
-            existing = conn.execute(select(evaluations.c.id).where(
-                evaluations.c.run_id == row["id"], evaluations.c.attack == attack,
-                func.abs(evaluations.c.eps - eps) < _EPS_TOL, evaluations.c.n_examples == int(n))).scalar()
-            values = dict(
-                run_id=row["id"], attack=attack, eps=eps, norm=claim.get("norm"), n_examples=int(n),
-                clean_acc=_float(claim.get("clean_acc")), robust_acc=_float(_robust_of(claim)), per_attack=per_attack,
-                eval_flops=_float(claim.get("eval_flops")), wall_seconds=_float(claim.get("wall_seconds")),
-                device_hours=_float(claim.get("device_hours")), energy_kwh=_float(claim.get("energy_kwh")),
-                created_at=now, claim=claim)
-            if existing is None:
-                conn.execute(evaluations.insert().values(**values))
-            else:
-                conn.execute(update(evaluations).where(evaluations.c.id == existing).values(**values))
+            _upsert_evaluation(conn, row["id"], claim, now)
             _refresh_headline(conn, row["id"])
 
         self._run(tx)
+
+    def sync_run(self, cfg, run_dir: str | os.PathLike, *, status: RunStatus, summary: Mapping[str, Any] | None,
+                 epoch_rows: Iterable[Mapping[str, Any]] = (), claims: Iterable[Mapping[str, Any]] = (),
+                 error: str | None = None) -> str:
+        """Make the rows of one run say what its folder says, in one transaction.
+
+        The run row takes ``status``, the config and the summary's compute and metrics; its epochs
+        are replaced by ``epoch_rows`` (metrics.jsonl) and ``claims`` (eval/*.json) are upserted.
+        Returns ``inserted``, ``updated``, or ``alive`` when another live process owns the run
+        (then nothing is changed).
+        """
+        return self._run(folder_rows_tx(cfg, run_dir, status=status, summary=summary, epoch_rows=epoch_rows,
+                                        claims=claims, error=error))
 
     def import_frame(self, frame, source: str) -> dict[str, int]:
         """Upsert finished runs from a DataFrame in the schema of ``RUN_COLUMNS`` (e.g. a paper's runs).
@@ -324,32 +339,7 @@ class Store:
         the same frame changes nothing. Columns outside the schema go to ``extra``.
         Returns ``{"inserted": n, "updated": n, "unchanged": n}``.
         """
-        records = _frame_records(frame, source)
-        now = utcnow()
-        stats = {"inserted": 0, "updated": 0, "unchanged": 0}
-
-        def tx(conn: Connection) -> dict[str, int]:
-            counts = dict.fromkeys(stats, 0)
-            existing = {r["name"]: r for r in conn.execute(select(runs).where(
-                runs.c.name.in_([rec["name"] for rec in records]))).mappings()}
-            for rec in records:
-                old = existing.get(rec["name"])
-                if old is None:
-                    conn.execute(runs.insert().values(created_at=now, started_at=None, finished_at=now, **rec))
-                    counts["inserted"] += 1
-                    continue
-                if old["source"] != source:
-                    raise UserError(f"run name {rec['name']!r} already exists in the store from source "
-                                    f"{old['source']!r}; nothing imported")
-                changed = {k: v for k, v in rec.items() if not _same(old.get(k), v)}
-                if changed:
-                    conn.execute(update(runs).where(runs.c.id == old["id"]).values(**changed))
-                    counts["updated"] += 1
-                else:
-                    counts["unchanged"] += 1
-            return counts
-
-        return self._run(tx)
+        return self._run(frame_rows_tx(frame, source))
 
     def delete_run(self, name: str) -> bool:
         def tx(conn: Connection) -> bool:
@@ -440,313 +430,23 @@ class Store:
         return self._run(tx)
 
 
-# ---------------------------------------------------------------------- run records
-def run_record(row: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat ``RUN_COLUMNS`` record of a run row."""
-    out = {}
-    for col in RUN_COLUMNS:
-        if col == "status":
-            out[col] = row.get("effective_status") or row.get("status")
-        elif col == "train_images" and row.get(col) is None and isinstance(row.get("summary"), dict):
-            out[col] = _flatten(row["summary"]).get("train_images")
-        else:
-            out[col] = row.get(col)
-    return out
+def _connect_sqlite_readonly(path: Path):
+    """A ``mode=ro`` connection; ``immutable=1`` when even that cannot open (a WAL store in a read-only folder)."""
+    import sqlite3
+    from urllib.parse import quote
 
-
-def effective_status(row: Mapping[str, Any], now: dt.datetime | None = None,
-                     stale_after_s: float | None = None) -> str:
-    """The stored status, except ``stale`` for a ``running`` row whose process is gone.
-
-    Gone means: on this host, the recorded process no longer exists; elsewhere, no heartbeat
-    for ``stale_after_s`` seconds (``$ROBUSTSCALE_STALE_AFTER_S``, default 600).
-    """
-    status = row.get("status")
-    if status != RunStatus.RUNNING.value:
-        return status
-    if row.get("host") == socket.gethostname() and row.get("pid"):
-        return RunStatus.RUNNING.value if _process_alive(int(row["pid"]), row.get("process_start")) else STALE
-    beat = row.get("heartbeat_at")
-    limit = STALE_AFTER_S if stale_after_s is None else stale_after_s
-    if beat is None or ((now or utcnow()) - beat).total_seconds() > limit:
-        return STALE
-    return RunStatus.RUNNING.value
-
-
-def process_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid())}
-
-
-def _process_start(pid: int) -> str | None:
-    """Start time of a process in clock ticks since boot (Linux), so a reused pid is not mistaken for it."""
+    uri = f"file:{quote(str(path))}"
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _process_alive(pid: int, start: str | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if start is not None:
-        now_start = _process_start(pid)
-        if now_start is not None and now_start != start:
-            return False  # the pid was reused by another process
-    if Path(f"/proc/{pid}/status").is_file():
-        try:
-            state = next((ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
-                          if ln.startswith("State:")), "")
-            if "zombie" in state or "\tZ" in state:
-                return False
-        except OSError:
-            pass
-    return True
-
-
-def _same_process(row: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
-    return row.get("host") == me["host"] and row.get("pid") == me["pid"]
-
-
-def _refresh_headline(conn: Connection, run_id: int) -> None:
-    """Fill the run's headline metrics from its evaluations (largest complete one per attack)."""
-    row = conn.execute(select(runs).where(runs.c.id == run_id)).mappings().one()
-    evals = [dict(r) for r in conn.execute(select(evaluations).where(evaluations.c.run_id == run_id)).mappings()]
-    run_eps = row["eps"]
-
-    def best(attacks: tuple[str, ...]):
-        cands = [e for e in evals if e["attack"] in attacks and e["robust_acc"] is not None
-                 and (run_eps is None or abs(e["eps"] - run_eps) < _EPS_TOL)]
-        return max(cands, key=lambda e: (e["n_examples"], e["id"])) if cands else None
-
-    aa, pgd = best(AA_ATTACKS), best(PGD_ATTACKS)
-    values: dict[str, Any] = {}
-    if aa is not None:
-        values.update(aa_robust_acc=aa["robust_acc"], aa_n_examples=aa["n_examples"])
-    if pgd is not None:
-        values["pgd_robust_acc"] = pgd["robust_acc"]
-    # Clean accuracy from the evaluation on the most test images (AutoAttack often runs on fewer).
-    cleans = [e for e in (aa, pgd) if e is not None and e["clean_acc"] is not None]
-    if cleans:
-        values["clean_acc"] = max(cleans, key=lambda e: (e["n_examples"], e["id"]))["clean_acc"]
-    if evals:
-        summary = row["summary"] if isinstance(row["summary"], dict) else {}
-        train_eval = _float(_flatten(summary).get("eval_flops")) or 0.0
-        eval_sum = [e["eval_flops"] for e in evals if e["eval_flops"] is not None]
-        if eval_sum or train_eval:
-            values["eval_flops"] = train_eval + sum(eval_sum)
-    robust = values.get("aa_robust_acc", row["aa_robust_acc"])
-    if robust is None:
-        robust = values.get("pgd_robust_acc", row["pgd_robust_acc"])
-    if robust is not None:
-        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC)
-    if values:
-        conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
-
-
-def _frame_records(frame, source: str) -> list[dict[str, Any]]:
-    """Rows of an imported frame as `runs` column values (status done)."""
-    from ..schema import resolve_column
-
-    frame = frame.rename(columns={c: resolve_column(c) for c in frame.columns})
-    table_cols = set(runs.c.keys())
-    skip = {"id", "status", "source", "created_at", "started_at", "finished_at", "config", "summary", "extra"}
-    records, seen = [], {}
-    for i, raw in enumerate(frame.to_dict(orient="records")):
-        raw = {k: (None if _isnan(v) else (v.item() if hasattr(v, "item") else v)) for k, v in raw.items()}
-        if isinstance(raw.get("synthetic_data"), str):
-            raw["synthetic_data"] = raw["synthetic_data"].strip().lower() in ("true", "1", "yes")
-        name = raw.get("name") or _import_name(raw, source)
-        if name in seen:
-            raise UserError(f"two imported rows (#{seen[name]} and #{i}) have the same name {name!r}; nothing imported")
-        seen[name] = i
-        rec: dict[str, Any] = {"name": str(name), "source": source, "status": RunStatus.DONE.value}
-        extra = {}
-        for key, value in raw.items():
-            if key == "name":
-                continue
-            if key in table_cols and key not in skip:
-                rec[key] = _coerce_value(key, value) if key in RUN_VALUE_COLUMNS else value
-            elif key not in skip:
-                extra[key] = value
-        if rec.get("config_hash") is None:
-            import hashlib
-
-            ident = json.dumps({k: raw.get(k) for k in IDENTITY_COLUMNS}, sort_keys=True, default=str)
-            rec["config_hash"] = hashlib.sha256(f"{source}:{ident}".encode()).hexdigest()[:16]
-        if rec.get("collapsed") is None:
-            robust = rec.get("aa_robust_acc")
-            rec["collapsed"] = None if robust is None else bool(robust < COLLAPSE_THRESHOLD_ACC)
-        rec["extra"] = _jsonable(extra) or None
-        records.append(rec)
-    return records
-
-
-def _import_name(raw: Mapping[str, Any], source: str) -> str:
-    """``debenedetti2024-wide_resnet28_10-pgd-k5-e110-gen`` from a row's identity columns."""
-    parts = [source, str(raw.get("model"))]
-    if raw.get("method") is not None:
-        parts.append(str(raw["method"]))
-    if raw.get("attack_steps") is not None:
-        parts.append(f"k{int(raw['attack_steps'])}")
-    if raw.get("epochs") is not None:
-        parts.append(f"e{int(raw['epochs'])}")
-    if raw.get("synthetic_data") is not None:
-        parts.append("gen" if raw["synthetic_data"] else "nogen")
-    if raw.get("seed") is not None:
-        parts.append(f"s{int(raw['seed'])}")
-    return "-".join(parts)
-
-
-# ---------------------------------------------------------------------- helpers
-def _select_run(conn: Connection, name: str, lock: bool = False) -> dict[str, Any] | None:
-    stmt = select(runs).where(runs.c.name == name)
-    if lock and conn.dialect.name == "postgresql":
-        stmt = stmt.with_for_update()
-    row = conn.execute(stmt).mappings().first()
-    return None if row is None else dict(row)
-
-
-def _check_same_config(row: Mapping[str, Any], name: str, chash: str) -> None:
-    if row["source"] != LOCAL_SOURCE:
-        raise UserError(f"run name {name!r} is taken by an imported run (source {row['source']}); pick another name")
-    if row["config_hash"] is not None and row["config_hash"] != chash:
-        raise UserError(f"run name {name!r} is already in the store with a different config "
-                        f"(hash {row['config_hash']}, this one {chash}); pick another name")
-
-
-def _config_parts(cfg) -> tuple[dict[str, Any], str, str]:
-    from ..config import TrainConfig
-
-    if isinstance(cfg, Mapping):
-        cfg = TrainConfig.from_dict(dict(cfg))
-    if not cfg.name:
-        raise UserError("a run recorded in the store needs a name (TrainConfig.name)")
-    return _jsonable(cfg.to_dict()), str(cfg.name), cfg.config_hash()
-
-
-def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    out = {k: cfg.get(k) for k in IDENTITY_COLUMNS if k != "synthetic_data"}
-    out["synthetic_data"] = bool(cfg.get("generated_data"))
-    return out
-
-
-def _versions() -> dict[str, Any]:
-    from importlib import metadata
-
-    from .. import __version__
-
-    try:
-        torch_version = metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        torch_version = None
-    return {"robustscale_version": __version__, "torch_version": torch_version,
-            "python_version": platform.python_version()}
-
-
-def _flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
-    """Top-level keys, then keys of nested dicts (``compute``, ``final``...) that are missing or None on top."""
-    flat = {k: v for k, v in summary.items() if not isinstance(v, Mapping)}
-    for v in summary.values():
-        if isinstance(v, Mapping):
-            for k2, v2 in _flatten(v).items():
-                if flat.get(k2) is None:
-                    flat[k2] = v2
-    return flat
-
-
-def _robust_of(claim: Mapping[str, Any]):
-    for key in ("robust_acc", "autoattack_acc", "aa_robust_acc", "pgd_robust_acc"):
-        if claim.get(key) is not None:
-            return claim[key]
-    return None
-
-
-def _coerce_value(key: str, value: Any) -> Any:
-    if value is None:
-        return None
-    type_ = RUN_VALUE_COLUMNS.get(key)
-    try:
-        from sqlalchemy import Boolean, Float, Integer
-
-        if isinstance(type_, type) and issubclass(type_, Float):
-            return _float(value)
-        if isinstance(type_, type) and issubclass(type_, Integer):  # BigInteger too
-            f = _float(value)
-            return None if f is None else int(round(f))
-        if isinstance(type_, type) and issubclass(type_, Boolean):
-            if isinstance(value, str):
-                return value.strip().lower() in ("true", "1", "yes")
-            return bool(value)
-    except (TypeError, ValueError):
-        return None
-    return str(value)
-
-
-def _float(value: Any) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None if value is None else float(value)
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
-def _isnan(value: Any) -> bool:
-    return isinstance(value, float) and math.isnan(value)
-
-
-def _jsonable(value: Any) -> Any:
-    """A JSON-safe copy: enums -> values, paths -> str, numpy/torch scalars -> numbers, tensors dropped."""
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            j = _jsonable(v)
-            if j is not _DROP:
-                out[str(k)] = j
-        return out
-    if isinstance(value, (list, tuple)):
-        return [x for x in (_jsonable(v) for v in value) if x is not _DROP]
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (str, bool, int)) or value is None:
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (Path, os.PathLike)):
-        return str(value)
-    if isinstance(value, (dt.datetime, dt.date)):
-        return value.isoformat()
-    if hasattr(value, "numel") and hasattr(value, "tolist"):  # torch tensors: scalars kept, arrays dropped
-        return _jsonable(value.item()) if value.numel() == 1 else _DROP
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        return _jsonable(value.item())
-    if hasattr(value, "tolist") and getattr(value, "ndim", 1) > 0:  # numpy arrays: small ones kept
-        return _jsonable(value.tolist()) if getattr(value, "size", 0) <= 64 else _DROP
-    return str(value)
-
-
-_DROP = object()
-
-
-def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, float) or isinstance(b, float):
-        fa, fb = _float(a), _float(b)
-        if fa is None or fb is None:
-            return fa is None and fb is None
-        return math.isclose(fa, fb, rel_tol=1e-12, abs_tol=0.0)
-    return a == b
-
-
-def _ago(when: dt.datetime | None, now: dt.datetime) -> str:
-    if when is None:
-        return "never"
-    return f"{(now - when).total_seconds():.0f} s ago"
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "unable to open" not in str(exc):
+            raise
+    # A WAL database needs a -shm file beside it, which a read-only folder cannot hold; nobody can
+    # write the store there either, so reading it as immutable is exact.
+    return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
 
 
 def _first_line(exc: BaseException | None) -> str:

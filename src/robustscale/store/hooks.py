@@ -12,8 +12,10 @@ One call per event, each a no-op on non-zero DDP ranks and when the store is dis
 ``record_run_start`` raises UserError when the store is unreachable or the name is taken by a
 different config, so a run fails before doing any work; it also starts a daemon thread that
 refreshes the run's heartbeat every ``$ROBUSTSCALE_HEARTBEAT_S`` seconds (default 60) until
-``record_run_end``. A store hiccup during training (``record_epoch``, heartbeats) only warns:
-losing a day of GPU time to a database blip is worse than a missing epoch row.
+``record_run_end``. After that the store never decides a run's fate: a store hiccup during
+training (``record_epoch``, heartbeats) or at its end (``record_run_end``) warns once, in one
+line that says how to record the run later (``robustscale runs sync RUN_DIR``), and the run goes
+on and keeps its exit status. The run folder is the source of truth (see ``store/sync.py``).
 The store is ``store=`` if given, else ``cfg.store``, ``$ROBUSTSCALE_STORE``, ``<cfg.output_dir>/runs.db``.
 """
 from __future__ import annotations
@@ -38,6 +40,37 @@ _LOCK = threading.Lock()
 
 class StoreWarning(UserWarning):
     """The store could not be updated; the run goes on."""
+
+
+_FAILING: set[str] = set()  # runs whose last store update failed (warn once per outage, not per epoch)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, StoreWarning, stacklevel=3)
+
+
+def sync_hint(run_dir: str | os.PathLike | None, store=None, cfg=None) -> str:
+    """``robustscale runs sync RUN_DIR [--store URL]``: how to record a run once the store is back.
+
+    Without ``--store``, ``runs sync`` uses the store the run's own config points at.
+    """
+    where = str(run_dir) if run_dir is not None else "RUN_DIR"
+    default = store_url_for(cfg) if cfg is not None else None
+    flag = "" if store is None or store.url == default else f" --store {store.display_url}"
+    return f"robustscale runs sync {where}{flag}"
+
+
+def _store_failed(name: str, what: str, exc: Exception, store, run_dir, cfg=None) -> None:
+    if name in _FAILING:
+        return
+    _FAILING.add(name)
+    reason = str(exc).split("; ")[0] if str(exc) else type(exc).__name__
+    _warn(f"results store: {what} of {name} not recorded ({reason}); the run folder keeps everything; "
+          f"record it later with: {sync_hint(run_dir, store, cfg)}")
+
+
+def _store_ok(name: str) -> None:
+    _FAILING.discard(name)
 
 
 def store_url_for(cfg=None, store: str | os.PathLike | None = None) -> str | None:
@@ -78,40 +111,45 @@ def record_epoch(cfg, epoch: int, metrics: Mapping[str, Any], *, store: str | os
     """Store one epoch's metrics (dict of numbers; cumulative compute keys update the run row)."""
     if not _main_process():
         return
+    st = None
     try:
         st = store_for(cfg, store)
         if st is not None:
             st.record_epoch(cfg.name, epoch, metrics)
+            _store_ok(cfg.name)
     except Exception as exc:  # noqa: BLE001  (see module docstring)
-        warnings.warn(f"results store: epoch {epoch} of {cfg.name} not recorded: {exc}", StoreWarning, stacklevel=2)
+        _store_failed(cfg.name, f"epoch {epoch}", exc, st, _default_run_dir(cfg), cfg)
 
 
 def record_run_end(cfg, summary: Mapping[str, Any] | None = None, *, status: str = "done", error: str | None = None,
-                   store: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None) -> None:
+                   store: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None) -> bool:
     """Final status: ``done`` with the summary (compute + metrics), or ``failed`` with an error line.
 
     A failure caused by a submitit preemption/timeout that requeued the run is recorded as
-    ``queued`` (the requeued job resumes it).
+    ``queued`` (the requeued job resumes it). A store that cannot be reached only warns (one line
+    with the ``runs sync`` command that records the run later): the run's outcome is in its folder.
+    Returns True when recorded.
     """
     if not _main_process():
-        return
+        return False
     _stop_heartbeat(cfg.name)
     status = RunStatus(status)
     if status is RunStatus.FAILED and cfg.name in _REQUEUED:
         status, error = RunStatus.QUEUED, "requeued after preemption or timeout"
-    st = store_for(cfg, store)
-    if st is None:
-        return
-    last_exc: Exception | None = None
-    for _ in range(3):
-        try:
-            st.finish_run(cfg.name, summary, status=status, error=_one_line(error), cfg=cfg, run_dir=run_dir)
-            return
-        except UserError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            last_exc = exc
-    warnings.warn(f"results store: final status of {cfg.name} not recorded: {last_exc}", StoreWarning, stacklevel=2)
+    if run_dir is None:
+        run_dir = (summary or {}).get("run_dir") or _default_run_dir(cfg)
+    st = None
+    try:
+        st = store_for(cfg, store)
+        if st is None:
+            return False
+        st.finish_run(cfg.name, summary, status=status, error=_one_line(error), cfg=cfg, run_dir=run_dir)
+    except Exception as exc:  # noqa: BLE001  (a store outage must not turn a finished run into a failure)
+        _FAILING.discard(cfg.name)
+        _store_failed(cfg.name, f"final status ({status.value})", exc, st, run_dir, cfg)
+        return False
+    _store_ok(cfg.name)
+    return True
 
 
 def record_evaluation(cfg_or_run_dir, claim: Mapping[str, Any], *, store: str | os.PathLike | None = None) -> None:
@@ -143,14 +181,11 @@ class _Heartbeat(threading.Thread):
         self.stop_event = threading.Event()
 
     def run(self) -> None:
-        warned = False
         while not self.stop_event.wait(self.interval):
             try:
                 self.store.heartbeat(self.run_name)
             except Exception as exc:  # noqa: BLE001
-                if not warned:
-                    warnings.warn(f"results store: heartbeat of {self.run_name} failed: {exc}", StoreWarning)
-                    warned = True
+                _store_failed(self.run_name, "heartbeat", exc, self.store, None)
 
 
 def _start_heartbeat(store, name: str) -> None:
@@ -189,6 +224,12 @@ def _config_of(cfg_or_run_dir):
     if not cfg.name:
         cfg = cfg.replace(name=run_dir.name)
     return cfg
+
+
+def _default_run_dir(cfg) -> Path | None:
+    if getattr(cfg, "output_dir", None) is None or not getattr(cfg, "name", None):
+        return None
+    return Path(cfg.output_dir) / str(cfg.name)
 
 
 def _run_dir_of(cfg_or_run_dir, cfg) -> Path:

@@ -21,7 +21,13 @@ from sqlalchemy import Connection, select
 from ..errors import UserError
 from .tables import SCHEMA_VERSION, meta, metadata
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {}
+def _v1_to_v2(conn: Connection) -> None:
+    """The per-epoch catastrophic-overfitting check: runs.collapsed_epoch and epochs.fgsm_robust_acc."""
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN collapsed_epoch INTEGER")
+    conn.exec_driver_sql("ALTER TABLE epochs ADD COLUMN fgsm_robust_acc FLOAT")
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
 
 VERSION_KEY = "schema_version"
 
@@ -54,4 +60,19 @@ def ensure_schema(conn: Connection, where: str) -> int:
         step(conn)
         version += 1
         conn.execute(meta.update().where(meta.c.key == VERSION_KEY).values(value=str(version)))
+    return version
+
+
+def check_version(conn: Connection, where: str) -> int:
+    """The version of a store opened read-only: it must be this robustscale's (nothing can be migrated)."""
+    version = read_version(conn)
+    if version is None:
+        raise UserError(f"no results store at {where} (empty database)")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"store {where} has schema version {version}, newer than this robustscale understands "
+                        f"({SCHEMA_VERSION}); upgrade robustscale")
+    if version < SCHEMA_VERSION:
+        raise UserError(f"store {where} has schema version {version} and needs a migration to {SCHEMA_VERSION}, "
+                        f"which a read-only open cannot do; run a recording command on it once where it is "
+                        f"writable (e.g. robustscale runs sync RUN_DIR --store ...)")
     return version

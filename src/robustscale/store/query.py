@@ -1,11 +1,13 @@
 """``--where`` filters over run rows: ``method=pgd``, ``epochs>=100``, ``model=wide_resnet28_10,wide_resnet34_10``.
 
-A filter is ``KEY OP VALUE`` with OP one of ``= != >= <= > < ~`` (``~``: substring). KEY is a
+A filter is ``KEY OP VALUE`` with OP one of ``= != >= <= > < ~`` (``~``: substring; ``==`` is
+read as ``=``). KEY is a
 column of the store's ``runs`` table (``schema.RUN_COLUMNS`` and ``name``, ``source``,
 ``sweep``, ``seed``, ``host``...), a paper alias (``at``, ``at_steps``, ``eval_acc``), or any
 ``TrainConfig`` key (matched against the run's stored config). ``=`` and ``!=`` take a comma
-list of alternatives; ``none`` matches a missing value. Filters are AND-ed. ``status=stale``
-selects running runs whose process is gone.
+list of alternatives; ``none`` matches a missing value (an empty value is an error). Filters are
+AND-ed. ``status=stale`` selects running runs whose process is gone; a status must be one a run
+can have.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from ..errors import UserError
 from ..schema import resolve_column
 
 _OPS = ("!=", ">=", "<=", "=", ">", "<", "~")
-_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\s*(!=|>=|<=|=|>|<|~)\s*(.*?)\s*$")
+_PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\s*(!=|>=|<=|==|=|>|<|~)\s*(.*?)\s*$")
 _JSON_COLUMNS = ("config", "summary", "extra")
 
 
@@ -73,13 +75,24 @@ def parse_where(exprs: Iterable[str]) -> list[Filter]:
             raise UserError(f"invalid filter {expr!r}; expected KEY OP VALUE with OP one of {' '.join(_OPS)} "
                             f"(e.g. method=pgd, epochs>=100)")
         key, op, value = m.groups()
+        op = "=" if op == "==" else op
         key = resolve_column(key.replace("-", "_"))
         if key not in columns and key not in config_keys:
             raise UserError(f"unknown filter key {key!r} in {expr!r}; valid: {', '.join(columns)} "
                             f"or any TrainConfig key")
         values = tuple(v.strip() for v in value.split(",")) if op in ("=", "!=") else (value,)
+        if not all(values) or any(v[0] in "=!<>~" for v in values):
+            raise UserError(f"invalid filter {expr!r}: no value after {op!r} (e.g. {key}{op}VALUE; "
+                            f"{key}{op}none for a missing value)")
         if op not in ("=", "!=", "~") and _number(value) is None:
             raise UserError(f"invalid filter {expr!r}: {op} needs a number")
+        if key == "status" and op in ("=", "!="):
+            from .tables import status_choices
+
+            for v in values:
+                if v.lower() not in status_choices():
+                    raise UserError(f"invalid filter {expr!r}: unknown status {v!r}; valid: "
+                                    f"{', '.join(status_choices())}")
         out.append(Filter(key, op, values, from_config=key not in columns))
     return out
 

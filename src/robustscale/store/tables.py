@@ -3,7 +3,7 @@
 Three tables plus a key/value table holding the schema version:
 
 - ``runs``: one row per run, keyed by ``name``. The full resolved ``TrainConfig`` as JSON and
-  its ``config_hash``; ``status`` (queued / running / done / failed); where and with what it ran
+  its ``config_hash``; ``status`` (queued / running / done / failed / interrupted); where and with what it ran
   (host, pid, package versions); timestamps and a ``heartbeat_at`` the training process refreshes;
   every compute field of ``robustscale.schema.RUN_COLUMNS``; the final metrics. Final metrics
   and compute totals are written in the same transaction that sets ``status = 'done'``, so a
@@ -22,7 +22,7 @@ import enum
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
                         String, Table, Text, UniqueConstraint)
 
-SCHEMA_VERSION = 1  # bump with a migration in store/migrations.py when a table changes
+SCHEMA_VERSION = 2  # bump with a migration in store/migrations.py when a table changes
 
 
 class RunStatus(str, enum.Enum):
@@ -30,6 +30,12 @@ class RunStatus(str, enum.Enum):
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
+    INTERRUPTED = "interrupted"  # stopped by a signal after saving a resumable state
+
+
+# What `--status` / `status=` accept: the stored statuses, `stale` (see below) and `all`.
+def status_choices() -> list[str]:
+    return [s.value for s in RunStatus] + [STALE]
 
 
 # Shown by `runs list` / `sweep status` for a `running` row whose process is gone (not stored).
@@ -66,6 +72,7 @@ RUN_VALUE_COLUMNS: dict[str, object] = {
     "aa_robust_acc": Float,
     "aa_n_examples": Integer,
     "collapsed": Boolean,
+    "collapsed_epoch": Integer,  # first epoch the per-epoch check flagged catastrophic overfitting (None: not flagged)
 }
 
 runs = Table(
@@ -122,6 +129,7 @@ epochs = Table(
     Column("train_clean_acc", Float),
     Column("clean_acc", Float),  # per-epoch evaluation on cfg.eval_subset test images
     Column("pgd_robust_acc", Float),
+    Column("fgsm_robust_acc", Float),  # FGSM on the same images: the collapse check compares the two
     Column("lr", Float),
     Column("images_per_second", Float),
     Column("train_images_seen", BigInteger),  # cumulative, like the next three
@@ -152,5 +160,5 @@ evaluations = Table(
 )
 
 # Per-epoch metric keys copied into typed columns (the whole dict is kept in `metrics`).
-EPOCH_VALUE_COLUMNS = ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc", "lr",
-                       "images_per_second", "train_images_seen", "train_flops", "wall_seconds")
+EPOCH_VALUE_COLUMNS = ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc",
+                       "fgsm_robust_acc", "lr", "images_per_second", "train_images_seen", "train_flops", "wall_seconds")

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..evaluation.intervals import accuracy_interval, correct_count, wilson_interval
+from ..intervals import accuracy_interval, correct_count, wilson_interval
 from ..scaling.fit import _num
 
 ATTACK_METRICS = {"pgd": "pgd_robust_acc", "apgd-ce": "apgd_ce_robust_acc", "aa-standard": "aa_robust_acc",

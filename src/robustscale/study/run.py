@@ -356,7 +356,7 @@ def _evaluate_in_worker(run_dir: str, store: str, threads: int, ev: dict[str, An
     """One extra evaluation in a worker process (``threads`` intra-op threads); the claim's headline."""
     import torch
 
-    from ..evaluate import evaluate_run
+    from ..evaluation import evaluate_run
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -389,7 +389,7 @@ def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) 
 def _run_evaluations(todo, opts: StudyOptions, st, *, progress: bool, log) -> None:
     workers = min(opts.eval_workers, len(todo))
     if workers <= 1:
-        from ..evaluate import evaluate_run
+        from ..evaluation import evaluate_run
 
         for run, ev in todo:
             t0 = time.perf_counter()

@@ -92,8 +92,9 @@ class StepFlopsCache:
 
     def key(self, cfg: TrainConfig) -> str:
         from .. import __version__
+        from ..compute import effective_attack_steps
 
-        steps = 0 if cfg.method.value == "standard" else (1 if cfg.method.value == "fgsm_rs" else cfg.attack_steps)
+        steps = effective_attack_steps(cfg)
         return "|".join(map(str, (cfg.model, cfg.dataset, cfg.method.value, steps, cfg.attack_bn_eval, __version__)))
 
     def _load(self) -> None:
@@ -159,7 +160,7 @@ def measure_train_step_flops(cfg: TrainConfig) -> float:
         raise UserError(f"cannot estimate FLOPs for dataset {cfg.dataset!r} without its input size; use --no-cost")
     with torch.device("meta"):
         model = create_model(cfg.model, num_classes=info.num_classes, in_chans=info.in_chans,
-                             dataset=info.name.value)
+                             mean=info.mean, std=info.std)
     step = measure_step_flops(model, cfg, info.input_size)
     return float(step.train_step_flops)
 

@@ -8,10 +8,17 @@ A job is idempotent: a run already trained is only evaluated, one already evalua
 With several tasks per job (``gpus_per_job > 1`` on Slurm) each task is one DDP rank:
 submitit's ``TorchDistributedEnvironment`` exports RANK / WORLD_SIZE / MASTER_ADDR and
 ``train`` joins the process group; only rank 0 writes to the store and evaluates.
+
+Under the local executor SIGTERM (sent by the sweep, forwarded by submitit's controller) means
+"stop": it takes the path of a Ctrl-C in training (finish the step, save a resumable state) and
+the run is recorded ``interrupted``; the job then ends normally with that status. (On Slurm
+SIGTERM keeps submitit's meaning: it precedes a preemption, which requeues the job.)
 """
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import traceback
 from dataclasses import fields
 from pathlib import Path
@@ -46,8 +53,16 @@ class RunJob(submitit.helpers.Checkpointable):
     # ------------------------------------------------------------------ submitit entry point
     def __call__(self) -> dict[str, Any]:
         saved = {k: os.environ.get(k) for k in _ENV_KEYS}
+        local = os.environ.get("SUBMITIT_EXECUTOR") == "local" and threading.current_thread() is threading.main_thread()
+        if local:
+            signal.signal(signal.SIGTERM, _stop_like_ctrl_c)
         try:
             return self._run()
+        except KeyboardInterrupt:
+            if not local:
+                raise
+            # Stopped by the sweep: recorded as interrupted already; end the job cleanly with that status.
+            return {"name": self.name, "status": "interrupted", "error": "interrupted by the sweep; resumable"}
         finally:  # an inline (in-process) job leaves the caller's environment as it was
             for key, value in saved.items():
                 if value is None:
@@ -78,13 +93,17 @@ class RunJob(submitit.helpers.Checkpointable):
             try:
                 summary = train(cfg, resume=resume)
             except BaseException as exc:  # noqa: BLE001  (recorded, then re-raised: submitit reports it)
-                record_run_end(cfg, status="failed", error=_error_line(exc), store=self.store_url, run_dir=run_dir)
+                stopped = isinstance(exc, KeyboardInterrupt)
+                record_run_end(cfg, status="interrupted" if stopped else "failed", error=_error_line(exc),
+                               store=self.store_url, run_dir=run_dir)
                 raise
             if _rank() == 0:
                 status = summary.get("status", "completed")
                 if status != "completed":  # an interrupted run returns after saving its state
-                    record_run_end(cfg, summary, status="failed", error=f"training {status}", store=self.store_url)
-                    result["status"] = "failed"
+                    final = "interrupted" if status == "interrupted" else "failed"
+                    record_run_end(cfg, summary, status=final, error=f"training {status}", store=self.store_url,
+                                   run_dir=run_dir)
+                    result.update(status=final, error=f"training {status}")
                     return result
                 record_run_end(cfg, summary, store=self.store_url, run_dir=run_dir)
             result["summary"] = summary
@@ -131,7 +150,7 @@ class RunJob(submitit.helpers.Checkpointable):
             opts["eps"] = eps = cfg.eps
         if store is not None and store.evaluation_exists(cfg.name, opts["attack"], eps, opts.get("n_examples")):
             return None
-        from ..evaluate import evaluate_run
+        from ..evaluation import evaluate_run
 
         claim = evaluate_run(run_dir, **opts, store=self.store_url)
         if claim.get("complete", True):
@@ -147,9 +166,22 @@ def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):
         return None
-    if summary.get("status") == "completed" and summary.get("config_hash") == cfg.config_hash():
+    if summary.get("status") == "completed" and cfg.matches_hash(summary.get("config_hash")):
         return summary
     return None
+
+
+def _stop_like_ctrl_c(signum, frame) -> None:
+    """SIGTERM -> whatever SIGINT does now: training's graceful stop, else KeyboardInterrupt.
+
+    SIGINT itself stays blocked in local jobs (the sweep blocks it when it submits them), so a
+    terminal Ctrl-C reaches the sweep only and each job is stopped exactly once.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
 
 
 def _rank() -> int:
@@ -161,7 +193,7 @@ def _rank() -> int:
 
 def _error_line(exc: BaseException) -> str:
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted"
+        return "interrupted; resumable from its last checkpoint"
     if isinstance(exc, SystemExit):
         return f"exited (code {exc.code})"
     text = str(exc).strip().splitlines()

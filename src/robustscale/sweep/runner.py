@@ -3,8 +3,10 @@
 Executors (all submit the same :class:`~robustscale.sweep.job.RunJob`):
 
 - ``local``: submitit's ``LocalExecutor`` (one subprocess per run, the same checkpoint /
-  requeue code path as on Slurm), at most ``max_parallel`` at once; visible GPUs are split
-  between the running jobs.
+  requeue code path as on Slurm), at most ``max_parallel`` at once, counting jobs of an earlier
+  ``sweep run`` that was killed and left them running (adopted: see ``sweep/local.py``);
+  visible GPUs are split between the running jobs. SIGINT / SIGTERM stop every job with a
+  resumable checkpoint and mark it ``interrupted``.
 - ``slurm``: submitit's Slurm executor, one job per run, submitted as one job array whose
   ``%`` limit is ``array_parallelism``; partition, GPUs, CPUs, memory, time limit and extra
   ``#SBATCH`` options from the spec's ``executor:`` section or the command line. Jobs run the
@@ -13,17 +15,18 @@ Executors (all submit the same :class:`~robustscale.sweep.job.RunJob`):
 
 A run is skipped when a run with its config hash is ``done`` (and has the spec's evaluation),
 or is alive elsewhere (running with a live process / fresh heartbeat, or queued in a live job).
-Everything else (never started, failed, stale, queued in a dead job) is submitted; a run with
-a checkpoint resumes from it.
+Everything else (never started, failed, interrupted, stale, queued in a dead job) is submitted;
+a run with a checkpoint resumes from it.
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -32,7 +35,7 @@ from ..errors import UserError
 from .spec import ExecutorOptions, PlannedRun, SweepSpec
 
 EXECUTORS = ("local", "slurm", "inline")
-TODO_STATES = ("pending", "needs_eval", "failed", "stale", "queued")
+TODO_STATES = ("pending", "needs_eval", "failed", "interrupted", "stale", "queued")
 SLURM_ALIVE = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "RESIZING", "SUSPENDED",
                "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT")
 
@@ -46,10 +49,10 @@ class RunState:
 
 
 # ---------------------------------------------------------------------- store side
-def open_sweep_store(spec: SweepSpec, store: str | None = None, create: bool = True):
+def open_sweep_store(spec: SweepSpec, store: str | None = None, create: bool = True, readonly: bool = False):
     from ..store import open_store
 
-    return open_store(store or spec.store, output_dir=spec.output_dir, create=create)
+    return open_store(store or spec.store, output_dir=spec.output_dir, create=create, readonly=readonly)
 
 
 def check_collisions(spec: SweepSpec, store) -> None:
@@ -62,7 +65,7 @@ def check_collisions(spec: SweepSpec, store) -> None:
         if row["source"] != "robustscale":
             raise UserError(f"run name collision: {run.name!r} is an imported run (source {row['source']}) in "
                             f"{store.display_url}; change name_template or the store")
-        if row["config_hash"] != run.config_hash:
+        if not run.cfg.matches_hash(row["config_hash"]):
             raise UserError(f"run name collision: {run.name!r} is in {store.display_url} with a different config "
                             f"(hash {row['config_hash']}, spec {run.config_hash}); change name_template, "
                             f"output_dir or the store")
@@ -71,10 +74,11 @@ def check_collisions(spec: SweepSpec, store) -> None:
 def sweep_states(spec: SweepSpec, store) -> list[RunState]:
     """Where every run of the spec stands in the store."""
     evaluation = spec.evaluation
-    rows = store.list_runs(config_hashes=[r.config_hash for r in spec.runs])
+    aliases = _hash_aliases(spec)
+    rows = store.list_runs(config_hashes=list(aliases))
     by_hash: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        by_hash.setdefault(row["config_hash"], []).append(row)
+        by_hash.setdefault(aliases[row["config_hash"]], []).append(row)
     names = [r["name"] for r in rows if r["effective_status"] == "done"]
     evals = store.evaluations_of(names) if evaluation is not None and names else {}
     out = []
@@ -104,6 +108,12 @@ def sweep_states(spec: SweepSpec, store) -> list[RunState]:
     return out
 
 
+def _hash_aliases(spec: SweepSpec) -> dict[str, str]:
+    """Every hash a stored run of the spec may carry (today's, and 0.1.0's for runs it recorded) ->
+    the planned run's hash, so that runs finished before an upgrade stay done."""
+    return {h: run.config_hash for run in spec.runs for h in run.cfg.known_hashes()}
+
+
 def _has_evaluation(evals: list[dict[str, Any]], evaluation, run: PlannedRun) -> bool:
     eps = evaluation.eps if evaluation.eps is not None else run.cfg.eps
     for e in evals:
@@ -118,11 +128,12 @@ def _job_alive(row: dict[str, Any]) -> bool:
     job_id, executor = row.get("job_id"), row.get("executor")
     if not job_id:
         return False
-    if executor == "local":  # "<controller pid>@<its start time>": a reused pid does not match
-        from ..store.core import _process_alive
+    if executor == "local":  # "<controller pid>@<its start time>:...": a reused pid does not match
+        from ..store.liveness import _process_alive
+        from .local import parse_local_job_id
 
-        pid, _, start = job_id.partition("@")
-        return pid.isdigit() and _process_alive(int(pid), start or None)
+        controller, _ = parse_local_job_id(job_id)
+        return controller is not None and _process_alive(*controller)
     if executor == "slurm":
         if shutil.which("squeue") is None:
             return True  # cannot tell from here: assume the cluster still has it
@@ -158,15 +169,23 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     st = open_sweep_store(spec, store)
     check_collisions(spec, st)
     states = sweep_states(spec, st)
+    orphans = []
+    if executor == "local":
+        from .local import find_orphans
+
+        orphans = find_orphans(states)
     todo = [s for s in states if s.state in TODO_STATES and not _alive_now(s)]
     _check_inputs([s.run for s in todo])
     counts = {"total": len(states), "done_before": sum(s.state == "done" for s in states),
-              "alive_elsewhere": sum(_alive_now(s) for s in states), "submitted": len(todo)}
+              "alive_elsewhere": sum(_alive_now(s) for s in states) - len(orphans), "adopted": len(orphans),
+              "submitted": len(todo)}
+    adopted = f", {len(orphans)} left running by an earlier sweep run (adopted)" if orphans else ""
     log(f"sweep {spec.name}: {len(states)} runs, {counts['done_before']} done, "
-        f"{counts['alive_elsewhere']} running elsewhere, {len(todo)} to run ({executor}); store {st.display_url}")
+        f"{counts['alive_elsewhere']} running elsewhere{adopted}, {len(todo)} to run ({executor}); "
+        f"store {st.display_url}")
     outcomes: dict[str, str] = {}
-    if not todo:
-        return {**counts, "outcomes": outcomes, "failed": 0}
+    if not todo and not orphans:
+        return {**counts, "outcomes": outcomes, "failed": 0, "interrupted": 0}
 
     url = store_url_for(None, st.url)
     threads = None
@@ -187,31 +206,75 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     if executor == "inline":
         runner = _InlineRunner()
     elif executor == "local":
-        runner = _LocalRunner(folder, opts)
+        from .local import LocalRunner
+
+        runner = LocalRunner(folder, opts, orphans, log=log)
     else:
         runner = _SlurmRunner(folder, opts, spec.name)
 
-    bar = _bar(len(jobs), progress)
+    bar = _bar(len(jobs) + len(orphans), progress)
 
     def on_submit(job, job_id: str | None) -> None:
         st.set_job(job.name, executor, job_id)
 
-    def on_done(job, ok: bool, info: str) -> None:
-        outcomes[job.name] = "done" if ok else "failed"
-        if not ok:
-            _mark_failed_if_running(st, job.name, info)
+    def finished(name: str, outcome: str, info: str) -> None:
+        outcomes[name] = outcome
+        if outcome != "done":
+            _end_if_running(st, name, outcome, info)
         if bar is not None:
             bar.update(1)
-            bar.set_postfix_str(f"last: {job.name} {'done' if ok else 'FAILED'}")
-        log(f"{'done  ' if ok else 'FAILED'} {job.name}{'' if ok else ': ' + info}")
+            bar.set_postfix_str(f"last: {name} {outcome}")
+        log(f"{outcome.upper() if outcome == 'failed' else outcome:<11} {name}{': ' + info if info else ''}")
+
+    def on_adopted_done(name: str) -> None:
+        row = st.get_run(name, details=False) or {}
+        status = row.get("status")
+        outcome = status if status in ("done", "interrupted") else "failed"
+        finished(name, outcome, "" if outcome == "done" else (row.get("error") or "its job ended without recording"))
 
     try:
-        runner.run(jobs, on_submit=on_submit, on_done=on_done, wait=wait, poll_s=poll_s)
+        with _sigterm_interrupts():
+            runner.run(jobs, on_submit=on_submit, on_done=lambda job, outcome, info: finished(job.name, outcome, info),
+                       on_adopted_done=on_adopted_done, wait=wait, poll_s=poll_s)
+    except KeyboardInterrupt:
+        stopped = [n for n in getattr(runner, "stopped", lambda: [])() if n not in outcomes]
+        for name in stopped:
+            _end_if_running(st, name, "interrupted", "interrupted (SIGINT/SIGTERM to the sweep)")
+        log(f"interrupted: {len(stopped)} run(s) stopped and marked interrupted; `robustscale sweep run "
+            f"{spec.path or spec.name}` resumes them from their checkpoints")
+        raise
     finally:
         if bar is not None:
             bar.close()
     failed = sum(v == "failed" for v in outcomes.values())
-    return {**counts, "outcomes": outcomes, "failed": failed}
+    interrupted = sum(v == "interrupted" for v in outcomes.values())
+    return {**counts, "outcomes": outcomes, "failed": failed, "interrupted": interrupted}
+
+
+class _RaisedBySigterm(KeyboardInterrupt):
+    """SIGTERM to the sweep process: handled like Ctrl-C."""
+
+
+def _sigterm_interrupts():
+    """While running jobs, SIGTERM raises KeyboardInterrupt (in the main thread), like Ctrl-C."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def ctx():
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum, frame):
+            raise _RaisedBySigterm()
+
+        previous = signal.signal(signal.SIGTERM, handler)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    return ctx()
 
 
 def _check_inputs(runs: list[PlannedRun]) -> None:
@@ -224,11 +287,12 @@ def _check_inputs(runs: list[PlannedRun]) -> None:
             raise UserError(f"run {run.name}: data_dir not found: {cfg.data_dir}")
 
 
-def _mark_failed_if_running(store, name: str, info: str) -> None:
-    """A job that died without recording (killed, out of memory) leaves its run running or queued: fail it."""
+def _end_if_running(store, name: str, status: str, info: str) -> None:
+    """A job that ended without recording (killed, out of memory, stopped) leaves its run running or
+    queued: record ``status`` (failed / interrupted)."""
     row = store.get_run(name, details=False)
     if row is not None and row["status"] in ("running", "queued"):  # its job is over: nothing runs it any more
-        store.finish_run(name, status="failed", error=info[:2000])
+        store.finish_run(name, status=status, error=info[:2000])
 
 
 def _bar(total: int, enabled: bool):
@@ -241,104 +305,26 @@ def _bar(total: int, enabled: bool):
 
 # ---------------------------------------------------------------------- executors
 class _InlineRunner:
-    def run(self, jobs, *, on_submit, on_done, wait: bool, poll_s: float) -> None:
+    def __init__(self):
+        self.current = None
+
+    def stopped(self) -> list[str]:
+        return [self.current.name] if self.current is not None else []
+
+    def run(self, jobs, *, on_submit, on_done, on_adopted_done=None, wait: bool, poll_s: float) -> None:
         for job in jobs:
             on_submit(job, str(os.getpid()))
+            self.current = job
             try:
-                job()
+                result = job()
             except KeyboardInterrupt:
                 raise
             except BaseException as exc:  # noqa: BLE001
-                on_done(job, False, f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}")
+                on_done(job, "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}")
             else:
-                on_done(job, True, "")
-
-
-def _job_error(sjob) -> str:
-    """The last line of a failed submitit job's error, and where its log is."""
-    try:
-        sjob.results()  # all tasks (DDP ranks) of the job
-        return "no result"
-    except Exception as exc:  # noqa: BLE001
-        lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        tail = next((ln.strip() for ln in reversed(lines) if not ln.startswith(" ") and ":" in ln), None)
-        tail = tail or (lines[-1].strip() if lines else type(exc).__name__)
-        try:
-            log = sjob.paths.stderr
-        except Exception:  # noqa: BLE001
-            log = None
-        return f"{tail}{f' (log: {log})' if log else ''}"
-
-
-class _LocalRunner:
-    """submitit.LocalExecutor with a cap on concurrent jobs and GPUs handed out per job."""
-
-    def __init__(self, folder: Path, opts: ExecutorOptions):
-        import submitit
-
-        self.opts = opts
-        self.executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
-        self.gpus = _visible_gpus()
-        per_job = opts.gpus_per_job
-        if per_job is None:
-            per_job = max(1, len(self.gpus) // max(opts.max_parallel, 1)) if self.gpus else 0
-        if per_job > len(self.gpus):
-            raise UserError(f"gpus_per_job {per_job} but only {len(self.gpus)} GPU(s) visible here")
-        self.per_job = per_job
-        self.executor.update_parameters(timeout_min=opts.timeout_min, signal_delay_s=min(opts.signal_delay_s, 60))
-
-    def run(self, jobs, *, on_submit, on_done, wait: bool, poll_s: float) -> None:
-        pending = deque(jobs)
-        active: dict[Any, tuple[Any, list[int]]] = {}
-        free = list(self.gpus)
-        try:
-            while pending or active:
-                while pending and len(active) < self.opts.max_parallel and len(free) >= self.per_job:
-                    job = pending.popleft()
-                    mine, free = free[:self.per_job], free[self.per_job:]
-                    self.executor.update_parameters(gpus_per_node=len(mine), visible_gpus=mine,
-                                                    tasks_per_node=self.opts.tasks_per_job or max(len(mine), 1))
-                    sjob = self.executor.submit(job)
-                    active[sjob] = (job, mine)
-                    from ..store.core import _process_start
-
-                    start = _process_start(int(sjob.job_id)) if str(sjob.job_id).isdigit() else None
-                    on_submit(job, f"{sjob.job_id}@{start}" if start else str(sjob.job_id))
-                for sjob in [j for j in active if j.done()]:
-                    job, mine = active.pop(sjob)
-                    free.extend(mine)
-                    state = sjob.state
-                    ok = state == "FINISHED" and sjob.paths.result_pickle.exists() and _succeeded(sjob)
-                    on_done(job, ok, "" if ok else _job_error(sjob))
-                if pending or active:
-                    time.sleep(poll_s)
-        except KeyboardInterrupt:
-            # Ctrl-C: forward SIGINT so each run stops at a step boundary and saves a resumable state.
-            for sjob in active:
-                sjob.cancel(check=False)
-            deadline = time.time() + 60
-            while any(not j.done() for j in active) and time.time() < deadline:
-                time.sleep(0.5)
-            raise
-
-
-def _succeeded(sjob) -> bool:
-    try:
-        sjob.results()
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
-def _visible_gpus() -> list[int]:
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
-        return []
-    try:
-        import torch
-
-        return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-    except Exception:  # noqa: BLE001
-        return []
+                status = (result or {}).get("status", "done")
+                on_done(job, "done" if status == "done" else status, (result or {}).get("error") or "")
+            self.current = None
 
 
 class _SlurmRunner:
@@ -393,7 +379,12 @@ class _SlurmRunner:
                 from None
         return sjobs
 
-    def run(self, jobs, *, on_submit, on_done, wait: bool, poll_s: float) -> None:
+    def stopped(self) -> list[str]:
+        return []  # Slurm jobs keep running when the sweep stops waiting
+
+    def run(self, jobs, *, on_submit, on_done, on_adopted_done=None, wait: bool, poll_s: float) -> None:
+        from .local import job_outcome
+
         sjobs = self.submit(jobs)
         for job, sjob in zip(jobs, sjobs):
             on_submit(job, str(sjob.job_id))
@@ -404,8 +395,7 @@ class _SlurmRunner:
             while active:
                 for sjob in [j for j in active if j.done()]:
                     job = active.pop(sjob)
-                    ok = _succeeded(sjob)
-                    on_done(job, ok, "" if ok else _job_error(sjob))
+                    on_done(job, *job_outcome(sjob))
                 if active:
                     time.sleep(max(poll_s, 2.0))
         except KeyboardInterrupt:

@@ -48,7 +48,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
 
 @dataclass(frozen=True)
 class EvaluationOptions:
-    """The evaluation each finished run gets (``robustscale.evaluate.evaluate_run`` arguments)."""
+    """The evaluation each finished run gets (``robustscale.evaluation.evaluate_run`` arguments)."""
 
     attack: str = "pgd"
     eps: float | None = None  # None: the run's training eps
@@ -143,6 +143,10 @@ def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
     for key in data:
         if key not in SPEC_KEYS:
             raise UserError(f"unknown key {key!r} in {where}; valid: {', '.join(SPEC_KEYS)}")
+    if not any(data.get(k) for k in ("recipe", "base", "grid", "zip", "seeds")) and \
+            not any(k in data for k in ("grid", "zip")):
+        raise UserError(f"sweep spec {where} defines no runs: give a recipe or base (the TrainConfig of every run) "
+                        f"and axes to vary, e.g. grid: {{model: [wide_resnet16_1, wide_resnet16_2]}}")
     name = str(data.get("name") or (path.stem if path is not None else "sweep"))
     if not NAME_PATTERN.match(name):
         raise UserError(f"invalid sweep name {name!r} in {where}: use letters, digits and . _ + = -")
@@ -241,6 +245,11 @@ def _parse_axes(data: Mapping[str, Any], where: str, config_keys: list[str]) -> 
                             f"label -> value, got {spec!r}")
         return _Axis(key, values, labels)
 
+    if "grid" in data and not data["grid"]:
+        raise UserError(f"`grid` in {where} is empty; give at least one axis (e.g. grid: {{model: [a, b]}}) "
+                        f"or remove the key for a single run")
+    if "zip" in data and not data["zip"]:
+        raise UserError(f"`zip` in {where} is empty; give paired axes of equal length or remove the key")
     grid = data.get("grid") or {}
     if not isinstance(grid, Mapping):
         raise UserError(f"`grid` in {where} must map TrainConfig keys to lists of values")

@@ -1,4 +1,5 @@
-"""The four training methods: standard, PGD-AT (Madry et al.), TRADES (Zhang et al.), FGSM-RS (Wong et al.).
+"""The training methods: standard, PGD-AT (Madry et al.), TRADES (Zhang et al.), and the single-step
+FGSM-RS (Wong et al.), N-FGSM (de Jorge et al.) and GradAlign (Andriushchenko & Flammarion).
 
 Attack steps run on the un-wrapped model (no DDP: an attack forward must neither sync buffers nor
 arm DDP's gradient reducer), with parameters' ``requires_grad`` switched off and, when
@@ -14,11 +15,13 @@ from typing import Any, Callable, Dict, Iterator, Optional, Union
 import torch
 from torch import nn
 from timm.task import ClassificationTask
+from timm.utils import unwrap_model
 
-from ..attacks import fgsm_rs, pgd, trades_inner_max, trades_kl
+from ..attacks import fgsm, fgsm_rs, grad_align_penalty, n_fgsm, pgd, trades_inner_max, trades_kl
 from ..config import AttackConfig, Method, TrainConfig
 
-__all__ = ["AdversarialTask", "StandardTask", "PGDTask", "TRADESTask", "FGSMRSTask", "TASKS", "create_task"]
+__all__ = ["AdversarialTask", "StandardTask", "PGDTask", "TRADESTask", "FGSMRSTask", "NFGSMTask", "GradAlignTask",
+           "TASKS", "create_task"]
 
 
 @contextlib.contextmanager
@@ -143,6 +146,45 @@ class FGSMRSTask(PGDTask):
         return fgsm_rs(model, x, y, self.attack.eps, self.attack.step_size, generator=self.generator)
 
 
+class NFGSMTask(PGDTask):
+    """N-FGSM (de Jorge et al. 2022): one signed step of alpha from ``x + U[-k eps, k eps]``, no projection."""
+
+    method = Method.N_FGSM
+
+    def _craft(self, model, x, y):
+        a = self.attack
+        return n_fgsm(model, x, y, a.eps, a.step_size, k=a.nfgsm_k, generator=self.generator)
+
+
+class GradAlignTask(AdversarialTask):
+    """GradAlign (Andriushchenko & Flammarion 2020): ``CE(f(x_fgsm), y) + lambda (1 - cos)``.
+
+    The FGSM attack (zero init, step alpha, default eps) also yields the clean input gradient; the penalty
+    takes the second gradient at ``x + U[-eps, eps]`` with a graph, so ``loss.backward()`` runs a double
+    backward. Both gradients are taken in the attack mode (eval BN if ``bn_eval``; the reference keeps
+    the model in train mode throughout), the penalty's on the eager model without DDP.
+    """
+
+    method = Method.GRAD_ALIGN
+
+    def _craft(self, model, x, y):
+        return fgsm(model, x, y, self.attack.eps, self.attack.step_size)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> Dict[str, Any]:
+        a = self.attack
+        model = self.attack_model
+        with _eval_mode(model, self.bn_eval):
+            x_adv, grad_clean = fgsm(model, input, target, a.eps, a.step_size, return_grad=True)
+        output = self.trainable_module(x_adv)
+        loss_adv = self.criterion(output, target)
+        eager = unwrap_model(model)  # torch.compile cannot differentiate a graph twice
+        with _eval_mode(eager, self.bn_eval):
+            penalty, cos = grad_align_penalty(eager, input, target, a.eps, grad_clean, generator=self.generator)
+        loss = loss_adv + a.grad_align_lambda * penalty
+        return {"loss": loss, "output": output, "x_adv": x_adv, "loss_adv": loss_adv.detach(),
+                "grad_align_penalty": penalty.detach(), "grad_align_cos": cos.mean()}
+
+
 class TRADESTask(AdversarialTask):
     """TRADES (Zhang et al. 2019): ``CE(f(x), y) + beta * KL(f(x) || f(x_adv))``.
 
@@ -177,7 +219,7 @@ class TRADESTask(AdversarialTask):
 
 
 TASKS: dict[Method, type] = {Method.STANDARD: StandardTask, Method.PGD: PGDTask, Method.TRADES: TRADESTask,
-                             Method.FGSM_RS: FGSMRSTask}
+                             Method.FGSM_RS: FGSMRSTask, Method.N_FGSM: NFGSMTask, Method.GRAD_ALIGN: GradAlignTask}
 
 
 def create_task(cfg: TrainConfig, model: nn.Module, soft_targets: bool = False,

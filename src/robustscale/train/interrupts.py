@@ -1,7 +1,8 @@
-"""Why training stops early: Ctrl-C (the first stops at the next step boundary, the second at once),
-or a loss that became NaN/inf."""
+"""Why training stops early: Ctrl-C or SIGTERM (the first stops at the next step boundary, the second
+at once), or a loss that became NaN/inf."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 
@@ -18,19 +19,28 @@ class StopRequested(Exception):
     """Ctrl-C arrived (on any rank); args: the (counters, sums, rng) of the point to save."""
 
 
+def _signals() -> tuple[int, ...]:
+    """SIGINT, and SIGTERM (what `kill`, `timeout` and container stops send) except in a submitit Slurm
+    job, where SIGTERM announces a preemption that submitit handles by requeueing."""
+    if os.environ.get("SUBMITIT_EXECUTOR") == "slurm":
+        return (signal.SIGINT,)
+    return (signal.SIGINT, signal.SIGTERM)
+
+
 class Interrupts:
-    """First SIGINT sets a flag checked at step boundaries; the second raises KeyboardInterrupt at once."""
+    """First SIGINT / SIGTERM sets a flag checked at step boundaries; the second raises KeyboardInterrupt at once."""
 
     def __init__(self):
         self.requested = False
-        self._previous = None
+        self._previous: dict[int, object] = {}
 
     def __enter__(self):
         import threading
 
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
+            for sig in _signals():
+                self._previous[sig] = signal.getsignal(sig)
+                signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum, frame):
@@ -41,6 +51,8 @@ class Interrupts:
               "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            if previous is not None:  # None: a handler not set from Python, which cannot be restored
+                signal.signal(sig, previous)
+        self._previous = {}
         return False

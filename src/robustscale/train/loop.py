@@ -4,22 +4,24 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 from .. import rundir
-from ..config import Amp, Compile, Method, Select, TrainConfig
-from ..errors import UserError
+from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse, Select, TrainConfig
+from ..errors import UserError, check_writable_dir
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
 from .distributed import Dist, all_reduce_, setup_distributed, unwrap_ddp
 from .evaluate import evaluate_subset
 from .interrupts import Interrupts, StopRequested, TrainingDiverged
+from .ledger import close_segment, epoch_figures, next_session, sessions
 from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
                     save_state, seed_everything, set_rng_state)
 from .step import build_step, eps_at
-from .summary import (append_metrics, build_summary, epoch_line, selection_record, truncate_metrics,
+from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, selection_record, truncate_metrics,
                       write_config_and_env)
 
 __all__ = ["train", "run_name", "Trainer"]
@@ -29,8 +31,8 @@ def run_name(cfg: TrainConfig) -> str:
     """Default run name: ``<model>-<dataset>-<method><steps>-<hash8>``, e.g. ``wide_resnet28_10-cifar10-pgd10-1a2b3c4d``."""
     if cfg.method is Method.STANDARD:
         method = "standard"
-    elif cfg.method is Method.FGSM_RS:
-        method = "fgsm_rs"
+    elif cfg.method in SINGLE_STEP_DEFAULT_STEP:
+        method = cfg.method.value
     else:
         method = f"{cfg.method.value}{cfg.attack_steps}"
     return f"{cfg.model}-{cfg.dataset}-{method}-{cfg.config_hash()[:8]}"
@@ -50,6 +52,9 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     resume_dir = Path(resume) if resume is not None else None
     if resume_dir is not None:
         cfg = check_resume(resume_dir, cfg)
+        done = finished_summary(resume_dir, cfg)
+        if done is not None:
+            return done
     import torch
 
     from ..store import record_run_end
@@ -62,11 +67,18 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     try:
         trainer = Trainer(cfg, dinfo, resume_dir)
         summary = trainer.run()
-        record_run_end(trainer.cfg, summary)
+        record_run_end(trainer.cfg, summary, run_dir=trainer.run_dir)  # a store outage only warns
         return summary
     except BaseException as exc:
         if trainer is not None and trainer.in_store:  # never leave a half row `running`
-            record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}")
+            if isinstance(exc, KeyboardInterrupt):
+                record_run_end(trainer.cfg, status="interrupted", run_dir=trainer.run_dir,
+                               error=f"interrupted; resume with: robustscale train --resume {trainer.run_dir}")
+            else:
+                record_run_end(trainer.cfg, status="failed", error=f"{type(exc).__name__}: {exc}",
+                               run_dir=trainer.run_dir)
+        if trainer is not None and trainer.trackers is not None:  # no-op when _finish already closed them
+            trainer.trackers.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
         raise
     finally:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
@@ -78,6 +90,47 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
                 dist.destroy_process_group()
 
 
+def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict | None:
+    """A completed run's summary when ``run_dir`` holds one for ``cfg``: resuming it is a no-op that says so.
+
+    Never a reset: nothing is trained or rewritten. A store row that missed the end (an outage) is
+    rebuilt from the folder on the way.
+    """
+    import json
+
+    path = run_dir / rundir.SUMMARY
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if summary.get("status") != "completed" or summary.get("config_hash") != cfg.config_hash():
+        return None
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"run {run_dir} is already complete ({summary.get('epochs_done')}/{cfg.epochs} epochs); "
+              f"nothing to train", file=sys.stderr, flush=True)
+        _resync_store(run_dir, cfg)
+    return summary
+
+
+def _resync_store(run_dir: Path, cfg: TrainConfig) -> None:
+    """Make the store's row of a complete run say so (it may have missed the end); warn if it cannot."""
+    import warnings
+
+    from ..store import store_for
+    from ..store.sync import sync_run_dir
+
+    try:
+        store = store_for(cfg)
+        row = store.get_run(cfg.name, details=False) if store is not None else None
+        if store is not None and (row is None or row["status"] != "done"):
+            sync_run_dir(store, run_dir)
+    except Exception as exc:  # noqa: BLE001  (the run is complete in its folder either way)
+        from ..store.hooks import StoreWarning, sync_hint
+
+        warnings.warn(f"results store: {cfg.name} not recorded ({str(exc).split('; ')[0]}); record it later with: "
+                      f"{sync_hint(run_dir, None, cfg)}", StoreWarning, stacklevel=2)
+
+
 class Trainer:
     """One training run: set up from ``cfg``, then epochs of steps, per-epoch checks and checkpoints."""
 
@@ -87,6 +140,7 @@ class Trainer:
         self._safe_point = None
         self.last_clean = self.last_robust = self.last_n = None
         self.in_store = False
+        self.trackers = None  # experiment trackers (cfg.log_to), opened once the run folder exists
 
     # ------------------------------------------------------------------ setup
     def _prepare_run_dir(self) -> Path:
@@ -207,17 +261,26 @@ class Trainer:
     # ------------------------------------------------------------------ main
     def run(self) -> dict:
         self.run_dir = self._prepare_run_dir()
-        record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
-        self.in_store = True
+        # Everything the user can get wrong (an unwritable folder, config, data) fails here, before
+        # the store gets a row or the folder a file.
+        if self.dinfo.main:
+            check_writable_dir(self.run_dir, "--output-dir", "choose a writable --output-dir", create=False)
         self._setup()
         if self.resume_dir is not None:
             counters, sums, rng = restore_state(self.run_dir, self.cfg, self.dinfo, self.model, self.step)
             set_rng_state(rng, self.dinfo.device)
         else:
             counters, sums = Counters(), new_sums()
+        self.session = next_session(counters)
+        record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
+        self.in_store = True
         if self.dinfo.main:
             write_config_and_env(self.run_dir, self.cfg, self.dinfo)
             truncate_metrics(self.run_dir, counters.epoch)
+        from ..trackers import open_trackers
+
+        self.trackers = open_trackers(self.cfg.log_to, self.cfg.to_dict(), self.cfg.name, self.run_dir,
+                                      required=self.cfg.log_to_required, rank=self.dinfo.rank)
         from ..compute import ComputeTracker
 
         tracker = ComputeTracker(self.cfg, device=self.dinfo.device)
@@ -238,11 +301,12 @@ class Trainer:
             except TrainingDiverged as exc:
                 self._finish(counters, "diverged", counters.compute_pieces + [tracker.summary()], error=str(exc))
                 raise
-        return self._finish(counters, "completed", counters.compute_pieces + [tracker.summary()])
+        # The totals are the ledger of the last checkpoint: what a resume from it would also report.
+        return self._finish(counters, "completed", counters.compute_pieces)
 
     def _save_interrupted(self, counters: Counters, sums: dict, rng: dict, tracker) -> None:
-        """Save the resumable state of (counters, sums, rng) and an ``interrupted`` summary."""
-        counters.compute_pieces = counters.compute_pieces + [tracker.summary()]
+        """Save the resumable state of (counters, sums, rng), with its ledger, and an ``interrupted`` summary."""
+        close_segment(counters, tracker, self.session, restart=False)  # the tracker's block has exited
         self._save_state(self._state(counters, sums, rng))
         self._finish(counters, "interrupted", counters.compute_pieces)
 
@@ -261,9 +325,15 @@ class Trainer:
     def _loop(self, counters: Counters, sums: dict, tracker) -> None:
         self._safe_point = None
         for epoch in range(counters.epoch, self.cfg.epochs):
+            if self._stopped_by_collapse(counters):
+                break
             counters.epoch = epoch
             self._train_epoch(counters, sums)
             self._close_epoch(counters, sums, tracker)
+
+    def _stopped_by_collapse(self, counters: Counters) -> bool:
+        """``on_collapse: stop`` and the run was flagged: no more epochs (a resume does not restart it)."""
+        return counters.collapse is not None and self.cfg.on_collapse is OnCollapse.STOP
 
     def _train_epoch(self, counters: Counters, sums: dict) -> None:
         """The steps of epoch ``counters.epoch`` from step ``counters.step`` on; ``sums`` accumulates."""
@@ -392,12 +462,16 @@ class Trainer:
         clean = robust = None
         n_eval = 0
         t_eval = time.perf_counter()
+        fgsm = None
         if self.x_eval is not None:
-            clean, robust, n_eval = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo,
-                                                    self.autocast)
+            ev = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo, self.autocast)
+            clean, robust, fgsm, n_eval = ev.clean_acc, ev.pgd_robust_acc, ev.fgsm_robust_acc, ev.images
             counters.eval_flops += estimate_eval_flops(self.step_flops, n_eval,
-                                                       cfg.eval_attack_steps if cfg.eps > 0 else 0)
+                                                       cfg.eval_attack_steps if robust is not None else 0,
+                                                       fgsm=fgsm is not None)
         eval_seconds = time.perf_counter() - t_eval
+        # The epoch's work ends here: close its ledger segment, saved with the checkpoint that follows.
+        close_segment(counters, tracker, self.session)
         self.last_clean, self.last_robust, self.last_n = clean, robust, n_eval
         # select: best keeps the epoch with the highest selection metric on the check's split (ties: the earlier).
         score = {"clean_acc": clean, "pgd_robust_acc": robust}[cfg.selection_metric]
@@ -406,11 +480,36 @@ class Trainer:
             counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
             counters.best_eval = {"clean_acc": clean, "pgd_robust_acc": robust, "n_examples": n_eval}
         selected = is_best and cfg.select is Select.BEST  # select: last writes no best.safetensors
-        row = self._epoch_row(counters, sums, tracker, clean, robust, n_eval, eval_seconds, selected)
+        row = self._epoch_row(counters, sums, clean, robust, n_eval, eval_seconds, selected)
+        row["fgsm_robust_acc"] = fgsm
         if self.dinfo.main:
             self._save_epoch(row, selected)
+        self._check_collapse(counters, row)
 
-    def _epoch_row(self, counters: Counters, t: dict, tracker, clean, robust, n_eval: int, eval_seconds: float,
+    def _check_collapse(self, counters: Counters, row: dict) -> None:
+        """Feed the epoch's PGD / FGSM accuracies to the detector; say so (one line) at the flagged epoch.
+
+        Every rank decides alike: the accuracies are reduced over ranks before they get here.
+        """
+        from .collapse import CollapseThresholds, detect_collapse
+
+        if row["pgd_robust_acc"] is None:
+            return
+        entry = {k: row[k] for k in ("epoch", "pgd_robust_acc", "fgsm_robust_acc", "eval_images")}
+        counters.eval_history = counters.eval_history + [entry]  # a new list: safe points keep the old one
+        if counters.collapse is not None:
+            return
+        found = detect_collapse(counters.eval_history, CollapseThresholds(self.cfg.collapse_ratio,
+                                                                          self.cfg.collapse_gap))
+        if found is None:
+            return
+        counters.collapse = found.to_record()
+        if self.dinfo.main:
+            then = "stopping (on_collapse: stop)" if self.cfg.on_collapse is OnCollapse.STOP else \
+                "training goes on (on_collapse: warn)"
+            print(f"warning: {found.message()}; {then}", file=sys.stderr, flush=True)
+
+    def _epoch_row(self, counters: Counters, t: dict, clean, robust, n_eval: int, eval_seconds: float,
                    is_best: bool) -> dict:
         """The metrics.jsonl row of the epoch (``t``: sums, already totals over ranks)."""
         cfg, seconds = self.cfg, t["seconds"]
@@ -426,8 +525,9 @@ class Trainer:
             "images_per_second": t["n"] / max(seconds, 1e-9),
             "epoch_seconds": seconds, "eval_seconds": eval_seconds,
             "train_images_seen": counters.images_seen,
-            # Compute so far (cumulative). Energy is measured for the whole run: null until summary.json.
-            **self._compute(counters, counters.compute_pieces + [tracker.summary()]),
+            # Compute so far (cumulative: the ledger the checkpoint of this epoch holds), and this epoch's own.
+            **self._compute(counters, counters.compute_pieces),
+            "session": self.session, **epoch_figures(counters, counters.epoch + 1),
             "best": is_best,
         }
 
@@ -442,6 +542,7 @@ class Trainer:
             rundir.save_weights(rundir.weights_path(self.run_dir, "best"), self._eval_model(), cfg, **meta)
         append_metrics(self.run_dir, row)
         record_epoch(cfg, row["epoch"], row)
+        self.trackers.log_epoch(row, step=row["epoch"])
         if cfg.progress:
             print(epoch_line(cfg, row), file=sys.stderr, flush=True)
 
@@ -467,8 +568,12 @@ class Trainer:
             "attack_flops_fraction": compute["attack_flops_fraction"], "device_type": compute["device_type"],
             "electricity_basis": compute["electricity_basis"], "step_flops": self.step_flops.to_dict(),
             "eval_subset": cfg.eval_subset, "eval_attack_steps": cfg.eval_attack_steps,
+            **collapse_fields(cfg, counters.collapse, monitored=self.x_eval is not None and cfg.eval_attack_steps > 0
+                              and cfg.eps > 0),
+            "stopped_by_collapse": self._stopped_by_collapse(counters) and counters.epoch < cfg.epochs,
             "ema": cfg.ema_decay is not None, "compiled": self.compiled, "world_size": self.dinfo.world,
-            "run_dir": str(self.run_dir),
+            "run_dir": str(self.run_dir), "eval_images": len(self.x_eval) if self.x_eval is not None else 0,
+            "compute_sessions": sessions(dataclasses.replace(counters, compute_pieces=pieces)),
             "robustscale_version": __version__, "error": error,
         }
         last = {"clean_acc": self.last_clean, "pgd_robust_acc": self.last_robust, "n_examples": self.last_n}
@@ -483,4 +588,9 @@ class Trainer:
                                 pgd_robust_acc=self.last_robust if on_test else None, details=details)
         if self.dinfo.main:
             rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
+        if self.trackers is not None:  # the summary (every compute field) and the run's claims, then close
+            from ..hub import read_claims
+
+            self.trackers.log_summary(summary, read_claims(self.run_dir))
+            self.trackers.finish(status)
         return summary

@@ -30,6 +30,10 @@ class Counters:
     best_eval: dict | None = None  # that epoch's per-epoch check: clean_acc, pgd_robust_acc, n_examples
     eval_flops: float = 0.0
     compute_pieces: list = dataclasses.field(default_factory=list)  # tracker summaries of earlier sessions
+    # Per-epoch {epoch, pgd_robust_acc, fgsm_robust_acc, eval_images}: the collapse detector's input, and
+    # its finding (``Collapse.to_record()``) once a run is flagged.
+    eval_history: list = dataclasses.field(default_factory=list)
+    collapse: dict | None = None
     partial: list | None = None  # per-rank partial epoch sums (mid-epoch resume)
 
 
@@ -127,7 +131,7 @@ def restore_state(run_dir: Path, cfg: TrainConfig, dinfo: Dist, model, step) -> 
         state = torch.load(path, map_location=dinfo.device, weights_only=False)
     except Exception as exc:
         raise UserError(f"resume: cannot read {path}: {exc}") from None
-    if state.get("version") != STATE_VERSION or state.get("config_hash") != cfg.config_hash():
+    if state.get("version") != STATE_VERSION or not cfg.matches_hash(state.get("config_hash")):
         raise UserError(f"resume: {path} does not belong to this run's config (hash "
                         f"{state.get('config_hash')} != {cfg.config_hash()})")
     if len(state["rng"]) != dinfo.world:

@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 
 from .. import rundir
-from ..config import Method, TrainConfig
+from ..config import SINGLE_STEP_DEFAULT_STEP, Method, TrainConfig
 from ..schema import RUN_COLUMNS
 from .distributed import Dist
 
 __all__ = ["environment", "write_config_and_env", "append_metrics", "truncate_metrics", "epoch_line",
-           "build_summary", "method_attack_steps", "selection_record"]
+           "build_summary", "method_attack_steps", "collapse_fields", "selection_record"]
 
 # The compute record's keys that are run columns (robustscale.compute.summarize_run_compute).
 _COMPUTE_COLUMNS = ("train_flops", "train_flops_per_image", "eval_flops", "wall_seconds", "device_hours",
@@ -89,6 +89,8 @@ def epoch_line(cfg: TrainConfig, row: dict) -> str:
         parts.append(f"{split} clean {row['clean_acc']:.1f}%")
     if row["pgd_robust_acc"] is not None:
         parts.append(f"{split} pgd{cfg.eval_attack_steps} {row['pgd_robust_acc']:.1f}%")
+    if row.get("fgsm_robust_acc") is not None:
+        parts.append(f"{split} fgsm {row['fgsm_robust_acc']:.1f}%")
     parts.append(f"{row['images_per_second']:.0f} img/s")
     return " | ".join(parts)
 
@@ -98,7 +100,7 @@ def selection_record(cfg: TrainConfig, split: str | None, counters, selected: di
     None for ``select: last``), ``selection_metric``, and the selected epoch's accuracies on that split
     (``selection_<metric>`` with ``_n_examples`` and Wilson ``_ci``). ``best.safetensors`` holds that epoch."""
     from ..config import Select
-    from ..evaluation.intervals import with_interval
+    from ..intervals import with_interval
 
     if cfg.select is Select.LAST or split is None:
         out = {"selected_epoch": counters.epoch if counters.epoch else None, "selection_split": None,
@@ -115,10 +117,20 @@ def selection_record(cfg: TrainConfig, split: str | None, counters, selected: di
 
 
 def method_attack_steps(cfg: TrainConfig) -> int:
-    """Attack steps the method actually takes (FGSM-RS: 1, standard: 0)."""
+    """Attack steps the method actually takes (fgsm_rs, n_fgsm, grad_align: 1; standard: 0)."""
     if cfg.method in (Method.PGD, Method.TRADES):
         return cfg.attack_steps
-    return 1 if cfg.method is Method.FGSM_RS else 0
+    return 1 if cfg.method in SINGLE_STEP_DEFAULT_STEP else 0
+
+
+def collapse_fields(cfg: TrainConfig, collapse: dict | None, monitored: bool) -> dict:
+    """The catastrophic-overfitting record: the flag's epoch and rule, both accuracies, the thresholds."""
+    found = collapse or {}
+    return {"collapsed_epoch": found.get("collapsed_epoch"), "collapse_reason": found.get("collapse_reason"),
+            "collapse_pgd_robust_acc": found.get("collapse_pgd_robust_acc"),
+            "collapse_fgsm_robust_acc": found.get("collapse_fgsm_robust_acc"),
+            "collapse_monitored": monitored, "collapse_ratio": cfg.collapse_ratio, "collapse_gap": cfg.collapse_gap,
+            "on_collapse": cfg.on_collapse.value}
 
 
 def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train_images: int, counters,
@@ -133,6 +145,8 @@ def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train
         "train_images": train_images, "train_images_seen": counters.images_seen,
         **{k: compute[k] for k in _COMPUTE_COLUMNS},
         "clean_acc": clean_acc, "pgd_robust_acc": pgd_robust_acc,
-        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": None,
+        # Until AutoAttack runs, collapsed is only known to be True (flagged during training).
+        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": True if details.get("collapsed_epoch") else None,
+        "collapsed_epoch": details.get("collapsed_epoch"),
     }
     return {**{col: values[col] for col in RUN_COLUMNS}, **details}

@@ -11,6 +11,7 @@ import torch
 from robustscale.config import TrainConfig
 from robustscale.errors import UserError
 from robustscale.evaluation import load_model, read_checkpoint
+from robustscale.data import dataset_normalization
 from robustscale.models import create_model
 
 NAME = "wide_resnet16_1"
@@ -18,7 +19,7 @@ NAME = "wide_resnet16_1"
 
 def _model(seed: int):
     torch.manual_seed(seed)
-    return create_model(NAME, num_classes=10, in_chans=1, dataset="fashion_mnist").eval()
+    return create_model(NAME, num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist")).eval()
 
 
 def _same_outputs(a, b) -> bool:

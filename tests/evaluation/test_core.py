@@ -255,10 +255,11 @@ def test_bad_requests(trained_mlp):
 
 def test_conv_model_runs_channels_last_and_its_format_is_restored():
     """Evaluation converts a conv net to channels-last for speed and hands it back as it came."""
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     torch.manual_seed(0)
-    model = create_model("wide_resnet16_1", num_classes=10, in_chans=1, dataset="fashion_mnist").eval()
+    model = create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist")).eval()
     x, y = torch.rand(8, 1, 28, 28), torch.arange(8) % 10
     expected = model(x).argmax(1) == y  # independent clean pass, NCHW
     seen = []

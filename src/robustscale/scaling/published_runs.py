@@ -134,6 +134,7 @@ def paper_to_runs(raw):
         "aa_robust_acc": aa,
         "aa_n_examples": PAPER_AA_EXAMPLES,
         "collapsed": aa < COLLAPSE_THRESHOLD_ACC,
+        "collapsed_epoch": None,  # the study had no per-epoch collapse check
     })
     out = out[list(RUN_COLUMNS)]
     if "train_emissions" in raw.columns:

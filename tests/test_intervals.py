@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest
 
-from robustscale.evaluation.intervals import accuracy_interval, correct_count, wilson_interval, with_interval
+from robustscale.intervals import accuracy_interval, correct_count, wilson_interval, with_interval
 
 # float64 throughout: a few operations on numbers near 1, so agreement to ~1e-12 (in percent) is rounding.
 TOL = 1e-9

@@ -15,10 +15,11 @@ NAME = "wide_resnet16_1"
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """A timm-style checkpoint of an untrained WRN-16-1 (1 channel, 10 classes)."""
+    from robustscale.data import dataset_normalization
     from robustscale.models import create_model
 
     torch.manual_seed(0)
-    model = create_model(NAME, num_classes=10, in_chans=1, dataset="fashion_mnist")
+    model = create_model(NAME, num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
     path = tmp_path_factory.mktemp("ckpt") / "model.pth.tar"
     torch.save({"state_dict": model.model.state_dict(), "epoch": 1}, path)
     return path

@@ -1,7 +1,7 @@
 """Fixtures for the evaluation tests: a tiny MLP trained in-test on learnable 12x12 images.
 
-The MLP makes AutoAttack's thousands of forward passes cheap on CPU; one thread avoids
-oversubscription on the 2-core CI machine (these ops are far too small to gain from threads).
+The MLP makes AutoAttack's thousands of forward passes cheap on CPU; one thread (tests/conftest.py)
+avoids oversubscription on the 2-core CI machine (these ops are far too small to gain from threads).
 """
 from __future__ import annotations
 
@@ -11,14 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 
 SIZE = 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def learnable_tensors(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Binomial confidence intervals of accuracies: the one home of the Wilson score interval.
+"""Binomial confidence intervals of accuracies: the one home of the Wilson score interval (training's
+per-epoch check, evaluation claims and studies all use it).
 
 An accuracy measured on ``n`` images is ``correct / n``; its Wilson interval (Wilson 1927) keeps
 its coverage near the nominal level also close to 0 % and 100 % and for small ``n``, where the

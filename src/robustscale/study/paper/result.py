@@ -1,0 +1,203 @@
+"""What the paper reproduction computes: its constants, the result objects, labels and number formats."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+DEFAULT_TARGETS = (60, 65, 70, 75)
+REPORT_TITLE = "Reproducing the 2024 scaling study from its published runs"
+PRICE_PRESET = "paper-2024"
+LAWS = ("power", "saturating")
+LAW_TITLES = {"power": "power law  AA = C·FLOPs^α", "saturating": "saturating law  100 − AA = E + A·FLOPs^−α"}
+# The per-group fits: the study's grid factors other than model and attack steps.
+GROUP_COLUMNS = ("method", "synthetic_data", "epochs")
+PARTIAL_COLLAPSE_ACC = 30.0  # runs above the collapse threshold but this far below the rest are named
+BASELINE_ARCH = "wide_resnet28_10"  # the smallest model of the grid: the model-size baseline
+METHOD_NAMES = {"pgd": "PGD-AT", "trades": "TRADES"}
+SYNTH_COLOR = {False: "#1f77b4", True: "#d62728"}
+SYNTH_NAMES = {False: "CIFAR-10 only", True: "+ generated data"}
+
+
+# ---------------------------------------------------------------------- result
+@dataclass
+class GroupFit:
+    """The fits of one group of runs: ``fits[law]`` is a ``scaling.FitResult``;
+    ``extrapolations[law][target]`` a ``scaling.Extrapolation``."""
+
+    key: str
+    label: str
+    group: dict[str, Any]
+    frontier: bool
+    fits: dict[str, Any]
+    extrapolations: dict[str, dict[float, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class PaperReproduction:
+    """What :func:`reproduce_paper` computed.
+
+    ``runs``: the 319 runs in the run schema (plus ``architecture`` and ``activation``).
+    ``groups``: the AA-vs-FLOPs fits, in report order. ``electricity``: power-law fit of
+    ``electricity_usd`` vs ``train_flops``. ``tables``: the numeric tables behind the report
+    (DataFrames), e.g. ``collapse``, ``generated_data_pairs``, ``generated_data_gain``.
+    """
+
+    source: str
+    runs: Any
+    groups: list[GroupFit]
+    electricity: Any
+    tables: dict[str, Any]
+    sections: list  # report.Section s, in order (a report.Sections)
+    targets: tuple[float, ...]
+    bootstrap: int
+    seed: int
+    report_path: Path
+    markdown_path: Path | None = None
+    figure_paths: list[Path] = field(default_factory=list)
+    elapsed_seconds: float = float("nan")
+
+    def group(self, key: str) -> GroupFit:
+        for g in self.groups:
+            if g.key == key:
+                return g
+        raise KeyError(f"no group {key!r}; groups: {', '.join(g.key for g in self.groups)}")
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One dict per (group, law), JSON-safe (None for NaN / infinite bounds).
+
+        Keys: ``group`` (label), ``key``, ``law``, ``n_runs`` (fitted), ``n_excluded`` (collapsed),
+        ``converged``, ``message``, ``exponent`` / ``exponent_low`` / ``exponent_high`` (alpha),
+        ``asymptote_acc`` / ``_low`` / ``_high`` (100 - E, saturating only), ``r2``; and per target
+        T: ``reachable_T``, ``share_reachable_T`` and ``<q>_T`` / ``<q>_T_low`` / ``<q>_T_high`` for q in
+        ``compute_flops``, ``device_hours``, ``energy_kwh``, ``electricity_usd``, ``cloud_usd_low``,
+        ``cloud_usd_high``. ``<q>_T_high`` is None when the upper bound is infinite (too many
+        bootstrap laws never reach T).
+        """
+        rows = []
+        for g in self.groups:
+            for law in LAWS:
+                fit = g.fits[law]
+                row: dict[str, Any] = {"group": g.label, "key": g.key, "law": law, "n_runs": fit.n,
+                                       "n_excluded": fit.n_excluded, "converged": bool(fit.converged),
+                                       "message": fit.message}
+                lo, hi = fit.ci.get("alpha", (math.nan, math.nan))
+                row.update(exponent=_safe(fit.params.get("alpha") if fit.converged else None),
+                           exponent_low=_safe(lo), exponent_high=_safe(hi))
+                if law == "saturating" and fit.converged:
+                    lo, hi = fit.ci.get("y_max", (math.nan, math.nan))
+                    row.update(asymptote_acc=_safe(fit.params.get("y_max")), asymptote_acc_low=_safe(lo),
+                               asymptote_acc_high=_safe(hi))
+                else:
+                    row.update(asymptote_acc=None, asymptote_acc_low=None, asymptote_acc_high=None)
+                row["r2"] = _safe(fit.r2) if fit.converged else None
+                for t in self.targets:
+                    ex = g.extrapolations[law][t]
+                    tag = _tag(t)
+                    row[f"reachable_{tag}"] = bool(ex.converged and ex.reachable)
+                    row[f"share_reachable_{tag}"] = _safe(ex.share_reachable)
+                    for q in SUMMARY_QUANTITIES:
+                        point, low, high = ex.values.get(q, (math.nan, math.nan, math.nan))
+                        row[f"{q}_{tag}"] = _safe(point)
+                        row[f"{q}_{tag}_low"] = _safe(low)
+                        row[f"{q}_{tag}_high"] = _safe(high)
+                rows.append(row)
+        return rows
+
+
+SUMMARY_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_low",
+                      "cloud_usd_high")
+
+
+def _tag(target: float) -> str:
+    return f"{target:g}"
+
+
+def _safe(v) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+# ---------------------------------------------------------------------- formatting
+def _num(v, digits: int = 3) -> str:
+    """Compact number for tables: ``47.6``, ``3.1e+21``; None/NaN -> ``-``; inf -> ``∞``."""
+    from ...scaling.format import fmt
+
+    if v is not None and isinstance(v, (int, float)) and math.isinf(v):
+        return "∞"
+    return fmt(v, digits)
+
+
+def _interval(point, low, high, digits: int = 3) -> str:
+    if low is None or (isinstance(low, float) and math.isnan(low)):
+        return _num(point, digits)
+    return f"{_num(point, digits)} [{_num(low, digits)}, {_num(high, digits)}]"
+
+
+def _pct(v, digits: int = 1) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return f"{v:.{digits}f}"
+
+
+def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
+    """Aligned plain-text table of :meth:`PaperReproduction.summary_rows` for the terminal:
+    exponent with its interval, asymptote, and the FLOPs (and electricity USD for the last target)
+    to reach each target; ``n/r (p%)`` where the law does not reach it (``p``: share of bootstrap
+    fits that do)."""
+    from ...scaling.format import render_table
+
+    if not rows:
+        return "(no fits)"
+    targets = [k[len("reachable_"):] for k in rows[0] if k.startswith("reachable_")]
+    headers = ["group", "law", "runs", "alpha [95% CI]", "asymptote AA [%]"]
+    headers += [f"FLOPs to {t}% AA" for t in targets]
+    if targets:
+        headers += [f"GPU-h to {targets[-1]}%", f"electricity to {targets[-1]}% [USD]"]
+    body = []
+    for r in rows:
+        if not r["converged"]:
+            cells = [r["group"], r["law"], str(r["n_runs"]), "fit failed", "-"] + ["-"] * len(targets)
+            cells += ["-", "-"] if targets else []
+            body.append(cells)
+            continue
+        cells = [r["group"], r["law"], str(r["n_runs"]),
+                 _interval(r["exponent"], r["exponent_low"], r["exponent_high"]),
+                 _interval(r["asymptote_acc"], r["asymptote_acc_low"], r["asymptote_acc_high"])
+                 if r["asymptote_acc"] is not None else "-"]
+        for t in targets:
+            cells.append(_num(r[f"compute_flops_{t}"]) if r[f"reachable_{t}"] else _not_reachable_short(
+                r[f"share_reachable_{t}"]))
+        if targets:
+            t = targets[-1]
+            reach = r[f"reachable_{t}"]
+            cells.append(_num(r[f"device_hours_{t}"]) if reach else "-")
+            cells.append(_num(r[f"electricity_usd_{t}"]) if reach else "-")
+        body.append(cells)
+    right = [False, False] + [True] * (len(headers) - 2)
+    return render_table(headers, body, right)
+
+
+def _not_reachable_short(share) -> str:
+    return "n/r" if share is None else f"n/r ({100 * share:.0f}%)"
+
+
+# ---------------------------------------------------------------------- labels
+def _arch_label(arch: str) -> str:
+    """``wide_resnet34_20`` -> ``WRN-34-20``."""
+    parts = arch.replace("wide_resnet", "").split("_")
+    return "WRN-" + "-".join(parts) if arch.startswith("wide_resnet") else arch
+
+
+def _group_label(group: dict[str, Any]) -> str:
+    return (f"{METHOD_NAMES.get(group['method'], group['method'])}, "
+            f"{'generated data' if group['synthetic_data'] else 'no generated data'}, {group['epochs']} ep")
+
+
+def _group_key(group: dict[str, Any]) -> str:
+    return f"{group['method']}-{'synth' if group['synthetic_data'] else 'nosynth'}-{group['epochs']}ep"
+
