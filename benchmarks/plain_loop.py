@@ -221,6 +221,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--train-subset", type=int)
     p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float, help="an explicit peak lr (default: lr_base * batch_size / 256)")
     p.add_argument("--data-dir")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--eval-n", type=int, default=1000)
@@ -229,7 +230,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     r = recipe(args.config, {"seed": args.seed, "train_subset": args.train_subset, "epochs": args.epochs,
-                             "data_dir": args.data_dir})
+                             "data_dir": args.data_dir, "lr": args.lr})
     adopt = {a for a in args.adopt.split(",") if a}
     if adopt - set(ADOPTABLE):
         raise SystemExit(f"unknown --adopt {sorted(adopt - set(ADOPTABLE))}; valid: {', '.join(ADOPTABLE)}")
@@ -241,7 +242,7 @@ def main(argv=None) -> int:
         what = {"scored": args.score}
     else:
         model = train(r, adopt)
-        what = {"loop": "plain", "adopt": sorted(adopt)}
+        what = {"loop": "plain", "adopt": sorted(adopt), "lr": args.lr}
     res = score(model, r["dataset"], float(r["eps"]), args.eval_n, data_dir=r.get("data_dir"))
     print(json.dumps({**what, "seed": r["seed"], "train_subset": r.get("train_subset"), "epochs": r["epochs"],
                       **res, "seconds": round(time.perf_counter() - t0, 1)}))

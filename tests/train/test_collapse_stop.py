@@ -19,7 +19,8 @@ from robustscale.train import train
 
 TINY = dict(dataset="fashion_mnist", model="wide_resnet16_1", train_subset=512, batch_size=32, epochs=3, eps=0.1,
             method="n_fgsm", eval_subset=64, eval_attack_steps=3, workers=0, energy=False, progress=False,
-            deterministic=True, lr_base=0.1, warmup_epochs=0, collapse_ratio=0.99, collapse_gap=0.01)
+            deterministic=True, lr_base=0.1, warmup_epochs=0, collapse_ratio=0.99, collapse_gap=0.01,
+            val_size=0, select_split="test")  # the whole 512-image split trains; the check runs on test images
 
 
 def _run(tmp_path: Path, data_dir: Path, name: str, **kw) -> tuple[dict, Path]:
