@@ -14,12 +14,12 @@ LEVEL = 0.95
 
 
 def wilson_interval(acc: float, n: int, level: float = LEVEL) -> tuple[float, float]:
-    """Wilson score interval, in percent, of an accuracy ``acc`` (percent) measured on ``n`` images."""
-    from scipy.stats import binomtest
+    """Wilson score interval, in percent, of an accuracy ``acc`` (percent) measured on ``n`` images
+    (the project's one interval: :func:`robustscale.intervals.accuracy_interval`)."""
+    from ..intervals import accuracy_interval
 
-    k = int(round(acc * n / 100.0))  # accuracies are k/n in percent: recover the count
-    ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-    return 100.0 * ci.low, 100.0 * ci.high
+    lo, hi = accuracy_interval(acc, n, level)
+    return float(lo), float(hi)
 
 
 def read_json(path: str | Path) -> Any:
