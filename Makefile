@@ -9,7 +9,7 @@ DEMO_SPEC ?= configs/studies/cpu-fashion-mnist.yaml
 PYTEST_ARGS ?=
 FLOORS_VENV ?= .venv-floors
 FLOOR_PACKAGES ?= torch torchvision timm pyautoattack pandas sqlalchemy
-FLOOR_TESTS ?= tests/models tests/tasks tests/attacks tests/scaling tests/store tests/evaluate/test_core.py
+FLOOR_TESTS ?= tests/models tests/tasks tests/attacks tests/scaling tests/store tests/evaluation/test_core.py
 
 .PHONY: install test test-floors demo fashion-mnist clean
 
