@@ -384,6 +384,8 @@ def plot_families(df, families: Sequence[dict], x: str = "train_flops", title: s
         if fit is not None:
             _fit_line(ax, fit, i, *fit.x_range)
     ax.set_xscale("log")
+    lo, hi = ax.get_ylim()
+    ax.set_ylim(max(lo, 0.0), min(hi, 100.0))  # accuracies: a law's band past 100% is not a result
     ax.set_xlabel(axis_label(x))
     ax.set_ylabel("accuracy [%] (each family its own metric)")
     ax.grid(True, which="major", alpha=0.3)

@@ -23,6 +23,7 @@ ACC_METRICS = ("clean_acc",) + tuple(ATTACK_METRICS.values())
 MIN_FIT_EXAMPLES = 1000  # accuracies entering a fit: SE <= 1.6 points
 RUN_KEYS = ("name", "family", "model", "method", "attack_steps", "train_images", "epochs", "train_flops",
             "selected_epoch", "selection_split", "selection_metric")
+INT_KEYS = ("attack_steps", "train_images", "epochs", "selected_epoch")
 _EPS_TOL = 1e-9
 
 
@@ -100,23 +101,26 @@ def run_records(df) -> list[dict[str, Any]]:
     """study.json's ``runs``: identity, compute, selection and every accuracy with ``_n_examples`` / ``_ci``."""
     out = []
     for _, row in df.iterrows():
-        rec = {k: _plain(row.get(k)) for k in RUN_KEYS if k in row.index}
+        rec = {k: _plain(row.get(k), integer=k in INT_KEYS) for k in RUN_KEYS if k in row.index}
         for metric in ACC_METRICS:
             if row.get(metric) is None or (isinstance(row.get(metric), float) and math.isnan(row[metric])):
                 continue
             lo, hi = row.get(f"{metric}_ci_low"), row.get(f"{metric}_ci_high")
-            rec.update({metric: _num(row[metric]), f"{metric}_n_examples": _plain(row.get(f"{metric}_n_examples")),
+            rec.update({metric: _num(row[metric]),
+                        f"{metric}_n_examples": _plain(row.get(f"{metric}_n_examples"), integer=True),
                         f"{metric}_ci": [_num(lo), _num(hi)]})
         out.append(rec)
     return out
 
 
-def _plain(v):
-    """numpy / pandas scalars -> Python, NaN -> None."""
+def _plain(v, integer: bool = False):
+    """numpy / pandas scalars -> Python, NaN -> None; ``integer``: counts that pandas made floats -> int."""
     if hasattr(v, "item"):
         v = v.item()
     if isinstance(v, float) and not math.isfinite(v):
         return None
+    if integer and isinstance(v, float) and v.is_integer():
+        return int(v)
     return v
 
 

@@ -116,8 +116,10 @@ def _hash_aliases(spec: SweepSpec) -> dict[str, str]:
 
 def _has_evaluation(evals: list[dict[str, Any]], evaluation, run: PlannedRun) -> bool:
     eps = evaluation.eps if evaluation.eps is not None else run.cfg.eps
+    clean = evaluation.attack == "clean"  # recorded at eps 0 with a clean accuracy only
     for e in evals:
-        if (e["attack"] == evaluation.attack and abs(e["eps"] - eps) < 1e-6 and e["robust_acc"] is not None
+        if (e["attack"] == evaluation.attack and (clean or abs(e["eps"] - eps) < 1e-6)
+                and e["clean_acc" if clean else "robust_acc"] is not None
                 and (evaluation.n_examples is None or e["n_examples"] == evaluation.n_examples)):
             return True
     return False
