@@ -51,7 +51,7 @@ fashion-mnist:
 	fi
 
 demo: $(STAMP) fashion-mnist
-	$(VENV)/bin/robustscale study $(DEMO_SPEC) --executor inline
+	$(VENV)/bin/robustscale study $(DEMO_SPEC)
 
 clean:
 	rm -rf $(VENV) $(FLOORS_VENV) build *.egg-info src/*.egg-info .pytest_cache

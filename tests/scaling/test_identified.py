@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from robustscale.scaling import extrapolate, fit_law
-from robustscale.scaling.identified import NOT_CONVERGED, NOT_IDENTIFIED, OK, asymptote, identify, min_runs
+from robustscale.scaling.identified import (LACK_OF_FIT, NOT_CONVERGED, NOT_IDENTIFIED, OK, asymptote, identify,
+                                            lack_of_fit, min_runs)
 
 BOOT = 200
 
@@ -91,3 +92,64 @@ def test_extrapolation_factor_and_label():
     lo, hi = ex_far.values["compute_flops"][1:]
     assert lo < ex_far.values["compute_flops"][0] < hi
     assert ex_far.to_dict()["extrapolation"] is True
+
+
+# ---------------------------------------------------------------------- lack of fit (known n per point)
+def _binomial_runs(acc_true, n=1000, seed=0):
+    """Accuracies measured on ``n`` test images each: k ~ Binomial(n, acc / 100)."""
+    rng = np.random.default_rng(seed)
+    k = rng.binomial(n, np.asarray(acc_true) / 100.0)
+    x = np.logspace(11, 12.5, len(acc_true))
+    return pd.DataFrame({"name": [f"r{i}" for i in range(len(k))], "train_flops": x,
+                         "apgd_ce_robust_acc": 100.0 * k / n, "apgd_ce_robust_acc_n_examples": n})
+
+
+def _chi2_reference(fit, n):
+    """chi2 and p of the residuals under binomial noise, computed here from the definition (float64)."""
+    from scipy.stats import chi2
+
+    q = (fit.y_values - fit.residuals) / 100.0
+    stat = float(np.sum(fit.residuals ** 2 / (1e4 * q * (1 - q) / n)))
+    return stat, float(chi2.sf(stat, fit.n - 2))
+
+
+def test_a_law_that_bends_away_from_the_runs_is_rejected():
+    # Truth: error falls as a power of compute (the error-power law); an accuracy power law through these
+    # 6 runs misses the saturation by several binomial standard errors.
+    x = np.logspace(11, 12.5, 6)
+    truth = 100 - 80 * (x / 1e11) ** -0.35
+    df = _binomial_runs(truth, seed=3)
+    power = fit_law(df, law="power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    np.testing.assert_array_equal(power.n_examples, np.full(6, 1000.0))
+    stat, p = _chi2_reference(power, 1000)
+    assert p < 1e-3
+    ident = identify(power)
+    assert ident.status == LACK_OF_FIT and f"chi2 {stat:.3g} on 4 dof" in ident.reason
+    good = fit_law(df, law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    assert identify(good).status == OK and _chi2_reference(good, 1000)[1] >= 1e-3
+    assert good.ci["alpha"][0] < 0.35 < good.ci["alpha"][1]
+
+
+def test_lack_of_fit_needs_the_sample_sizes():
+    x = np.logspace(11, 12.5, 6)
+    df = _binomial_runs(100 - 80 * (x / 1e11) ** -0.35, seed=3).drop(columns="apgd_ce_robust_acc_n_examples")
+    power = fit_law(df, law="power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    assert power.n_examples is None and lack_of_fit(power) is None and identify(power).status == OK
+
+
+def test_error_power_law_matches_a_numpy_regression_and_inverts():
+    rng = np.random.default_rng(0)
+    x = np.logspace(12, 14, 7)
+    err = 60 * (x / 1e12) ** -0.3 * np.exp(0.01 * rng.standard_normal(7))
+    df = pd.DataFrame({"name": [f"r{i}" for i in range(7)], "train_flops": x, "aa_robust_acc": 100 - err})
+    fit = fit_law(df, law="error-power", bootstrap=BOOT, seed=0)
+    slope, intercept = np.polyfit(np.log(x), np.log(err), 1)  # float64 reference
+    # closed form in float64 on 7 points: agreement to a few ulps of the log values (|log x| ~ 30)
+    assert fit.params["alpha"] == pytest.approx(-slope, rel=1e-12, abs=1e-12)
+    assert fit.params["A"] == pytest.approx(np.exp(intercept), rel=1e-10)
+    x_new = np.array([3e12, 5e14])
+    np.testing.assert_allclose(fit.predict(x_new), 100 - np.exp(intercept) * x_new ** slope, rtol=1e-12)
+    target = 85.0
+    x_star = np.exp((np.log(100 - target) - intercept) / slope)
+    assert fit.solve_for(target) == pytest.approx(x_star, rel=1e-10)
+    assert asymptote(fit) == {"value": 100.0, "ci": None, "assumed": True}

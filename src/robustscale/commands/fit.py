@@ -5,8 +5,9 @@ import argparse
 import json
 import sys
 
-LAW_CHOICES = ("power", "saturating", "chinchilla")
-LAW_HELP = ("power: y = C x^alpha (least squares in log space); saturating: 100 - y = E + A x^-alpha "
+LAW_CHOICES = ("power", "error-power", "saturating", "chinchilla")
+LAW_HELP = ("power: y = C x^alpha (least squares in log space); error-power: 100 - y = A x^-alpha (least "
+            "squares on log error; the error falls towards 0); saturating: 100 - y = E + A x^-alpha "
             "(accuracy saturates at 100 - E; Huber fit on log error); chinchilla: 100 - y = E + A/N^alpha + "
             "B/D^beta with N = model_parameters, D = train_images_seen")
 

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
     print(f"study {spec.name}: {result.n_runs} runs, {result.wall_seconds:.0f} s "
           f"({result.sweep.get('submitted', 0)} trained now, {result.sweep.get('done_before', 0)} reused)")
     print(format_study_table(result.records, result.comparison_records))
+    if result.next:
+        from ..study.next import format_next_table
+
+        print()
+        print(format_next_table(result.next))
     print(f"\nreport: {result.report_path}\nstudy.json: {result.json_path}")
     return 0
 

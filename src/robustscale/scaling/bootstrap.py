@@ -87,7 +87,7 @@ def bootstrap_fit(law: Law, prep: Prepared, theta0: np.ndarray, n_resamples: int
         W = frontier_weights(x_for_frontier, frontier_y, W)
     min_points = law.n_params + 1
     n_jobs = n_jobs or auto_jobs()
-    iterative = law.name != "power"
+    iterative = law.name not in ("power", "error-power")  # closed forms: one batch
     bar = None
     if progress:
         from tqdm import tqdm

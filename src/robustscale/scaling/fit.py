@@ -19,7 +19,7 @@ from ._threads import single_threaded_blas
 from .bootstrap import bootstrap_fit
 from .frontier import frontier_mask
 from .io import require_columns, resolve_columns
-from .laws import ACC_MAX, Law, Prepared, get_law
+from .laws import ACC_MAX, Law, PowerLaw, Prepared, get_law
 
 DEFAULT_X = "train_flops"
 DEFAULT_Y = "aa_robust_acc"
@@ -80,6 +80,8 @@ class FitResult:
     kept_index: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # rows left after exclusion
     x_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     y_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # test images behind each fitted y (the table's ``<y>_n_examples``), None where the table has none
+    n_examples: np.ndarray | None = None
     # internals: the law, its scaled data and internal parameters (point and bootstrap)
     _law: Law | None = field(default=None, repr=False)
     _prep: Prepared | None = field(default=None, repr=False)
@@ -307,6 +309,7 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
         x_range=(float(xr.min()), float(xr.max())), fitted_index=np.asarray(df.index[idx[used]]),
         kept_index=np.asarray(df.index[idx]),
         x_values=Xk[used] if law.n_inputs == 2 else Xk[used, 0], y_values=Yk[used],
+        n_examples=_point_examples(df, y, idx[used]),
         _law=law, _prep=prep, _theta=theta, _extra=extra)
     if converged and bootstrap > 0:
         theta_b, extra_b = bootstrap_fit(law, prep, theta, int(bootstrap), seed=seed,
@@ -327,6 +330,15 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
     return result
 
 
+def _point_examples(df, y: str, rows: np.ndarray) -> np.ndarray | None:
+    """``<y>_n_examples`` of the fitted rows when the table has it for every one of them."""
+    col = f"{y}_n_examples"
+    if col not in df.columns:
+        return None
+    n = _numeric(df, col)[rows]
+    return n if n.size and np.all(np.isfinite(n) & (n > 0)) else None
+
+
 def _dropped_text(n_rows: int, n_missing: int, n_excluded: int, xcols: list[str], y: str,
                   exclude_below: float | None) -> str:
     """`` (of 4 rows, 2 dropped: ...)``: why fewer runs are fitted than the table has ('' when none are)."""
@@ -342,7 +354,7 @@ def _dropped_text(n_rows: int, n_missing: int, n_excluded: int, xcols: list[str]
 
 
 def _log_pred(law: Law, theta: np.ndarray, prep: Prepared) -> np.ndarray:
-    if law.name == "power":
+    if isinstance(law, PowerLaw):  # closed form, also error-power
         return law.log_pred(theta[None], prep.Z)[0]
     return law.log_pred_jac(theta[None], prep.Z)[0][0]
 

@@ -54,6 +54,16 @@ def fmt_ci(point, ci: tuple | None = None, digits: int = 3) -> str:
     return f"{fmt(point, digits)} [{fmt(ci[0], digits)}, {fmt(ci[1], digits)}]"
 
 
+def p_text(p: float, n_resamples: int) -> str:
+    """``p = 0.03``, or ``p < 0.004`` when no bootstrap resample fell on the other side (a share of 0 of
+    ``n_resamples`` says only that p is below the resolution 2 / n of a two-sided bootstrap p-value)."""
+    if p != p:
+        return "p = -"
+    if p == 0 and n_resamples:
+        return f"p < {2 / n_resamples:.2g}"
+    return f"p = {p:.2g}"
+
+
 def render_table(headers: Sequence[str], rows: Sequence[Sequence], right: Sequence[bool] | None = None) -> str:
     """Aligned plain-text table: text columns left, numeric-looking columns right."""
     cells = [[str(c) for c in r] for r in rows]
@@ -72,6 +82,7 @@ def render_table(headers: Sequence[str], rows: Sequence[Sequence], right: Sequen
 # Parameters shown per law: (key in FitResult.params, header).
 LAW_COLUMNS = {
     "power": (("alpha", "alpha"), ("C", "C")),
+    "error-power": (("alpha", "alpha"), ("A", "A")),
     "saturating": (("alpha", "alpha"), ("E", "E [%]"), ("y_max", "max y [%]"), ("A", "A")),
     "chinchilla": (("alpha", "alpha (N)"), ("beta", "beta (D)"), ("gamma", "gamma (C)"), ("E", "E [%]"),
                    ("y_max", "max y [%]"), ("k", "k [FLOPs/(param*image)]")),

@@ -14,6 +14,17 @@ A law is *not identified* (its numbers must not be printed as results) when
   saturation, so the asymptote is not identified);
 - it has no bootstrap at all (its intervals, and so its identification, are unknown).
 
+A law the data *reject* has the status ``lack of fit``: when the fit knows how many test images
+each accuracy was measured on (``FitResult.n_examples``), its residuals are compared with the
+binomial standard error of each point, ``100 sqrt(q (1 - q) / n)`` at the fitted accuracy q.
+``chi2 = sum (residual / se)^2`` on ``runs - parameters`` degrees of freedom; a p-value below
+:data:`LACK_OF_FIT_P` means the residuals are far larger than the sampling of test images explains,
+so the curve does not describe the runs (e.g. a power law in accuracy through runs that bend
+towards saturation). Seed-to-seed variation of training adds to the binomial noise and is not
+measured by a one-seed grid; the small threshold leaves room for it: with residuals 1.2x the
+binomial SE (a seed SD of 0.98 points next to a binomial 1.5 at n = 1,000, what three seeds of
+configs/cpu/fashion-mnist.yaml show), a true law is rejected by chance in 1.2 % of grids of 6 runs.
+
 A law that did not converge keeps the status ``did not converge``. Everything here reads a
 :class:`~robustscale.scaling.fit.FitResult`; nothing is refitted.
 """
@@ -29,6 +40,8 @@ from .fit import _num
 OK = "ok"
 NOT_IDENTIFIED = "not identified"
 NOT_CONVERGED = "did not converge"
+LACK_OF_FIT = "lack of fit"
+LACK_OF_FIT_P = 1e-3  # chi-square p-value under the test images' binomial noise below which a law is rejected
 EXTRA_RUNS = 2  # a law needs more than parameters + EXTRA_RUNS runs
 ZERO_WIDTH_REL = 1e-3  # an interval narrower than this share of its point shows as a point at 3 digits
 BOUND_TOL = 1e-6  # distance (internal units: log coefficients, exponents) at which a value sits on a bound
@@ -36,7 +49,7 @@ BOUND_TOL = 1e-6  # distance (internal units: log coefficients, exponents) at wh
 
 @dataclass
 class Identification:
-    """``status`` (:data:`OK`, :data:`NOT_IDENTIFIED`, :data:`NOT_CONVERGED`) and the reasons."""
+    """``status`` (:data:`OK`, :data:`NOT_IDENTIFIED`, :data:`LACK_OF_FIT`, :data:`NOT_CONVERGED`) and the reasons."""
 
     status: str
     reasons: list[str] = field(default_factory=list)
@@ -73,7 +86,31 @@ def identify(fit) -> Identification:
         reasons.append("no bootstrap: its intervals (and so whether the data pin it down) are unknown")
     else:
         reasons += _degenerate_bootstrap(fit)
-    return Identification(NOT_IDENTIFIED if reasons else OK, reasons)
+    if reasons:
+        return Identification(NOT_IDENTIFIED, reasons)
+    rejected = lack_of_fit(fit)
+    return Identification(LACK_OF_FIT, [rejected]) if rejected else Identification(OK)
+
+
+def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P) -> str | None:
+    """The reason the runs reject ``fit`` (see the module docstring), or None (also when n is unknown)."""
+    n = fit.n_examples
+    dof = fit.n - fit._law.n_params
+    if n is None or dof < 1 or len(n) != len(fit.residuals):
+        return None
+    from scipy.stats import chi2
+
+    resid = np.asarray(fit.residuals, float)
+    q = np.clip((np.asarray(fit.y_values, float) - resid) / 100.0, 0.5 / n, 1 - 0.5 / n)
+    se = 100.0 * np.sqrt(q * (1 - q) / n)
+    stat = float(np.sum((resid / se) ** 2))
+    p = float(chi2.sf(stat, dof))
+    if p >= p_threshold:
+        return None
+    worst = int(np.argmax(np.abs(resid) / se))
+    return (f"residuals up to {abs(resid[worst]):.3g} points where the test images' sampling "
+            f"explains {se[worst]:.2g} (chi2 {stat:.3g} on {dof} dof, p = {p:.1g} < {p_threshold:g}); "
+            f"the law does not describe these runs")
 
 
 def _bounds(fit) -> tuple[np.ndarray, np.ndarray] | None:
@@ -135,11 +172,13 @@ def _degenerate_bootstrap(fit) -> list[str]:
 
 def asymptote(fit) -> dict[str, Any]:
     """``{"value", "ci"}`` of the fit's asymptotic y (percent) for error laws; ``value`` None (unbounded) otherwise."""
+    if fit.converged and fit.law == "error-power":  # its asymptote is the law's assumption, not a fit
+        return {"value": 100.0, "ci": None, "assumed": True}
     if not fit.converged or "y_max" not in fit.params:
         return {"value": None, "ci": None}
     ci = fit.ci.get("y_max")
     return {"value": _num(fit.params["y_max"]), "ci": [_num(ci[0]), _num(ci[1])] if ci else None}
 
 
-__all__ = ["Identification", "identify", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED", "NOT_CONVERGED",
-           "EXTRA_RUNS"]
+__all__ = ["Identification", "identify", "lack_of_fit", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED",
+           "NOT_CONVERGED", "LACK_OF_FIT", "LACK_OF_FIT_P", "EXTRA_RUNS"]

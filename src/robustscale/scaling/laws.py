@@ -33,6 +33,7 @@ E_FLOOR_SHARE = 1e-6
 
 class LawName(str, enum.Enum):
     POWER = "power"
+    ERROR_POWER = "error-power"
     SATURATING = "saturating"
     CHINCHILLA = "chinchilla"
 
@@ -151,6 +152,49 @@ class PowerLaw(Law):
             x = prep.scale[0] * np.exp((np.log(target) - c) / alpha)
         # Inverts an increasing law only: with alpha <= 0 more compute never gets there.
         return np.where(alpha > 0, x, np.inf)
+
+
+class ErrorPowerLaw(PowerLaw):
+    """``100 - y = A x^-alpha``: the error falls as a power of compute towards 0 (the saturating law with
+    its floor E fixed at 0). Closed-form least squares on log error, like :class:`PowerLaw` on log y.
+    Where the data show no error floor (the saturating law's E at its bound) this is the law they
+    identify; its asymptote, 100 %, is assumed, not fitted."""
+
+    name = "error-power"
+    formula = "100 - y = A * x^(-alpha)"
+    param_names = ("A", "alpha")
+    exponent = "alpha"
+    error_law = True
+
+    # theta = (c, alpha) with log(error) = c - alpha * log(x / scale)
+    def fit_batch(self, prep, W, theta0=None, callback=None):
+        theta, ok = super().fit_batch(prep, W, theta0, callback)
+        return theta * np.array([1.0, -1.0]), ok
+
+    def fit_point(self, prep, w):
+        theta, ok = self.fit_batch(prep, w[None, :])
+        return theta[0], bool(ok[0]), "closed-form least squares" if ok[0] else "x has a single distinct value"
+
+    def log_pred(self, theta, Z):
+        return theta[:, :1] - theta[:, 1:2] * Z[None, :, 0]
+
+    def params(self, theta, prep, extra=None):
+        c, alpha = theta[..., 0], theta[..., 1]
+        return {"A": np.exp(c + alpha * np.log(prep.scale[0])), "alpha": alpha}
+
+    def predict(self, theta, x, prep, extra=None):
+        z = np.log(np.asarray(x, float).reshape(-1) / prep.scale[0])
+        return ACC_MAX - np.exp(self.log_pred(theta, z[:, None]))
+
+    def solve(self, theta, target, prep, extra=None):
+        c, alpha = theta[:, 0], theta[:, 1]
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            x = prep.scale[0] * np.exp((c - np.log(ACC_MAX - target)) / alpha)
+        # The error falls only with alpha > 0; 100 % itself is never reached.
+        return np.where((alpha > 0) & (target < ACC_MAX), x, np.inf)
+
+    def asymptote(self, theta):
+        return np.full(theta.shape[0], ACC_MAX)
 
 
 # ---------------------------------------------------------------------- Huber/LSE laws
@@ -400,7 +444,7 @@ class ChinchillaLaw(_HuberLaw):
         return np.where((gap > 0) & (gamma > 0) & np.isfinite(C), C, np.inf)
 
 
-LAWS: dict[str, Law] = {law.name: law for law in (PowerLaw(), SaturatingLaw(), ChinchillaLaw())}
+LAWS: dict[str, Law] = {law.name: law for law in (PowerLaw(), ErrorPowerLaw(), SaturatingLaw(), ChinchillaLaw())}
 
 
 def get_law(name: str | LawName | Law) -> Law:

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 from ..errors import UserError
 from ..scaling.extrapolate import EXTRAPOLATION_FACTOR
 from ..scaling.fit import _num
+from ..scaling.format import p_text
 from ..scaling.identified import NOT_IDENTIFIED, OK, asymptote, identify
 
 TARGET_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_high")
@@ -110,11 +111,21 @@ def comparison_records(opts, comparisons) -> list[dict[str, Any]]:
         if comp is not None:
             out.append({"law": law, "a": opts.compare[0], "b": opts.compare[1], "exponent": comp.name,
                         "diff": _num(comp.diff), "ci": [_num(comp.low), _num(comp.high)],
-                        "p_value": _num(comp.p_value)})
+                        "p_value": _num(comp.p_value), "n_bootstrap": comp.n})
     return out
 
 
 # ---------------------------------------------------------------------- the terminal table
+def asymptote_text(asym: dict[str, Any] | None) -> str:
+    """``78.1 [70.2, 90.3]``, ``100 (assumed)`` for a law that fixes it, ``none (unbounded)`` for one without."""
+    asym = asym or {}
+    if asym.get("value") is None:
+        return "none (unbounded)"
+    if asym.get("assumed"):
+        return f"{_g(asym['value'])} (assumed by the law)"
+    return _ci(asym["value"], asym.get("ci"))
+
+
 def _g(v, spec=".3g") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
@@ -144,9 +155,7 @@ def format_study_table(records: Sequence[dict[str, Any]], comparisons: Sequence[
             body.append(lead + [""] * 5)
             continue
         exp_name = "alpha"
-        head = lead + [_ci(r["params"].get(exp_name), r["ci"].get(exp_name)),
-                       _ci((r.get("asymptote") or {}).get("value"), (r.get("asymptote") or {}).get("ci"), ".3g")
-                       if (r.get("asymptote") or {}).get("value") is not None else "none (unbounded)"]
+        head = lead + [_ci(r["params"].get(exp_name), r["ci"].get(exp_name)), asymptote_text(r.get("asymptote"))]
         targets = r.get("targets") or [None]
         for i, t in enumerate(targets):
             cells = head if i == 0 else [""] * len(head)
@@ -163,7 +172,7 @@ def format_study_table(records: Sequence[dict[str, Any]], comparisons: Sequence[
                                      label])
     for c in comparisons:
         free[len(body)] = (f"difference of exponents ({c['a']} - {c['b']}): {c['diff']:+.3g} "
-                           f"[{c['ci'][0]:+.3g}, {c['ci'][1]:+.3g}], p = {c['p_value']:.2g}")
+                           f"[{c['ci'][0]:+.3g}, {c['ci'][1]:+.3g}], {p_text(c['p_value'], c.get('n_bootstrap', 0))}")
         body.append([c["law"], "comparison", ""] + [""] * 5)
     return _render(headers, body, free)
 
@@ -184,4 +193,5 @@ def _render(headers: list[str], body: list[list[str]], free: dict[int, str]) -> 
     return "\n".join(out)
 
 
-__all__ = ["fit_study", "fit_records", "comparison_records", "format_study_table", "EXTRAPOLATION_FACTOR"]
+__all__ = ["fit_study", "fit_records", "comparison_records", "format_study_table", "asymptote_text",
+           "EXTRAPOLATION_FACTOR"]

@@ -7,8 +7,9 @@ import html as _html
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..scaling.format import fmt
+from ..scaling.format import fmt, p_text
 from ..scaling.identified import OK
+from .fits import asymptote_text
 
 ACC_LABELS = {"clean_acc": "clean", "pgd_robust_acc": "PGD", "apgd_ce_robust_acc": "APGD-CE",
               "aa_robust_acc": "AutoAttack"}
@@ -47,9 +48,7 @@ def laws_table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[
             rows.append([r["law"], r["label"], fmt(r.get("n")), f"{r['status']}: {r.get('reason')}", "-", "-", span])
             continue
         a, ci = r["params"].get("alpha"), r["ci"].get("alpha")
-        asym = r.get("asymptote") or {}
-        asym_text = (f"{fmt(asym['value'])} [{fmt(asym['ci'][0])}, {fmt(asym['ci'][1])}]" if asym.get("ci")
-                     else fmt(asym.get("value"))) if asym.get("value") is not None else "none (unbounded)"
+        asym_text = asymptote_text(r.get("asymptote"))
         rows.append([r["law"], r["label"], fmt(r["n"]), "ok", f"{fmt(a)} [{fmt(ci[0])}, {fmt(ci[1])}]" if ci else fmt(a),
                      asym_text, span])
     return headers, rows
@@ -93,6 +92,22 @@ def _central_figure(df, opts, fits):
     return plot_families(df, families, x=opts.x)
 
 
+def _next_section(records):
+    from ..report import Section
+    from .next import NEXT_FACTORS, next_table
+
+    text = (f"robustscale plan on this study's runs: the joint law 100 - y = E + A N^-alpha + B D^-beta + G k^-gamma "
+            f"of each robust family (inputs the runs do not vary held at their value), asked for its optimum at "
+            f"{', '.join(f'{f:g}x' for f in NEXT_FACTORS)} the family's largest run. Recipes use the family's own "
+            f"architectures only. Beyond the largest run every number is an extrapolation of these runs.")
+    for r in records:
+        law = r.get("law")
+        if law:
+            ni = "; ".join(f"{k}: {v}" for k, v in (law.get("not_identified") or {}).items())
+            text += f"\n\n{r['label']}: {law.get('n')} runs fitted" + (f"; not identified: {ni}" if ni else "") + "."
+    return Section("What to run next", text=text, table=next_table(records), wrap=(3, 8))
+
+
 def _setup_text(df, spec, opts) -> str:
     first = spec.runs[0].cfg
     evals = []
@@ -117,7 +132,7 @@ def _setup_text(df, spec, opts) -> str:
 
 
 def write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings,
-                       out_path: Path) -> Path:
+                       out_path: Path, next_records: Sequence[dict[str, Any]] = ()) -> Path:
     """Write ``out_path`` (HTML, self-contained)."""
     from ..report import Section, write_report
     from .results import format_gap
@@ -135,7 +150,7 @@ def write_study_report(df, spec, opts, fits, comparisons, extrapolations, record
     for law, comp in comparisons.items():
         if comp is not None:
             text.append(f"Difference of exponents ({law} law) {opts.compare[0]} - {opts.compare[1]}: {comp.diff:+.3g} "
-                        f"[{comp.low:+.3g}, {comp.high:+.3g}] ({comp.level * 100:g}% bootstrap), p = {comp.p_value:.2g}.")
+                        f"[{comp.low:+.3g}, {comp.high:+.3g}] ({comp.level * 100:g}% bootstrap), {p_text(comp.p_value, comp.n)}.")
     if opts.compare and not text:
         text.append(f"No difference of exponents: {opts.compare[0]} and {opts.compare[1]} are not both identified "
                     f"under any law.")
@@ -143,6 +158,8 @@ def write_study_report(df, spec, opts, fits, comparisons, extrapolations, record
                             table=targets_table(records)))
     if gaps:
         sections.append(Section("AutoAttack vs the fits' attack", text="\n\n".join(format_gap(g) for g in gaps)))
+    if next_records:
+        sections.append(_next_section(next_records))
     sections.append(Section("Runs", table=runs_table(df, metrics), wrap=(7,)))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     return write_report(df, out_path, sections, include_scaling=False,

@@ -219,13 +219,14 @@ class StudyResult:
     warnings: list[str]
     wall_seconds: float
     sweep: dict[str, Any]
+    next: list[dict[str, Any]] = field(default_factory=list)  # what to run next (study.next)
 
     def to_dict(self) -> dict[str, Any]:
         return {"study": self.spec_name, "report": str(self.report_path), "study_json": str(self.json_path),
                 "n_runs": self.n_runs, "wall_seconds": self.wall_seconds,
                 "sweep": {k: v for k, v in self.sweep.items() if k != "outcomes"},
                 "runs": self.runs, "fits": self.records, "comparisons": self.comparison_records,
-                "autoattack_gaps": self.gaps, "warnings": self.warnings}
+                "autoattack_gaps": self.gaps, "warnings": self.warnings, "next": self.next}
 
 
 def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: str = "local",
@@ -233,6 +234,7 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
     """Run the sweep (what is not done), the extra evaluations, the fits, the report and study.json."""
     from ..sweep import open_sweep_store, run_sweep
     from .fits import comparison_records, fit_records, fit_study
+    from .next import next_runs
     from .report import write_study_report
     from .results import (autoattack_gaps, format_gap, run_records, sort_fits, sort_runs, study_frame,
                           write_study_json)
@@ -261,12 +263,13 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
     out_dir = Path(opts.report).parent if opts.report else Path(spec.output_dir)
     report = Path(opts.report) if opts.report else out_dir / "report.html"
     runs = sort_runs(run_records(df))
-    write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings, report)
+    nxt = next_runs(df, opts, spec)
+    write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings, report, nxt)
     json_path = write_study_json(out_dir / "study.json", runs, records, {
         "study": spec.name, "laws": list(opts.laws), "targets": list(opts.targets), "bootstrap": opts.bootstrap,
-        "seed": opts.seed, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings})
+        "seed": opts.seed, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings, "next": nxt})
     return StudyResult(spec.name, report, json_path, len(runs_df), fits, comparisons, extrapolations, runs, records,
-                       comps, gaps, warnings, time.perf_counter() - start, sweep)
+                       comps, gaps, warnings, time.perf_counter() - start, sweep, nxt)
 
 
 def metric_of_spec(spec) -> str | None:

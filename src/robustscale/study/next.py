@@ -1,0 +1,118 @@
+"""The study report's "what to run next": ``robustscale plan`` on the study's own runs.
+
+For each family fitted on a robust accuracy, the planner (:func:`robustscale.plan.make_plan`, the
+joint law ``100 - y = E + A N^-alpha + B D^-beta + G k^-gamma`` with its bootstrap) is asked what to
+train at :data:`NEXT_FACTORS` times the family's largest run: model size, samples seen (epochs of the
+training set), attack steps, and the predicted accuracy with its interval. Recipes come from the
+family's own architectures only: a law fitted on these runs says nothing about other ones. Inputs the
+runs do not vary are held at their value (the planner's levels); a family the planner cannot fit is
+listed with the reason, never with numbers.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UserError
+
+NEXT_FACTORS = (2.0, 4.0, 10.0)  # budgets: multiples of the family's largest run's compute
+NEXT_TOP = 3  # recipes per budget
+
+
+def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
+    """study.json's ``next``: per robust family ``{"family", "label", "y", "status", "reason", "budgets"}``;
+    each budget as in ``robustscale plan --json`` plus ``factor_vs_largest_run``."""
+    from ..plan import BudgetSpec, make_plan
+    from ..schema import COLLAPSE_THRESHOLD_ACC
+
+    device_type = opts.device_type or (spec.cost.device_type if spec is not None else None)
+    out = []
+    for i, fam in enumerate(opts.fits):
+        if not fam.y.endswith("robust_acc"):
+            continue
+        sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
+        rec: dict[str, Any] = {"family": fam.name, "label": fam.label, "y": fam.y, "factors": list(NEXT_FACTORS),
+                               "status": "ok", "reason": None, "budgets": [], "law": None}
+        try:
+            if sub.empty or not (sub["train_flops"] > 0).any():
+                raise UserError(f"no finished run of family {fam.name} with measured train_flops")
+            largest = float(sub["train_flops"].max())
+            models = sorted(set(sub["model"].astype(str))) if "model" in sub.columns else None
+            # epochs of the family's largest training set: the data a next, larger run would use
+            epoch_images = int(sub["train_images"].max()) if "train_images" in sub.columns and \
+                sub["train_images"].notna().any() else None
+            plan = make_plan(sub, [BudgetSpec("flops", f * largest) for f in NEXT_FACTORS], y=fam.y,
+                             group_by="none", models=models, top=NEXT_TOP, epoch_images=epoch_images, bootstrap=opts.bootstrap,
+                             seed=opts.seed + 100 + i, device_type=device_type,
+                             exclude_below=COLLAPSE_THRESHOLD_ACC if opts.exclude_below is None else opts.exclude_below,
+                             max_extrapolation=max(NEXT_FACTORS) * 10, source=f"study {spec.name if spec else ''}")
+        except UserError as exc:
+            rec.update(status="not identified", reason=str(exc))
+            out.append(rec)
+            continue
+        law = plan["law"]["groups"][0] if plan["law"]["groups"] else None
+        rec["law"] = law
+        rec["epoch_images"] = plan["compute_model"]["epoch_images"]
+        for factor, b in zip(NEXT_FACTORS, plan["budgets"]):
+            b["factor_vs_largest_run"] = factor
+        rec["budgets"] = plan["budgets"]
+        if not any(b.get("identified") for b in plan["budgets"]):
+            rec.update(status="not identified", reason=plan["budgets"][0].get("reason"))
+        out.append(rec)
+    return out
+
+
+def next_table(records) -> tuple[list[str], list[list[str]]]:
+    """The report's table: one row per family and budget (numbers only where the optimum is identified)."""
+    from ..scaling.format import fmt
+
+    def ci(v, c):
+        if v is None:
+            return "-"
+        if not c or None in c or fmt(c[0]) == fmt(c[1]) == fmt(v):  # fixed by the budget (N and k held)
+            return fmt(v)
+        return f"{fmt(v)} [{fmt(c[0])}, {fmt(c[1])}]"
+
+    headers = ["family", "budget [FLOPs]", "x largest run", "model parameters", "samples seen [95% CI]",
+               "epochs (of images)",
+               "attack steps", "predicted % [95% CI]", "best recipe (model, epochs, steps: predicted %)"]
+    rows = []
+    for r in records:
+        if not r["budgets"]:
+            rows.append([r["label"], "-", "-", f"{r['status']}: {r['reason']}", "", "", "", "", ""])
+            continue
+        for b in r["budgets"]:
+            lead = [r["label"], fmt(b["budget_flops"]), fmt(b["factor_vs_largest_run"])]
+            if not b.get("identified"):
+                rows.append(lead + [f"not identified: {b.get('reason')}", "", "", "", "", ""])
+                continue
+            best = b["recipes"][0] if b.get("recipes") else None
+            recipe = (f"{best['model']}, {best['epochs']} epochs, k = {best['attack_steps']}: "
+                      f"{ci(best['predicted_acc'], best['predicted_acc_ci'])}") if best else "none within the runs' range"
+            rows.append(lead + [fmt(b["model_parameters"]), ci(b["samples_seen"], b["samples_seen_ci"]),
+                                f"{fmt(b['epochs'])} (of {fmt(r.get('epoch_images'))})", fmt(b["attack_steps"]),
+                                ci(b["predicted_acc"], b["predicted_acc_ci"]), recipe])
+    return headers, rows
+
+
+def format_next_table(records) -> str:
+    """The terminal's version: the table without the recipe column, a family's reason on its own line."""
+    from ..scaling.format import render_table
+
+    if not records:
+        return ""
+    headers, rows = next_table(records)
+    keep = [0, 1, 2, 3, 4, 5, 6, 7]
+    lines = []
+    table_rows = []
+    for row in rows:
+        if row[4] == "":  # no optimum for this family or budget: say why in one line
+            lines.append(f"{row[0]}" + (f" at {row[1]} FLOPs" if row[1] != "-" else "") + f": {row[3]}")
+        else:
+            table_rows.append([row[i] for i in keep])
+    out = ["what to run next (robustscale plan on these runs; beyond the largest run, extrapolations):"]
+    if table_rows:
+        out.append(render_table([headers[i] for i in keep], table_rows, right=[i > 0 for i in range(len(keep))]))
+    return "\n".join(out + lines)
+
+
+__all__ = ["next_runs", "next_table", "format_next_table", "NEXT_FACTORS"]
