@@ -17,12 +17,11 @@ from pathlib import Path
 
 
 def wilson(correct_pct: float, n: int) -> tuple[float, float]:
-    """Wilson 95% interval (percent) of an accuracy measured on ``n`` images."""
-    from scipy.stats import binomtest
+    """Wilson 95% interval (percent) of an accuracy measured on ``n`` images (the package's one)."""
+    from robustscale.intervals import accuracy_interval
 
-    k = round(correct_pct * n / 100)
-    ci = binomtest(k, n).proportion_ci(confidence_level=0.95, method="wilson")
-    return 100 * float(ci.low), 100 * float(ci.high)
+    lo, hi = accuracy_interval(correct_pct, n)
+    return float(lo), float(hi)
 
 
 def _evaluation(summary: dict, attack: str) -> dict | None:
