@@ -9,6 +9,11 @@ import pytest
 # Keep the suite predictable on the 2-core CI machine.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("CODECARBON_LOG_LEVEL", "error")
+# Measured step FLOPs (planner, sweep bills) go to a cache of this session, not the user's ~/.cache.
+if "ROBUSTSCALE_FLOPS_CACHE" not in os.environ:
+    import tempfile
+
+    os.environ["ROBUSTSCALE_FLOPS_CACHE"] = str(Path(tempfile.mkdtemp(prefix="robustscale-test-")) / "step-flops.json")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PAPER_RUNS_CSV = SHARED / "data" / "paper-runs" / "results.csv"

@@ -227,7 +227,7 @@ def test_library_user_errors(runs):
     nan["aa_robust_acc"] = np.nan
     with pytest.raises(UserError, match="all 10 values of aa_robust_acc are missing"):
         fit_law(nan, "power")
-    with pytest.raises(UserError, match="unknown law 'cubic'; valid: power, saturating, chinchilla"):
+    with pytest.raises(UserError, match="unknown law 'cubic'; valid: power, error-power, saturating, chinchilla"):
         fit_law(df, "cubic")
     one = df.copy()
     one["method"] = ["pgd"] * 9 + ["trades"]

@@ -88,6 +88,17 @@ def test_study_end_to_end_and_rerun_reuses_runs(tiny_study, cli):
         assert fit_rec["ci"]["alpha"] == pytest.approx(list(direct.ci["alpha"]), rel=1e-9)
     else:  # not identified: the reason, and no number
         assert fit_rec["reason"] and fit_rec["params"] == {} and fit_rec["targets"] == []
+    # "what to run next": the planner on each robust family, in study.json and the report
+    nxt = doc["next"]
+    assert [r["family"] for r in nxt] == [f.name for f in load_study(path)[1].fits if f.y.endswith("robust_acc")]
+    for r in nxt:
+        assert r["status"] in ("ok", "not identified")
+        if r["status"] == "ok":
+            assert all(b["train_flops"] == pytest.approx(b["budget_flops"], rel=1e-9)
+                       for b in r["budgets"] if b["identified"])
+        else:
+            assert r["reason"]
+    assert "What to run next" in report.read_text()
     # Every run got the extra evaluation, recorded in the store.
     from robustscale.store import open_store
 
