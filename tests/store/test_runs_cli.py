@@ -54,10 +54,20 @@ def test_list_show_and_filters(cli, filled):
     assert [r["name"] for r in json.loads(out)] == ["broken"] and json.loads(out)[0]["error"].startswith("Runtime")
 
     code, out, _ = cli("runs", "show", "trades-b", "--store", filled)
+    out_text = out
     assert code == 0 and "run trades-b" in out and "epochs:" in out and "evaluations:" in out and "aa-standard" in out
     code, out, _ = cli("runs", "show", "trades-b", "--store", filled, "--json")
     shown = json.loads(out)
     assert shown["config"]["method"] == "trades" and shown["evaluations"][0]["robust_acc"] == 25.0
+    # every accuracy with the Wilson 95% interval of its evaluation's image count (100 here)
+    from robustscale.intervals import wilson_interval
+
+    ev = shown["evaluations"][0]
+    assert ev["n_examples"] == 100
+    assert ev["robust_acc_ci"] == pytest.approx(list(wilson_interval(25, 100)), abs=1e-12)
+    assert ev["clean_acc_ci"] == pytest.approx(list(wilson_interval(61, 100)), abs=1e-12)
+    lo, hi = wilson_interval(25, 100)
+    assert f"25.0 [{lo:.1f}, {hi:.1f}]" in out_text
 
 
 @pytest.mark.parametrize("args,message", [

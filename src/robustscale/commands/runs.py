@@ -147,6 +147,7 @@ def run_show(args) -> int:
         close = [r["name"] for r in store.list_runs() if args.name.lower() in r["name"].lower()][:5]
         hint = f"; similar: {', '.join(close)}" if close else ""
         raise UserError(f"no run named {args.name!r} in {store.display_url}{hint}")
+    row["evaluations"] = [_with_intervals(e) for e in row.get("evaluations") or []]
     if args.json:
         print(json.dumps(row, indent=2, default=_json_default))
         return 0
@@ -179,11 +180,30 @@ def run_show(args) -> int:
             indent=2))
     if row["evaluations"]:
         print("evaluations:")
-        print(format_table(row["evaluations"], (
-            ("attack", "attack", "s"), ("eps", "eps", "eps"), ("n", "n_examples", "d"), ("clean %", "clean_acc", ".2f"),
-            ("robust %", "robust_acc", ".2f"), ("eval GFLOPs", "eval_flops", "gflops"), ("s", "wall_seconds", ".1f")),
+        shown = [{**e, "clean_text": _acc_text(e, "clean_acc"), "robust_text": _acc_text(e, "robust_acc")}
+                 for e in row["evaluations"]]
+        print(format_table(shown, (
+            ("attack", "attack", "s"), ("eps", "eps", "eps"), ("n", "n_examples", "d"),
+            ("clean % [95% CI]", "clean_text", "s"), ("robust % [95% CI]", "robust_text", "s"),
+            ("eval GFLOPs", "eval_flops", "gflops"), ("s", "wall_seconds", ".1f")),
             indent=2))
     return 0
+
+
+def _with_intervals(e: dict) -> dict:
+    """An evaluation row with the Wilson 95% interval of each accuracy on its ``n_examples`` images."""
+    from ..intervals import accuracy_interval
+
+    out = dict(e)
+    for key in ("clean_acc", "robust_acc"):
+        ci = accuracy_interval(e.get(key), e.get("n_examples"))
+        out[f"{key}_ci"] = list(ci) if ci is not None else None
+    return out
+
+
+def _acc_text(e: dict, key: str) -> str | None:
+    ci = e.get(f"{key}_ci")
+    return None if ci is None else f"{e[key]:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
 def _list_row(row: dict) -> dict:
