@@ -78,7 +78,7 @@ def _central_figure(df, opts, fits):
 
     families = []
     for fam in opts.fits:
-        chosen, note = None, "no identified law"
+        chosen, note = None, "no law the runs identify and accept (see Laws)"
         for law in opts.laws:  # the first identified law in the spec's order is drawn
             fit = fits[law][fam.name]
             if not isinstance(fit, Exception):
