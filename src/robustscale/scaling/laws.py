@@ -169,11 +169,7 @@ class ErrorPowerLaw(PowerLaw):
     # theta = (c, alpha) with log(error) = c - alpha * log(x / scale)
     def fit_batch(self, prep, W, theta0=None, callback=None):
         theta, ok = super().fit_batch(prep, W, theta0, callback)
-        return theta * np.array([1.0, -1.0]), ok
-
-    def fit_point(self, prep, w):
-        theta, ok = self.fit_batch(prep, w[None, :])
-        return theta[0], bool(ok[0]), "closed-form least squares" if ok[0] else "x has a single distinct value"
+        return theta * np.array([1.0, -1.0]), ok  # fit_point (PowerLaw's) goes through this
 
     def log_pred(self, theta, Z):
         return theta[:, :1] - theta[:, 1:2] * Z[None, :, 0]
