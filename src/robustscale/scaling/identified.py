@@ -22,7 +22,7 @@ binomial standard error of each point, ``100 sqrt(q (1 - q) / n)`` at the fitted
 so the curve does not describe the runs (e.g. a power law in accuracy through runs that bend
 towards saturation). Seed-to-seed variation of training adds to the binomial noise and is not
 measured by a one-seed grid; the small threshold leaves room for it: with residuals 1.2x the
-binomial SE (a seed SD of 0.98 points next to a binomial 1.5 at n = 1,000, what three seeds of
+binomial SE (a seed SD of 0.97 points next to a binomial 1.5 at n = 1,000, what three seeds of
 configs/cpu/fashion-mnist.yaml show), a true law is rejected by chance in 1.2 % of grids of 6 runs.
 
 A law that did not converge keeps the status ``did not converge``. Everything here reads a
