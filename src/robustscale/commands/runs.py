@@ -192,13 +192,9 @@ def run_show(args) -> int:
 
 def _with_intervals(e: dict) -> dict:
     """An evaluation row with the Wilson 95% interval of each accuracy on its ``n_examples`` images."""
-    from ..intervals import accuracy_interval
+    from ..evaluation.records import accuracy_intervals
 
-    out = dict(e)
-    for key in ("clean_acc", "robust_acc"):
-        ci = accuracy_interval(e.get(key), e.get("n_examples"))
-        out[f"{key}_ci"] = list(ci) if ci is not None else None
-    return out
+    return {**e, **accuracy_intervals(e, e.get("n_examples"))}
 
 
 def _acc_text(e: dict, key: str) -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._threads import single_threaded_blas
 from .frontier import frontier_weights
-from .laws import Law, Prepared
+from .laws import Law, PowerLaw, Prepared
 
 MIN_PARALLEL_RESAMPLES = 200  # below this the process start-up costs more than it saves
 
@@ -87,7 +87,7 @@ def bootstrap_fit(law: Law, prep: Prepared, theta0: np.ndarray, n_resamples: int
         W = frontier_weights(x_for_frontier, frontier_y, W)
     min_points = law.n_params + 1
     n_jobs = n_jobs or auto_jobs()
-    iterative = law.name not in ("power", "error-power")  # closed forms: one batch
+    iterative = not isinstance(law, PowerLaw)  # closed forms (power, error-power): one batch
     bar = None
     if progress:
         from tqdm import tqdm

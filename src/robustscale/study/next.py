@@ -63,14 +63,13 @@ def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
 
 def next_table(records) -> tuple[list[str], list[list[str]]]:
     """The report's table: one row per family and budget (numbers only where the optimum is identified)."""
-    from ..scaling.format import fmt
+    from ..scaling.format import fmt, fmt_ci
 
     def ci(v, c):
         if v is None:
             return "-"
-        if not c or None in c or fmt(c[0]) == fmt(c[1]) == fmt(v):  # fixed by the budget (N and k held)
-            return fmt(v)
-        return f"{fmt(v)} [{fmt(c[0])}, {fmt(c[1])}]"
+        fixed = not c or None in c or fmt(c[0]) == fmt(c[1]) == fmt(v)  # fixed by the budget (N and k held)
+        return fmt_ci(v, None if fixed else tuple(c))
 
     headers = ["family", "budget [FLOPs]", "x largest run", "model parameters", "samples seen [95% CI]",
                "epochs (of images)",

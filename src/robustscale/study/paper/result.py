@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...schema import finite_float
+
 DEFAULT_TARGETS = (60, 65, 70, 75)
 REPORT_TITLE = "Reproducing the 2024 scaling study from its published runs"
 PRICE_PRESET = "paper-2024"
@@ -83,25 +85,25 @@ class PaperReproduction:
                                        "n_excluded": fit.n_excluded, "converged": bool(fit.converged),
                                        "message": fit.message}
                 lo, hi = fit.ci.get("alpha", (math.nan, math.nan))
-                row.update(exponent=_safe(fit.params.get("alpha") if fit.converged else None),
-                           exponent_low=_safe(lo), exponent_high=_safe(hi))
+                row.update(exponent=finite_float(fit.params.get("alpha") if fit.converged else None),
+                           exponent_low=finite_float(lo), exponent_high=finite_float(hi))
                 if law == "saturating" and fit.converged:
                     lo, hi = fit.ci.get("y_max", (math.nan, math.nan))
-                    row.update(asymptote_acc=_safe(fit.params.get("y_max")), asymptote_acc_low=_safe(lo),
-                               asymptote_acc_high=_safe(hi))
+                    row.update(asymptote_acc=finite_float(fit.params.get("y_max")), asymptote_acc_low=finite_float(lo),
+                               asymptote_acc_high=finite_float(hi))
                 else:
                     row.update(asymptote_acc=None, asymptote_acc_low=None, asymptote_acc_high=None)
-                row["r2"] = _safe(fit.r2) if fit.converged else None
+                row["r2"] = finite_float(fit.r2) if fit.converged else None
                 for t in self.targets:
                     ex = g.extrapolations[law][t]
                     tag = _tag(t)
                     row[f"reachable_{tag}"] = bool(ex.converged and ex.reachable)
-                    row[f"share_reachable_{tag}"] = _safe(ex.share_reachable)
+                    row[f"share_reachable_{tag}"] = finite_float(ex.share_reachable)
                     for q in SUMMARY_QUANTITIES:
                         point, low, high = ex.values.get(q, (math.nan, math.nan, math.nan))
-                        row[f"{q}_{tag}"] = _safe(point)
-                        row[f"{q}_{tag}_low"] = _safe(low)
-                        row[f"{q}_{tag}_high"] = _safe(high)
+                        row[f"{q}_{tag}"] = finite_float(point)
+                        row[f"{q}_{tag}_low"] = finite_float(low)
+                        row[f"{q}_{tag}_high"] = finite_float(high)
                 rows.append(row)
         return rows
 
@@ -112,14 +114,6 @@ SUMMARY_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricit
 
 def _tag(target: float) -> str:
     return f"{target:g}"
-
-
-def _safe(v) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 # ---------------------------------------------------------------------- formatting
