@@ -1,6 +1,7 @@
 """The flat run record: one row per run, what `runs export` writes and `fit` reads.
 
-Units are in the names; accuracies are percentages (0-100). ``collapsed`` flags runs whose
+Units are in the names; accuracies are percentages (0-100), each with the number of test images it was
+measured on (``<metric>_n_examples``; AutoAttack's is ``aa_n_examples``). ``collapsed`` flags runs whose
 AutoAttack accuracy fell below 10% or that the per-epoch check flagged during training
 (catastrophic overfitting, at epoch ``collapsed_epoch``), which analyses mark rather than drop.
 """
@@ -15,8 +16,12 @@ RUN_COLUMNS: tuple[str, ...] = (
     "train_flops", "train_flops_per_image", "eval_flops",
     "wall_seconds", "device_hours", "device_name", "device_count",
     "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low", "cloud_usd_high",
-    "clean_acc", "pgd_robust_acc", "aa_robust_acc", "aa_n_examples", "collapsed", "collapsed_epoch",
+    "clean_acc", "clean_acc_n_examples", "pgd_robust_acc", "pgd_robust_acc_n_examples",
+    "aa_robust_acc", "aa_n_examples", "collapsed", "collapsed_epoch",
 )
+
+# Test images behind each headline accuracy. AutoAttack's column predates the `<metric>_n_examples` rule.
+N_EXAMPLES_ALIASES: dict[str, str] = {"aa_robust_acc": "aa_n_examples"}
 
 # Column names of the 2024 study's results.csv accepted wherever a run column is named.
 PAPER_ALIASES: dict[str, str] = {
@@ -31,6 +36,15 @@ COLLAPSE_THRESHOLD_ACC = 10.0  # percent AutoAttack accuracy
 def resolve_column(name: str) -> str:
     """Map a paper alias to our column name (other names pass through)."""
     return PAPER_ALIASES.get(name, name)
+
+
+def n_examples_column(metric: str, columns) -> str | None:
+    """The column of ``columns`` holding the test-image count of ``metric`` (``<metric>_n_examples``, else
+    its alias, e.g. ``aa_n_examples``), or None when there is none."""
+    for name in (f"{metric}_n_examples", N_EXAMPLES_ALIASES.get(resolve_column(metric))):
+        if name is not None and name in columns:
+            return name
+    return None
 
 
 def finite_float(value) -> float | None:

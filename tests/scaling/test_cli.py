@@ -150,3 +150,43 @@ def test_extrapolate_user_errors(cli, runs, tmp_path):
                       "unknown device type 'TPU'", "H100")
     assert_user_error(cli(*base, "--target", "60", "--throughput", "10", "--price-preset", "cheap"),
                       "unknown price preset 'cheap'")
+
+
+def test_fit_and_extrapolate_show_no_numbers_for_a_law_the_runs_do_not_identify(cli, runs, tmp_path):
+    # 4 runs for the saturating law's 3 parameters (the law interpolates them): not identified, whatever it prints.
+    path = tmp_path / "few.csv"
+    runs("saturating", n=4, seed=5).to_csv(path, index=False)
+    code, out, err = cli("fit", path, "--law", "saturating", "--bootstrap", "100")
+    assert code == 0, err
+    (row,) = [line for line in out.splitlines() if line.startswith("all runs") or line.startswith("(all)")
+              or "not identified:" in line]
+    assert "not identified: 4 runs for 3 parameters" in row
+    ref = fit_law(pd.read_csv(path), "saturating", bootstrap=100)
+    assert f"{ref.params['alpha']:.3g}" not in row  # the point fit exists, but is not printed
+    code, out, _ = cli("fit", path, "--law", "saturating", "--bootstrap", "100", "--json")
+    (fit,) = json.loads(out)["fits"]
+    assert fit["status"] == "not identified" and "4 runs for 3 parameters" in fit["status_reason"]
+    code, out, err = cli("extrapolate", path, "--target", "60", "--bootstrap", "100")
+    assert code == 0, err
+    assert "not extrapolated: the law's status is not identified" in out and "compute [FLOPs]" not in out
+    code, out, _ = cli("extrapolate", path, "--target", "60", "--bootstrap", "100", "--json")
+    (ex,) = json.loads(out)["extrapolations"]
+    assert ex["status"] == "not identified" and ex["values"] == {} and ex["reachable"] is False
+
+
+def test_fit_flags_a_lack_of_fit_and_extrapolate_refuses_it(cli, tmp_path):
+    # Accuracies on 1,000 test images each that saturate (error-power truth); the accuracy power law cannot follow.
+    x = np.logspace(12, 14, 8)
+    acc = np.random.default_rng(0).binomial(1000, 1 - 0.7 * (x / 1e12) ** -0.4) / 10.0
+    path = tmp_path / "bend.csv"
+    pd.DataFrame({"name": [f"r{i}" for i in range(8)], "train_flops": x, "aa_robust_acc": acc,
+                  "aa_n_examples": 1000, "device_hours": x / 1e15}).to_csv(path, index=False)
+    code, out, err = cli("fit", path, "--bootstrap", "100")
+    assert code == 0, err
+    assert "lack of fit, a trend not to extrapolate: residuals up to" in out
+    code, out, err = cli("extrapolate", path, "--law", "power", "--target", "80", "--bootstrap", "100")
+    assert code == 0, err
+    assert "not extrapolated: the law's status is lack of fit" in out
+    code, out, err = cli("extrapolate", path, "--law", "error-power", "--target", "80", "--bootstrap", "100")
+    assert code == 0, err
+    assert "not extrapolated" not in out and "compute [FLOPs]" in out  # the law the runs follow is solved

@@ -8,7 +8,7 @@ import pytest
 
 from robustscale.scaling import extrapolate, fit_law
 from robustscale.scaling.identified import (LACK_OF_FIT, NOT_CONVERGED, NOT_IDENTIFIED, OK, asymptote, identify,
-                                            lack_of_fit, min_runs)
+                                            SEED_SD_POINTS, lack_of_fit, min_runs)
 
 BOOT = 200
 
@@ -104,12 +104,12 @@ def _binomial_runs(acc_true, n=1000, seed=0):
                          "apgd_ce_robust_acc": 100.0 * k / n, "apgd_ce_robust_acc_n_examples": n})
 
 
-def _chi2_reference(fit, n):
-    """chi2 and p of the residuals under binomial noise, computed here from the definition (float64)."""
+def _chi2_reference(fit, n, seed_sd=SEED_SD_POINTS):
+    """chi2 and p of the residuals under binomial noise plus the assumed seed SD, from the definition (float64)."""
     from scipy.stats import chi2
 
     q = (fit.y_values - fit.residuals) / 100.0
-    stat = float(np.sum(fit.residuals ** 2 / (1e4 * q * (1 - q) / n)))
+    stat = float(np.sum(fit.residuals ** 2 / (1e4 * q * (1 - q) / n + seed_sd ** 2)))
     return stat, float(chi2.sf(stat, fit.n - 2))
 
 
@@ -128,6 +128,20 @@ def test_a_law_that_bends_away_from_the_runs_is_rejected():
     good = fit_law(df, law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
     assert identify(good).status == OK and _chi2_reference(good, 1000)[1] >= 1e-3
     assert good.ci["alpha"][0] < 0.35 < good.ci["alpha"][1]
+
+
+def test_seed_noise_beside_a_large_test_set_does_not_reject_a_true_law():
+    # 30 runs of a true error-power law, each with a seed effect of SD 0.8 points and 10,000 test images (binomial
+    # SE 0.5): binomial noise alone would reject the law; with the assumed seed SD of 1 point it stands.
+    rng = np.random.default_rng(11)
+    x = np.logspace(17, 19.5, 30)
+    truth = 100 - 60 * (x / 1e17) ** -0.05 + 0.8 * rng.standard_normal(30)
+    df = _binomial_runs(truth, n=10_000, seed=12).assign(train_flops=x)
+    fit = fit_law(df, law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    assert _chi2_reference(fit, 10_000, seed_sd=0.0)[1] < 1e-3  # binomial-only: rejected
+    stat, p = _chi2_reference(fit, 10_000)
+    assert p >= 1e-3 and lack_of_fit(fit) is None
+    assert lack_of_fit(fit, seed_sd=0.0) is not None
 
 
 def test_lack_of_fit_needs_the_sample_sizes():

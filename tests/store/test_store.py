@@ -69,6 +69,7 @@ def test_lifecycle_and_runs_frame(store_url):
     rec = st.runs_frame().iloc[0]
     assert rec["pgd_robust_acc"] == 42.5 and rec["aa_robust_acc"] == 8.0 and rec["aa_n_examples"] == 200
     assert rec["clean_acc"] == 72.5  # from the evaluation on the most images (PGD on 500 > AA on 200)
+    assert rec["pgd_robust_acc_n_examples"] == 500 and rec["clean_acc_n_examples"] == 500  # each with its count
     assert rec["collapsed"] == True  # noqa: E712  (8% < 10%)
     assert rec["eval_flops"] == pytest.approx(2.0e9 + 5 * 1e9)  # training-time eval + 5 stored evaluations
     assert len(st.get_run("a")["evaluations"]) == 5

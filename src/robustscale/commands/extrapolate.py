@@ -42,6 +42,9 @@ def run(args) -> int:
         if not r.converged:
             print(f"  fit did not converge: {r.message}")
             continue
+        if not r.solved:
+            print(f"  not extrapolated: the law's status is {r.status} ({r.status_reason})")
+            continue
         if not r.reachable:
             y_max, lo, hi = r.asymptote
             ci = f" [{fmt(lo)}, {fmt(hi)}]" if lo == lo else ""

@@ -70,18 +70,26 @@ def law_summary(fit) -> str:
         return f"not identified: {fit}"
     if not fit.converged:
         return f"not identified: {fit.message}"
+    from ..scaling.identified import LACK_OF_FIT, identify
+
+    ident = identify(fit)
+    if not ident.shows_parameters:
+        return f"{ident.status}: {ident.reason} (n = {fit.n} frontier entries)"
     name = fit.exponent_name
     text = f"{fit.formula}: {name} = {fmt_ci(fit.params.get(name), fit.ci.get(name))}"
     if "y_max" in fit.params:
         text += f", asymptote {fmt_ci(fit.params['y_max'], fit.ci.get('y_max'))} %"
     if fit.law == "power":
         text += f", C = {fmt_ci(fit.params.get('C'), fit.ci.get('C'))}"
-    return text + f" (n = {fit.n} frontier entries, {fit.n_bootstrap} bootstrap resamples, R2 {fmt(fit.r2)})"
+    text += f" (n = {fit.n} frontier entries, {fit.n_bootstrap} bootstrap resamples, R2 {fmt(fit.r2)})"
+    return text + (f"; lack of fit: {ident.reason}" if ident.status == LACK_OF_FIT else "")
 
 
 def extrapolation_line(ex) -> str:
     if not ex.converged:
         return f"{ex.target:g} %: law not identified ({ex.message})"
+    if not ex.solved:
+        return f"{ex.target:g} %: not extrapolated ({ex.status}: {ex.status_reason})"
     if not ex.reachable:
         return f"{ex.target:g} %: {ex.summary().split(': ', 1)[1]}"
     c = ex.values["compute_flops"]

@@ -187,6 +187,9 @@ def extrapolation_table(results) -> tuple[list[str], list[list[str]]]:
         if not r.converged:
             rows.append([r.group, "fit did not converge"] + ["-"] * 8)
             continue
+        if not r.solved:
+            rows.append([r.group, f"not extrapolated ({r.status}: {r.status_reason})"] + ["-"] * 8)
+            continue
         if not r.reachable:
             y_max = r.asymptote[0]
             why = (f"not reachable: asymptote {fmt(y_max)}" if y_max == y_max and y_max != float("inf")

@@ -43,7 +43,9 @@ class Extrapolation:
     ``values[q] = (point, low, high)`` for each quantity in :data:`QUANTITIES`; ``low``/``high``
     are NaN without bootstrap, ``high`` is ``inf`` when too many resampled laws never reach the
     target. ``reachable`` is False when the target is above the fitted asymptote (``y_max``);
-    ``share_reachable`` is the share of bootstrap laws that reach it.
+    ``share_reachable`` is the share of bootstrap laws that reach it. ``status`` is the law's identification
+    (``identified.identify``): only an ``ok`` law is solved; for any other the extrapolation carries the status
+    and its ``status_reason`` and no numbers.
     """
 
     group: str
@@ -52,6 +54,8 @@ class Extrapolation:
     y: str
     converged: bool
     message: str = ""
+    status: str = "ok"
+    status_reason: str = ""
     reachable: bool = False
     share_reachable: float = float("nan")
     asymptote: tuple[float, float, float] = (float("inf"), float("nan"), float("nan"))
@@ -69,6 +73,11 @@ class Extrapolation:
         return point / self.largest_run_flops if self.largest_run_flops else float("nan")
 
     @property
+    def solved(self) -> bool:
+        """The law was solved for the target (it converged and the data identify it)."""
+        return self.converged and self.status == "ok"
+
+    @property
     def is_extrapolation(self) -> bool:
         """The solved compute lies beyond :data:`EXTRAPOLATION_FACTOR` x the largest fitted run."""
         return self.reachable and self.factor > EXTRAPOLATION_FACTOR
@@ -77,6 +86,8 @@ class Extrapolation:
         """One line for people."""
         if not self.converged:
             return f"{self.group}: fit did not converge ({self.message})"
+        if not self.solved:
+            return f"{self.group}: not extrapolated, the law's status is {self.status} ({self.status_reason})"
         if not self.reachable:
             y_max, lo, hi = self.asymptote
             share = "" if math.isnan(self.share_reachable) else \
@@ -180,6 +191,7 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
     ``CostModel.from_yaml(prices_path, preset=price_preset)``.
     """
     from ..compute import CostModel
+    from .identified import identify
 
     fits = [fits] if isinstance(fits, FitResult) else list(fits)
     for f in fits:
@@ -193,7 +205,13 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
                            message=fit.message, device_type=device_type, price_preset=cost_model.preset,
                            largest_run_flops=fit.x_range[1])
         out.append(ex)
+        ident = identify(fit)
+        ex.status, ex.status_reason = ident.status, ident.reason
         if not fit.converged:
+            continue
+        # The conversion's inputs are checked for every law (a missing column is the user's to fix either way).
+        h_per_flop, conversion = hours_per_flop(fit, df, flops_per_second, throughput)
+        if not ident.ok:  # a target read off a law the data do not carry is not a prediction
             continue
         if fit._law.error_law:
             y_max = fit.params.get("y_max", float("inf"))
@@ -204,7 +222,7 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
         ex.share_reachable = solved["share_reachable"]
         if not ex.reachable:
             continue
-        h_per_flop, ex.conversion = hours_per_flop(fit, df, flops_per_second, throughput)
+        ex.conversion = conversion
         for i, c in enumerate((solved["x"], solved["low"], solved["high"])):
             vals = _costs(c, h_per_flop, device_type, cost_model)
             for q in QUANTITIES:

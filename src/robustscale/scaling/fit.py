@@ -173,7 +173,11 @@ class FitResult:
 
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict[str, Any]:
+        from .identified import identify
+
+        ident = identify(self)
         return {
+            "status": ident.status, "status_reason": ident.reason or None,
             "law": self.law, "formula": self.formula, "x": self.x if isinstance(self.x, str) else list(self.x),
             "y": self.y, "group": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.group.items()},
             "label": self.label, "n": self.n, "n_excluded": self.n_excluded, "frontier": self.frontier,
@@ -331,9 +335,11 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
 
 
 def _point_examples(df, y: str, rows: np.ndarray) -> np.ndarray | None:
-    """``<y>_n_examples`` of the fitted rows when the table has it for every one of them."""
-    col = f"{y}_n_examples"
-    if col not in df.columns:
+    """``<y>_n_examples`` (or its alias) of the fitted rows when the table has it for every one of them."""
+    from ..schema import n_examples_column
+
+    col = n_examples_column(y, df.columns)
+    if col is None:
         return None
     n = _numeric(df, col)[rows]
     return n if n.size and np.all(np.isfinite(n) & (n > 0)) else None
@@ -462,9 +468,12 @@ def compare_exponents(fit_a: FitResult, fit_b: FitResult, name: str | None = Non
 
 
 def pairwise_comparisons(fits: Sequence[FitResult]) -> list[ExponentComparison]:
-    """Comparisons of every pair of converged, bootstrapped fits whose groups differ in exactly one column."""
+    """Comparisons of every pair of bootstrapped fits whose groups differ in exactly one column; fits the data do not
+    identify (``identified.identify``) are left out, so their exponents never enter a difference."""
+    from .identified import identify
+
     out = []
-    ok = [f for f in fits if f.converged and f.has_bootstrap]
+    ok = [f for f in fits if f.converged and f.has_bootstrap and identify(f).shows_parameters]
     for i, fa in enumerate(ok):
         for fb in ok[i + 1:]:
             diffs = [k for k in fa.group if fa.group.get(k) != fb.group.get(k)]

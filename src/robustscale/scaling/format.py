@@ -101,13 +101,23 @@ def fits_table(fits) -> tuple[list[str], list[list[str]]]:
     law = fits[0].law
     cols = LAW_COLUMNS[law]
     headers = ["group", "n"] + [h for _, h in cols] + ["R2", "AIC", "note"]
+    from .identified import LACK_OF_FIT, identify
+
     rows = []
     for f in fits:
         if not f.converged:
             rows.append([f.label, str(f.n)] + ["-"] * len(cols) + ["-", "-", f"did not converge: {f.message}"])
             continue
+        ident = identify(f)
+        if not ident.shows_parameters:  # a law the data do not pin down: its reasons, never its numbers
+            rows.append([f.label, str(f.n)] + ["-"] * len(cols) + ["-", "-", f"{ident.status}: {ident.reason}"])
+            continue
         cells = [_param_cell(k, f.params.get(k), f.ci.get(k)) for k, _ in cols]
         note = []
+        if ident.status == LACK_OF_FIT:
+            note.append(f"lack of fit, a trend not to extrapolate: {ident.reason}")
+        elif ident.unchecked:
+            note.append("unchecked: no bootstrap")
         if f.n_bootstrap_failed:
             note.append(f"{f.n_bootstrap_failed}/{f.n_bootstrap} resamples unfittable")
         if f.frontier:

@@ -129,8 +129,10 @@ def paper_to_runs(raw):
         "cloud_usd_low": device_hours * 0.43,
         "cloud_usd_high": device_hours * 1.46,
         "clean_acc": pd.to_numeric(raw["eval_acc"], errors="coerce"),
+        "clean_acc_n_examples": PAPER_AA_EXAMPLES,  # the full test set, as AutoAttack's
         "pgd_robust_acc": pd.to_numeric(raw.get("pgd40_robust_acc"), errors="coerce")
         if "pgd40_robust_acc" in raw.columns else np.nan,
+        "pgd_robust_acc_n_examples": None,  # "~1,024 test images": the study gives no exact count
         "aa_robust_acc": aa,
         "aa_n_examples": PAPER_AA_EXAMPLES,
         "collapsed": aa < COLLAPSE_THRESHOLD_ACC,

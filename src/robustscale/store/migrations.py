@@ -27,7 +27,19 @@ def _v1_to_v2(conn: Connection) -> None:
     conn.exec_driver_sql("ALTER TABLE epochs ADD COLUMN fgsm_robust_acc FLOAT")
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(conn: Connection) -> None:
+    """The test images behind each headline accuracy: runs.clean_acc_n_examples and pgd_robust_acc_n_examples,
+    filled from each run's evaluations (and training's own test-set check) as the headline is."""
+    from .rows import _refresh_headline
+    from .tables import runs
+
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN clean_acc_n_examples INTEGER")
+    conn.exec_driver_sql("ALTER TABLE runs ADD COLUMN pgd_robust_acc_n_examples INTEGER")
+    for (run_id,) in conn.execute(select(runs.c.id).where(runs.c.status == "done")).all():
+        _refresh_headline(conn, run_id)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 VERSION_KEY = "schema_version"
 

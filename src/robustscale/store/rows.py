@@ -85,7 +85,7 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
     if aa is not None:
         values.update(aa_robust_acc=aa["robust_acc"], aa_n_examples=aa["n_examples"])
     if pgd is not None:
-        values["pgd_robust_acc"] = pgd["robust_acc"]
+        values.update(pgd_robust_acc=pgd["robust_acc"], pgd_robust_acc_n_examples=pgd["n_examples"])
     # Clean accuracy from the evaluation at the run's eps on the most test images, whatever its attack;
     # training's own last evaluation counts too, with its image count (never the latest, if smaller).
     summary = row["summary"] if isinstance(row["summary"], dict) else {}
@@ -96,7 +96,8 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
     if _float(flat.get("clean_acc")) is not None and train_n:
         cleans.append((int(train_n), 0, 0, _float(flat["clean_acc"])))
     if cleans:
-        values["clean_acc"] = max(cleans)[3]
+        best_clean = max(cleans)
+        values.update(clean_acc=best_clean[3], clean_acc_n_examples=best_clean[0])
     if evals:
         train_eval = _float(flat.get("eval_flops")) or 0.0
         eval_sum = [e["eval_flops"] for e in evals if e["eval_flops"] is not None]

@@ -22,7 +22,7 @@ import enum
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
                         String, Table, Text, UniqueConstraint)
 
-SCHEMA_VERSION = 2  # bump with a migration in store/migrations.py when a table changes
+SCHEMA_VERSION = 3  # bump with a migration in store/migrations.py when a table changes
 
 
 class RunStatus(str, enum.Enum):
@@ -68,7 +68,9 @@ RUN_VALUE_COLUMNS: dict[str, object] = {
     "cloud_usd_low": Float,
     "cloud_usd_high": Float,
     "clean_acc": Float,
+    "clean_acc_n_examples": Integer,  # the test images behind each headline accuracy
     "pgd_robust_acc": Float,
+    "pgd_robust_acc_n_examples": Integer,
     "aa_robust_acc": Float,
     "aa_n_examples": Integer,
     "collapsed": Boolean,

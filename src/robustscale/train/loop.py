@@ -585,7 +585,8 @@ class Trainer:
         summary = build_summary(cfg, status=status, model_parameters=count_parameters(rundir.inner_model(self.model)),
                                 train_images=self.train_images, counters=counters, compute=compute,
                                 clean_acc=self.last_clean if on_test else None,
-                                pgd_robust_acc=self.last_robust if on_test else None, details=details)
+                                pgd_robust_acc=self.last_robust if on_test else None,
+                                n_examples=self.last_n if on_test else None, details=details)
         if self.dinfo.main:
             rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
         if self.trackers is not None:  # the summary (every compute field) and the run's claims, then close

@@ -134,8 +134,10 @@ def collapse_fields(cfg: TrainConfig, collapse: dict | None, monitored: bool) ->
 
 
 def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train_images: int, counters,
-                  compute: dict, clean_acc: float | None, pgd_robust_acc: float | None, details: dict) -> dict:
-    """The run record: every ``schema.RUN_COLUMNS`` column in order, then ``details``."""
+                  compute: dict, clean_acc: float | None, pgd_robust_acc: float | None, n_examples: int | None,
+                  details: dict) -> dict:
+    """The run record: every ``schema.RUN_COLUMNS`` column in order, then ``details``. ``n_examples``: the test
+    images behind ``clean_acc`` / ``pgd_robust_acc``."""
     values = {
         "name": cfg.name, "source": "robustscale", "status": status, "config_hash": cfg.config_hash(),
         "dataset": cfg.dataset, "model": cfg.model, "model_parameters": model_parameters,
@@ -144,7 +146,8 @@ def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train
         "synthetic_data": bool(cfg.generated_data) and cfg.generated_fraction > 0,
         "train_images": train_images, "train_images_seen": counters.images_seen,
         **{k: compute[k] for k in _COMPUTE_COLUMNS},
-        "clean_acc": clean_acc, "pgd_robust_acc": pgd_robust_acc,
+        "clean_acc": clean_acc, "clean_acc_n_examples": n_examples if clean_acc is not None else None,
+        "pgd_robust_acc": pgd_robust_acc, "pgd_robust_acc_n_examples": n_examples if pgd_robust_acc is not None else None,
         # Until AutoAttack runs, collapsed is only known to be True (flagged during training).
         "aa_robust_acc": None, "aa_n_examples": None, "collapsed": True if details.get("collapsed_epoch") else None,
         "collapsed_epoch": details.get("collapsed_epoch"),

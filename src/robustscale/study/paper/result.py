@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...scaling.identified import identify
 from ...schema import finite_float
 
 DEFAULT_TARGETS = (60, 65, 70, 75)
@@ -70,7 +71,8 @@ class PaperReproduction:
         """One dict per (group, law), JSON-safe (None for NaN / infinite bounds).
 
         Keys: ``group`` (label), ``key``, ``law``, ``n_runs`` (fitted), ``n_excluded`` (collapsed),
-        ``converged``, ``message``, ``exponent`` / ``exponent_low`` / ``exponent_high`` (alpha),
+        ``converged``, ``message``, ``status`` / ``status_reason`` (``scaling.identified``: the numbers below are
+        None for a law that is not identified, and the targets are solved only for an ``ok`` one), ``exponent`` / ``exponent_low`` / ``exponent_high`` (alpha),
         ``asymptote_acc`` / ``_low`` / ``_high`` (100 - E, saturating only), ``r2``; and per target
         T: ``reachable_T``, ``share_reachable_T`` and ``<q>_T`` / ``<q>_T_low`` / ``<q>_T_high`` for q in
         ``compute_flops``, ``device_hours``, ``energy_kwh``, ``electricity_usd``, ``cloud_usd_low``,
@@ -81,23 +83,26 @@ class PaperReproduction:
         for g in self.groups:
             for law in LAWS:
                 fit = g.fits[law]
+                ident = identify(fit)
+                shown = fit.converged and ident.shows_parameters  # no numbers for a law the data do not carry
                 row: dict[str, Any] = {"group": g.label, "key": g.key, "law": law, "n_runs": fit.n,
                                        "n_excluded": fit.n_excluded, "converged": bool(fit.converged),
-                                       "message": fit.message}
-                lo, hi = fit.ci.get("alpha", (math.nan, math.nan))
-                row.update(exponent=finite_float(fit.params.get("alpha") if fit.converged else None),
+                                       "message": fit.message, "status": ident.status,
+                                       "status_reason": ident.reason or None}
+                lo, hi = fit.ci.get("alpha", (math.nan, math.nan)) if shown else (None, None)
+                row.update(exponent=finite_float(fit.params.get("alpha") if shown else None),
                            exponent_low=finite_float(lo), exponent_high=finite_float(hi))
-                if law == "saturating" and fit.converged:
+                if law == "saturating" and shown:
                     lo, hi = fit.ci.get("y_max", (math.nan, math.nan))
                     row.update(asymptote_acc=finite_float(fit.params.get("y_max")), asymptote_acc_low=finite_float(lo),
                                asymptote_acc_high=finite_float(hi))
                 else:
                     row.update(asymptote_acc=None, asymptote_acc_low=None, asymptote_acc_high=None)
-                row["r2"] = finite_float(fit.r2) if fit.converged else None
+                row["r2"] = finite_float(fit.r2) if shown else None
                 for t in self.targets:
                     ex = g.extrapolations[law][t]
                     tag = _tag(t)
-                    row[f"reachable_{tag}"] = bool(ex.converged and ex.reachable)
+                    row[f"reachable_{tag}"] = bool(ex.solved and ex.reachable)
                     row[f"share_reachable_{tag}"] = finite_float(ex.share_reachable)
                     for q in SUMMARY_QUANTITIES:
                         point, low, high = ex.values.get(q, (math.nan, math.nan, math.nan))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ...report import Sections
+from ...scaling.identified import identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
 from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, PARTIAL_COLLAPSE_ACC, PRICE_PRESET,
                      PaperReproduction, _arch_label, _interval, _num, _pct)
@@ -54,7 +55,13 @@ def _fits_section(out: Sections, result: PaperReproduction, figures: dict) -> No
              "activations × 5 attack-step counts), plus all runs together and their Pareto frontier (the best "
              "accuracy reached at or below each compute). The study's form is the power law "
              "`AA = C · FLOPs^α`; the saturating form `100 − AA = E + A · FLOPs^−α` lets accuracy level off at "
-             "100 − E.")
+             "100 − E. Each fit has a status (`robustscale.scaling.identified`): a law the runs do not pin down "
+             "(too few runs for its parameters, a bootstrap interval at a bound, a parameter at its bound) is "
+             "*not identified* and shows its reasons instead of numbers; a law whose residuals are far larger "
+             "than the 10,000 test images' sampling and an assumed seed SD of 1 point explain (chi² test, "
+             "p < 0.001) is a *lack of fit*: its "
+             "exponent is shown as a trend (the case-resampling interval holds whatever the scatter) but it is "
+             "not extrapolated.")
     partial = runs[~runs["collapsed"] & (runs["aa_robust_acc"] < PARTIAL_COLLAPSE_ACC)]
     if len(partial):
         names = ", ".join(f"{r.name} ({r.aa_robust_acc:.1f}% AA, PGD-40 {r.pgd_robust_acc:.1f}%)"
@@ -175,6 +182,7 @@ def _extrapolation_section(out: Sections, result: PaperReproduction, figures: di
     out.text(f"Each law solved for the target accuracy; compute converted to GPU-hours with the group's median "
              f"GPU-hours per FLOP, to energy at 300 W per GPU and to dollars with the `{PRICE_PRESET}` preset "
              f"($0.12/kWh × PUE 1.58 for electricity; $0.43–1.46 per GPU-hour for cloud rental). "
+             f"Only laws with the status ok are solved (\"not extrapolated\" otherwise, see the fits above). "
              f"\"Not reachable\" means the fitted law never gets there (saturating asymptote below the target, or a "
              f"non-positive exponent); the share of bootstrap fits that do reach it is given. An upper bound of ∞ "
              f"means more than {100 * (1 - _level(result)) / 2:.1f}% of the bootstrap laws never reach the target.")
@@ -193,18 +201,24 @@ def _key_numbers(result: PaperReproduction) -> str:
     lines = []
     front = result.group("frontier")
     fp, fs = front.fits["power"], front.fits["saturating"]
-    if fp.converged:
+    fp_id, fs_id = identify(fp), identify(fs)
+    if fp.converged and not fp_id.shows_parameters:
+        lines.append(f"- Power law on the Pareto frontier of all runs: {fp_id.status} ({fp_id.reason}).")
+    elif fp.converged:
         ex = front.extrapolations["power"][top]
         lo, hi = fp.ci.get("alpha", (math.nan, math.nan))
-        reach = ""
-        if ex.reachable:
+        reach = "" if ex.solved else f"; not extrapolated ({ex.status})"
+        if ex.solved and ex.reachable:
             v = ex.values
             reach = (f"; it reaches {top:g}% AA at {_interval(*v['compute_flops'])} FLOPs ({_num(ex.factor)}× the "
                      f"largest run), {_num(v['device_hours'][0] / (24 * 365.25))} GPU-years, "
                      f"${_num(v['electricity_usd'][0])} of electricity")
         lines.append(f"- Power law on the Pareto frontier of all runs: α = {_interval(fp.params['alpha'], lo, hi)}"
                      f"{reach}.")
-    if fs.converged:
+    if fs.converged and not fs_id.ok:
+        lines.append(f"- Saturating law on the same frontier: {fs_id.status} ({fs_id.reason}): no asymptote and no "
+                     f"cost of {top:g}% can be read off it.")
+    elif fs.converged:
         ex = front.extrapolations["saturating"][top]
         lo, hi = fs.ci.get("y_max", (math.nan, math.nan))
         share = "" if math.isnan(ex.share_reachable) else \
@@ -213,14 +227,15 @@ def _key_numbers(result: PaperReproduction) -> str:
                  f"{top:g}% is reached at {_num(ex.values['compute_flops'][0])} FLOPs")
         lines.append(f"- Saturating law on the same frontier: asymptote {_interval(fs.params['y_max'], lo, hi)}% AA; "
                      f"{reach}.")
-    grid = [g for g in result.groups if g.group and g.fits["power"].converged]
+    grid = [g for g in result.groups if g.group and g.fits["power"].converged
+            and identify(g.fits["power"]).shows_parameters]
     for synth in (True, False):
         alphas = [g.fits["power"].params["alpha"] for g in grid if g.group["synthetic_data"] == synth]
         if alphas:
             lines.append(f"- Power-law exponents of the {len(alphas)} groups {'with' if synth else 'without'} "
                          f"generated data: {min(alphas):.3g} to {max(alphas):.3g}.")
     e = result.electricity
-    if e.converged:
+    if e.converged and identify(e).shows_parameters:
         lo, hi = e.ci.get("alpha", (math.nan, math.nan))
         lines.append(f"- Electricity cost grows as FLOPs^{_interval(e.params['alpha'], lo, hi)}.")
     g = t["generated_data_gain"].iloc[0]

@@ -4,7 +4,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...scaling.identified import identify
 from .result import METHOD_NAMES, PaperReproduction, _group_key, _interval, _num, _pct
+
 
 def _display(df, columns: dict[str, tuple[str, Any]]):
     """Select and rename ``columns`` (``source -> (header, formatter)``) into display strings."""
@@ -52,6 +54,11 @@ def _fit_table(result: PaperReproduction, law: str):
             row.update({"α [95% CI]": "fit failed: " + fit.message})
             rows.append(row)
             continue
+        ident = identify(fit)
+        if not ident.shows_parameters:  # a law the data do not pin down: why, never its numbers
+            row.update({"α [95% CI]": f"{ident.status}: {ident.reason}"})
+            rows.append(row)
+            continue
         row["α [95% CI]"] = _interval(fit.params["alpha"], *fit.ci.get("alpha", (None, None)))
         if law == "power":
             row["C"] = _num(fit.params["C"])
@@ -59,6 +66,7 @@ def _fit_table(result: PaperReproduction, law: str):
             row["asymptote 100 − E [%]"] = _interval(fit.params["y_max"], *fit.ci.get("y_max", (None, None)))
         row["R²"] = f"{fit.r2:.3f}"
         row["FLOPs range"] = f"{_num(fit.x_range[0])} – {_num(fit.x_range[1])}"
+        row["status"] = "ok" if ident.ok else f"{ident.status}: {ident.reason}"
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
 
@@ -66,6 +74,8 @@ def _fit_table(result: PaperReproduction, law: str):
 def _reach_cell(ex, q: str = "compute_flops") -> str:
     if not ex.converged:
         return "fit failed"
+    if not ex.solved:
+        return f"not extrapolated ({ex.status})"
     if not ex.reachable:
         share = "" if math.isnan(ex.share_reachable) else \
             f"; reachable in {100 * ex.share_reachable:.0f}% of bootstrap fits"
@@ -86,7 +96,7 @@ def _extrapolation_tables(result: PaperReproduction, law: str):
         for t in result.targets:
             ex = g.extrapolations[law][t]
             row[f"FLOPs to {t:g}% [95% CI]"] = _reach_cell(ex)
-            if ex.converged and ex.reachable:
+            if ex.solved and ex.reachable:
                 v = ex.values
                 detail.append({
                     "group": g.label, "target AA [%]": f"{t:g}",
@@ -117,7 +127,7 @@ def _exponent_comparison_table(result: PaperReproduction):
             continue
         b = result.group(_group_key({**g.group, "synthetic_data": False}))
         fa, fb = g.fits["power"], b.fits["power"]
-        if not (fa.converged and fb.converged and fa.has_bootstrap and fb.has_bootstrap):
+        if not all(f.converged and f.has_bootstrap and identify(f).shows_parameters for f in (fa, fb)):
             continue
         c = compare_exponents(fa, fb)
         rows.append({"method, epochs": f"{METHOD_NAMES.get(g.group['method'], g.group['method'])}, "
