@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...scaling.identified import identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
 from .analysis import _archs_by_size
 from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, SYNTH_COLOR, SYNTH_NAMES, PaperReproduction,
@@ -45,12 +46,19 @@ def _figures(result: PaperReproduction) -> dict[str, tuple[Any, str]]:
     }
 
 
-def _curve(fit, xs):
+def _curve(fit, xs, extrapolated: bool = False):
+    """The law over ``xs``, or None where it must not be drawn: not identified (or, carried beyond the data,
+    anything but ok)."""
     import numpy as np
 
-    if not fit.converged:
+    ident = identify(fit)
+    if not fit.converged or not (ident.ok if extrapolated else ident.shows_parameters):
         return None
     return np.asarray(fit.predict(xs), float)
+
+
+def _missing(fit) -> str:
+    return "fit failed" if not fit.converged else identify(fit).status
 
 
 def _fig_aa_vs_flops(result: PaperReproduction):
@@ -85,7 +93,7 @@ def _fig_aa_vs_flops(result: PaperReproduction):
                     fit = g.fits[law]
                     ys = _curve(fit, xs)
                     if ys is None:
-                        ax.plot([], [], style, color=color, label=f"{law}: fit failed")
+                        ax.plot([], [], style, color=color, label=f"{law}: {_missing(fit)}")
                         continue
                     extra = f", max {fit.params['y_max']:.1f}%" if law == "saturating" else ""
                     ax.plot(xs, ys, style, color=color, lw=1.6, label=f"{law}: α={fit.params['alpha']:.3g}{extra}")
@@ -121,8 +129,8 @@ def _fig_exponents(result: PaperReproduction):
         for j, g in enumerate(result.groups):
             fit = g.fits[law]
             color = "black" if not g.group else SYNTH_COLOR[g.group["synthetic_data"]]
-            if not fit.converged:
-                ax.text(0.02, j, "fit failed", transform=ax.get_yaxis_transform(), va="center", fontsize=8,
+            if not fit.converged or not identify(fit).shows_parameters:
+                ax.text(0.02, j, _missing(fit), transform=ax.get_yaxis_transform(), va="center", fontsize=8,
                         color="0.4")
                 continue
             lo, hi = fit.ci.get(key, (math.nan, math.nan))
@@ -156,7 +164,7 @@ def _fig_extrapolation(result: PaperReproduction):
     x_data = ok["train_flops"].max()
     # Out to where the frontier's power law reaches the highest target, within 10 decades.
     front = result.group("frontier").fits["power"]
-    reach = front.solve_for(max(result.targets)) if front.converged else math.inf
+    reach = front.solve_for(max(result.targets)) if front.converged and identify(front).ok else math.inf
     xmax = min(max(x_data * 100, 3 * reach if math.isfinite(reach) else x_data * 1e4), x_data * 1e10)
     xs = np.geomspace(xmin, xmax, 300)
     front_runs = runs.loc[front.fitted_index] if front.converged else ok.iloc[:0]
@@ -168,9 +176,9 @@ def _fig_extrapolation(result: PaperReproduction):
         for key, color in zip(shown, colors):
             g = result.group(key)
             fit = g.fits[law]
-            ys = _curve(fit, xs)
+            ys = _curve(fit, xs, extrapolated=True)
             if ys is None:
-                ax.plot([], [], color=color, label=f"{g.label}: fit failed")
+                ax.plot([], [], color=color, label=f"{g.label}: {_missing(fit)}, not extrapolated")
                 continue
             extra = f", max {fit.params['y_max']:.1f}%" if law == "saturating" else ""
             ax.plot(xs, ys, "-", color=color, lw=2 if key == "frontier" else 1.3,
