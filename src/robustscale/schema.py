@@ -17,7 +17,8 @@ RUN_COLUMNS: tuple[str, ...] = (
     "wall_seconds", "device_hours", "device_name", "device_count",
     "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low", "cloud_usd_high",
     "clean_acc", "clean_acc_n_examples", "pgd_robust_acc", "pgd_robust_acc_n_examples",
-    "aa_robust_acc", "aa_n_examples", "collapsed", "collapsed_epoch",
+    "apgd_ce_robust_acc", "apgd_ce_robust_acc_n_examples", "aa_robust_acc", "aa_n_examples",
+    "collapsed", "collapsed_epoch",
 )
 
 # Test images behind each headline accuracy. AutoAttack's column predates the `<metric>_n_examples` rule.

@@ -30,7 +30,8 @@ def test_schema_1_store_is_migrated_and_keeps_its_runs(tmp_path):
     with st.engine.begin() as conn:  # make it a schema-1 store, as robustscale 0.1 wrote it
         conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN collapsed_epoch")
         conn.exec_driver_sql("ALTER TABLE epochs DROP COLUMN fgsm_robust_acc")
-        for col in ("clean_acc_n_examples", "pgd_robust_acc_n_examples"):  # schema 3's
+        for col in ("clean_acc_n_examples", "pgd_robust_acc_n_examples", "apgd_ce_robust_acc",
+                    "apgd_ce_robust_acc_n_examples"):  # schema 3's
             conn.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {col}")
         conn.execute(update(meta).values(value="1"))
     st.close()

@@ -1,5 +1,5 @@
 """Schema 3: the test images behind each headline accuracy (runs.clean_acc_n_examples, pgd_robust_acc_n_examples
-beside aa_n_examples), filled from the evaluations, backfilled by the migration of a schema-2 store, and read by
+beside aa_n_examples) and APGD-CE's headline with its count, filled from the evaluations, backfilled by the migration of a schema-2 store, and read by
 ``fit`` so that its lack-of-fit check knows each point's binomial noise."""
 from __future__ import annotations
 
@@ -30,9 +30,11 @@ def test_schema_2_store_is_migrated_and_backfilled(tmp_path):
     st.finish_run("old", {"status": "completed", "train_flops": 3.0e12})
     st.record_evaluation("old", _claim("pgd", 1000, 70.0, 40.0))
     st.record_evaluation("old", _claim("aa-standard", 200, 71.0, 38.0))
+    st.record_evaluation("old", _claim("apgd-ce", 500, 70.5, 39.0))
     with st.engine.begin() as conn:  # make it a schema-2 store, as robustscale 0.2 wrote it
-        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN clean_acc_n_examples")
-        conn.exec_driver_sql("ALTER TABLE runs DROP COLUMN pgd_robust_acc_n_examples")
+        for col in ("clean_acc_n_examples", "pgd_robust_acc_n_examples", "apgd_ce_robust_acc",
+                    "apgd_ce_robust_acc_n_examples"):
+            conn.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {col}")
         conn.execute(update(meta).values(value="2"))
     st.close()
 
@@ -45,6 +47,7 @@ def test_schema_2_store_is_migrated_and_backfilled(tmp_path):
     assert (rec["pgd_robust_acc"], rec["pgd_robust_acc_n_examples"]) == (40.0, 1000)
     assert (rec["clean_acc"], rec["clean_acc_n_examples"]) == (70.0, 1000)
     assert (rec["aa_robust_acc"], rec["aa_n_examples"]) == (38.0, 200)
+    assert (rec["apgd_ce_robust_acc"], rec["apgd_ce_robust_acc_n_examples"]) == (39.0, 500)
 
 
 def test_fit_from_a_store_knows_each_points_test_images(tmp_path):
@@ -57,8 +60,12 @@ def test_fit_from_a_store_knows_each_points_test_images(tmp_path):
         st.start_run(_cfg(name, seed=i), tmp_path / name)
         st.finish_run(name, {"status": "completed", "train_flops": float(x)})
         st.record_evaluation(name, _claim("aa-standard", 1000, 80.0, round(float(y), 1)))
+        st.record_evaluation(name, _claim("apgd-ce", 1000, 80.0, round(float(y), 1)))
     frame = st.runs_frame()
     assert frame["aa_n_examples"].tolist() == [1000] * 6
+    # APGD-CE (what a study fits) has its headline too, with its count.
+    apgd = fit_law(frame, law="power", y="apgd_ce_robust_acc", bootstrap=50, seed=0, n_jobs=1)
+    assert list(apgd.n_examples) == [1000] * 6 and identify(apgd).status == LACK_OF_FIT
     fit = fit_law(frame, law="power", bootstrap=50, seed=0, n_jobs=1)
     assert fit.n_examples is not None and list(fit.n_examples) == [1000] * 6
     assert identify(fit).status == LACK_OF_FIT

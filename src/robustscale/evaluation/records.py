@@ -142,7 +142,7 @@ def _locked(path: Path) -> Iterator[None]:
 def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> dict[str, Any]:
     """Attach ``claim`` to ``<run_dir>/summary.json`` and return the new summary.
 
-    Sets ``pgd_robust_acc`` (pgd), ``aa_robust_acc`` / ``aa_n_examples`` / ``collapsed`` (aa-standard),
+    Sets ``pgd_robust_acc`` (pgd), ``apgd_ce_robust_acc`` (apgd-ce), ``aa_robust_acc`` / ``aa_n_examples`` / ``collapsed`` (aa-standard),
     keeps every evaluation under ``evaluations[<stem>]``, and makes ``eval_flops`` the training-time
     evaluation FLOPs (kept as ``train_eval_flops``) plus those of every stored evaluation.
     """
@@ -164,9 +164,10 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
         evaluations[stem]["claim"] = f"eval/{stem}.json"
         evaluations[stem].update(accuracy_intervals(claim, claim.get("n_examples")))
         attack = claim.get("attack")
-        if attack == Attack.PGD.value:
-            summary["pgd_robust_acc"] = claim["robust_acc"]
-            summary.update(_headline_interval("pgd_robust_acc", claim))
+        if attack in (Attack.PGD.value, Attack.APGD_CE.value):
+            metric = "pgd_robust_acc" if attack == Attack.PGD.value else "apgd_ce_robust_acc"
+            summary[metric] = claim["robust_acc"]
+            summary.update(_headline_interval(metric, claim))
         elif attack == Attack.AA_STANDARD.value:
             summary["aa_robust_acc"] = claim["robust_acc"]
             summary["aa_n_examples"] = claim["n_examples"]

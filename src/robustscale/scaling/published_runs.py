@@ -133,6 +133,7 @@ def paper_to_runs(raw):
         "pgd_robust_acc": pd.to_numeric(raw.get("pgd40_robust_acc"), errors="coerce")
         if "pgd40_robust_acc" in raw.columns else np.nan,
         "pgd_robust_acc_n_examples": None,  # "~1,024 test images": the study gives no exact count
+        "apgd_ce_robust_acc": np.nan, "apgd_ce_robust_acc_n_examples": None,  # not in the study
         "aa_robust_acc": aa,
         "aa_n_examples": PAPER_AA_EXAMPLES,
         "collapsed": aa < COLLAPSE_THRESHOLD_ACC,

@@ -15,6 +15,7 @@ from .tables import EPOCH_VALUE_COLUMNS, epochs, evaluations, runs
 # Attacks whose result fills the run's headline columns (the others stay in `evaluations`).
 AA_ATTACKS = ("aa-standard", "autoattack", "aa")
 PGD_ATTACKS = ("pgd",)
+APGD_CE_ATTACKS = ("apgd-ce",)  # AutoAttack's first stage alone: what studies fit on
 _EPS_TOL = 1e-6
 
 
@@ -80,12 +81,14 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
                  and (run_eps is None or abs(e["eps"] - run_eps) < _EPS_TOL)]
         return max(cands, key=lambda e: (e["n_examples"], e["id"])) if cands else None
 
-    aa, pgd = best(AA_ATTACKS), best(PGD_ATTACKS)
+    aa, pgd, apgd = best(AA_ATTACKS), best(PGD_ATTACKS), best(APGD_CE_ATTACKS)
     values: dict[str, Any] = {}
     if aa is not None:
         values.update(aa_robust_acc=aa["robust_acc"], aa_n_examples=aa["n_examples"])
     if pgd is not None:
         values.update(pgd_robust_acc=pgd["robust_acc"], pgd_robust_acc_n_examples=pgd["n_examples"])
+    if apgd is not None:
+        values.update(apgd_ce_robust_acc=apgd["robust_acc"], apgd_ce_robust_acc_n_examples=apgd["n_examples"])
     # Clean accuracy from the evaluation at the run's eps on the most test images, whatever its attack;
     # training's own last evaluation counts too, with its image count (never the latest, if smaller).
     summary = row["summary"] if isinstance(row["summary"], dict) else {}

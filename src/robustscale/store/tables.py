@@ -71,6 +71,8 @@ RUN_VALUE_COLUMNS: dict[str, object] = {
     "clean_acc_n_examples": Integer,  # the test images behind each headline accuracy
     "pgd_robust_acc": Float,
     "pgd_robust_acc_n_examples": Integer,
+    "apgd_ce_robust_acc": Float,
+    "apgd_ce_robust_acc_n_examples": Integer,
     "aa_robust_acc": Float,
     "aa_n_examples": Integer,
     "collapsed": Boolean,

@@ -148,6 +148,7 @@ def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train
         **{k: compute[k] for k in _COMPUTE_COLUMNS},
         "clean_acc": clean_acc, "clean_acc_n_examples": n_examples if clean_acc is not None else None,
         "pgd_robust_acc": pgd_robust_acc, "pgd_robust_acc_n_examples": n_examples if pgd_robust_acc is not None else None,
+        "apgd_ce_robust_acc": None, "apgd_ce_robust_acc_n_examples": None,  # from `evaluate` (AutoAttack's APGD-CE)
         # Until AutoAttack runs, collapsed is only known to be True (flagged during training).
         "aa_robust_acc": None, "aa_n_examples": None, "collapsed": True if details.get("collapsed_epoch") else None,
         "collapsed_epoch": details.get("collapsed_epoch"),
