@@ -190,3 +190,24 @@ def test_fit_flags_a_lack_of_fit_and_extrapolate_refuses_it(cli, tmp_path):
     code, out, err = cli("extrapolate", path, "--law", "error-power", "--target", "80", "--bootstrap", "100")
     assert code == 0, err
     assert "not extrapolated" not in out and "compute [FLOPs]" in out  # the law the runs follow is solved
+
+
+def test_seed_sd_sets_the_noise_the_lack_of_fit_test_allows(cli, tmp_path):
+    # A true error-power law, each run off it by a seed effect of SD 0.8 points, on 10,000 test images each.
+    rng = np.random.default_rng(11)
+    x = np.logspace(17, 19.5, 30)
+    acc = 100 - 60 * (x / 1e17) ** -0.05 + 0.8 * rng.standard_normal(30)
+    measured = np.random.default_rng(12).binomial(10_000, acc / 100) / 100.0
+    path = tmp_path / "seeds.csv"
+    pd.DataFrame({"name": [f"r{i}" for i in range(30)], "train_flops": x, "aa_robust_acc": measured,
+                  "aa_n_examples": 10_000}).to_csv(path, index=False)
+    code, out, err = cli("fit", path, "--law", "error-power", "--bootstrap", "100")
+    assert code == 0, err
+    assert "a seed SD of 1 points (assumed)" in out and "lack of fit" not in out
+    code, out, err = cli("fit", path, "--law", "error-power", "--bootstrap", "100", "--seed-sd", "0")
+    assert code == 0, err
+    assert "a seed SD of 0 points (given)" in out and "lack of fit, a trend not to extrapolate" in out
+    code, out, _ = cli("fit", path, "--law", "error-power", "--bootstrap", "100", "--seed-sd", "0", "--json")
+    data = json.loads(out)
+    assert data["seed_sd"] == 0 and data["fits"][0]["status"] == "lack of fit"
+    assert_user_error(cli("fit", path, "--seed-sd", "-1"), "invalid --seed-sd -1")

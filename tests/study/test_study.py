@@ -66,6 +66,7 @@ def test_study_end_to_end_and_rerun_reuses_runs(tiny_study, cli):
     assert report.is_file() and "Laws" in report.read_text()
     doc = json.loads((tmp_path / "runs" / "study.json").read_text())
     assert doc["runs"] == result["runs"] and doc["fits"] == result["fits"]
+    assert doc["seed_sd"] == 1.0 and doc["seed_sd_assumed"] is True  # the lack-of-fit test's assumption, stated
     for run in doc["runs"]:
         # selected on held-out training images, by the metric of the method
         assert run["selection_split"] in ("val", "test") and run["selected_epoch"] in (1, 2)
@@ -166,6 +167,7 @@ def test_study_table_is_readable():
     ({"targets": [150]}, "invalid study target 150"),
     ({"bootstrap": -1}, "invalid study.bootstrap -1"),
     ({"eval_workers": 0}, "invalid study.eval_workers 0"),
+    ({"seed_sd": -0.5}, "invalid study.seed_sd -0.5"),
     ({"laws": ["power", "saturating"]}, "has 5 run(s) in the grid of"),
     ({"evaluations": [{"attack": "aa-standard", "strongest": 0}]}, "invalid strongest 0"),
 ])

@@ -36,6 +36,15 @@ def add_common_arguments(p: argparse.ArgumentParser, default_law: str | None, de
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
                    help="rename a column of RUNS (repeatable or comma-separated), e.g. --map flops=train_flops")
     p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
+    add_seed_sd_argument(p)
+
+
+def add_seed_sd_argument(p: argparse.ArgumentParser) -> None:
+    from ..scaling.identified import SEED_SD_POINTS
+
+    p.add_argument("--seed-sd", type=float, default=None, metavar="POINTS",
+                   help=f"seed-to-seed SD of one run's accuracy that the lack-of-fit test allows beside each point's "
+                        f"binomial noise (default {SEED_SD_POINTS:g}, assumed; give a measured one)")
 
 
 def exclude_threshold(args) -> float | None:
@@ -56,6 +65,9 @@ def check_common(args) -> None:
         raise UserError(f"invalid --level {args.level}: must be in (0, 1), e.g. 0.95")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"invalid --jobs {args.jobs}: must be >= 1")
+    seed_sd = getattr(args, "seed_sd", None)
+    if seed_sd is not None and not (seed_sd >= 0 and seed_sd < float("inf")):
+        raise UserError(f"invalid --seed-sd {seed_sd}: must be a finite number of points >= 0, e.g. 1")
 
 
 def load_and_fit(args, law: str | None = None):
@@ -70,11 +82,11 @@ def load_and_fit(args, law: str | None = None):
     # A group too small to fit is reported as not fitted; the others are fitted all the same.
     fits, not_fitted = fit_groups_partial(
         df, args.group_by, law=law, x=args.x, y=args.y, bootstrap=args.bootstrap, seed=args.seed,
-        frontier=args.frontier, exclude_below=threshold, level=args.level, n_jobs=args.jobs,
+        frontier=args.frontier, exclude_below=threshold, level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
         progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
     settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": fits[0].y, "x": fits[0].x,
                 "group_by": args.group_by, "exclude_below": threshold, "bootstrap": args.bootstrap,
-                "seed": args.seed, "level": args.level, "frontier": args.frontier,
+                "seed": args.seed, "level": args.level, "frontier": args.frontier, "seed_sd": args.seed_sd,
                 "not_fitted": [{"group": group_label(g), "reason": reason} for g, reason in not_fitted]}
     return df, fits, settings
 
@@ -95,6 +107,12 @@ def describe(settings: dict, fits) -> str:
         detail += f"; {settings['bootstrap']} bootstrap resamples, {100 * settings['level']:g}% intervals"
     else:
         detail += "; no bootstrap (no intervals)"
+    if any(fi.n_examples is not None for fi in fits):
+        from ..scaling.identified import SEED_SD_POINTS
+
+        sd = settings.get("seed_sd")
+        detail += (f"; lack-of-fit test: each point's binomial noise (its test images) and a seed SD of "
+                   f"{SEED_SD_POINTS if sd is None else sd:g} points ({'assumed' if sd is None else 'given'})")
     skipped = [f"not fitted: {n['group']}: {n['reason']}" for n in settings.get("not_fitted", [])]
     return "\n".join(lines + [detail] + skipped)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from .fit import LAW_CHOICES, check_common, exclude_threshold
+from .fit import LAW_CHOICES, add_seed_sd_argument, check_common, exclude_threshold
 
 
 def run(args) -> int:
@@ -28,7 +28,7 @@ def run(args) -> int:
                         level=args.level, frontier=args.frontier, target=args.target, device_type=args.device_type,
                         price_preset=args.price_preset, prices_path=args.prices,
                         flops_per_second=args.flops_per_second, throughput=args.throughput, title=args.title,
-                        plots_dir=args.plots_dir, source=str(args.runs), n_jobs=args.jobs)
+                        plots_dir=args.plots_dir, source=str(args.runs), n_jobs=args.jobs, seed_sd=args.seed_sd)
     print(f"wrote {path}" + (f" (figures also in {args.plots_dir} as PNG and SVG)" if args.plots_dir else ""))
     return 0
 
@@ -62,4 +62,5 @@ def add_parser(subparsers) -> None:
     p.add_argument("--map", action="append", default=[], metavar="OLD=NEW", help="rename a column of RUNS")
     p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
     p.add_argument("--title", default="Robust accuracy vs compute", help="report title")
+    add_seed_sd_argument(p)
     p.set_defaults(func=run)

@@ -288,14 +288,14 @@ def write_report(df, out_path: str | Path, sections: Sequence[Section] | None = 
                  price_preset: str = "default", prices_path=None, flops_per_second: float | None = None,
                  throughput: float | None = None, title: str = "Robust accuracy vs compute",
                  plots_dir: str | Path | None = None, source: str | None = None, include_scaling: bool = True,
-                 n_jobs: int | None = None) -> Path:
+                 n_jobs: int | None = None, seed_sd: float | None = None) -> Path:
     """Write the HTML report of ``df`` to ``out_path``; returns the path.
 
     Fits every law in ``laws`` per group (or uses ``fits``: a list of FitResult of one law, or a
     dict law -> list), extrapolates to ``target`` and adds the figures; then appends
     ``sections`` (e.g. a study's own tables and figures). ``include_scaling=False`` writes only
     ``sections``. ``exclude_below="auto"`` drops collapsed runs (y < 10) for robust accuracies.
-    With ``plots_dir`` every figure is also written there as PNG and SVG.
+    With ``plots_dir`` every figure is also written there as PNG and SVG. ``seed_sd``: see ``fit_law``.
     """
     from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
     from ..scaling import extrapolate, fit_groups
@@ -307,7 +307,7 @@ def write_report(df, out_path: str | Path, sections: Sequence[Section] | None = 
         if fits is None:
             fits_by_law = {law: fit_groups(df, group_by, law=law, x=x, y=y, bootstrap=bootstrap, seed=seed,
                                            frontier=frontier, exclude_below=exclude_below, level=level,
-                                           n_jobs=n_jobs)
+                                           n_jobs=n_jobs, seed_sd=seed_sd)
                            for law in laws}
         elif isinstance(fits, dict):
             fits_by_law = dict(fits)

@@ -82,6 +82,8 @@ class FitResult:
     y_values: np.ndarray = field(default_factory=lambda: np.zeros(0))
     # test images behind each fitted y (the table's ``<y>_n_examples``), None where the table has none
     n_examples: np.ndarray | None = None
+    # seed-to-seed SD (points) the lack-of-fit test allows beside the binomial noise; None: identified.SEED_SD_POINTS
+    seed_sd: float | None = None
     # internals: the law, its scaled data and internal parameters (point and bootstrap)
     _law: Law | None = field(default=None, repr=False)
     _prep: Prepared | None = field(default=None, repr=False)
@@ -214,7 +216,7 @@ def _x_columns(law: Law, x) -> list[str]:
 def fit_law(df, law: str | Law = "power", x: str | Sequence[str] | None = None, y: str = DEFAULT_Y,
             bootstrap: int = 0, seed: int = 0, frontier: bool = False, exclude_below: float | None = None,
             level: float = 0.95, n_jobs: int | None = None, progress: bool = False,
-            group: dict[str, Any] | None = None) -> FitResult:
+            group: dict[str, Any] | None = None, seed_sd: float | None = None) -> FitResult:
     """Fit ``law`` to the runs in ``df``: ``y`` (default AutoAttack accuracy, %) against ``x``
     (default total training FLOPs; chinchilla: ``model_parameters, train_images_seen``).
 
@@ -225,12 +227,19 @@ def fit_law(df, law: str | Law = "power", x: str | Sequence[str] | None = None, 
         exclude_below: drop runs with ``y`` below this (e.g. 10: collapsed runs).
         n_jobs: bootstrap worker processes (default: the idle cores); progress: a tqdm bar.
         group: labels of this group (only for display).
+        seed_sd: the seed-to-seed SD of one run's accuracy (points) that the lack-of-fit test
+            (``identified.lack_of_fit``) allows beside each point's binomial noise; None: the assumed
+            ``identified.SEED_SD_POINTS``. Give a measured one (e.g. the SD over seeds of one recipe).
     Raises UserError: missing columns, non-positive x, y out of range for the law, too few
     points for the law's parameters, a single distinct x, all-NaN y.
     A fit that does not converge is returned with ``converged=False`` and a ``message``.
     """
+    if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd >= 0):
+        raise UserError(f"invalid seed SD {seed_sd!r}: must be a finite number of points >= 0")
     with single_threaded_blas():
-        return _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group)
+        result = _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group)
+    result.seed_sd = None if seed_sd is None else float(seed_sd)
+    return result
 
 
 def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group) -> FitResult:

@@ -115,8 +115,13 @@ def identify(fit) -> Identification:
     return Identification(LACK_OF_FIT, [rejected]) if rejected else Identification(OK)
 
 
-def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float = SEED_SD_POINTS) -> str | None:
-    """The reason the runs reject ``fit`` (see the module docstring), or None (also when n is unknown)."""
+def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None = None) -> str | None:
+    """The reason the runs reject ``fit`` (see the module docstring), or None (also when n is unknown).
+    ``seed_sd``: default the fit's own (``fit_law(seed_sd=...)``), else :data:`SEED_SD_POINTS`."""
+    if seed_sd is None:
+        seed_sd = getattr(fit, "seed_sd", None)
+    if seed_sd is None:
+        seed_sd = SEED_SD_POINTS
     n = fit.n_examples
     dof = fit.n - fit._law.n_params
     if n is None or dof < 1 or len(n) != len(fit.residuals):

@@ -42,7 +42,7 @@ def fit_study(df, opts, spec=None):
                 exclude = COLLAPSE_THRESHOLD_ACC
             try:
                 fit = fit_law(sub, law=law, x=opts.x, y=fam.y, bootstrap=opts.bootstrap, seed=opts.seed + i,
-                              exclude_below=exclude, group={"family": fam.label})
+                              exclude_below=exclude, group={"family": fam.label}, seed_sd=opts.seed_sd)
             except UserError as exc:  # too few usable runs in this family: said in the report, the others go on
                 fit = exc
             fits[law][fam.name] = fit

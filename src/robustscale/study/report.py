@@ -128,7 +128,17 @@ def _setup_text(df, spec, opts) -> str:
             f"training). Accuracies carry their 95% Wilson interval and image count. Laws: "
             f"{', '.join(opts.laws)}, {opts.bootstrap} bootstrap resamples (seed {opts.seed}); a law is shown "
             f"with numbers only when the data identify it (more than parameters + 2 runs, a non-degenerate "
-            f"bootstrap, no parameter at its bound). Targets beyond 10x the largest run are labelled extrapolations.")
+            f"bootstrap, no parameter at its bound) and its residuals do not reject it (chi-square against each "
+            f"run's noise: the binomial error of its test images and a seed-to-seed SD of {_seed_sd_text(opts)}; "
+            f"p &lt; 0.001 is a lack of fit). Targets beyond 10x the largest run are labelled extrapolations.")
+
+
+def _seed_sd_text(opts) -> str:
+    from ..scaling.identified import SEED_SD_POINTS
+
+    if opts.seed_sd is None:
+        return f"{SEED_SD_POINTS:g} point (assumed: study.seed_sd sets a measured one)"
+    return f"{opts.seed_sd:g} points (study.seed_sd)"
 
 
 def write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings,

@@ -15,6 +15,7 @@ A study spec is a sweep spec (see ``robustscale.sweep.spec``) plus a ``study:`` 
       bootstrap: 500
       seed: 0
       eval_workers: 2               # extra evaluations in N processes at once (CPU studies; default 1)
+      seed_sd: 1.0                  # seed-to-seed SD (points) the lack-of-fit test allows (default: assumed 1)
 
 ``strongest: k`` gives an extra evaluation only to the k runs (of those ``where`` selects) with the
 highest robust accuracy (``by: <column>``; default: the sweep's evaluation if it is an attack, else
@@ -42,7 +43,7 @@ from ..config import load_yaml
 from ..errors import UserError
 
 STUDY_KEYS = ("evaluations", "fits", "compare", "laws", "targets", "bootstrap", "seed", "x", "exclude_below",
-              "device_type", "price_preset", "report", "eval_workers")
+              "device_type", "price_preset", "report", "eval_workers", "seed_sd")
 FIT_KEYS = ("where", "y", "label")
 DEFAULT_LAWS = ("power", "saturating")
 
@@ -82,6 +83,7 @@ class StudyOptions:
     price_preset: str | None = None
     report: str | None = None  # default: <output_dir>/report.html
     eval_workers: int = 1  # processes for the extra evaluations (each gets cores // workers threads)
+    seed_sd: float | None = None  # lack-of-fit test's seed SD in points (None: identified.SEED_SD_POINTS)
 
 
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None):
@@ -200,6 +202,11 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
             setattr(opts, key, str(study[key]))
     if study.get("exclude_below") is not None:
         opts.exclude_below = float(study["exclude_below"])
+    if study.get("seed_sd") is not None:
+        sd = study["seed_sd"]
+        if isinstance(sd, bool) or not isinstance(sd, (int, float)) or not 0 <= sd < float("inf"):
+            raise UserError(f"invalid study.seed_sd {sd!r} in {where}: a number of accuracy points >= 0, e.g. 1.0")
+        opts.seed_sd = float(sd)
     return opts
 
 
@@ -232,6 +239,7 @@ class StudyResult:
 def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: str = "local",
               max_parallel: int | None = None, progress: bool = True, log=print) -> StudyResult:
     """Run the sweep (what is not done), the extra evaluations, the fits, the report and study.json."""
+    from ..scaling.identified import SEED_SD_POINTS
     from ..sweep import open_sweep_store, run_sweep
     from .fits import comparison_records, fit_records, fit_study
     from .next import next_runs
@@ -267,7 +275,8 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
     write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings, report, nxt)
     json_path = write_study_json(out_dir / "study.json", runs, records, {
         "study": spec.name, "laws": list(opts.laws), "targets": list(opts.targets), "bootstrap": opts.bootstrap,
-        "seed": opts.seed, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings, "next": nxt})
+        "seed": opts.seed, "seed_sd": opts.seed_sd if opts.seed_sd is not None else SEED_SD_POINTS,
+        "seed_sd_assumed": opts.seed_sd is None, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings, "next": nxt})
     return StudyResult(spec.name, report, json_path, len(runs_df), fits, comparisons, extrapolations, runs, records,
                        comps, gaps, warnings, time.perf_counter() - start, sweep, nxt)
 
