@@ -6,7 +6,9 @@
 One row per run: method, epochs, measured training FLOPs (total and per image, per step), clean and
 APGD-CE accuracy with their sample size and Wilson 95% interval (the sweep's evaluation), the last
 epoch's per-epoch PGD / FGSM accuracies, and the catastrophic-overfitting flag the detector raised
-during training (``collapsed_epoch``, with its rule). Accuracies in percent, 3 significant digits.
+during training (``collapsed_epoch``, with its rule), and whether the reported (selected) checkpoint's epoch is
+flagged itself (``train.collapse.flagged_at`` on metrics.jsonl, so runs recorded before the summary carried
+``collapse_at_selected`` get it too). Accuracies in percent, 3 significant digits.
 """
 from __future__ import annotations
 
@@ -29,10 +31,18 @@ def _evaluation(summary: dict, attack: str) -> dict | None:
     return max(found, key=lambda e: e.get("n_examples") or 0) if found else None
 
 
-def _last_epoch(run_dir: Path) -> dict:
+def _history(run_dir: Path) -> list[dict]:
     path = run_dir / "metrics.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    return json.loads(lines[-1]) if lines else {}
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _at_selected(summary: dict, history: list[dict]) -> bool | None:
+    from robustscale.train.collapse import CollapseThresholds, flagged_at
+
+    if summary.get("collapsed_epoch") is None or summary.get("selected_epoch") is None:
+        return None if summary.get("collapsed_epoch") is not None else False
+    return flagged_at(history, int(summary["selected_epoch"]),
+                      CollapseThresholds(summary.get("collapse_ratio", 0.5), summary.get("collapse_gap", 10.0)))
 
 
 def rows(spec_path: str, attack: str = "apgd-ce") -> list[dict]:
@@ -46,12 +56,14 @@ def rows(spec_path: str, attack: str = "apgd-ce") -> list[dict]:
             continue
         s = json.loads(path.read_text())
         ev = _evaluation(s, attack)
-        last = _last_epoch(run.run_dir)
+        history = _history(run.run_dir)
+        last = history[-1] if history else {}
         row = {"run": run.name, "status": s.get("status"), "method": s.get("method"),
                "epochs": s.get("epochs_done"), "train_flops": s.get("train_flops"),
                "step_flops_per_image": (s.get("step_flops") or {}).get("train_step_flops"),
                "last_pgd_acc": last.get("pgd_robust_acc"), "last_fgsm_acc": last.get("fgsm_robust_acc"),
-               "collapsed_epoch": s.get("collapsed_epoch"), "collapse_reason": s.get("collapse_reason")}
+               "collapsed_epoch": s.get("collapsed_epoch"), "collapse_reason": s.get("collapse_reason"),
+               "selected_epoch": s.get("selected_epoch"), "collapse_at_selected": _at_selected(s, history)}
         if ev is not None and ev.get("n_examples"):
             n = int(ev["n_examples"])
             lo, hi = wilson(ev["robust_acc"], n)
@@ -71,7 +83,7 @@ def _fmt(value, kind: str = "g3") -> str:
 
 def markdown(table: list[dict], attack: str = "apgd-ce") -> str:
     head = ["run", "epochs", "train FLOPs", "step FLOPs/img", "clean %", f"{attack} % [95% CI]", "n",
-            "last PGD %", "last FGSM %", "collapsed (epoch, rule)"]
+            "last PGD %", "last FGSM %", "flagged (epoch, rule)", "reported epoch: flagged?"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         if r.get("status") == "not run":
@@ -80,10 +92,12 @@ def markdown(table: list[dict], attack: str = "apgd-ce") -> str:
         robust = "-" if r.get(f"{attack}_acc") is None else \
             f"{r[f'{attack}_acc']:.3g} [{r['ci_low']:.3g}, {r['ci_high']:.3g}]"
         collapsed = "no" if r.get("collapsed_epoch") is None else f"{r['collapsed_epoch']} ({r['collapse_reason']})"
+        at = {True: "yes", False: "no", None: "-"}[r.get("collapse_at_selected")]
+        reported = f"{_fmt(r.get('selected_epoch'), 's')}: {at}"
         lines.append("| " + " | ".join([
             r["run"], _fmt(r.get("epochs"), "s"), _fmt(r.get("train_flops")), _fmt(r.get("step_flops_per_image")),
             _fmt(r.get("clean_acc")), robust, _fmt(r.get("n"), "s"), _fmt(r.get("last_pgd_acc")),
-            _fmt(r.get("last_fgsm_acc")), collapsed]) + " |")
+            _fmt(r.get("last_fgsm_acc")), collapsed, reported]) + " |")
     return "\n".join(lines)
 
 

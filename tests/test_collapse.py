@@ -11,7 +11,7 @@ from torch import nn
 
 from robustscale.attacks import fgsm, pgd
 from robustscale.errors import UserError
-from robustscale.train.collapse import CollapseThresholds, detect_collapse
+from robustscale.train.collapse import CollapseThresholds, detect_collapse, flagged_at
 
 D, K, N, EPS = 64, 10, 500, 0.06
 
@@ -121,6 +121,20 @@ def test_drop_rule_and_rows_without_evaluations_by_hand():
     assert (early.epoch, early.reason) == (1, "gap")
 
 
+def test_a_run_that_recovers_is_flagged_once_and_its_later_epochs_are_not():
+    # The shape of docs/single-step.md's PGD-2 run at eps 0.2: a dip at epoch 2, then the most robust run there.
+    history = [{"epoch": 1, "pgd_robust_acc": 20.0, "fgsm_robust_acc": 30.0},
+               {"epoch": 2, "pgd_robust_acc": 8.6, "fgsm_robust_acc": 39.8},   # 0.22 x FGSM, 31 points under
+               {"epoch": 3, "pgd_robust_acc": 30.0, "fgsm_robust_acc": 45.0},  # 0.67 x FGSM
+               {"epoch": 4, "pgd_robust_acc": 46.2, "fgsm_robust_acc": 66.4}]  # 0.70 x FGSM, best so far
+    assert detect_collapse(history).epoch == 2
+    assert [flagged_at(history, e) for e in (1, 2, 3, 4)] == [False, True, False, False]
+    assert flagged_at(history, 5) is None  # an epoch the check never saw
+    # The drop rule at an epoch counts the best PGD accuracy up to that epoch only.
+    later = history + [{"epoch": 5, "pgd_robust_acc": 20.0, "fgsm_robust_acc": 25.0}]  # 0.43 x best (46.2)
+    assert flagged_at(later, 5) is True and flagged_at(later, 4) is False
+
+
 @pytest.mark.parametrize("kwargs,needle", [({"ratio": 0}, "invalid collapse_ratio 0"),
                                            ({"ratio": 1}, "invalid collapse_ratio 1"),
                                            ({"gap": 0}, "invalid collapse_gap 0"),
@@ -138,11 +152,17 @@ def test_an_accuracy_outside_0_100_is_refused():
 def test_summary_of_a_flagged_run_stays_collapsed_after_autoattack(tmp_path):
     from robustscale.evaluation import update_summary
 
-    for name, flagged, expected in (("flagged", 3, True), ("healthy", None, False)):
+    # (name, first flagged epoch, is the reported checkpoint flagged (absent: a record from before the field),
+    #  collapsed after an AutoAttack of 35 %)
+    for name, flagged, at_selected, expected in (("flagged", 3, "absent", True), ("healthy", None, False, False),
+                                                 ("flagged-at-selected", 3, True, True),
+                                                 ("recovered", 3, False, False)):
         run_dir = tmp_path / name
         run_dir.mkdir()
-        (run_dir / "summary.json").write_text(json.dumps({"collapsed": True if flagged else None,
-                                                          "collapsed_epoch": flagged, "eval_flops": 0.0}))
+        record = {"collapsed": True if flagged else None, "collapsed_epoch": flagged, "eval_flops": 0.0}
+        if at_selected != "absent":
+            record["collapse_at_selected"] = at_selected
+        (run_dir / "summary.json").write_text(json.dumps(record))
         claim = {"attack": "aa-standard", "eps": 0.1, "n_examples": 100, "clean_acc": 70.0, "robust_acc": 35.0}
         summary = update_summary(run_dir, claim, "aa-standard-0.1")
-        assert summary["collapsed"] is expected and summary["aa_robust_acc"] == 35.0
+        assert summary["collapsed"] is expected and summary["aa_robust_acc"] == 35.0, name

@@ -2,8 +2,9 @@
 
 Units are in the names; accuracies are percentages (0-100), each with the number of test images it was
 measured on (``<metric>_n_examples``; AutoAttack's is ``aa_n_examples``). ``collapsed`` flags runs whose
-AutoAttack accuracy fell below 10% or that the per-epoch check flagged during training
-(catastrophic overfitting, at epoch ``collapsed_epoch``), which analyses mark rather than drop.
+AutoAttack accuracy fell below 10% or whose reported checkpoint the per-epoch check flagged (catastrophic
+overfitting; ``collapsed_epoch`` is the first flagged epoch, also of a run that recovered), which analyses
+mark rather than drop.
 """
 from __future__ import annotations
 
@@ -46,6 +47,15 @@ def n_examples_column(metric: str, columns) -> str | None:
         if name is not None and name in columns:
             return name
     return None
+
+
+def collapsed_at_selected(record) -> bool:
+    """Did the per-epoch check flag the run's reported checkpoint (``collapse_at_selected``; a run can recover
+    after a flag, and selection can pick an epoch before it)? A record written before that field existed
+    counts any flag (``collapsed_epoch``)."""
+    if record.get("collapse_at_selected") is not None or "collapse_at_selected" in record:
+        return bool(record.get("collapse_at_selected"))
+    return record.get("collapsed_epoch") is not None
 
 
 def finite_float(value) -> float | None:

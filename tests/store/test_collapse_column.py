@@ -47,14 +47,21 @@ def test_schema_1_store_is_migrated_and_keeps_its_runs(tmp_path):
 
 def test_flagged_run_stays_collapsed_after_autoattack(tmp_path):
     st = open_store(tmp_path / "runs.db")
-    for name, flagged in (("flagged", 2), ("healthy", None)):
+    # the reported checkpoint flagged (True), recovered after the flag (False), a record from before the field
+    for name, flagged, at_selected in (("flagged", 2, True), ("healthy", None, False), ("recovered", 2, False),
+                                       ("old-record", 2, None)):
         st.start_run(_cfg(name), tmp_path / name)
         st.record_epoch(name, 1, {"epoch": 1, "pgd_robust_acc": 40.0, "fgsm_robust_acc": 45.0})
-        st.finish_run(name, {**SUMMARY, "collapsed": True if flagged else None, "collapsed_epoch": flagged})
+        extra = {} if at_selected is None else {"collapse_at_selected": at_selected}
+        st.finish_run(name, {**SUMMARY, "collapsed": True if at_selected else None, "collapsed_epoch": flagged,
+                             **extra})
         st.record_evaluation(name, _aa(35.0))  # AutoAttack well above the 10% rule
     flagged, healthy = st.get_run("flagged"), st.get_run("healthy")
     assert flagged["collapsed_epoch"] == 2 and flagged["collapsed"] is True
     assert healthy["collapsed_epoch"] is None and healthy["collapsed"] is False
+    recovered, old = st.get_run("recovered"), st.get_run("old-record")
+    assert recovered["collapsed_epoch"] == 2 and recovered["collapsed"] is False  # the flag is kept, not the verdict
+    assert old["collapsed"] is True  # without the field, any flag counts
     assert flagged["epoch_metrics"][0]["fgsm_robust_acc"] == 45.0
     frame = st.runs_frame().set_index("name")
     assert frame.loc["flagged", "collapsed_epoch"] == 2 and bool(frame.loc["flagged", "collapsed"])

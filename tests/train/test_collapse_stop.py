@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 import robustscale  # noqa: F401
 from robustscale.config import TrainConfig
-from robustscale.train.collapse import CollapseThresholds, detect_collapse
+from robustscale.train.collapse import CollapseThresholds, detect_collapse, flagged_at
 from robustscale.store import open_store
 from robustscale.train import train
 
@@ -74,6 +74,9 @@ def test_on_collapse_warn_flags_and_goes_on(tmp_path, mnist_like_dir, capsys):
     expected = detect_collapse(rows, CollapseThresholds(0.99, 0.01))
     assert summary["epochs_done"] == 2 and not summary["stopped_by_collapse"] and summary["on_collapse"] == "warn"
     assert summary["collapsed_epoch"] == (expected.epoch if expected else None)
+    # The verdict on the reported checkpoint: the same rules at the selected epoch, from metrics.jsonl.
+    at = flagged_at(rows, summary["selected_epoch"], CollapseThresholds(0.99, 0.01)) if expected else False
+    assert summary["collapse_at_selected"] is at and (summary["collapsed"] is True) == at
     lines = [ln for ln in capsys.readouterr().err.splitlines() if "catastrophic overfitting" in ln]
     assert len(lines) == (1 if expected else 0)
     if expected:
@@ -85,6 +88,7 @@ def test_default_thresholds_leave_a_healthy_run_alone(tmp_path, mnist_like_dir):
                             attack_steps=1,
                             collapse_ratio=0.5, collapse_gap=10)
     assert summary["collapsed_epoch"] is None and summary["collapsed"] is None and summary["collapse_gap"] == 10
+    assert summary["collapse_at_selected"] is False
     assert _rows(run_dir)[0]["fgsm_robust_acc"] is not None
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from .. import rundir
-from ..schema import COLLAPSE_THRESHOLD_ACC
+from ..schema import COLLAPSE_THRESHOLD_ACC, collapsed_at_selected
 from .spec import Attack, EvalSpec
 
 CLAIM_SCHEMA = "robustscale.eval/1"
@@ -173,8 +173,7 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
             summary["aa_n_examples"] = claim["n_examples"]
             summary.update(_headline_interval("aa_robust_acc", claim))
             # Collapsed by AutoAttack, or flagged by the per-epoch check during training.
-            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC) or \
-                summary.get("collapsed_epoch") is not None
+            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC) or collapsed_at_selected(summary)
         summary["eval_flops"] = float(summary["train_eval_flops"] or 0.0) + sum(
             float(e.get("eval_flops") or 0.0) for e in evaluations.values())
         rundir.write_json(path, summary, mkdir=True)

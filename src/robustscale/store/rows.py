@@ -8,7 +8,7 @@ from typing import Any, Mapping
 from sqlalchemy import Connection, func, select, update
 
 from ..errors import UserError
-from ..schema import COLLAPSE_THRESHOLD_ACC
+from ..schema import COLLAPSE_THRESHOLD_ACC, collapsed_at_selected
 from .records import LOCAL_SOURCE, _flatten, _float, _robust_of
 from .tables import EPOCH_VALUE_COLUMNS, epochs, evaluations, runs
 
@@ -107,9 +107,13 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
         if eval_sum or train_eval:
             values["eval_flops"] = train_eval + sum(eval_sum)
     robust = values.get("aa_robust_acc", row["aa_robust_acc"])
-    if robust is None:
-        robust = values.get("pgd_robust_acc", row["pgd_robust_acc"])
-    if robust is not None:  # a run the per-epoch check flagged stays collapsed
-        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC) or row["collapsed_epoch"] is not None
+    for fallback in ("apgd_ce_robust_acc", "pgd_robust_acc"):
+        if robust is None:
+            robust = values.get(fallback, row[fallback])
+    if robust is not None:  # a run whose reported checkpoint the per-epoch check flagged stays collapsed
+        flags = {"collapsed_epoch": row["collapsed_epoch"]}
+        if "collapse_at_selected" in flat:
+            flags["collapse_at_selected"] = flat["collapse_at_selected"]
+        values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC) or collapsed_at_selected(flags)
     if values:
         conn.execute(update(runs).where(runs.c.id == run_id).values(**values))

@@ -16,6 +16,12 @@ accuracies too (Fashion-MNIST, eps 0.3, FGSM-RS: FGSM 31 % above the clean 26 %,
 
 Both thresholds are stated in the record. It is a pure function of the metrics history, so a resumed
 run re-derives the same answer from ``metrics.jsonl``.
+
+A flag says training went through a collapse; it does not say the *reported* checkpoint is collapsed.
+A run can recover (PGD-2 on Fashion-MNIST at eps 0.2 was flagged at epoch 2 and ended as the most robust
+run of docs/single-step.md), and checkpoint selection can pick an epoch before the collapse.
+:func:`flagged_at` applies the same rules at one epoch (the selected one): the run record's ``collapsed``
+follows it, and ``collapsed_epoch`` keeps the first flag.
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from typing import Any, Iterable, Mapping
 
 from ..errors import UserError
 
-__all__ = ["Collapse", "CollapseThresholds", "detect_collapse"]
+__all__ = ["Collapse", "CollapseThresholds", "detect_collapse", "flagged_at"]
 
 PGD_KEY, FGSM_KEY = "pgd_robust_acc", "fgsm_robust_acc"  # the metrics.jsonl columns read
 
@@ -93,18 +99,8 @@ def _acc(row: Mapping[str, Any], key: str, epoch: Any) -> float | None:
     return value
 
 
-def detect_collapse(history: Iterable[Mapping[str, Any]],
-                    thresholds: CollapseThresholds | None = None) -> Collapse | None:
-    """The first epoch of ``history`` flagged as catastrophic overfitting, or None.
-
-    Args:
-        history: per-epoch rows in order, as in ``metrics.jsonl``: ``epoch`` (default: the position,
-            1-based), ``pgd_robust_acc`` and ``fgsm_robust_acc`` (percent; None or absent where not
-            evaluated), optionally ``eval_images``. Rows without a PGD accuracy are skipped; without an
-            FGSM accuracy only the ``drop`` rule applies.
-        thresholds: see :class:`CollapseThresholds` (default ratio 0.5, gap 10 points).
-    """
-    thresholds = thresholds or CollapseThresholds()
+def _flags(history: Iterable[Mapping[str, Any]], thresholds: CollapseThresholds):
+    """``(epoch, Collapse or None)`` for every row of ``history`` that has a PGD accuracy, in order."""
     best, best_epoch = None, None
     for position, row in enumerate(history, start=1):
         epoch = int(row.get("epoch", position))
@@ -116,9 +112,37 @@ def detect_collapse(history: Iterable[Mapping[str, Any]],
             best, best_epoch = pgd_acc, epoch
         gap = fgsm_acc is not None and thresholds.far_below(pgd_acc, fgsm_acc)
         drop = thresholds.far_below(pgd_acc, best)
+        found = None
         if gap or drop:
             images = row.get("eval_images")
-            return Collapse(epoch=epoch, reason="gap" if gap else "drop", pgd_robust_acc=pgd_acc,
-                            fgsm_robust_acc=fgsm_acc, best_pgd_robust_acc=best, best_epoch=best_epoch,
-                            eval_images=int(images) if images else None, thresholds=thresholds)
+            found = Collapse(epoch=epoch, reason="gap" if gap else "drop", pgd_robust_acc=pgd_acc,
+                             fgsm_robust_acc=fgsm_acc, best_pgd_robust_acc=best, best_epoch=best_epoch,
+                             eval_images=int(images) if images else None, thresholds=thresholds)
+        yield epoch, found
+
+
+def detect_collapse(history: Iterable[Mapping[str, Any]],
+                    thresholds: CollapseThresholds | None = None) -> Collapse | None:
+    """The first epoch of ``history`` flagged as catastrophic overfitting, or None.
+
+    Args:
+        history: per-epoch rows in order, as in ``metrics.jsonl``: ``epoch`` (default: the position,
+            1-based), ``pgd_robust_acc`` and ``fgsm_robust_acc`` (percent; None or absent where not
+            evaluated), optionally ``eval_images``. Rows without a PGD accuracy are skipped; without an
+            FGSM accuracy only the ``drop`` rule applies.
+        thresholds: see :class:`CollapseThresholds` (default ratio 0.5, gap 10 points).
+    """
+    for _, found in _flags(history, thresholds or CollapseThresholds()):
+        if found is not None:
+            return found
+    return None
+
+
+def flagged_at(history: Iterable[Mapping[str, Any]], epoch: int,
+               thresholds: CollapseThresholds | None = None) -> bool | None:
+    """Do the rules flag ``epoch`` itself (``drop`` against the best PGD accuracy up to it)? None when the
+    history has no PGD accuracy at that epoch."""
+    for e, found in _flags(history, thresholds or CollapseThresholds()):
+        if e == epoch:
+            return found is not None
     return None

@@ -509,6 +509,20 @@ class Trainer:
                 "training goes on (on_collapse: warn)"
             print(f"warning: {found.message()}; {then}", file=sys.stderr, flush=True)
 
+    def _collapse_at_selected(self, counters: Counters, selected_epoch, monitored: bool) -> bool | None:
+        """Is the reported checkpoint's epoch itself flagged? A run can recover after a flag, and selection can
+        pick an epoch before it. None: not monitored; an epoch the check never saw counts as flagged."""
+        from .collapse import CollapseThresholds, flagged_at
+
+        if not monitored:
+            return None
+        if counters.collapse is None:
+            return False
+        at = flagged_at(counters.eval_history, selected_epoch,
+                        CollapseThresholds(self.cfg.collapse_ratio, self.cfg.collapse_gap)) \
+            if selected_epoch is not None else None
+        return True if at is None else at
+
     def _epoch_row(self, counters: Counters, t: dict, clean, robust, n_eval: int, eval_seconds: float,
                    is_best: bool) -> dict:
         """The metrics.jsonl row of the epoch (``t``: sums, already totals over ranks)."""
@@ -579,6 +593,8 @@ class Trainer:
         last = {"clean_acc": self.last_clean, "pgd_robust_acc": self.last_robust, "n_examples": self.last_n}
         details.update(selection_record(cfg, self.eval_split, counters,
                                         counters.best_eval if cfg.select is Select.BEST else last))
+        details["collapse_at_selected"] = self._collapse_at_selected(counters, details["selected_epoch"],
+                                                                     details["collapse_monitored"])
         # The run record's accuracies are test accuracies: from the per-epoch check only when it ran on test
         # images (select_split: test); otherwise the evaluations after training fill them in.
         on_test = self.eval_split == "test"

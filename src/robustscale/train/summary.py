@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..config import SINGLE_STEP_DEFAULT_STEP, Method, TrainConfig
-from ..schema import RUN_COLUMNS
+from ..schema import RUN_COLUMNS, collapsed_at_selected
 from .distributed import Dist
 
 __all__ = ["environment", "write_config_and_env", "append_metrics", "truncate_metrics", "epoch_line",
@@ -149,8 +149,8 @@ def build_summary(cfg: TrainConfig, *, status: str, model_parameters: int, train
         "clean_acc": clean_acc, "clean_acc_n_examples": n_examples if clean_acc is not None else None,
         "pgd_robust_acc": pgd_robust_acc, "pgd_robust_acc_n_examples": n_examples if pgd_robust_acc is not None else None,
         "apgd_ce_robust_acc": None, "apgd_ce_robust_acc_n_examples": None,  # from `evaluate` (AutoAttack's APGD-CE)
-        # Until AutoAttack runs, collapsed is only known to be True (flagged during training).
-        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": True if details.get("collapsed_epoch") else None,
+        # Until AutoAttack runs, collapsed is only known to be True: the reported checkpoint's epoch is flagged.
+        "aa_robust_acc": None, "aa_n_examples": None, "collapsed": True if collapsed_at_selected(details) else None,
         "collapsed_epoch": details.get("collapsed_epoch"),
     }
     return {**{col: values[col] for col in RUN_COLUMNS}, **details}
