@@ -74,6 +74,7 @@ def load_and_fit(args, law: str | None = None):
     """Load RUNS and fit per group from the common arguments -> ``(df, fits, settings dict)``."""
     from ..scaling import load_runs, parse_mapping
     from ..scaling.fit import fit_groups_partial, group_label
+    from ..scaling.identified import SEED_SD_POINTS
 
     check_common(args)
     df = load_runs(args.runs, parse_mapping(args.map))
@@ -86,7 +87,9 @@ def load_and_fit(args, law: str | None = None):
         progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
     settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": fits[0].y, "x": fits[0].x,
                 "group_by": args.group_by, "exclude_below": threshold, "bootstrap": args.bootstrap,
-                "seed": args.seed, "level": args.level, "frontier": args.frontier, "seed_sd": args.seed_sd,
+                "seed": args.seed, "level": args.level, "frontier": args.frontier,
+                "seed_sd": SEED_SD_POINTS if args.seed_sd is None else args.seed_sd,
+                "seed_sd_assumed": args.seed_sd is None,
                 "not_fitted": [{"group": group_label(g), "reason": reason} for g, reason in not_fitted]}
     return df, fits, settings
 
@@ -108,11 +111,8 @@ def describe(settings: dict, fits) -> str:
     else:
         detail += "; no bootstrap (no intervals)"
     if any(fi.n_examples is not None for fi in fits):
-        from ..scaling.identified import SEED_SD_POINTS
-
-        sd = settings.get("seed_sd")
         detail += (f"; lack-of-fit test: each point's binomial noise (its test images) and a seed SD of "
-                   f"{SEED_SD_POINTS if sd is None else sd:g} points ({'assumed' if sd is None else 'given'})")
+                   f"{settings['seed_sd']:g} points ({'assumed' if settings['seed_sd_assumed'] else 'given'})")
     skipped = [f"not fitted: {n['group']}: {n['reason']}" for n in settings.get("not_fitted", [])]
     return "\n".join(lines + [detail] + skipped)
 

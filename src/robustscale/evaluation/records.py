@@ -181,10 +181,10 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
 
 
 def _headline_interval(metric: str, claim: Mapping[str, Any]) -> dict[str, Any]:
-    from ..intervals import accuracy_interval
+    """``<metric>``, ``<metric>_n_examples`` and ``<metric>_ci`` of the claim's robust accuracy."""
+    from ..intervals import with_interval
 
-    ci = accuracy_interval(claim.get("robust_acc"), claim.get("n_examples"))
-    return {f"{metric}_n_examples": claim.get("n_examples"), f"{metric}_ci": list(ci) if ci else None}
+    return with_interval({metric: claim.get("robust_acc")}, metric, claim.get("n_examples"))
 
 
 def record_in_store(run_dir: str | Path, claim: Mapping[str, Any], store: str | None = None) -> bool:
