@@ -25,6 +25,10 @@ RUN_COLUMNS: tuple[str, ...] = (
 # Test images behind each headline accuracy. AutoAttack's column predates the `<metric>_n_examples` rule.
 N_EXAMPLES_ALIASES: dict[str, str] = {"aa_robust_acc": "aa_n_examples"}
 
+# What a run trains, but for its seed: runs equal in these (and in compute) are seeds of one configuration.
+CONFIG_COLUMNS: tuple[str, ...] = ("dataset", "model", "method", "attack_steps", "eps", "norm", "epochs",
+                                   "synthetic_data", "train_images", "train_images_seen")
+
 # Column names of the 2024 study's results.csv accepted wherever a run column is named.
 PAPER_ALIASES: dict[str, str] = {
     "at": "method",

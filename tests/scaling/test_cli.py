@@ -203,10 +203,11 @@ def test_seed_sd_sets_the_noise_the_lack_of_fit_test_allows(cli, tmp_path):
                   "aa_n_examples": 10_000}).to_csv(path, index=False)
     code, out, err = cli("fit", path, "--law", "error-power", "--bootstrap", "100")
     assert code == 0, err
-    assert "a seed SD of 1 points (assumed)" in out and "lack of fit" not in out
+    assert "else 1 points (assumed)" in out and "lack of fit" not in out
     code, out, err = cli("fit", path, "--law", "error-power", "--bootstrap", "100", "--seed-sd", "0")
     assert code == 0, err
     assert "a seed SD of 0 points (given)" in out and "lack of fit, a trend not to extrapolate" in out
+    assert "a seed SD of 0, given" in out
     code, out, _ = cli("fit", path, "--law", "error-power", "--bootstrap", "100", "--seed-sd", "0", "--json")
     data = json.loads(out)
     assert data["seed_sd"] == 0 and data["fits"][0]["status"] == "lack of fit"

@@ -2,13 +2,15 @@
 compute-to-target with intervals and how far they extrapolate."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from robustscale.scaling import extrapolate, fit_law
 from robustscale.scaling.identified import (LACK_OF_FIT, NOT_CONVERGED, NOT_IDENTIFIED, OK, asymptote, identify,
-                                            SEED_SD_POINTS, lack_of_fit, min_runs)
+                                            SEED_SD_POINTS, lack_of_fit, min_runs, seed_sd_of)
 
 BOOT = 200
 
@@ -142,6 +144,38 @@ def test_seed_noise_beside_a_large_test_set_does_not_reject_a_true_law():
     stat, p = _chi2_reference(fit, 10_000)
     assert p >= 1e-3 and lack_of_fit(fit) is None
     assert lack_of_fit(fit, seed_sd=0.0) is not None
+
+
+def test_seed_sd_is_measured_from_runs_that_repeat_a_compute_value():
+    # 6 compute values x 10 seeds of a true error-power law: seed effects of SD 2 points, 1,000 test images each.
+    rng = np.random.default_rng(5)
+    x = np.repeat(np.logspace(11, 12.5, 6), 10)
+    truth = 100 - 80 * (x / 1e11) ** -0.35 + 2.0 * rng.standard_normal(60)
+    df = _binomial_runs(truth, seed=6).assign(train_flops=x, seed=np.tile(np.arange(10), 6), method="pgd")
+    fit = fit_law(df, law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    # Reference, from the definition: pooled within-x variance (54 dof) less the mean binomial variance.
+    groups = df["apgd_ce_robust_acc"].to_numpy().reshape(6, 10)
+    pooled = float(np.sum((groups - groups.mean(1, keepdims=True)) ** 2) / 54)
+    q = np.repeat(groups.mean(1), 10) / 100
+    expected = math.sqrt(max(pooled - float(np.mean(1e4 * q * (1 - q) / 1000)), 0.0))
+    sd, source = seed_sd_of(fit)
+    assert sd == pytest.approx(expected, rel=1e-12) and source == "measured from 6 configurations run with several seeds, 54 dof"
+    # Near the true 2 points: the pooled variance (about 4 + 2 binomial) has a relative SE of sqrt(2/54) = 0.19,
+    # so the SD estimate is 2 +- 0.3; the bounds sit beyond 2.5 of those.
+    assert 1.2 < sd < 2.8
+    assert seed_sd_of(fit, seed_sd=0.5) == (0.5, "given")
+    # One seed per compute value: nothing to measure, the assumption stands.
+    single = fit_law(df.iloc[::10], law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    assert seed_sd_of(single) == (SEED_SD_POINTS, "assumed")
+    # Runs equal in compute but not in configuration (here: the method) are not seeds of one another.
+    mixed = df.assign(method=np.where(np.arange(60) % 2, "pgd", "trades"))
+    assert seed_sd_of(fit_law(mixed, law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0))[1] == \
+        "measured from 12 configurations run with several seeds, 48 dof"
+    # Without a seed column nothing says the repeats are seeds: the assumption stands.
+    no_seed = fit_law(df.drop(columns="seed"), law="error-power", y="apgd_ce_robust_acc", bootstrap=BOOT, seed=0)
+    assert seed_sd_of(no_seed) == (SEED_SD_POINTS, "assumed")
+    # With the measured SD the true law stands; with none but the binomial it is rejected.
+    assert lack_of_fit(fit) is None and lack_of_fit(fit, seed_sd=0.0) is not None
 
 
 def test_lack_of_fit_needs_the_sample_sizes():

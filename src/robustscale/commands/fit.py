@@ -44,7 +44,8 @@ def add_seed_sd_argument(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--seed-sd", type=float, default=None, metavar="POINTS",
                    help=f"seed-to-seed SD of one run's accuracy that the lack-of-fit test allows beside each point's "
-                        f"binomial noise (default {SEED_SD_POINTS:g}, assumed; give a measured one)")
+                        f"binomial noise (default: measured from configurations run with several seeds, else "
+                        f"{SEED_SD_POINTS:g}, assumed)")
 
 
 def exclude_threshold(args) -> float | None:
@@ -111,8 +112,9 @@ def describe(settings: dict, fits) -> str:
     else:
         detail += "; no bootstrap (no intervals)"
     if any(fi.n_examples is not None for fi in fits):
-        detail += (f"; lack-of-fit test: each point's binomial noise (its test images) and a seed SD of "
-                   f"{settings['seed_sd']:g} points ({'assumed' if settings['seed_sd_assumed'] else 'given'})")
+        sd = "of {:g} points (given)".format(settings["seed_sd"]) if not settings["seed_sd_assumed"] else \
+            "measured where a configuration ran with several seeds, else {:g} points (assumed)".format(settings["seed_sd"])
+        detail += f"; lack-of-fit test: each point's binomial noise (its test images) and a seed SD {sd}"
     skipped = [f"not fitted: {n['group']}: {n['reason']}" for n in settings.get("not_fitted", [])]
     return "\n".join(lines + [detail] + skipped)
 

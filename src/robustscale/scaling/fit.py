@@ -84,6 +84,9 @@ class FitResult:
     n_examples: np.ndarray | None = None
     # seed-to-seed SD (points) the lack-of-fit test allows beside the binomial noise; None: identified.SEED_SD_POINTS
     seed_sd: float | None = None
+    # per fitted run, the id of its group of seeds of one configuration (same x and schema.CONFIG_COLUMNS,
+    # different seed); None when the table has no seed column
+    replicate_group: np.ndarray | None = None
     # internals: the law, its scaled data and internal parameters (point and bootstrap)
     _law: Law | None = field(default=None, repr=False)
     _prep: Prepared | None = field(default=None, repr=False)
@@ -322,7 +325,7 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
         x_range=(float(xr.min()), float(xr.max())), fitted_index=np.asarray(df.index[idx[used]]),
         kept_index=np.asarray(df.index[idx]),
         x_values=Xk[used] if law.n_inputs == 2 else Xk[used, 0], y_values=Yk[used],
-        n_examples=_point_examples(df, y, idx[used]),
+        n_examples=_point_examples(df, y, idx[used]), replicate_group=_replicate_groups(df, xcols, idx[used]),
         _law=law, _prep=prep, _theta=theta, _extra=extra)
     if converged and bootstrap > 0:
         theta_b, extra_b = bootstrap_fit(law, prep, theta, int(bootstrap), seed=seed,
@@ -341,6 +344,18 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
                     lo, hi = _quantiles(values, level)
                     result.ci[name] = (float(lo), float(hi))
     return result
+
+
+def _replicate_groups(df, xcols: list[str], rows: np.ndarray) -> np.ndarray | None:
+    """Group ids of the fitted rows: runs equal in x and in every ``schema.CONFIG_COLUMNS`` the table has, i.e.
+    seeds of one configuration (runs equal in compute alone, e.g. with and without generated data, are not)."""
+    from ..schema import CONFIG_COLUMNS
+
+    if "seed" not in df.columns or not len(rows):
+        return None
+    cols = list(xcols) + [c for c in CONFIG_COLUMNS if c in df.columns and c not in xcols]
+    keys = [repr(tuple(row)) for row in df.iloc[rows][cols].itertuples(index=False)]
+    return np.unique(np.asarray(keys), return_inverse=True)[1].ravel()
 
 
 def _point_examples(df, y: str, rows: np.ndarray) -> np.ndarray | None:

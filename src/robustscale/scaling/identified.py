@@ -25,7 +25,11 @@ accuracy). So ``se = sqrt(binomial^2 + SEED_SD_POINTS^2)``, ``chi2 = sum (residu
 are far larger than the test images and the seeds explain, so the curve does not describe the runs
 (e.g. a power law in accuracy through runs that bend towards saturation, or one law through runs that
 differ in more than compute). Without the seed term, 10,000 test images (a binomial SE of 0.5 points)
-would reject true laws whose runs scatter by an ordinary seed SD.
+would reject true laws whose runs scatter by an ordinary seed SD. Where the fitted runs include
+several seeds of one configuration (same compute and ``schema.CONFIG_COLUMNS``, a ``seed`` column) with at least :data:`MIN_REPLICATE_DOF` degrees of freedom,
+the seed SD is measured from them instead (their pooled spread less its binomial part, the classic pure
+error); a seed SD given to ``fit_law`` (``--seed-sd``, ``study.seed_sd``) overrides both. The reason says
+which was used.
 
 A law that did not converge keeps the status ``did not converge``. Everything here reads a
 :class:`~robustscale.scaling.fit.FitResult`; nothing is refitted.
@@ -41,6 +45,7 @@ What each status lets a table print (``fit``, ``extrapolate``, ``report``, the p
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +59,7 @@ NOT_CONVERGED = "did not converge"
 LACK_OF_FIT = "lack of fit"
 LACK_OF_FIT_P = 1e-3  # chi-square p-value under the runs' noise below which a law is rejected
 SEED_SD_POINTS = 1.0  # assumed seed-to-seed SD of one run's accuracy (percentage points), beside the binomial
+MIN_REPLICATE_DOF = 3  # runs repeating a compute value with this many dof measure the seed SD instead
 EXTRA_RUNS = 2  # a law needs more than parameters + EXTRA_RUNS runs
 ZERO_WIDTH_REL = 1e-3  # an interval narrower than this share of its point shows as a point at 3 digits
 NO_BOOTSTRAP = "no bootstrap: its intervals (and so whether the data pin it down) are unknown"
@@ -115,19 +121,51 @@ def identify(fit) -> Identification:
     return Identification(LACK_OF_FIT, [rejected]) if rejected else Identification(OK)
 
 
-def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None = None) -> str | None:
-    """The reason the runs reject ``fit`` (see the module docstring), or None (also when n is unknown).
-    ``seed_sd``: default the fit's own (``fit_law(seed_sd=...)``), else :data:`SEED_SD_POINTS`."""
+def seed_sd_of(fit, seed_sd: float | None = None) -> tuple[float, str]:
+    """The seed SD (points) the lack-of-fit test of ``fit`` allows, and where it comes from: ``seed_sd`` or the
+    fit's own (``fit_law(seed_sd=...)``), "given"; else measured from the configurations run with several seeds
+    (at least :data:`MIN_REPLICATE_DOF` degrees of freedom: the pooled spread within those groups, less
+    their binomial part); else :data:`SEED_SD_POINTS`, "assumed"."""
     if seed_sd is None:
         seed_sd = getattr(fit, "seed_sd", None)
-    if seed_sd is None:
-        seed_sd = SEED_SD_POINTS
+    if seed_sd is not None:
+        return float(seed_sd), "given"
+    measured = _replicate_seed_sd(fit)
+    if measured is not None:
+        return measured
+    return SEED_SD_POINTS, "assumed"
+
+
+def _replicate_seed_sd(fit) -> tuple[float, str] | None:
+    n = fit.n_examples
+    y = np.asarray(fit.y_values, float)
+    group = getattr(fit, "replicate_group", None)
+    if n is None or group is None or len(n) != len(y) or len(group) != len(y) or len(y) < 2:
+        return None
+    group = np.asarray(group, int).ravel()
+    sizes = np.bincount(group)
+    dof = int(np.sum(sizes[sizes > 1] - 1))
+    if dof < MIN_REPLICATE_DOF:
+        return None
+    means = np.bincount(group, weights=y) / sizes
+    rep = sizes[group] > 1
+    spread = float(np.sum((y[rep] - means[group][rep]) ** 2) / dof)
+    q = np.clip(means[group][rep] / 100.0, 0.5 / n[rep], 1 - 0.5 / n[rep])
+    binomial = float(np.mean(1e4 * q * (1 - q) / n[rep]))
+    groups = int(np.sum(sizes > 1))
+    return math.sqrt(max(spread - binomial, 0.0)), f"measured from {groups} configurations run with several seeds, {dof} dof"
+
+
+def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None = None) -> str | None:
+    """The reason the runs reject ``fit`` (see the module docstring), or None (also when n is unknown).
+    ``seed_sd``: see :func:`seed_sd_of`."""
     n = fit.n_examples
     dof = fit.n - fit._law.n_params
     if n is None or dof < 1 or len(n) != len(fit.residuals):
         return None
     from scipy.stats import chi2
 
+    seed_sd, source = seed_sd_of(fit, seed_sd)
     resid = np.asarray(fit.residuals, float)
     q = np.clip((np.asarray(fit.y_values, float) - resid) / 100.0, 0.5 / n, 1 - 0.5 / n)
     se = np.sqrt(1e4 * q * (1 - q) / n + seed_sd ** 2)
@@ -138,7 +176,7 @@ def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None =
     worst = int(np.argmax(np.abs(resid) / se))
     p_text = f"p = {p:.1g}" if p > 0 else "p < 1e-300"  # chi2.sf underflows to 0 below ~1e-308
     return (f"residuals up to {abs(resid[worst]):.3g} points against a noise SD of {se[worst]:.2g} (test images "
-            f"and seeds; chi2 {stat:.3g} on {dof} dof, {p_text})")
+            f"and a seed SD of {seed_sd:.2g}, {source}; chi2 {stat:.3g} on {dof} dof, {p_text})")
 
 
 def _bounds(fit) -> tuple[np.ndarray, np.ndarray] | None:
@@ -208,4 +246,5 @@ def asymptote(fit) -> dict[str, Any]:
 
 
 __all__ = ["Identification", "identify", "lack_of_fit", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED",
-           "NOT_CONVERGED", "LACK_OF_FIT", "LACK_OF_FIT_P", "SEED_SD_POINTS", "EXTRA_RUNS", "NO_BOOTSTRAP"]
+           "NOT_CONVERGED", "LACK_OF_FIT", "LACK_OF_FIT_P", "SEED_SD_POINTS", "MIN_REPLICATE_DOF", "EXTRA_RUNS",
+           "NO_BOOTSTRAP", "seed_sd_of"]

@@ -137,7 +137,8 @@ def _seed_sd_text(opts) -> str:
     from ..scaling.identified import SEED_SD_POINTS
 
     if opts.seed_sd is None:
-        return f"{SEED_SD_POINTS:g} point (assumed: study.seed_sd sets a measured one)"
+        return (f"{SEED_SD_POINTS:g} point (assumed; measured instead where a configuration ran with several seeds, and "
+                f"study.seed_sd sets one)")
     return f"{opts.seed_sd:g} points (study.seed_sd)"
 
 

@@ -91,8 +91,9 @@ def study_frame(st, spec, opts) -> Any:
     extra = pd.DataFrame(extra, index=df.index)
     df = df.drop(columns=[c for c in extra.columns if c in df.columns])
     df = pd.concat([df, extra], axis=1)
-    # Families may select on any TrainConfig key (e.g. train_subset), not only the store's columns.
-    for key in sorted({k for fam in opts.fits for k in fam.where} - set(df.columns)):
+    # Families may select on any TrainConfig key (e.g. train_subset), not only the store's columns; the seed
+    # tells the fits which runs are seeds of one configuration (the lack-of-fit test measures their spread).
+    for key in sorted(({k for fam in opts.fits for k in fam.where} | {"seed"}) - set(df.columns)):
         df[key] = [by_name[n].cfg.to_dict().get(key) for n in df["name"]]
     return df
 
