@@ -66,9 +66,9 @@ def check_common(args) -> None:
         raise UserError(f"invalid --level {args.level}: must be in (0, 1), e.g. 0.95")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"invalid --jobs {args.jobs}: must be >= 1")
-    seed_sd = getattr(args, "seed_sd", None)
-    if seed_sd is not None and not (seed_sd >= 0 and seed_sd < float("inf")):
-        raise UserError(f"invalid --seed-sd {seed_sd}: must be a finite number of points >= 0, e.g. 1")
+    from ..scaling.identified import check_seed_sd
+
+    check_seed_sd(getattr(args, "seed_sd", None), "--seed-sd")
 
 
 def load_and_fit(args, law: str | None = None):

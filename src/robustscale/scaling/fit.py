@@ -237,11 +237,12 @@ def fit_law(df, law: str | Law = "power", x: str | Sequence[str] | None = None, 
     points for the law's parameters, a single distinct x, all-NaN y.
     A fit that does not converge is returned with ``converged=False`` and a ``message``.
     """
-    if seed_sd is not None and not (math.isfinite(seed_sd) and seed_sd >= 0):
-        raise UserError(f"invalid seed SD {seed_sd!r}: must be a finite number of points >= 0")
+    from .identified import check_seed_sd
+
+    seed_sd = check_seed_sd(seed_sd)
     with single_threaded_blas():
         result = _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group)
-    result.seed_sd = None if seed_sd is None else float(seed_sd)
+    result.seed_sd = seed_sd
     return result
 
 

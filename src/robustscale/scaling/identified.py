@@ -121,6 +121,19 @@ def identify(fit) -> Identification:
     return Identification(LACK_OF_FIT, [rejected]) if rejected else Identification(OK)
 
 
+def check_seed_sd(value, what: str = "seed SD", where: str = "") -> float | None:
+    """``value`` as a seed SD in points (None stays None); UserError naming ``what`` unless finite and >= 0."""
+    from ..errors import UserError
+
+    if value is None:
+        return None
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
+    if not ok:
+        shown = f"{value:g}" if isinstance(value, float) else repr(value)
+        raise UserError(f"invalid {what} {shown}{where}: must be a finite number of accuracy points >= 0, e.g. 1")
+    return float(value)
+
+
 def seed_sd_of(fit, seed_sd: float | None = None) -> tuple[float, str]:
     """The seed SD (points) the lack-of-fit test of ``fit`` allows, and where it comes from: ``seed_sd`` or the
     fit's own (``fit_law(seed_sd=...)``), "given"; else measured from the configurations run with several seeds
@@ -247,4 +260,4 @@ def asymptote(fit) -> dict[str, Any]:
 
 __all__ = ["Identification", "identify", "lack_of_fit", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED",
            "NOT_CONVERGED", "LACK_OF_FIT", "LACK_OF_FIT_P", "SEED_SD_POINTS", "MIN_REPLICATE_DOF", "EXTRA_RUNS",
-           "NO_BOOTSTRAP", "seed_sd_of"]
+           "NO_BOOTSTRAP", "check_seed_sd", "seed_sd_of"]

@@ -202,11 +202,9 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
             setattr(opts, key, str(study[key]))
     if study.get("exclude_below") is not None:
         opts.exclude_below = float(study["exclude_below"])
-    if study.get("seed_sd") is not None:
-        sd = study["seed_sd"]
-        if isinstance(sd, bool) or not isinstance(sd, (int, float)) or not 0 <= sd < float("inf"):
-            raise UserError(f"invalid study.seed_sd {sd!r} in {where}: a number of accuracy points >= 0, e.g. 1.0")
-        opts.seed_sd = float(sd)
+    from ..scaling.identified import check_seed_sd
+
+    opts.seed_sd = check_seed_sd(study.get("seed_sd"), "study.seed_sd", f" in {where}")
     return opts
 
 
