@@ -57,8 +57,8 @@ def collapsed_at_selected(record) -> bool:
     """Did the per-epoch check flag the run's reported checkpoint (``collapse_at_selected``; a run can recover
     after a flag, and selection can pick an epoch before it)? A record written before that field existed
     counts any flag (``collapsed_epoch``)."""
-    if record.get("collapse_at_selected") is not None or "collapse_at_selected" in record:
-        return bool(record.get("collapse_at_selected"))
+    if "collapse_at_selected" in record:
+        return bool(record["collapse_at_selected"])
     return record.get("collapsed_epoch") is not None
 
 

@@ -112,8 +112,9 @@ def describe(settings: dict, fits) -> str:
     else:
         detail += "; no bootstrap (no intervals)"
     if any(fi.n_examples is not None for fi in fits):
-        sd = "of {:g} points (given)".format(settings["seed_sd"]) if not settings["seed_sd_assumed"] else \
-            "measured where a configuration ran with several seeds, else {:g} points (assumed)".format(settings["seed_sd"])
+        value = settings["seed_sd"]
+        sd = (f"measured where a configuration ran with several seeds, else {value:g} points (assumed)"
+              if settings["seed_sd_assumed"] else f"of {value:g} points (given)")
         detail += f"; lack-of-fit test: each point's binomial noise (its test images) and a seed SD {sd}"
     skipped = [f"not fitted: {n['group']}: {n['reason']}" for n in settings.get("not_fitted", [])]
     return "\n".join(lines + [detail] + skipped)

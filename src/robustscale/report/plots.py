@@ -25,6 +25,7 @@ import numpy as np
 
 from ..rundir import write_bytes
 from ..scaling.format import fmt, unit_of
+from ..scaling.identified import LACK_OF_FIT, OK, identify
 
 LABELS = {
     "train_flops": "total training compute",
@@ -179,12 +180,6 @@ def _describe(fit) -> str:
     return text
 
 
-def _identification(fit):
-    from ..scaling.identified import identify
-
-    return identify(fit)
-
-
 def _bands_note(fits) -> str:
     boot = [f for f in fits if f.has_bootstrap]
     return f"bands: {fits[0].level * 100:g}% bootstrap" if boot else "no bootstrap"
@@ -202,9 +197,9 @@ def plot_scaling(df, fits: Sequence, title: str | None = None, show_frontier: bo
     for i, fit in enumerate(fits):
         color, marker = _style(i)
         hollow |= _scatter_group(ax, df, fit, i, x, lo)
-        ident = _identification(fit)
+        ident = identify(fit)
         if fit.converged and ident.shows_parameters:
-            flag = "; lack of fit" if ident.status == "lack of fit" else ""
+            flag = "; lack of fit" if ident.status == LACK_OF_FIT else ""
             _fit_line(ax, fit, i, *fit.x_range, label=f"{fit.label}: {_describe(fit)}{flag}")
         elif fit.converged:  # a law the runs do not identify: no curve, no numbers
             ax.plot([], [], color=color, marker=marker, ls="", label=f"{fit.label}: {ident.status}")
@@ -233,9 +228,9 @@ def plot_extrapolation(df, fits: Sequence, target: float, title: str | None = No
     x_lo = min(f.x_range[0] for f in fits)
     x_data_hi = max(f.x_range[1] for f in fits)
     # Only laws the runs identify and do not reject are carried to the target.
-    status = {i: _identification(f).status for i, f in enumerate(fits)}
+    status = {i: identify(f).status for i, f in enumerate(fits)}
     solved = {i: (f.solve_interval(target) if f.has_bootstrap else {"x": f.solve_for(target)})
-              for i, f in enumerate(fits) if f.converged and status[i] == "ok"}
+              for i, f in enumerate(fits) if f.converged and status[i] == OK}
     finite = [s["x"] for s in solved.values() if math.isfinite(s["x"])]
     x_hi = min(max([x_data_hi * 10] + [v * 10 for v in finite]), x_data_hi * 10 ** max_decades)
     lo, hi = _y_limits(fits, target)
@@ -343,7 +338,7 @@ def plot_cost(df, x: str = "train_flops", columns: Sequence[str] = ("energy_kwh"
 
 def plot_exponents(fits: Sequence, title: str | None = None):
     """The main exponent with its bootstrap interval (forest plot) of each fit whose numbers may be shown."""
-    ok = [f for f in fits if f.converged and _identification(f).shows_parameters]
+    ok = [f for f in fits if f.converged and identify(f).shows_parameters]
     fig, (ax,) = new_figure(6.5, 0.9 + 0.45 * max(len(ok), 1))
     for j, fit in enumerate(ok):
         i = list(fits).index(fit)

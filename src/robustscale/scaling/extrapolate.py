@@ -28,6 +28,7 @@ import numpy as np
 
 from ..errors import UserError
 from .fit import FitResult, _num
+from .identified import OK, identify
 
 # A target whose compute is more than this many times the largest fitted run's is labelled an
 # extrapolation: a law fitted over a decade or two says little about ten times further out.
@@ -75,7 +76,7 @@ class Extrapolation:
     @property
     def solved(self) -> bool:
         """The law was solved for the target (it converged and the data identify it)."""
-        return self.converged and self.status == "ok"
+        return self.converged and self.status == OK
 
     @property
     def is_extrapolation(self) -> bool:
@@ -191,7 +192,6 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
     ``CostModel.from_yaml(prices_path, preset=price_preset)``.
     """
     from ..compute import CostModel
-    from .identified import identify
 
     fits = [fits] if isinstance(fits, FitResult) else list(fits)
     for f in fits:

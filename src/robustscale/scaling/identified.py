@@ -26,8 +26,8 @@ are far larger than the test images and the seeds explain, so the curve does not
 (e.g. a power law in accuracy through runs that bend towards saturation, or one law through runs that
 differ in more than compute). Without the seed term, 10,000 test images (a binomial SE of 0.5 points)
 would reject true laws whose runs scatter by an ordinary seed SD. Where the fitted runs include
-several seeds of one configuration (same compute and ``schema.CONFIG_COLUMNS``, a ``seed`` column) with at least :data:`MIN_REPLICATE_DOF` degrees of freedom,
-the seed SD is measured from them instead (their pooled spread less its binomial part, the classic pure
+several seeds of one configuration (same compute and ``schema.CONFIG_COLUMNS``, a ``seed`` column) with
+at least :data:`MIN_REPLICATE_DOF` degrees of freedom, the seed SD is measured from them instead (their pooled spread less its binomial part, the classic pure
 error); a seed SD given to ``fit_law`` (``--seed-sd``, ``study.seed_sd``) overrides both. The reason says
 which was used.
 
@@ -59,7 +59,7 @@ NOT_CONVERGED = "did not converge"
 LACK_OF_FIT = "lack of fit"
 LACK_OF_FIT_P = 1e-3  # chi-square p-value under the runs' noise below which a law is rejected
 SEED_SD_POINTS = 1.0  # assumed seed-to-seed SD of one run's accuracy (percentage points), beside the binomial
-MIN_REPLICATE_DOF = 3  # runs repeating a compute value with this many dof measure the seed SD instead
+MIN_REPLICATE_DOF = 3  # seeds of one configuration with this many dof measure the seed SD instead
 EXTRA_RUNS = 2  # a law needs more than parameters + EXTRA_RUNS runs
 ZERO_WIDTH_REL = 1e-3  # an interval narrower than this share of its point shows as a point at 3 digits
 NO_BOOTSTRAP = "no bootstrap: its intervals (and so whether the data pin it down) are unknown"

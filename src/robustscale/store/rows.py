@@ -111,9 +111,7 @@ def _refresh_headline(conn: Connection, run_id: int) -> None:
         if robust is None:
             robust = values.get(fallback, row[fallback])
     if robust is not None:  # a run whose reported checkpoint the per-epoch check flagged stays collapsed
-        flags = {"collapsed_epoch": row["collapsed_epoch"]}
-        if "collapse_at_selected" in flat:
-            flags["collapse_at_selected"] = flat["collapse_at_selected"]
+        flags = {**flat, "collapsed_epoch": row["collapsed_epoch"]}
         values["collapsed"] = bool(robust < COLLAPSE_THRESHOLD_ACC) or collapsed_at_selected(flags)
     if values:
         conn.execute(update(runs).where(runs.c.id == run_id).values(**values))
