@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .fit import LAW_HELP, add_common_arguments, describe, load_and_fit
-
-CONVERSION_HELP = ("FLOPs -> device-hours: with --flops-per-second, FLOPs / (FLOP/s) / 3600; with --throughput, "
-                   "FLOPs / (images/s x the group's median train_flops_per_image) / 3600; otherwise the median "
-                   "device_hours / train_flops of the group's own runs. Device-hours -> energy (device power x "
-                   "hours), CO2e and dollars through the cost model (prices.yaml, --price-preset).")
-
-
+from .fit import describe, load_and_fit
 def run(args) -> int:
     from ..errors import UserError
     from ..scaling import extrapolate
@@ -73,24 +66,3 @@ def run(args) -> int:
                   f"{fmt(r.optimal_split['train_images_seen'])} images seen")
         print(f"  hours from {r.conversion}")
     return 0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "extrapolate", help="compute, device-hours, kWh, CO2e and dollars to reach a target robust accuracy",
-        description="Solve each group's fitted law for --target (y units, e.g. 75 for 75% AutoAttack accuracy), "
-                    "with a bootstrap interval, and convert the compute into device-hours, energy, emissions and "
-                    "dollars. Targets above a saturating law's asymptote are reported as not reachable, with the "
-                    "share of bootstrap fits that reach them. " + CONVERSION_HELP + " " + LAW_HELP)
-    add_common_arguments(p, default_law="saturating", default_bootstrap=1000)
-    p.add_argument("--target", type=float, required=True, help="target y, e.g. 75 (percent AutoAttack accuracy)")
-    p.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
-                   help="training images per second per device, to convert FLOPs into device-hours")
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved training FLOP/s per device, to convert FLOPs into device-hours")
-    p.add_argument("--device-type", default=None,
-                   help="device type of the price table (H100, A100-80GB, ...; default: the runs' device, else gpu)")
-    p.add_argument("--price-preset", default="default", help="price preset: default or paper-2024")
-    p.add_argument("--prices", default=None, metavar="YAML", help="your own price table merged over prices.yaml")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
-    p.set_defaults(func=run)
