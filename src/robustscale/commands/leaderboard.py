@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     fps = args.flops_per_second or DEFAULT_FLOPS_PER_SECOND
     CostModel.from_yaml().price(args.device_type)  # UserError listing the device types
     infos = read_model_info_dir(download_model_info() if args.download else args.model_info)
-    paper = load_paper_runs(args.paper_runs) if args.paper_runs else None
+    paper = (load_paper_runs(args.path) if args.path else load_paper_runs()) if args.paper_runs else None
     runs = load_runs(args.runs) if args.runs else None
 
     ledger = build_ledger(infos, flops_per_second=fps, progress=not args.json)

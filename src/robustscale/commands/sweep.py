@@ -52,7 +52,7 @@ def run_plan(args) -> int:
     if args.throughput is not None and args.throughput <= 0:
         raise UserError(f"invalid --throughput {args.throughput}: must be > 0 images per second")
     if args.flop_rate is not None and args.flop_rate <= 0:
-        raise UserError(f"invalid --flop-rate {args.flop_rate}: must be > 0 FLOP/s")
+        raise UserError(f"invalid --flops-per-second {args.flop_rate}: must be > 0 FLOP/s")
     estimates = None
     if not args.no_cost:
         estimates = estimate_runs(spec, throughput=args.throughput, flop_rate=args.flop_rate,

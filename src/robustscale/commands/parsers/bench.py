@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ...config import TrainConfig
+from .common import DefaultsHelpFormatter
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "also time the step as common public code writes it (weight gradients in every attack step, a clean "
         "logging forward, fp32, NCHW, eager) in alternating rounds and print the median per-round speed-up. "
         "Defaults of --amp, --channels-last and --compile are those of `robustscale train`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=DefaultsHelpFormatter)
     p.add_argument("--model", default="wide_resnet16_2", help="timm model name")
     p.add_argument("--dataset", default="cifar10", help="sets input size and class count (no data is read)")
     p.add_argument("--method", default="pgd", help="standard, pgd, trades or fgsm_rs (--baseline: pgd, fgsm_rs)")

@@ -1,6 +1,8 @@
 """The parser of ``robustscale extrapolate RUNS --target 75`` (built for every start of the CLI: no heavy imports; see cli.py)."""
 from __future__ import annotations
 
+from .common import add_flops_per_second_argument
+
 from .fit import LAW_HELP, add_common_arguments
 
 CONVERSION_HELP = ("FLOPs -> device-hours: with --flops-per-second, FLOPs / (FLOP/s) / 3600; with --throughput, "
@@ -20,8 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target", type=float, required=True, help="target y, e.g. 75 (percent AutoAttack accuracy)")
     p.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
                    help="training images per second per device, to convert FLOPs into device-hours")
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved training FLOP/s per device, to convert FLOPs into device-hours")
+    add_flops_per_second_argument(p, "the median device_hours / train_flops of the group's own runs")
     p.add_argument("--device-type", default=None,
                    help="device type of the price table (H100, A100-80GB, ...; default: the runs' device, else gpu)")
     p.add_argument("--price-preset", default="default", help="price preset: default or paper-2024")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_flops_per_second_argument, add_paper_runs_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,16 +20,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (ledger, fits, extrapolations) instead of a table")
     p.add_argument("--report", metavar="DIR", help="write DIR/leaderboard.html and every figure (PNG, SVG) to DIR")
     p.add_argument("--runs", metavar="STORE", help="add our evaluated runs from a results store (or runs table)")
-    p.add_argument("--paper-runs", metavar="PATH", help="the 2024 study's results.csv, plotted on the same axes")
+    add_paper_runs_argument(p, "plot on the same axes")
     p.add_argument("--export", metavar="FILE", help="write the joined table as .csv or .parquet")
     p.add_argument("--export-model-info", metavar="DIR",
                    help="write one RobustBench-style model_info JSON per entry with compute fields")
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the frontier fits (default 1000)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved training FLOP/s per GPU for GPU-hours (default 1e14: an A100 at ~1/3 of its "
-                   "bf16 peak)")
+    add_flops_per_second_argument(p, "1e14, an A100 at ~1/3 of its bf16 peak")
     p.add_argument("--device-type", default="A100-80GB", help="price-table device type for dollars (default A100-80GB)")
     p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
     p.set_defaults(handler="run")

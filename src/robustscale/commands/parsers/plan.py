@@ -1,6 +1,8 @@
 """The parser of ``robustscale plan`` (built for every start of the CLI: no heavy imports; see cli.py)."""
 from __future__ import annotations
 
+from .common import add_flops_per_second_argument, add_paper_runs_argument
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -8,15 +10,13 @@ def add_parser(subparsers) -> None:
         description="Fit the joint law 100 - AA = E + A N^-alpha + B D^-beta + G k^-gamma (N parameters, D "
                     "samples seen, k attack steps) per group of runs (method, generated data) with Huber on log "
                     "error and L-BFGS-B from a grid of starts, bootstrap every parameter, and for each budget print "
-                    "the compute-optimal N*, D*, k* with 95%% intervals and the best concrete recipes from the zoo "
+                    "the compute-optimal N*, D*, k* with 95% intervals and the best concrete recipes from the zoo "
                     "(model, epochs, attack steps) with predicted accuracy, FLOPs, device-hours and cost. Inputs "
                     "with fewer than 3 distinct values, or whose exponent hits a bound, enter as levels and their "
                     "exponent is reported as not identified. Approach 1 (frontier slopes) is shown as a cross-check.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--runs", metavar="SOURCE", help="runs table: .csv/.parquet or a results store (sqlite:///...)")
-    src.add_argument("--paper-runs", action="store_true", help="the 2024 study's published runs (results.csv)")
-    p.add_argument("--path", default=None, metavar="P",
-                   help="with --paper-runs: a local results.csv (default: download the public file)")
+    add_paper_runs_argument(src, "plan from")
     p.add_argument("--budget-flops", action="append", default=[], metavar="X",
                    help="training budget in FLOPs (repeatable or comma list, e.g. 1e19,1e20)")
     p.add_argument("--budget-gpu-hours", action="append", default=[], metavar="H",
@@ -44,8 +44,7 @@ def add_parser(subparsers) -> None:
                    help="refuse budgets (and skip recipes) more than X times outside the runs' range (default 100)")
     p.add_argument("--epoch-images", type=int, default=None, metavar="N",
                    help="images per epoch (default: the runs' train_images_seen / epochs)")
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved FLOP/s per device for device-hours (default: the runs' median)")
+    add_flops_per_second_argument(p, "the runs' median")
     p.add_argument("--device-type", default=None, help="device type of the price table (default: the runs', else gpu)")
     p.add_argument("--price-preset", default="default", help="price preset: default or paper-2024")
     p.add_argument("--prices", default=None, metavar="YAML", help="your own price table merged over prices.yaml")

@@ -1,6 +1,8 @@
 """The parser of ``robustscale report RUNS -o report.html`` (built for every start of the CLI: no heavy imports; see cli.py)."""
 from __future__ import annotations
 
+from .common import add_flops_per_second_argument
+
 from .fit import add_seed_sd_argument
 
 def add_parser(subparsers) -> None:
@@ -24,8 +26,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--target", type=float, default=75.0, help="target y for the extrapolation")
     p.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
                    help="images/s per device for FLOPs -> device-hours (default: the runs' own ratio)")
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved FLOP/s per device for FLOPs -> device-hours")
+    add_flops_per_second_argument(p, "the median device_hours / train_flops of the group's own runs")
     p.add_argument("--device-type", default=None, help="price-table device type (default: the runs' device, else gpu)")
     p.add_argument("--price-preset", default="default", help="default or paper-2024")
     p.add_argument("--prices", default=None, metavar="YAML", help="your own price table")

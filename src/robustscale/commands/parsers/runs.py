@@ -31,7 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--json", action="store_true", help="print JSON records instead of the table")
     q.set_defaults(handler="run_list")
 
-    q = rsub.add_parser("show", help="one run: config, status, compute, epochs, evaluations")
+    q = rsub.add_parser("show", help="one run: config, status, compute, epochs, evaluations",
+                        description="Print one run of the store: its config, status, compute (FLOPs, time, energy, "
+                        "cost), its per-epoch checks and its evaluations with their image counts and intervals.")
     common(q)
     q.add_argument("name", help="run name")
     q.add_argument("--json", action="store_true", help="print JSON instead of text")

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_paper_runs_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -11,8 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "them, fit robust accuracy against training FLOPs and write report.html. With --paper-runs, recompute "
         "the analyses of Debenedetti et al. 2024 from its published runs instead.")
     p.add_argument("spec", nargs="?", help="study spec YAML, e.g. configs/studies/cpu-fashion-mnist.yaml")
-    p.add_argument("--paper-runs", action="store_true", help="reproduce the 2024 study from its published results.csv")
-    p.add_argument("--path", help="local copy of the study's results.csv (default: download the public file)")
+    add_paper_runs_argument(p, "reproduce the 2024 study from")
     p.add_argument("--store", help="results store URL or runs.db path (default: the spec's, else <output_dir>/runs.db)")
     p.add_argument("--executor", default="local", help="local (default), inline or slurm")
     p.add_argument("--max-parallel", type=int, default=None, help="runs at once with the local executor")

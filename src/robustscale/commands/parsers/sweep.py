@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_flops_per_second_argument
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -24,14 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q = ssub.add_parser("plan", help="print the expanded runs with estimated FLOPs, device-hours, energy and cost",
                         description="Expand and validate the spec (nothing runs, nothing is written). FLOPs are "
                         "measured per model/method/steps (meta device, cached); time needs a throughput: "
-                        "--throughput or --flop-rate, the spec's cost.throughput / cost.flop_rate, or finished "
+                        "--throughput or --flops-per-second, the spec's cost.throughput / cost.flop_rate, or finished "
                         "runs in the store.")
     common(q)
     q.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
                    help="training images per second of one job (default: measured in the store)")
-    q.add_argument("--flop-rate", type=float, default=None, metavar="FLOP_PER_S",
-                   help="achieved training FLOP/s of one job, in measured FLOPs (the `achieved` figure of "
-                   "`robustscale bench`); each run's img/s is this over its FLOPs per image")
+    add_flops_per_second_argument(q, "the spec's cost.flop_rate, else runs measured in the store, else the "
+                                  "device's figure in compute/throughput.yaml; each run's img/s is this over its FLOPs "
+                                  "per image; --flop-rate is the old name", old_name="--flop-rate", dest="flop_rate")
     q.add_argument("--device-type", default=None, help="device type to price (a key of prices.yaml, e.g. H100)")
     q.add_argument("--price-preset", default=None, help="price preset (default: the spec's, else 'default')")
     q.add_argument("--no-cost", action="store_true", help="only expand the runs (no FLOP measurement)")
@@ -57,7 +59,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--no-progress", action="store_true", help="no progress bar")
     q.set_defaults(handler="run_run")
 
-    q = ssub.add_parser("status", help="table of done / running / failed / queued runs with compute spent so far")
+    q = ssub.add_parser("status", help="table of done / running / failed / queued runs with compute spent so far",
+                        description="One row per run of the spec with its status in the store (done, running, "
+                        "failed, interrupted, queued), the compute it has spent so far and its accuracies; nothing "
+                        "is trained or written.")
     common(q)
     q.set_defaults(handler="run_status")
 

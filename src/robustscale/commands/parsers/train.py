@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import enum
+import textwrap
 
+from ...config import TrainConfig
 
 EPILOG = """\
 examples:
@@ -29,7 +33,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "standard training, checking clean, PGD and FGSM accuracy every epoch on a validation split of the "
         "training images (which picks the checkpoint; a run whose PGD accuracy collapses is flagged: on_collapse "
         "warn|stop) and recording FLOPs, time, energy and cost.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
+        epilog=EPILOG + "\n" + config_keys_help(), formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False)
     parser.add_argument("--config", metavar="FILE", help="YAML recipe (TrainConfig keys); defaults when omitted")
     parser.add_argument("--resume", metavar="RUN_DIR",
                         help="continue an interrupted run (its config.yaml is used unless --config is given, "
@@ -39,3 +43,24 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     parser.set_defaults(handler="run", accepts_overrides=True, overrides=[])
     return parser
+
+
+def _default_text(value) -> str:
+    if isinstance(value, enum.Enum):
+        choices = "|".join(str(m.value) for m in type(value))
+        return f"{value.value} ({choices})"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "none" if value is None else str(value)
+
+
+def config_keys_help(width: int = 100) -> str:
+    """Every TrainConfig key as ``--key default``, in the dataclass's order (its defaults, not a copy)."""
+    defaults = TrainConfig()
+    items = [f"--{f.name.replace('_', '-')} {_default_text(getattr(defaults, f.name))}"
+             for f in dataclasses.fields(TrainConfig)]
+    body = textwrap.fill("; ".join(items), width=width, initial_indent="  ", subsequent_indent="  ",
+                         break_on_hyphens=False)
+    return f"config keys (--key value; the default follows each key):\n{body}\n"
