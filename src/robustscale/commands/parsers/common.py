@@ -13,12 +13,12 @@ class _PaperRuns(argparse.Action):
             namespace.path = values
 
 
-def add_paper_runs_argument(p, what: str) -> None:
+def add_paper_runs_argument(p, what: str, group=None) -> None:
     """``--paper-runs [PATH]`` (the 2024 study's published results.csv; downloaded without PATH).
 
     ``--path PATH`` is the older spelling (plan, study), kept as a hidden alias.
     """
-    p.add_argument("--paper-runs", nargs="?", default=False, metavar="PATH", action=_PaperRuns,
+    (group or p).add_argument("--paper-runs", nargs="?", default=False, metavar="PATH", action=_PaperRuns,
                    help=f"{what} the 2024 study's published runs: PATH, a local copy of its results.csv "
                         "(default: download the public file)")
     p.add_argument("--path", default=None, help=argparse.SUPPRESS)

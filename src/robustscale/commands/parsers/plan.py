@@ -16,7 +16,7 @@ def add_parser(subparsers) -> None:
                     "exponent is reported as not identified. Approach 1 (frontier slopes) is shown as a cross-check.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--runs", metavar="SOURCE", help="runs table: .csv/.parquet or a results store (sqlite:///...)")
-    add_paper_runs_argument(src, "plan from")
+    add_paper_runs_argument(p, "plan from", group=src)
     p.add_argument("--budget-flops", action="append", default=[], metavar="X",
                    help="training budget in FLOPs (repeatable or comma list, e.g. 1e19,1e20)")
     p.add_argument("--budget-gpu-hours", action="append", default=[], metavar="H",

@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import enum
-import textwrap
 
 from ...config import TrainConfig
 
@@ -61,6 +60,9 @@ def config_keys_help(width: int = 100) -> str:
     defaults = TrainConfig()
     items = [f"--{f.name.replace('_', '-')} {_default_text(getattr(defaults, f.name))}"
              for f in dataclasses.fields(TrainConfig)]
-    body = textwrap.fill("; ".join(items), width=width, initial_indent="  ", subsequent_indent="  ",
-                         break_on_hyphens=False)
-    return f"config keys (--key value; the default follows each key):\n{body}\n"
+    lines = [""]
+    for item in items:  # a key and its default stay on one line
+        if lines[-1] and len(lines[-1]) + len(item) + 4 > width:
+            lines.append("")
+        lines[-1] += ("; " if lines[-1] else "  ") + item
+    return "config keys (--key value; the default follows each key):\n" + "\n".join(lines) + "\n"
