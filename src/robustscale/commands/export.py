@@ -14,7 +14,7 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = export_run(args.run_dir, args.to, args.weights, force=args.force, push_to_hub=args.push_to_hub,
-                            private=args.private)
+                            private=args.private, license=args.license)
     for w in caught:
         print(f"warning: {str(w.message).splitlines()[0] if str(w.message) else w.category.__name__}",
               file=sys.stderr)

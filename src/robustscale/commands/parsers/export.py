@@ -12,8 +12,8 @@ examples:
 
 The folder holds model.safetensors, config.json (timm's pretrained_cfg: architecture, classes, input
 size, mean/std) and README.md, a model card with the robustness claims of these weights (n images and
-Wilson 95 % intervals), the training compute bill (FLOPs in our measured convention and the 2024 study's,
-device-hours, energy, emissions, cost with the price table's date) and the recipe. Load it with
+Wilson 95 % intervals) under Hub metadata (license, datasets, tags, model-index), the training compute bill (FLOPs in our measured convention and the 2024 study's,
+device-hours, energy, emissions, cost with the price table's date) and the recipe. Load it with (pip install robustscale; the import registers its architectures in timm)
   import robustscale, timm; timm.create_model("local-dir:DIR", pretrained=True)
 or evaluate it with robustscale evaluate --checkpoint DIR.
 """
@@ -33,6 +33,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace a non-empty --to folder")
     p.add_argument("--push-to-hub", metavar="REPO", help="then upload the folder to this Hugging Face Hub repo "
                    "(huggingface_hub; needs network and a token)")
+    p.add_argument("--license", default="mit", metavar="ID",
+                   help="the weights' license, a Hugging Face Hub license id for the card's metadata (default: mit, "
+                   "robustscale's own; the dataset's terms may ask for another)")
     p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")
     p.set_defaults(handler="run")
