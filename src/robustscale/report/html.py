@@ -23,9 +23,11 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:110
 color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 h3{font-size:1.05em;margin-top:1.4em}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;max-width:100%;overflow-x:auto}
+div.tbl{max-width:100%;overflow-x:auto;margin:.6em 0}
+table{border-collapse:collapse;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
-th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom;overflow-wrap:anywhere}td.l,th.l{text-align:left}
+td.t{white-space:normal;text-align:left;overflow-wrap:anywhere;min-width:6em;max-width:22em}
 td.w{white-space:normal;text-align:left;min-width:16em}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.meta{color:#666;font-size:.9em}.note{color:#a33}
@@ -106,13 +108,20 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
     else:
         headers, rows = table
 
-    def cls(i: int) -> str:
-        return "w" if i in wrap else ("l" if i == 0 else "")
+    def cls(i: int, text: str) -> str:
+        if i in wrap:
+            return "w"
+        # Text (a recipe, a group, a reason) wraps within its cell, so a table fits the 1,100 px page;
+        # numbers stay on one line. What still does not fit scrolls inside the table's own box (div.tbl).
+        return "t" if len(text) > 24 and not _NUMBER.match(text) else ("l" if i == 0 else "")
 
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{html.escape(cell_text(c))}</td>'
-                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i, t)}">{html.escape(t)}</td>'
+                                     for i, t in enumerate(map(cell_text, r))) + "</tr>" for r in rows)
+    return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+_NUMBER = re.compile(r"^[-+~<>=\d.,e%\s\[\]()x/]+$")  # "71.5 [62.2, 72]", "1.2e+19", "3 x 10": not text
 
 
 def _figures(items: Sequence, plots_dir: Path | None, used: set[str]) -> str:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import math
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -84,8 +85,40 @@ def numeric_items(data: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+# The per-epoch check's numbers in a metrics.jsonl row; they were measured on the row's `eval_split`.
+EPOCH_CHECK_KEYS = ("clean_acc", "pgd_robust_acc", "fgsm_robust_acc", "eval_images")
+SPLITS = ("val", "test")
+
+
+def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
+    """A metrics.jsonl row's numbers, the per-epoch check's under its split: ``val/clean_acc`` (``test/...``
+    for runs checked on test images, and rows written before the split was recorded), training's as they are."""
+    split = row.get("eval_split") or "test"
+    return {(f"{split}/{k}" if k in EPOCH_CHECK_KEYS else k): v for k, v in numeric_items(flatten(row)).items()}
+
+
+def summary_metrics(summary: Mapping[str, Any], config_keys: Iterable[str] = ()) -> dict[str, float]:
+    """summary.json's numbers: the headline accuracies (test images) as ``test/<key>``, the selected epoch's
+    ``val_*`` / ``test_*`` as ``val/*`` / ``test/*``, compute and the rest as ``summary/<key>``. Config values the
+    summary repeats (eps, epochs, ...) are left out: they are the tracker's params / config already."""
+    skip = set(config_keys)
+    out = {}
+    for key, value in numeric_items(flatten(summary)).items():
+        if key in skip:
+            continue
+        split, _, rest = key.partition("_")
+        if split in SPLITS and rest:
+            out[f"{split}/{rest}"] = value
+        elif key.startswith(("clean_acc", "pgd_robust_acc", "apgd_ce_robust_acc", "aa_robust_acc", "aa_n_examples")):
+            out[f"test/{key}"] = value
+        else:
+            out[f"summary/{key}"] = value
+    return out
+
+
 def claim_metrics(claims: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """``eval/<attack>-<eps>/<field>`` numbers of evaluation claims (accuracies, n, eps, compute)."""
+    """``test/<attack>-<eps>/<field>`` numbers of evaluation claims (accuracies, n, eps, compute): evaluations
+    are made on test images."""
     out: dict[str, float] = {}
     for claim in claims:
         # file_stem: the claim file's name (eval/<file_stem>.json), added by robustscale.hub.read_claims
@@ -94,16 +127,17 @@ def claim_metrics(claims: Iterable[Mapping[str, Any]]) -> dict[str, float]:
                                             "eval_flops", "wall_seconds", "device_hours", "energy_kwh",
                                             "emissions_kg", "cloud_usd_low", "cloud_usd_high")}
         fields.update({f"stage_acc/{k}": v for k, v in (claim.get("stage_acc") or {}).items()})
-        out.update({f"eval/{stem}/{k}": v for k, v in numeric_items(fields).items()})
+        out.update({f"test/{stem}/{k}": v for k, v in numeric_items(fields).items()})
     return out
 
 
 class Trackers:
     """The trackers of one run; every call goes to each of them, and one that fails is dropped."""
 
-    def __init__(self, backends: list, run_dir: Path | None = None):
+    def __init__(self, backends: list, run_dir: Path | None = None, config_keys: Iterable[str] = ()):
         self.backends = backends
         self.run_dir = run_dir
+        self.config_keys = set(config_keys)
 
     @property
     def names(self) -> list[str]:
@@ -121,11 +155,13 @@ class Trackers:
 
     def log_epoch(self, metrics: Mapping[str, Any], step: int) -> None:
         """One row of metrics.jsonl (numbers are logged; None and text are skipped) at ``step`` (epoch)."""
-        self._each("log_epoch", dict(metrics), int(step))
+        self._each("log_epoch", epoch_metrics(metrics), int(step))
 
     def log_summary(self, summary: Mapping[str, Any], claims: Iterable[Mapping[str, Any]] = ()) -> None:
         """The run's summary (every compute field) and its evaluation claims."""
-        self._each("log_summary", dict(summary), [dict(c) for c in claims])
+        claims = [dict(c) for c in claims]
+        numbers = {**summary_metrics(summary, self.config_keys), **claim_metrics(claims)}
+        self._each("log_summary", dict(summary), claims, numbers)
 
     def finish(self, status: str = "completed") -> None:
         self._each("finish", status)
@@ -157,6 +193,7 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
     run_dir = Path(run_dir) if run_dir is not None else None
     if rank != 0 or not names:
         return Trackers([], run_dir)
+    fresh = run_dir is not None and not run_dir.exists()  # a folder a tracker creates is removed if one fails
     from .backends import BACKENDS
 
     ids = _read_ids(run_dir)
@@ -172,13 +209,15 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
             if required:
                 for other in started:
                     _quietly(other.finish, "failed")
+                if fresh and run_dir.is_dir():  # log_to_required: a run that does not start writes nothing
+                    shutil.rmtree(run_dir, ignore_errors=True)
                 raise UserError(message + " (log_to_required is true)") from None
             warnings.warn(message + "; the run goes on without it", TrackerWarning, stacklevel=2)
             continue
         started.append(backend)
     if run_dir is not None and started:
         _write_ids(run_dir, {**ids, **{b.name: b.run_id for b in started if b.run_id}})
-    return Trackers(started, run_dir)
+    return Trackers(started, run_dir, config_keys=config.keys())
 
 
 def log_run_records(run_dir: str | Path, cfg) -> None:
