@@ -106,7 +106,7 @@ def test_records_read_back(offline):
     assert s["summary/train_flops"] == 1.29e10 and s["summary/step_flops/forward_flops"] == 2.2e7
     assert s["summary/device_name"] == "AMD EPYC" and s["summary/status"] == "completed"
     assert s["test/aa-standard-8_255/robust_acc"] == 15.625 and s["test/aa-standard-8_255/stage_acc/apgd-t"] == 15.625
-    assert s["test/pgd_robust_acc"] == 15.0 and s["val/pgd_robust_acc"] == 18.75  # the headline: test images
+    assert s["test/pgd_robust_acc"] == 15.0 and s["val/selected/pgd_robust_acc"] == 18.75  # the headline: test images
     assert not any(k in s for k in ("summary/eps", "summary/epochs", "summary/pgd_robust_acc"))  # config: params
 
     # MLflow: params = the config, metric histories per epoch, summary and claim metrics, tags, artifacts, status
@@ -114,7 +114,7 @@ def test_records_read_back(offline):
     assert row["run_id"] == ids["mlflow"] and row["status"] == "FINISHED" and row["tags.mlflow.runName"] == "t"
     assert row["params.method"] == "pgd" and row["params.eps"] == str(cfg.eps)
     assert row["metrics.summary/train_flops"] == 1.29e10 and row["metrics.test/aa-standard-8_255/n_examples"] == 32
-    assert "metrics.summary/eps" not in row.index and row["metrics.val/pgd_robust_acc"] == 18.75
+    assert "metrics.summary/eps" not in row.index and row["metrics.val/selected/pgd_robust_acc"] == 18.75
     assert row["tags.robustscale.device_name"] == "AMD EPYC"
     client = mlflow.MlflowClient()
     assert [(m.step, m.value) for m in client.get_metric_history(row["run_id"], "val/clean_acc")] == \

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from ..compute.cost import default_flop_rate
+
 
 # ---------------------------------------------------------------------- helpers
 def _load(args):
@@ -83,7 +85,8 @@ def run_plan(args) -> int:
         columns.append(("store", "store_status", "s"))
     if estimates is not None:
         columns += [("GFLOPs/img", "train_flops_per_image", "gflops"), ("train PFLOPs", "train_flops", "pflops"),
-                    ("img/s", "throughput", "n"), ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
+                    ("eval PFLOPs", "eval_flops", "pflops"), ("img/s", "throughput", "n"),
+                    ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
                     ("elec $", "electricity_usd", "n"), ("cloud $ low", "cloud_usd_low", "n"),
                     ("cloud $ high", "cloud_usd_high", "n")]
     print(format_table(rows, columns))
@@ -92,14 +95,25 @@ def run_plan(args) -> int:
         sources = sorted({e.throughput_source for e in estimates})
         dev = sorted({e.device_type for e in estimates if e.device_type})
         parts = [f"train {_fmt(total['train_flops'], 'pflops')} PFLOPs"]
+        if total["eval_flops"]:
+            parts.append(f"evaluation {_fmt(total['eval_flops'], 'pflops')} PFLOPs")
         if total["device_hours"] is not None:
-            parts += [f"{_fmt(total['device_hours'], 'n')} device-hours ({', '.join(dev)})",
+            evals = f" ({_fmt(total['eval_device_hours'], 'n')} of them evaluating)" if total["eval_flops"] else ""
+            parts += [f"{_fmt(total['device_hours'], 'n')} device-hours ({', '.join(dev)}){evals}",
                       f"{_fmt(total['energy_kwh'], 'n')} kWh", f"electricity ${_fmt(total['electricity_usd'], 'n')}",
                       f"cloud ${_fmt(total['cloud_usd_low'], 'n')}-{_fmt(total['cloud_usd_high'], 'n')}"]
         else:
-            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or --flop-rate FLOP_PER_S, "
+            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or --flops-per-second FLOPS, "
                          "or finish a run of each family")
         print("total: " + ", ".join(parts) + f" (throughput: {', '.join(sources)})")
+        for source in sources:
+            if source.startswith("default:"):
+                rate, entry, why = default_flop_rate(source.split(":", 1)[1])
+                print(f"throughput {source}: {rate:.3g} FLOP/s per device from compute/throughput.yaml ({why}); "
+                      f"--flops-per-second or --throughput for your own (robustscale bench prints it)")
+        if spec.evaluation is not None and spec.evaluation.attack == "aa-standard":
+            print("AutoAttack is priced as its upper bound (every image through every stage); a model it breaks "
+                  "costs less")
     if spec.evaluation is not None:
         e = spec.evaluation
         print(f"evaluation after training: {e.attack} at eps {_fmt(e.eps, 'eps') if e.eps is not None else 'of run'} "

@@ -99,7 +99,8 @@ def epoch_metrics(row: Mapping[str, Any]) -> dict[str, float]:
 
 def summary_metrics(summary: Mapping[str, Any], config_keys: Iterable[str] = ()) -> dict[str, float]:
     """summary.json's numbers: the headline accuracies (test images) as ``test/<key>``, the selected epoch's
-    ``val_*`` / ``test_*`` as ``val/*`` / ``test/*``, compute and the rest as ``summary/<key>``. Config values the
+    per-epoch check ``val_*`` / ``test_*`` as ``val/selected/*`` / ``test/selected/*`` (beside the per-epoch series
+    ``val/*``), compute and the rest as ``summary/<key>``. Config values the
     summary repeats (eps, epochs, ...) are left out: they are the tracker's params / config already."""
     skip = set(config_keys)
     out = {}
@@ -108,7 +109,7 @@ def summary_metrics(summary: Mapping[str, Any], config_keys: Iterable[str] = ())
             continue
         split, _, rest = key.partition("_")
         if split in SPLITS and rest:
-            out[f"{split}/{rest}"] = value
+            out[f"{split}/selected/{rest}"] = value
         elif key.startswith(("clean_acc", "pgd_robust_acc", "apgd_ce_robust_acc", "aa_robust_acc", "aa_n_examples")):
             out[f"test/{key}"] = value
         else:
