@@ -27,6 +27,7 @@ div.tbl{max-width:100%;overflow-x:auto;margin:.6em 0}
 table{border-collapse:collapse;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom;overflow-wrap:anywhere}td.l,th.l{text-align:left}
+td.i{white-space:normal;min-width:5em}
 td.t{white-space:normal;text-align:left;overflow-wrap:anywhere;min-width:6em;max-width:22em}
 td.w{white-space:normal;text-align:left;min-width:16em}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
@@ -113,14 +114,21 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
             return "w"
         # Text (a recipe, a group, a reason) wraps within its cell, so a table fits the 1,100 px page;
         # numbers stay on one line. What still does not fit scrolls inside the table's own box (div.tbl).
-        return "t" if len(text) > 24 and not _NUMBER.match(text) else ("l" if i == 0 else "")
+        if len(text) > 24 and not _NUMBER.match(text):
+            return "t"
+        return "i" if _INTERVAL.search(text) else ("l" if i == 0 else "")
+
+    def cell(text: str) -> str:
+        # An interval may go to the next line as a whole: "61.1" / "[58.0, 64.1] (1000)", never "[58.0," / "64.1]".
+        return _INTERVAL.sub(lambda m: m.group(0).replace(" ", "\u00a0"), html.escape(text))
 
     head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{cls(i, t)}">{html.escape(t)}</td>'
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i, t)}">{cell(t)}</td>'
                                      for i, t in enumerate(map(cell_text, r))) + "</tr>" for r in rows)
     return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
+_INTERVAL = re.compile(r"[\[(][^\[\]()]*[\])]")  # "[58.0, 64.1]", "(1000)"
 _NUMBER = re.compile(r"^[-+~<>=\d.,e%\s\[\]()x/]+$")  # "71.5 [62.2, 72]", "1.2e+19", "3 x 10": not text
 
 
