@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from .fit import describe, load_and_fit
+from .fit import DEFAULT_Y, default_law, describe, load_and_fit
 def run(args) -> int:
     from ..errors import UserError
     from ..scaling import extrapolate
@@ -12,10 +12,12 @@ def run(args) -> int:
     if args.throughput is not None and args.flops_per_second is not None:
         raise UserError("give either --throughput or --flops-per-second, not both")
     from ..scaling.extrapolate import check_target
+    from ..scaling.io import is_store_source
     from ..schema import resolve_column
 
     # Before loading and fitting: a target no law can reach is the user's to fix, whatever the runs say.
-    check_target(args.target, resolve_column(args.y), error_law=args.law in ("saturating", "chinchilla"))
+    law = default_law(args, is_store_source(str(args.runs)))
+    check_target(args.target, resolve_column(args.y or DEFAULT_Y), error_law=law in ("saturating", "chinchilla"))
     df, fits, settings = load_and_fit(args)
     results = extrapolate(fits, args.target, df, flops_per_second=args.flops_per_second,
                           throughput=args.throughput, device_type=args.device_type, price_preset=args.price_preset,
@@ -26,7 +28,9 @@ def run(args) -> int:
         return 0
     print(describe(settings, fits))
     first = results[0]
-    print(f"target {with_unit(fits[0].y)} = {args.target:g}; device type {first.device_type}, "
+    ys = list(dict.fromkeys(f.y for f in fits))
+    what = with_unit(ys[0]) if len(ys) == 1 else "each family's own metric [%]"
+    print(f"target {what} = {args.target:g}; device type {first.device_type}, "
           f"price preset {first.price_preset}")
     level = f"{100 * args.level:g}%"
     for r in results:

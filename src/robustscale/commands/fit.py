@@ -4,14 +4,76 @@ from __future__ import annotations
 import json
 import sys
 
+from ..errors import UserError
 
-def exclude_threshold(args) -> float | None:
+
+DEFAULT_Y = "aa_robust_acc"  # --y of a table that is not a results store (the 2024 study's results.csv, ...)
+ROBUST_METRICS = ("aa_robust_acc", "apgd_ce_robust_acc", "pgd_robust_acc")  # the strongest attack first
+
+
+def exclude_threshold(args, y: str | None = None) -> float | None:
     """``--exclude-below``, or the collapse threshold for robust accuracies by default."""
     from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
 
     if args.exclude_below is not None:
         return args.exclude_below
-    return COLLAPSE_THRESHOLD_ACC if resolve_column(args.y).endswith("robust_acc") else None
+    return COLLAPSE_THRESHOLD_ACC if resolve_column(y or args.y or DEFAULT_Y).endswith("robust_acc") else None
+
+
+def family_metrics(df) -> dict[str, str]:
+    """``{method: metric}``: what each training method of a results store is judged by when ``--y`` is not
+    given, as a study judges its families: clean accuracy for standard training; for the others the strongest
+    attack's robust accuracy measured on enough runs for a two-parameter law, else the one on the most runs."""
+    from ..scaling.identified import EXTRA_RUNS
+
+    enough = 2 + EXTRA_RUNS + 1  # a law needs more than its parameters + EXTRA_RUNS runs
+    out = {}
+    for method, part in df.groupby("method", sort=True):
+        if method == "standard":
+            out[method] = "clean_acc"
+            continue
+        counts = {m: int(part[m].notna().sum()) if m in part.columns else 0 for m in ROBUST_METRICS}
+        out[method] = next((m for m in ROBUST_METRICS if counts[m] >= enough),
+                           max(ROBUST_METRICS, key=lambda m: counts[m]))
+    return out
+
+
+def default_law(args, on_store: bool) -> str:
+    """--law when not given: error-power on a results store (the law a study fits, identified on few runs),
+    saturating with --frontier, else the command's own default."""
+    if args.law:
+        return args.law
+    if args.frontier:
+        return "saturating"
+    return "error-power" if on_store else getattr(args, "law_default", None) or "power"
+
+
+def fit_runs(args, df, law: str, on_store: bool):
+    """Fit ``df`` under ``law`` -> ``(fits, not_fitted)``. Without --y on a results store, each training method
+    with its own metric (:func:`family_metrics`), one law per method (or per --group-by within it)."""
+    from ..scaling.fit import fit_groups_partial
+
+    common = dict(law=law, x=args.x, bootstrap=args.bootstrap, seed=args.seed, frontier=args.frontier,
+                  level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
+                  progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
+    if args.y is not None or not on_store or "method" not in df.columns:
+        y = args.y or DEFAULT_Y
+        return fit_groups_partial(df, args.group_by, y=y, exclude_below=exclude_threshold(args, y), **common)
+    fits, not_fitted, errors = [], [], []
+    for method, y in family_metrics(df).items():
+        part = df[df["method"] == method]
+        try:
+            f, nf = fit_groups_partial(part, args.group_by or "method", y=y, exclude_below=exclude_threshold(args, y),
+                                       **common)
+        except UserError as exc:  # this family cannot be fitted: said, and the others go on
+            not_fitted.append(({"method": method}, str(exc)))
+            errors.append(f"method={method} ({y}): {exc}")
+            continue
+        fits += f
+        not_fitted += nf
+    if not fits:
+        raise UserError("no family could be fitted: " + "; ".join(errors))
+    return fits, not_fitted
 
 
 def check_common(args) -> None:
@@ -31,19 +93,20 @@ def check_common(args) -> None:
 def load_and_fit(args, law: str | None = None):
     """Load RUNS and fit per group from the common arguments -> ``(df, fits, settings dict)``."""
     from ..scaling import load_runs, parse_mapping
-    from ..scaling.fit import fit_groups_partial, group_label
+    from ..scaling.fit import group_label
     from ..scaling.identified import SEED_SD_POINTS
+    from ..scaling.io import is_store_source
 
     check_common(args)
     df = load_runs(args.runs, parse_mapping(args.map))
-    law = law or args.law or ("saturating" if args.frontier else "power")
-    threshold = exclude_threshold(args)
+    on_store = is_store_source(str(args.runs))
+    law = law or default_law(args, on_store)
     # A group too small to fit is reported as not fitted; the others are fitted all the same.
-    fits, not_fitted = fit_groups_partial(
-        df, args.group_by, law=law, x=args.x, y=args.y, bootstrap=args.bootstrap, seed=args.seed,
-        frontier=args.frontier, exclude_below=threshold, level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
-        progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
-    settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": fits[0].y, "x": fits[0].x,
+    fits, not_fitted = fit_runs(args, df, law, on_store)
+    ys = list(dict.fromkeys(f.y for f in fits))
+    threshold = exclude_threshold(args, ys[0] if len(ys) == 1 else ROBUST_METRICS[0])
+    settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": ys[0] if len(ys) == 1 else ys,
+                "y_per_group": {f.label: f.y for f in fits}, "x": fits[0].x,
                 "group_by": args.group_by, "exclude_below": threshold, "bootstrap": args.bootstrap,
                 "seed": args.seed, "level": args.level, "frontier": args.frontier,
                 "seed_sd": SEED_SD_POINTS if args.seed_sd is None else args.seed_sd,
@@ -60,10 +123,14 @@ def describe(settings: dict, fits) -> str:
     x = f.x if isinstance(f.x, str) else ", ".join(f.x)
     xs = with_unit(x) if isinstance(f.x, str) else x
     excluded = sum(fi.n_excluded for fi in fits)
-    lines = [f"law {f.law}: {f.formula}   y = {with_unit(f.y)}, x = {xs}"]
+    ys = list(dict.fromkeys(fi.y for fi in fits))
+    y_text = f"y = {with_unit(f.y)}" if len(ys) == 1 else \
+        "y = each family's own metric (" + "; ".join(f"{fi.label}: {with_unit(fi.y)}" for fi in fits) + ")"
+    lines = [f"law {f.law}: {f.formula}   {y_text}, x = {xs}"]
     detail = f"{settings['n_runs']} runs in {settings['runs']}; {sum(fi.n for fi in fits)} fitted"
     if settings.get("exclude_below") is not None:
-        detail += f", {excluded} with {f.y} < {settings['exclude_below']:g} excluded"
+        detail += f", {excluded} with {f.y if len(ys) == 1 else 'a robust accuracy'} < " \
+                  f"{settings['exclude_below']:g} excluded"
     if settings["bootstrap"]:
         detail += f"; {settings['bootstrap']} bootstrap resamples, {100 * settings['level']:g}% intervals"
     else:

@@ -233,12 +233,15 @@ def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, ext
     sections = []
     first = next(iter(fits_by_law.values()))
     y, x = first[0].y, first[0].x
+    per_group = sorted({f"{f.label}: {f.y}" for fs in fits_by_law.values() for f in fs})
+    y_text = y if len({f.y for fs in fits_by_law.values() for f in fs}) == 1 else \
+        "each group its own (" + ", ".join(per_group) + ")"
     n_fitted = {law: sum(f.n for f in fits) for law, fits in fits_by_law.items()}
     intro = (f"{len(df)} runs"
              + (f" from {settings['runs']}" if settings.get("runs") else "")
              + (f"; sources: {', '.join(f'{k} ({v})' for k, v in df['source'].value_counts().items())}"
                 if "source" in df.columns and df["source"].notna().any() else "")
-             + f". Metric y = {y}; compute x = {x if isinstance(x, str) else ', '.join(x)}."
+             + f". Metric y = {y_text}; compute x = {x if isinstance(x, str) else ', '.join(x)}."
              + (f" Groups by {settings['group_by']}." if settings.get("group_by") else "")
              + (f" Runs with {y} below {fmt(settings['exclude_below'])} are excluded from the fits"
                 f" (collapsed runs, hollow markers in the figures)." if settings.get("exclude_below") is not None else "")
@@ -259,20 +262,23 @@ def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, ext
         figures.append((f"{law} law: runs, fits and bootstrap bands", plots.plot_scaling(df, fits), f"scaling-{law}"))
     for law, fits in fits_by_law.items():
         if target is not None and any(f.converged for f in fits):
-            figures.append((f"{law} law extrapolated to {fmt(target)}", plots.plot_extrapolation(df, fits, target),
+            figures.append((f"{law} law extrapolated to {plots.metric_name(fits)} = {fmt(target)} %",
+                            plots.plot_extrapolation(df, fits, target),
                             f"extrapolation-{law}"))
     for law, fits in fits_by_law.items():
         if any(f.converged for f in fits):
             figures.append((f"{law} law residuals", plots.plot_residuals(fits), f"residuals-{law}"))
-            if any(f.has_bootstrap for f in fits):
-                figures.append((f"{law} law exponents", plots.plot_exponents(fits), f"exponents-{law}"))
+            exponents = plots.plot_exponents(fits) if any(f.has_bootstrap for f in fits) else None
+            if exponents is not None:
+                figures.append((f"{law} law exponents with their bootstrap intervals", exponents, f"exponents-{law}"))
     sections.append(Section("Figures", figures=figures))
     if target is not None and extrapolations:
         for law, results in extrapolations.items():
             r0 = results[0] if results else None
             how = (f"Device type {r0.device_type}, price preset {r0.price_preset}. " if r0 else "")
             conv = sorted({r.conversion for r in results if r.conversion})
-            text = (f"Compute at which each group's {law} law reaches {y} = {fmt(target)}, with its bootstrap interval "
+            text = (f"Compute at which each group's {law} law reaches {plots.metric_name(fits_by_law[law])} = "
+                    f"{fmt(target)}{' %' if y.endswith('_acc') else ''}, with its bootstrap interval "
                     f"(inf: too many resampled laws never reach it), and what it would cost. {how}"
                     + (f"Hours from {'; '.join(conv)}." if conv else ""))
             unit = "%" if y.endswith("_acc") else ""

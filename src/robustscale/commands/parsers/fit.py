@@ -12,16 +12,22 @@ LAW_HELP = ("power: y = C x^alpha (least squares in log space); error-power: 100
             "B/D^beta with N = model_parameters, D = train_images_seen")
 
 
-def add_common_arguments(p: argparse.ArgumentParser, default_law: str | None, default_bootstrap: int) -> None:
+def add_common_arguments(p: argparse.ArgumentParser, default_law: str, default_bootstrap: int) -> None:
     """Arguments shared by fit, extrapolate and report."""
     p.add_argument("runs", metavar="RUNS",
                    help="runs table: .csv/.parquet (schema.RUN_COLUMNS or the 2024 study's results.csv), "
                         "a results store (sqlite:///runs.db, postgresql://..., or a *.db path)")
     p.add_argument("--x", default=None,
                    help="compute column (default train_flops [FLOPs]; chinchilla: model_parameters,train_images_seen)")
-    p.add_argument("--y", default="aa_robust_acc", help="metric column (default aa_robust_acc [%%])")
-    p.add_argument("--law", choices=LAW_CHOICES, default=default_law,
-                   help=f"law form (default {default_law or 'power; saturating with --frontier'}). {LAW_HELP}")
+    p.add_argument("--y", default=None,
+                   help="metric column (default: on a results store, each training method its own metric as a "
+                        "study judges it: clean_acc for standard training, for the others the strongest attack's "
+                        "robust accuracy measured on enough runs for a law, aa > apgd_ce > pgd; on any other table "
+                        "aa_robust_acc [%%])")
+    p.add_argument("--law", choices=LAW_CHOICES, default=None,
+                   help=f"law form (default: error-power on a results store; otherwise {default_law}; saturating "
+                        f"with --frontier). {LAW_HELP}")
+    p.set_defaults(law_default=default_law)
     p.add_argument("--group-by", default=None, metavar="COLS",
                    help="fit one law per group, e.g. at,synthetic_data (paper aliases accepted)")
     p.add_argument("--exclude-below", type=float, default=None, metavar="Y",
@@ -51,6 +57,6 @@ def add_parser(subparsers) -> None:
         "fit", help="fit robust accuracy (or cost) vs compute: power / saturating / chinchilla laws",
         description="Fit how a metric (default AutoAttack accuracy, %) grows with compute (default total "
                     "training FLOPs), per group, with case-resampling bootstrap intervals. " + LAW_HELP)
-    add_common_arguments(p, default_law=None, default_bootstrap=1000)
+    add_common_arguments(p, default_law="power", default_bootstrap=1000)
     p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
     p.set_defaults(handler="run")
