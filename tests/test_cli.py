@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -137,3 +138,49 @@ def test_seed_sd_help_states_the_fit_s_assumption():
     from robustscale.scaling.identified import SEED_SD_POINTS
 
     assert fit_parser.SEED_SD_POINTS_HELP == SEED_SD_POINTS
+
+
+def _study_store(output_dir: Path) -> str:
+    """A results store as a study leaves it: standard runs with clean accuracy; PGD runs with APGD-CE on all six
+    and AutoAttack on the two largest; two TRADES runs (too few for a law)."""
+    from robustscale.store import open_store
+
+    st = open_store(None, output_dir=str(output_dir))
+    for method, sizes in (("standard", (1024, 2048, 4096, 8192, 16384, 32768)),
+                          ("pgd", (1024, 2048, 4096, 8192, 16384, 32768)), ("trades", (1024, 2048))):
+        for i, n in enumerate(sizes):
+            cfg = TrainConfig(name=f"{method}-n{n}", method=method, train_subset=n, epochs=2, dataset="fashion_mnist",
+                              model="wide_resnet16_1", eps=0.1, output_dir=str(output_dir))
+            st.start_run(cfg, None)
+            x = 1e10 * n / 1024
+            wiggle = (-1) ** i * 0.4
+            rec = {"train_images_seen": 2 * n, "wall_seconds": n / 100, "device_hours": n / 3.6e5, "train_flops": x,
+                   "clean_acc": 100 - 30 * (x / 1e10) ** -0.2 + wiggle, "clean_acc_n_examples": 1000}
+            if method != "standard":
+                rec.update(apgd_ce_robust_acc=100 - 70 * (x / 1e10) ** -0.1 + wiggle, apgd_ce_robust_acc_n_examples=1000)
+            if method == "pgd" and i >= 4:
+                rec.update(aa_robust_acc=100 - 72 * (x / 1e10) ** -0.1, aa_n_examples=50)
+            st.finish_run(cfg.name, rec)
+    return str(output_dir / "runs.db")
+
+
+def test_defaults_on_a_study_store_fit_each_family_with_its_own_metric(tmp_path, capsys):
+    """`fit runs.db` with no flags: clean accuracy for standard training, APGD-CE (on 6 runs, not AutoAttack on 2)
+    for PGD, the error-power law; TRADES (2 runs) is named as not fitted; `report` draws the same and writes."""
+    db = _study_store(tmp_path / "runs")
+    assert cli.main(["fit", db, "--bootstrap", "0", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["law"] == "error-power"
+    assert out["y_per_group"] == {"method=pgd": "apgd_ce_robust_acc", "method=standard": "clean_acc"}
+    assert [n["group"] for n in out["not_fitted"]] == ["method=trades"]
+    alpha = {f["label"]: f["params"]["alpha"] for f in out["fits"]}
+    assert alpha["method=standard"] == pytest.approx(0.2, abs=0.02)  # the law the runs were made from
+    assert alpha["method=pgd"] == pytest.approx(0.1, abs=0.02)
+    assert cli.main(["report", db, "-o", str(tmp_path / "r.html"), "--bootstrap", "0", "--group-by", "method"]) == 0
+    assert capsys.readouterr().out.startswith("wrote ")
+    html = (tmp_path / "r.html").read_text()
+    assert "Groups not fitted" in html and "method=trades" in html
+    assert "error-power law" in html and "each group its own" in html
+    # --y still means one metric for every group, and a plain table keeps the old defaults
+    assert cli.main(["fit", db, "--bootstrap", "0", "--y", "clean_acc", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["y"] == "clean_acc"
