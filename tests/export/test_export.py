@@ -13,6 +13,7 @@ import yaml
 
 import robustscale  # noqa: F401  (registers our architectures in timm)
 from robustscale.hub import export_run, load_timm_folder, wilson_interval
+from robustscale.scaling.format import fmt
 from robustscale.train import load_run
 
 from .conftest import train_tiny
@@ -117,11 +118,11 @@ def test_model_card_shows_claim_and_compute_bill(tiny_run, tmp_path, cli):
     # PGD-K costs 3F (K + 2) per image (K = 1 here)
     step = summary["step_flops"]
     flops_2024 = 3 * step["forward_flops"] * (1 + 2) * summary["train_images_seen"]
-    assert f"| {summary['train_flops']:.3g} FLOPs |" in card
-    assert f"| {flops_2024:.3g} FLOPs |" in card
-    assert f"{summary['device_hours']:.3g} h on 1 x {summary['device_name']} (cpu)" in card
+    assert f"| {fmt(summary['train_flops'])} FLOPs |" in card
+    assert f"| {fmt(flops_2024)} FLOPs |" in card
+    assert f"{fmt(summary['device_hours'])} h on 1 x {summary['device_name']} (cpu)" in card
     assert "energy | not measured (estimated" in card  # energy: false in this run
-    assert f"{summary['cloud_usd_low']:.3g} - {summary['cloud_usd_high']:.3g} USD" in card
+    assert f"{fmt(summary['cloud_usd_low'])} - {fmt(summary['cloud_usd_high'])} USD" in card
     assert "preset `default`" in card and "2024-2025" in card  # the price table and its date
     assert f"robustscale {robustscale.__version__}" in card and "| method | pgd-1 |" in card
     assert f"| images seen | {summary['train_images_seen']:,} |" in card

@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import json
 
+from ..errors import UserError
+from ..scaling import extrapolate
+from ..scaling.extrapolate import check_target
+from ..scaling.format import fmt, render_table, with_unit
+from ..scaling.io import is_store_source
+from ..schema import resolve_column
 from .fit import DEFAULT_Y, default_law, describe, load_and_fit
-def run(args) -> int:
-    from ..errors import UserError
-    from ..scaling import extrapolate
-    from ..scaling.format import fmt, render_table, with_unit
 
+
+def run(args) -> int:
     if args.throughput is not None and args.flops_per_second is not None:
         raise UserError("give either --throughput or --flops-per-second, not both")
-    from ..scaling.extrapolate import check_target
-    from ..scaling.io import is_store_source
-    from ..schema import resolve_column
 
     # Before loading and fitting: a target no law can reach is the user's to fix, whatever the runs say.
     law = default_law(args, is_store_source(str(args.runs)))

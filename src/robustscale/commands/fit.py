@@ -5,6 +5,12 @@ import json
 import sys
 
 from ..errors import UserError
+from ..scaling import load_runs, pairwise_comparisons, parse_mapping
+from ..scaling.fit import fit_groups_partial, group_label
+from ..scaling.format import comparisons_table, fits_table, render_table, with_unit
+from ..scaling.identified import EXTRA_RUNS, SEED_SD_POINTS, check_seed_sd
+from ..scaling.io import is_store_source
+from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
 
 
 DEFAULT_Y = "aa_robust_acc"  # --y of a table that is not a results store (the 2024 study's results.csv, ...)
@@ -13,8 +19,6 @@ ROBUST_METRICS = ("aa_robust_acc", "apgd_ce_robust_acc", "pgd_robust_acc")  # th
 
 def exclude_threshold(args, y: str | None = None) -> float | None:
     """``--exclude-below``, or the collapse threshold for robust accuracies by default."""
-    from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
-
     if args.exclude_below is not None:
         return args.exclude_below
     return COLLAPSE_THRESHOLD_ACC if resolve_column(y or args.y or DEFAULT_Y).endswith("robust_acc") else None
@@ -24,8 +28,6 @@ def family_metrics(df) -> dict[str, str]:
     """``{method: metric}``: what each training method of a results store is judged by when ``--y`` is not
     given, as a study judges its families: clean accuracy for standard training; for the others the strongest
     attack's robust accuracy measured on enough runs for a two-parameter law, else the one on the most runs."""
-    from ..scaling.identified import EXTRA_RUNS
-
     enough = 2 + EXTRA_RUNS + 1  # a law needs more than its parameters + EXTRA_RUNS runs
     out = {}
     for method, part in df.groupby("method", sort=True):
@@ -51,8 +53,6 @@ def default_law(args, on_store: bool) -> str:
 def fit_runs(args, df, law: str, on_store: bool):
     """Fit ``df`` under ``law`` -> ``(fits, not_fitted)``. Without --y on a results store, each training method
     with its own metric (:func:`family_metrics`), one law per method (or per --group-by within it)."""
-    from ..scaling.fit import fit_groups_partial
-
     common = dict(law=law, x=args.x, bootstrap=args.bootstrap, seed=args.seed, frontier=args.frontier,
                   level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
                   progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
@@ -77,26 +77,18 @@ def fit_runs(args, df, law: str, on_store: bool):
 
 
 def check_common(args) -> None:
-    from ..errors import UserError
-
     if args.bootstrap < 0:
         raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")
     if not (0 < args.level < 1):
         raise UserError(f"invalid --level {args.level}: must be in (0, 1), e.g. 0.95")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"invalid --jobs {args.jobs}: must be >= 1")
-    from ..scaling.identified import check_seed_sd
 
     check_seed_sd(getattr(args, "seed_sd", None), "--seed-sd")
 
 
 def load_and_fit(args, law: str | None = None):
     """Load RUNS and fit per group from the common arguments -> ``(df, fits, settings dict)``."""
-    from ..scaling import load_runs, parse_mapping
-    from ..scaling.fit import group_label
-    from ..scaling.identified import SEED_SD_POINTS
-    from ..scaling.io import is_store_source
-
     check_common(args)
     df = load_runs(args.runs, parse_mapping(args.map))
     on_store = is_store_source(str(args.runs))
@@ -117,8 +109,6 @@ def load_and_fit(args, law: str | None = None):
 
 def describe(settings: dict, fits) -> str:
     """Header lines saying what was fitted."""
-    from ..scaling.format import with_unit
-
     f = fits[0]
     x = f.x if isinstance(f.x, str) else ", ".join(f.x)
     xs = with_unit(x) if isinstance(f.x, str) else x
@@ -145,9 +135,6 @@ def describe(settings: dict, fits) -> str:
 
 
 def run(args) -> int:
-    from ..scaling import pairwise_comparisons
-    from ..scaling.format import comparisons_table, fits_table, render_table
-
     df, fits, settings = load_and_fit(args)
     comparisons = pairwise_comparisons(fits)
     if args.json:

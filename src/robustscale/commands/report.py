@@ -3,17 +3,16 @@ from __future__ import annotations
 
 import os
 
-from .fit import ROBUST_METRICS, check_common, default_law, exclude_threshold, fit_runs
+from ..errors import UserError, check_writable_dir
+from ..report import Section, write_report
+from ..scaling import load_runs, parse_mapping
+from ..scaling.fit import group_label
+from ..scaling.io import is_store_source
+from .fit import ROBUST_METRICS, check_common, exclude_threshold, fit_runs
 from .parsers.fit import LAW_CHOICES
 
 
 def run(args) -> int:
-    from ..errors import UserError, check_writable_dir
-    from ..report import Section, write_report
-    from ..scaling import load_runs, parse_mapping
-    from ..scaling.fit import group_label
-    from ..scaling.io import is_store_source
-
     check_common(args)
     on_store = is_store_source(str(args.runs))
     laws = [s.strip() for s in (args.law or ("error-power" if on_store else "power,saturating")).split(",")

@@ -50,13 +50,17 @@ def read_claims(run_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def _g(value: Any, unit: str = "") -> str:
-    """One format for every number of the card: counts with thousands separators, others 3 significant digits."""
+    """One format for every number of the card: counts with thousands separators, others as robustscale's tables
+    print them (3 significant digits; powers of ten below 1e-3 and from 1e5, the rule of ``scaling.format.fmt``,
+    not imported: hub sits below scaling's store readers, and importing it would join their import graphs)."""
     if value is None:
         return "not recorded"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         text = str(value)
     elif float(value).is_integer() and abs(value) < 1e6:
         text = f"{int(value):,}"
+    elif value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        text = f"{value:.2e}"
     else:
         text = f"{value:.3g}"
     return f"{text} {unit}".rstrip()
@@ -111,8 +115,9 @@ def hub_metadata(cfg, claims: list[Mapping[str, Any]], *, name: str, license: st
     meta: dict[str, Any] = {"license": license, "library_name": "timm", "pipeline_tag": "image-classification"}
     if dataset:
         meta["datasets"] = [dataset]
+    method = cfg.method.value.replace("_", "-")
     meta["tags"] = ["image-classification", "timm", "adversarial-robustness", "robustscale",
-                    f"adversarial-training-{cfg.method.value}".replace("_", "-")]
+                    "standard-training" if method == "standard" else f"adversarial-training-{method}"]
     results = []
     for c in claims:
         n = c.get("n_examples")
@@ -151,9 +156,9 @@ def compute_rows(summary: Mapping[str, Any], cost_model) -> list[tuple[str, str]
     energy = summary.get("energy_kwh")
     if energy is None:
         estimate = cost_model.estimate_energy_kwh(summary.get("device_type"), summary.get("device_hours") or 0.0)
-        energy_text = f"not measured (estimated {estimate:.3g} kWh from the device's power x device-hours)"
+        energy_text = f"not measured (estimated {_g(estimate, 'kWh')} from the device's power x device-hours)"
     else:
-        energy_text = f"{energy:.3g} kWh (measured by codecarbon, IT energy)"
+        energy_text = f"{_g(energy, 'kWh')} (measured by codecarbon, IT energy)"
     emissions = summary.get("emissions_kg")
     return [
         ("training FLOPs, measured (FlopCounterMode, 2 FLOPs per MAC; attack steps backpropagate to the "
