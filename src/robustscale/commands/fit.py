@@ -56,11 +56,12 @@ def fit_runs(args, df, law: str, on_store: bool):
     common = dict(law=law, x=args.x, bootstrap=args.bootstrap, seed=args.seed, frontier=args.frontier,
                   level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
                   progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
-    if args.y is not None or not on_store or "method" not in df.columns:
-        y = args.y or DEFAULT_Y
+    families = family_metrics(df) if args.y is None and on_store and "method" in df.columns else {}
+    if len(families) <= 1:  # one metric for all: --y, a plain table, or a store of one training method
+        y = args.y or next(iter(families.values()), DEFAULT_Y)
         return fit_groups_partial(df, args.group_by, y=y, exclude_below=exclude_threshold(args, y), **common)
     fits, not_fitted, errors = [], [], []
-    for method, y in family_metrics(df).items():
+    for method, y in families.items():
         part = df[df["method"] == method]
         try:
             f, nf = fit_groups_partial(part, args.group_by or "method", y=y, exclude_below=exclude_threshold(args, y),
