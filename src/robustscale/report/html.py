@@ -26,9 +26,9 @@ h3{font-size:1.05em;margin-top:1.4em}
 div.tbl{max-width:100%;overflow-x:auto;margin:.6em 0}
 table{border-collapse:collapse;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
-th{background:#f4f4f4;white-space:normal;vertical-align:bottom;overflow-wrap:anywhere}td.l,th.l{text-align:left}
+th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
 td.i{white-space:normal;min-width:5em}
-td.t{white-space:normal;text-align:left;overflow-wrap:anywhere;min-width:6em;max-width:22em}
+td.t{white-space:normal;text-align:left;overflow-wrap:anywhere;max-width:22em}
 td.w{white-space:normal;text-align:left;min-width:16em}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.meta{color:#666;font-size:.9em}.note{color:#a33}
@@ -109,12 +109,18 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
     else:
         headers, rows = table
 
+    texts = [[cell_text(c) for c in r] for r in rows]
+    # A column of text (names, recipes, reasons) is left-aligned and wraps within its cells, so that a table fits
+    # the 1,100 px page; numbers stay right-aligned on one line (an interval may move to the next line as a whole).
+    # What still does not fit scrolls inside the table's own box (div.tbl).
+    text_columns = {i for i in range(len(headers))
+                    if sum(1 for r in texts if i < len(r) and r[i] not in ("", "-") and not _NUMBER.match(r[i]))
+                    > sum(1 for r in texts if i < len(r) and r[i] not in ("", "-")) / 2}
+
     def cls(i: int, text: str) -> str:
         if i in wrap:
             return "w"
-        # Text (a recipe, a group, a reason) wraps within its cell, so a table fits the 1,100 px page;
-        # numbers stay on one line. What still does not fit scrolls inside the table's own box (div.tbl).
-        if len(text) > 24 and not _NUMBER.match(text):
+        if i in text_columns:
             return "t"
         return "i" if _INTERVAL.search(text) else ("l" if i == 0 else "")
 
@@ -122,9 +128,10 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
         # An interval may go to the next line as a whole: "61.1" / "[58.0, 64.1] (1000)", never "[58.0," / "64.1]".
         return _INTERVAL.sub(lambda m: m.group(0).replace(" ", "\u00a0"), html.escape(text))
 
-    head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{cls(i, t)}">{cell(t)}</td>'
-                                     for i, t in enumerate(map(cell_text, r))) + "</tr>" for r in rows)
+    head = "".join(f'<th class="{"l" if i == 0 or i in text_columns or i in wrap else ""}">{html.escape(str(h))}</th>'
+                   for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i, t)}">{cell(t)}</td>' for i, t in enumerate(r)) + "</tr>"
+                   for r in texts)
     return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
