@@ -36,7 +36,7 @@ def _layout(path, width: int = 1100) -> list[tuple[int, int, int, int]]:
     path.write_text(html.replace("</body>", MEASURE + "</body>"))
     proc = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                            f"--window-size={width},2000", "--virtual-time-budget=2000", "--dump-dom",
-                           path.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+                           path.resolve().as_uri()], capture_output=True, text=True, timeout=300)  # a loaded machine: slow
     found = re.search(r'data-tables="([^"]*)"', proc.stdout)
     assert found, proc.stderr[-2000:]
     return [tuple(map(int, item.split(":"))) for item in found.group(1).split()]
