@@ -295,3 +295,17 @@ def test_mlflow_default_store_is_a_sqlite_file_beside_the_runs(offline, monkeypa
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
     (run,) = client.search_runs([client.get_experiment_by_name(f"exp-{offline.name}").experiment_id])
     assert run.data.metrics["val/clean_acc"] == 43.75 and run.data.params["method"] == "pgd"
+
+
+def test_required_tracker_that_cannot_start_leaves_nothing_behind(offline, mnist_like_dir, cli, monkeypatch):
+    """`train --log-to tensorboard,mlflow --log-to-required` with an MLflow that cannot start: exit 2, one line, and
+    no run folder, no event file, no store (the trackers start before the run writes anything)."""
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
+    out = offline / "runs"
+    code, _, err = cli("train", "--dataset", "fashion_mnist", "--model", "wide_resnet16_1", "--data-dir", mnist_like_dir,
+                       "--output-dir", out, "--name", "t", "--train-subset", "64", "--batch-size", "32", "--epochs",
+                       "1", "--workers", "0", "--energy", "false", "--progress", "false",
+                       "--log-to", "tensorboard,mlflow", "--log-to-required")
+    assert code == 2 and err.strip().startswith("error: log_to mlflow: not started") and len(err.strip().splitlines()) == 1
+    assert not (out / "t").exists() and not (out / "runs.db").exists()
