@@ -28,6 +28,8 @@ import time
 import warnings
 from typing import Any, Mapping
 
+from ..errors import one_of
+
 _log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("wall_seconds", "device_hours", "device_name", "device_count", "energy_kwh", "emissions_kg")
@@ -82,8 +84,6 @@ def _check_country(code: str) -> None:
     except Exception:  # pragma: no cover - codecarbon missing or its data unreadable: let it decide
         return
     if code not in known:
-        from ..errors import one_of
-
         preferred = [c for c in ("USA", "CAN", "GBR", "FRA", "DEU", "CHE", "NLD", "SWE", "JPN", "CHN") if c in known]
         one_of(code, preferred + sorted(c for c in known if c not in preferred),
                what="country (ISO 3166-1 alpha-3, for the grid carbon intensity)")

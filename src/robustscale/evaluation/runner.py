@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .. import rundir
+from ..attacks import pgd
 from .counting import PassCounter
 from .spec import Attack, EvalSpec
 
@@ -101,8 +102,6 @@ def autoattack_checks(aa, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> 
 def pgd_perturb(model: nn.Module, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
     """PGD with restarts, evaluation-style: a restart only attacks the points no restart has fooled yet."""
-    from ..attacks import pgd
-
     x_adv = x.clone()
     todo = torch.arange(x.shape[0], device=x.device)
     for r in range(spec.restarts):
