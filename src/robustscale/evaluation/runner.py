@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import rundir
 from ..attacks import pgd
@@ -165,8 +166,6 @@ def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Ten
             how far it got); None runs to the end.
         on_before_attacks: called once (per evaluation, not per session) after the clean pass.
     """
-    from tqdm.auto import tqdm
-
     device = _model_device(model)
     stages = ("clean",) + spec.stages
     n = x.shape[0]
