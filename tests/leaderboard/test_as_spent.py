@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from robustscale.leaderboard.compute import ArchFlops, FlopsCache, entry_compute, step_flops
+from robustscale.leaderboard.compute import (ArchFlops, FlopsCache, entry_compute, step_flops, wrn_stage_forward_flops,
+                                             wrn_stage_params)
 from robustscale.leaderboard.recipes import IMPLEMENTATION, RecipeTableError, load_recipes
 from robustscale.leaderboard.sources import entry_sources, fact_links
 
@@ -161,3 +162,95 @@ def test_sources_link_repository_files_and_papers(entries):
     # a file whose repository cannot be told is not linked to a guess
     yopo = entries["Zhang2019You"].phases[0].facts["images_per_epoch"]
     assert fact_links(yopo, "Zhang2019You", ["a/b", "c/d"], {}) == []
+
+
+# ------------------------------------------------------------------ entries sourced from the rest of the field
+
+
+def stage_arch(spec, input_size: int, num_classes: int) -> ArchFlops:
+    """hand_arch, plus {wrn_stages: ...} specs priced by the stage formula (B = 2F, as compute.py does)."""
+    if isinstance(spec, dict) and "wrn_stages" in spec:
+        s = spec["wrn_stages"]
+        f = wrn_stage_forward_flops(s["stem"], s["widths"], s["blocks"], num_classes, input_size)
+        return ArchFlops("stages", f, f, 2 * f, None, "hand")
+    return hand_arch(spec, input_size, num_classes)
+
+
+def test_deepmind_pipeline_cutmix_runs_no_clean_forward_before_the_attack(entries, cache):
+    # jax/attacks.py: jax.grad w.r.t. the input, one forward per step; experiment.py _trades_loss_fn: the two
+    # passes. With CutMix the attack targets the mixed labels (no clean forward); without, softmax(logits_fn)
+    # runs before the attack unless XLA merges it with the loss's clean forward: 0..1 F
+    F, B = parts(70, 16)
+    n = 400 * 50_000
+    cutmix = entry_compute(entries["Rebuffi2021Fixing_70_16_cutmix_ddpm"], entries, cache)
+    efficient = pytest.approx(n * (12 * F + 10 * F + 2 * B), rel=REL)
+    assert (cutmix.train_flops_low, cutmix.train_flops_high) == (efficient, efficient)
+    assert cutmix.train_flops_needed == pytest.approx(cutmix.train_flops, rel=REL)
+    plain = entry_compute(entries["Gowal2020Uncovering_70_16"], entries, cache)
+    assert plain.train_flops_low == efficient
+    assert plain.train_flops_high == pytest.approx(n * (13 * F + 10 * F + 2 * B), rel=REL)
+
+
+def test_robust_wrn_and_wrn_a4_are_priced_from_their_stage_configs(entries):
+    cache = FlopsCache(measure=stage_arch)
+    # RobustWRN trades.py: logits = model(x_natural) before the attack, then the two passes; the sampler fills
+    # 196 batches of 256 (50,176 images) per epoch, 400 epochs
+    F = wrn_stage_forward_flops(16, [320, 640, 512], [5, 5, 5], 10, 32)
+    e = entry_compute(entries["Huang2021Exploring"], entries, cache)
+    assert e.train_flops == pytest.approx(400 * 50_176 * (13 * F + 10 * F + 4 * F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(400 * 50_176 * (12 * F + 10 * F + 4 * F), rel=REL)
+    # WRN-A4 from configs/Advanced_CIFAR10/WRN-A4.yaml: the README states 147M parameters and 40.4G (multiply-
+    # adds); the stage formula must agree to the README's rounding (half a unit in its last digit)
+    assert wrn_stage_params(16, [160, 448, 384], [27, 28, 13], 10) == pytest.approx(147e6, abs=0.5e6)
+    F = wrn_stage_forward_flops(16, [160, 448, 384], [27, 28, 13], 10, 32)
+    assert F / 2 == pytest.approx(40.4e9, abs=0.05e9)
+    e = entry_compute(entries["Huang2022Revisiting_WRN-A4"], entries, cache)
+    assert e.train_flops_low == pytest.approx(400 * 50_000 * (13 * F + 10 * F + 4 * F), rel=REL)
+    assert e.train_flops_high == pytest.approx(400 * 50_176 * (13 * F + 10 * F + 4 * F), rel=REL)
+
+
+def test_gair_rst_counts_its_cw_attack_and_three_forwards_per_step(entries, cache):
+    # GAIR_RST/losses.py: 3 forwards per KL step; in 101 of 200 epochs a 10-step CW attack (20 F as needed,
+    # 11 F more as spent: an unused clean forward and weight gradients) and a third training pass
+    F, B = parts(28, 10)
+    e = entry_compute(entries["Zhang2020Geometry"], entries, cache)
+    n = 200 * 50_176
+    extra = 10.1 * F + 0.505 * (F + B)
+    assert e.train_flops == pytest.approx(n * (32 * F + 10 * F + 2 * B + extra + 5.56 * F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(n * (12 * F + 10 * F + 2 * B + extra), rel=REL)
+
+
+def test_robust_paf_is_pgd_on_half_synthetic_batches(entries, cache):
+    # trainers.py madry: a clean forward for the accuracy, PGD-10 (pgd_whitebox, input gradients), one pass;
+    # 196 steps of 256 real (the last 80) + 256 synthetic images per epoch, 200 epochs
+    F, B = parts(28, 10)
+    e = entry_compute(entries["Dai2021Parameterizing"], entries, cache)
+    n = 200 * (50_000 + 196 * 256)
+    assert e.train_flops == pytest.approx(n * (11 * F + 10 * F + B + F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(n * (11 * F + 10 * F + B), rel=REL)
+
+
+def test_backward_smoothing_and_fat(entries, cache):
+    F, B = parts(34, 10)
+    # trades_backward.py: a smoothing step + 1 KL step, a separate clean target forward; 100 epochs
+    e = entry_compute(entries["Chen2020Efficient"], entries, cache)
+    assert e.train_flops == pytest.approx(100 * 50_000 * (4 * F + 2 * F + 2 * B + F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(100 * 50_000 * (4 * F + 2 * F + 2 * B), rel=REL)
+    # earlystop.py: K = 3..10 steps with loss.backward() (B each) that also back-propagate the retained clean
+    # forward (about 2F each) plus that forward itself: 1 + 2K F; 85 epochs
+    e = entry_compute(entries["Zhang2020Attacks"], entries, cache)
+    spent = lambda k: (k + 2) * F + k * B + 2 * B + (1 + 2 * k) * F  # noqa: E731
+    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(85 * 50_000 * spent(3), rel=REL),
+                                                       pytest.approx(85 * 50_000 * spent(10), rel=REL))
+    assert e.train_flops_needed_low == pytest.approx(85 * 50_000 * (5 * F + 3 * F + 2 * B), rel=REL)
+
+
+def test_lat_adds_a_short_fine_tuning_to_madrys_run(entries, cache):
+    # feature_adv_training_layer11.py: 1001 steps of 128 on the cifar10_challenge model: PGD-10 (input
+    # gradients), the latent attack and update (12..15 F) and a logging forward every 100 steps
+    F, B = parts(34, 10)
+    madry = entry_compute(entries["Madry2018Towards"], entries, cache)
+    e = entry_compute(entries["Kumari2019Harnessing"], entries, cache)
+    phase = lambda x: 1001 * 128 * (11 * F + 10 * F + B + x * F + 0.01 * F)  # noqa: E731
+    assert e.train_flops_low == pytest.approx(madry.train_flops_low + phase(12), rel=REL)
+    assert e.train_flops_high == pytest.approx(madry.train_flops_high + phase(15), rel=REL)
