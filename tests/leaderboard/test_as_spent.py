@@ -236,12 +236,12 @@ def test_backward_smoothing_and_fat(entries, cache):
     e = entry_compute(entries["Chen2020Efficient"], entries, cache)
     assert e.train_flops == pytest.approx(100 * 50_000 * (4 * F + 2 * F + 2 * B + F), rel=REL)
     assert e.train_flops_needed == pytest.approx(100 * 50_000 * (4 * F + 2 * F + 2 * B), rel=REL)
-    # earlystop.py: K = 3..10 steps with loss.backward() (B each) that also back-propagate the retained clean
-    # forward (about 2F each) plus that forward itself: 1 + 2K F; 85 epochs
+    # earlystop.py: K = 3..10 steps per example with loss.backward() (B each); every loop iteration (9..10 per
+    # batch) also back-propagates the retained clean forward of the whole batch (about 2F), plus that forward: 85 epochs
     e = entry_compute(entries["Zhang2020Attacks"], entries, cache)
-    spent = lambda k: (k + 2) * F + k * B + 2 * B + (1 + 2 * k) * F  # noqa: E731
-    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(85 * 50_000 * spent(3), rel=REL),
-                                                       pytest.approx(85 * 50_000 * spent(10), rel=REL))
+    spent = lambda k, iters: (k + 2) * F + k * B + 2 * B + (1 + 2 * iters) * F  # noqa: E731
+    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(85 * 50_000 * spent(3, 9), rel=REL),
+                                                       pytest.approx(85 * 50_000 * spent(10, 10), rel=REL))
     assert e.train_flops_needed_low == pytest.approx(85 * 50_000 * (5 * F + 3 * F + 2 * B), rel=REL)
 
 
