@@ -311,13 +311,10 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/datasets.py": ("data data.info data.locations errors", _CLI),
     "commands/evaluate.py": ("data errors evaluation evaluation.api evaluation.spec models store", _CLI),
     "commands/export.py": ("hub", _CLI),
-    "commands/extrapolate.py": ("errors scaling.extrapolate scaling.format schema", _CLI),
-    "commands/fit.py": ("errors scaling scaling.fit scaling.format scaling.identified schema", _CLI),
     "commands/flops.py": ("compute config errors models", _CLI),
     "commands/leaderboard.py": ("compute errors leaderboard leaderboard.report scaling scaling.format", _CLI),
     "commands/models.py": ("compute.zoo data.info models", _CLI),
     "commands/plan.py": ("commands.fit errors plan plan.render scaling scaling.published_runs", _CLI),
-    "commands/report.py": ("errors report scaling", _CLI),
     "commands/runs.py": ("errors evaluation.records rundir scaling schema store store.records store.sync "
                          "store.tables", _CLI),
     "commands/study.py": ("errors study study.next study.paper", _CLI),

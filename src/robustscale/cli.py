@@ -26,8 +26,23 @@ COMMANDS = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with errors in one line that names the (sub-)command's help: ``robustscale fit: error: ...``."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """Every command's parser, from ``commands/parsers/<name>.py``, which import nothing heavy.
+
+    This is the CLI's lazy-import mechanism (docs/architecture.md): a command's implementation,
+    ``commands/<name>.py``, imports torch, pandas and the library at its top, and is imported by
+    :func:`main` only when that command runs; its parser names the function to call
+    (``set_defaults(handler="run")``). ``--help``, ``--version`` and every ``<command> --help``
+    therefore answer without importing torch or timm.
+    """
+    parser = Parser(
         prog="robustscale",
         description="How much compute does adversarial robustness cost? Train robust timm models, "
         "count FLOPs/kWh/USD, evaluate with AutoAttack, fit scaling laws.",
@@ -35,29 +50,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"robustscale {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
     for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"robustscale.commands.{name}")
-        except ModuleNotFoundError as exc:  # command not built yet in this checkout
-            if exc.name == f"robustscale.commands.{name}":
-                continue
-            raise
-        module.add_parser(sub)
+        importlib.import_module(f"robustscale.commands.parsers.{name}").add_parser(sub)
     return parser
+
+
+def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The innermost parser the command line chose (``runs show`` -> the ``show`` parser), for its errors."""
+    chosen = parser
+    for dest in ("command", "runs_command", "sweep_command"):
+        name = getattr(args, dest, None)
+        actions = [a for a in chosen._actions if isinstance(a, argparse._SubParsersAction)]
+        if name is None or not actions or name not in actions[0].choices:
+            break
+        chosen = actions[0].choices[name]
+    return chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
+    command = _subparser(parser, args)
     if extra:  # only commands that take `--key value` config overrides (e.g. train) accept unknown flags
         if not getattr(args, "accepts_overrides", False):
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
-    if not getattr(args, "func", None):
-        parser.print_help()
+    if args.command is None or getattr(args, "handler", None) is None:  # no command, or `runs` without an action
+        command.print_help()
         return 0
     try:
         with _one_line_warnings():
-            return int(args.func(args) or 0)
+            handler = getattr(importlib.import_module(f"robustscale.commands.{args.command}"), args.handler)
+            return int(handler(args) or 0)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

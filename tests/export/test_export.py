@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import robustscale  # noqa: F401  (registers our architectures in timm)
 from robustscale.hub import export_run, load_timm_folder, wilson_interval
+from robustscale.scaling.format import fmt
 from robustscale.train import load_run
 
 from .conftest import train_tiny
@@ -85,25 +87,45 @@ def test_model_card_shows_claim_and_compute_bill(tiny_run, tmp_path, cli):
     export_run(tiny_run, out, "best")
     card = (out / "README.md").read_text()
     summary = json.loads((tiny_run / "summary.json").read_text())
-    assert card.startswith("---\nlibrary_name: timm\n")
-    # the claim of these weights, with n and its Wilson interval
+    # the Hub's metadata: a YAML block between --- lines, parsed as the Hub parses it
+    assert card.startswith("---\n")
+    meta = yaml.safe_load(card.split("---\n")[1])
+    assert meta["library_name"] == "timm" and meta["license"] == "mit"
+    assert meta["datasets"] == ["zalando-datasets/fashion_mnist"]
+    assert {"image-classification", "adversarial-robustness", "adversarial-training-pgd"} <= set(meta["tags"])
+    (result,) = meta["model-index"][0]["results"]  # the evaluation claim only, not the per-epoch check
+    assert result["task"]["type"] == "image-classification" and result["dataset"]["split"] == "test"
+    clean, robust = result["metrics"]
+    assert clean["value"] == round(claim["clean_acc"], 2) and robust["value"] == round(claim["robust_acc"], 2)
+    assert clean["args"]["n_examples"] == robust["args"]["n_examples"] == 32
+    assert robust["args"]["eps"] == "0.1" and "(n = 32)" in robust["name"]
+    # the claim of these weights, with n and its Wilson interval, one decimal everywhere
     lo, hi = wilson_interval(claim["clean_acc"], 32)
     rlo, rhi = wilson_interval(claim["robust_acc"], 32)
-    row = (f"| {claim['attack_version']} | fashion_mnist | Linf, eps = 0.1 | 32 | {claim['clean_acc']:.3g} "
-           f"[{lo:.3g}, {hi:.3g}] | {claim['robust_acc']:.3g} [{rlo:.3g}, {rhi:.3g}] |")
+    assert robust["args"]["wilson_95_interval"] == [round(rlo, 2), round(rhi, 2)]
+    row = (f"| {claim['attack_version']} | fashion_mnist | Linf, eps = 0.1 | 32 | {claim['clean_acc']:.1f} "
+           f"[{lo:.1f}, {hi:.1f}] | {claim['robust_acc']:.1f} [{rlo:.1f}, {rhi:.1f}] |")
     assert row in card
-    assert "per-epoch check during training" in card and "biased upwards" in card
+    # the per-epoch check says what it scored: the validation images, with their count
+    n_val = json.loads((tiny_run / "metrics.jsonl").read_text().splitlines()[-1])["eval_images"]
+    assert f"per-epoch check during training, {n_val:,} validation images held out of the training split" in card
+    assert "biased upwards" in card and "same test images" not in card
+    # a snippet that works as pasted: the install line, the import, the folder's real path
+    assert "pip install robustscale" in card and "PATH" not in card
+    assert f'timm.create_model("local-dir:{out.resolve()}", pretrained=True)' in card
+    assert card.index("import robustscale") < card.index("timm.create_model(")
     # the compute bill: measured FLOPs, and the 2024 convention recomputed here from the forward FLOPs F:
     # PGD-K costs 3F (K + 2) per image (K = 1 here)
     step = summary["step_flops"]
     flops_2024 = 3 * step["forward_flops"] * (1 + 2) * summary["train_images_seen"]
-    assert f"| {summary['train_flops']:.3g} FLOPs |" in card
-    assert f"| {flops_2024:.3g} FLOPs |" in card
-    assert f"{summary['device_hours']:.3g} h on 1 x {summary['device_name']} (cpu)" in card
+    assert f"| {fmt(summary['train_flops'])} FLOPs |" in card
+    assert f"| {fmt(flops_2024)} FLOPs |" in card
+    assert f"{fmt(summary['device_hours'])} h on 1 x {summary['device_name']} (cpu)" in card
     assert "energy | not measured (estimated" in card  # energy: false in this run
-    assert f"{summary['cloud_usd_low']:.3g} - {summary['cloud_usd_high']:.3g} USD" in card
+    assert f"{fmt(summary['cloud_usd_low'])} - {fmt(summary['cloud_usd_high'])} USD" in card
     assert "preset `default`" in card and "2024-2025" in card  # the price table and its date
     assert f"robustscale {robustscale.__version__}" in card and "| method | pgd-1 |" in card
+    assert f"| images seen | {summary['train_images_seen']:,} |" in card
 
 
 def test_evaluate_accepts_the_folder(tiny_run, tmp_path, cli):

@@ -152,7 +152,12 @@ def test_plan_bill_matches_hand_computation(cli, tmp_path, mnist_like_dir):
         step = measure_step_flops(model, cfg, (1, 28, 28))
         assert run["images_seen"] == seen
         assert run["train_flops"] == pytest.approx(step.train_step_flops * seen, rel=1e-9)
-        hours = seen / 50 / 3600
+        # the spec's evaluation, PGD-10 (1 restart) on 64 images: a clean forward, 10 attack steps, a scoring forward
+        eval_flops = 64 * (step.forward_flops + 10 * step.attack_step_flops + step.forward_flops)
+        assert run["eval_flops"] == pytest.approx(eval_flops, rel=1e-9)
+        eval_hours = eval_flops / (50 * step.train_step_flops) / 3600  # at the training step's FLOP rate
+        assert run["eval_device_hours"] == pytest.approx(eval_hours)
+        hours = seen / 50 / 3600 + eval_hours
         assert run["device_hours"] == pytest.approx(hours) and run["device_type"] == "cpu"
         assert run["energy_kwh"] == pytest.approx(cpu["power_w"] * hours / 1000)
         assert run["electricity_usd"] == pytest.approx(cpu["power_w"] * hours / 1000 * prices["pue"]
@@ -200,7 +205,7 @@ def test_plan_flop_rate_gives_each_run_its_own_throughput(cli, tmp_path, mnist_l
     for r in runs:
         assert r["throughput_source"] == "given:flop-rate"
         assert r["throughput"] == pytest.approx(2e12 / r["train_flops_per_image"])
-        assert r["device_hours"] == pytest.approx(r["train_flops"] / 2e12 / 3600)
+        assert r["device_hours"] == pytest.approx((r["train_flops"] + r["eval_flops"]) / 2e12 / 3600)
     assert len({round(r["throughput"]) for r in runs}) > 1  # more attack steps: fewer images per second
     code, out, _ = cli("sweep", "plan", path, "--flop-rate", "2e12", "--throughput", "7", "--json")
     assert {r["throughput"] for r in json.loads(out)["runs"]} == {7.0}
@@ -209,7 +214,7 @@ def test_plan_flop_rate_gives_each_run_its_own_throughput(cli, tmp_path, mnist_l
     code, out, _ = cli("sweep", "plan", path, "--json")
     assert {r["throughput_source"] for r in json.loads(out)["runs"]} == {"spec:flop-rate"}
     code, _, err = cli("sweep", "plan", path, "--flop-rate", "0")
-    assert code == 2 and "invalid --flop-rate 0" in err
+    assert code == 2 and "invalid --flops-per-second 0" in err  # the flag's name now; --flop-rate is its alias
 
 
 def test_store_errors_are_user_errors(cli, tmp_path, mnist_like_dir):
@@ -230,3 +235,43 @@ def test_store_errors_are_user_errors(cli, tmp_path, mnist_like_dir):
     assert st.list_runs() == before and not (tmp_path / "out" / ".submitit").exists()
     code, out, err = cli("sweep", "plan", path, "--no-cost")
     assert code == 2 and "run name collision" in err
+
+
+def test_plan_prices_by_default_from_the_documented_throughput(cli, tmp_path, mnist_like_dir):
+    """No flag, no spec speed, no store runs: the device's figure in compute/throughput.yaml, said in the output."""
+    table = yaml.safe_load((ROOT / "src/robustscale/compute/throughput.yaml").read_text())["devices"]
+    path = write_spec(tmp_path / "s.yaml", **tiny(tmp_path, mnist_like_dir))
+    code, out, err = cli("sweep", "plan", path, "--json")
+    assert code == 0, err
+    for r in json.loads(out)["runs"]:
+        assert r["throughput_source"] == "default:cpu"
+        assert r["throughput"] == pytest.approx(table["cpu"]["flops_per_second"] / r["train_flops_per_image"])
+        assert r["device_hours"] > 0 and r["cloud_usd_high"] > 0
+    code, out, _ = cli("sweep", "plan", path)
+    assert code == 0 and "device-hours (cpu)" in out and "compute/throughput.yaml" in out and "unknown" not in out
+
+
+def test_autoattack_is_priced_as_its_upper_bound():
+    from robustscale.sweep.estimate import eval_flops_per_image
+    from robustscale.sweep.spec import EvaluationOptions
+
+    forward, step = 3.0, 5.0
+    # APGD-CE 100 + APGD-T 9 x 100 + FAB-T 9 x 100 attack steps; FAB-T 900 and Square 5000 forwards; the clean one
+    bound = forward + (100 + 900 + 900) * step + (1 + 9 + 900 + 5000) * forward
+    assert eval_flops_per_image(EvaluationOptions(attack="aa-standard", n_examples=10), forward, step) == bound
+    assert eval_flops_per_image(EvaluationOptions(attack="clean"), forward, step) == forward
+    assert eval_flops_per_image(EvaluationOptions(attack="pgd", steps=20, restarts=2), forward, step) == \
+        forward + 2 * (20 * step + forward)
+    assert eval_flops_per_image(None, forward, step) == 0.0
+
+
+def test_standard_runs_are_named_with_no_attack_steps(tmp_path, mnist_like_dir):
+    spec = load_spec(write_spec(tmp_path / "s.yaml", **tiny(tmp_path, mnist_like_dir, grid={
+        "method": ["standard", "pgd"], "attack_steps": [1]})))
+    assert [r.name for r in spec.runs] == ["standard-k0", "pgd-k1"]
+
+
+def test_cpu_sweep_spec_has_its_own_folder():
+    sweep = load_spec(ROOT / "configs/sweeps/cpu-fashion-mnist.yaml")
+    study = load_spec(ROOT / "configs/studies/cpu-fashion-mnist.yaml")
+    assert Path(sweep.output_dir).resolve() != Path(study.output_dir).resolve()

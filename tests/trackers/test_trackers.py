@@ -15,11 +15,12 @@ from robustscale.errors import UserError
 from robustscale.trackers import TrackerWarning, open_trackers
 
 EPOCHS = [{"epoch": 1, "train_loss": 2.25, "clean_acc": 31.25, "pgd_robust_acc": 12.5, "lr": 0.05, "best": True,
-           "eval_attack": "pgd2-linf", "energy_kwh": None},
+           "eval_attack": "pgd2-linf", "eval_split": "val", "energy_kwh": None},
           {"epoch": 2, "train_loss": 1.5, "clean_acc": 43.75, "pgd_robust_acc": 18.75, "lr": 0.0, "best": True,
-           "eval_attack": "pgd2-linf", "energy_kwh": None}]
+           "eval_attack": "pgd2-linf", "eval_split": "val", "energy_kwh": None}]
 SUMMARY = {"name": "t", "status": "completed", "epochs_done": 2, "train_flops": 1.29e10, "device_hours": 2e-4,
-           "device_name": "AMD EPYC", "energy_kwh": None, "cloud_usd_low": 1e-5, "step_flops": {"forward_flops": 2.2e7}}
+           "device_name": "AMD EPYC", "energy_kwh": None, "cloud_usd_low": 1e-5, "step_flops": {"forward_flops": 2.2e7},
+           "pgd_robust_acc": 15.0, "val_pgd_robust_acc": 18.75, "eps": 8 / 255, "epochs": 2}
 CLAIMS = [{"file_stem": "aa-standard-8_255", "attack": "aa-standard", "clean_acc": 43.75, "robust_acc": 15.625,
            "n_examples": 32, "eps": 8 / 255, "stage_acc": {"apgd-ce": 18.75, "apgd-t": 15.625}}]
 
@@ -96,24 +97,27 @@ def test_records_read_back(offline):
 
     # W&B: config, one history row per epoch (numbers only), the summary's and the claims' numbers and texts
     history, summary = wandb_records(run_dir)
-    assert [(h["epoch"], h["train_loss"], h["pgd_robust_acc"], h["best"]) for h in history] == \
+    assert [(h["epoch"], h["train_loss"], h["val/pgd_robust_acc"], h["best"]) for h in history] == \
         [(1, 2.25, 12.5, 1), (2, 1.5, 18.75, 1)]
-    assert all("eval_attack" not in h and "energy_kwh" not in h for h in history)
+    assert all("eval_attack" not in h and "energy_kwh" not in h and "pgd_robust_acc" not in h for h in history)
     assert summary["run_id"] == ids["wandb"] and summary["name"] == "t" and summary["exit_code"] == 0
     assert summary["config"]["log_to"] == ["wandb", "mlflow", "tensorboard"] and summary["config"]["eps"] == cfg.eps
     s = summary["summary"]
     assert s["summary/train_flops"] == 1.29e10 and s["summary/step_flops/forward_flops"] == 2.2e7
     assert s["summary/device_name"] == "AMD EPYC" and s["summary/status"] == "completed"
-    assert s["eval/aa-standard-8_255/robust_acc"] == 15.625 and s["eval/aa-standard-8_255/stage_acc/apgd-t"] == 15.625
+    assert s["test/aa-standard-8_255/robust_acc"] == 15.625 and s["test/aa-standard-8_255/stage_acc/apgd-t"] == 15.625
+    assert s["test/pgd_robust_acc"] == 15.0 and s["val/selected/pgd_robust_acc"] == 18.75  # the headline: test images
+    assert not any(k in s for k in ("summary/eps", "summary/epochs", "summary/pgd_robust_acc"))  # config: params
 
     # MLflow: params = the config, metric histories per epoch, summary and claim metrics, tags, artifacts, status
     row = mlflow_run(f"exp-{offline.name}")
     assert row["run_id"] == ids["mlflow"] and row["status"] == "FINISHED" and row["tags.mlflow.runName"] == "t"
     assert row["params.method"] == "pgd" and row["params.eps"] == str(cfg.eps)
-    assert row["metrics.summary/train_flops"] == 1.29e10 and row["metrics.eval/aa-standard-8_255/n_examples"] == 32
+    assert row["metrics.summary/train_flops"] == 1.29e10 and row["metrics.test/aa-standard-8_255/n_examples"] == 32
+    assert "metrics.summary/eps" not in row.index and row["metrics.val/selected/pgd_robust_acc"] == 18.75
     assert row["tags.robustscale.device_name"] == "AMD EPYC"
     client = mlflow.MlflowClient()
-    assert [(m.step, m.value) for m in client.get_metric_history(row["run_id"], "clean_acc")] == \
+    assert [(m.step, m.value) for m in client.get_metric_history(row["run_id"], "val/clean_acc")] == \
         [(1, 31.25), (2, 43.75)]
     summary_json = json.loads(Path(client.download_artifacts(row["run_id"], "summary.json", str(offline))).read_text())
     assert summary_json == SUMMARY
@@ -123,7 +127,7 @@ def test_records_read_back(offline):
     acc.Reload()
     assert [(e.step, e.value) for e in acc.Scalars("train_loss")] == [(1, 2.25), (2, 1.5)]
     assert [(e.step, e.value) for e in acc.Scalars("summary/train_flops")] == [(2, pytest.approx(1.29e10))]
-    assert [e.value for e in acc.Scalars("eval/aa-standard-8_255/robust_acc")] == [15.625]
+    assert [e.value for e in acc.Scalars("test/aa-standard-8_255/robust_acc")] == [15.625]
     text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert json.loads(text.strip("`\n"))["log_to"] == ["wandb", "mlflow", "tensorboard"]
 
@@ -162,6 +166,7 @@ def test_missing_or_broken_tracker_warns_and_the_run_goes_on(offline, monkeypatc
     assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))  # the one that started still logged
     with pytest.raises(UserError, match=r"log_to wandb: not started .*log_to_required is true"):
         open_trackers(["tensorboard", "wandb"], {}, "t", offline / "run2", required=True)
+    assert not (offline / "run2").exists()  # TensorBoard had started: its folder and event file are gone
 
 
 def test_a_tracker_failing_mid_run_is_dropped(offline, monkeypatch):
@@ -214,10 +219,10 @@ def test_claims_made_later_reach_the_same_runs(offline):
     (run_dir / "eval" / "aa-standard-4_255.json").write_text(json.dumps(later))
     log_run_records(run_dir, TrainConfig.from_yaml(run_dir / "config.yaml"))
     row = mlflow_run(f"exp-{offline.name}")
-    assert row["metrics.eval/aa-standard-4_255/robust_acc"] == 12.5 and row["status"] == "FINISHED"
+    assert row["metrics.test/aa-standard-4_255/robust_acc"] == 12.5 and row["status"] == "FINISHED"
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
-    assert [e.value for e in acc.Scalars("eval/aa-standard-4_255/robust_acc")] == [12.5]
+    assert [e.value for e in acc.Scalars("test/aa-standard-4_255/robust_acc")] == [12.5]
 
 
 def test_a_tiny_train_run_logs_to_tensorboard_and_mlflow(offline, mnist_like_dir, cli):
@@ -248,8 +253,9 @@ def test_a_tiny_train_run_logs_to_tensorboard_and_mlflow(offline, mnist_like_dir
 
     acc = EventAccumulator(str(run_dir / "tensorboard"))
     acc.Reload()
-    assert [(e.step, e.value) for e in acc.Scalars("clean_acc")] == \
+    assert [(e.step, e.value) for e in acc.Scalars("val/clean_acc")] == \
         [(r["epoch"], pytest.approx(r["clean_acc"])) for r in rows]
+    assert all(r["eval_split"] == "val" for r in rows)
     for key in ("train_flops", "device_hours", "cloud_usd_low", "cloud_usd_high", "electricity_usd"):
         values = [e.value for e in acc.Scalars(f"summary/{key}")]  # train's, then evaluate's (same compute)
         assert len(values) == 2 and all(v == pytest.approx(summary[key]) for v in values)
@@ -267,5 +273,39 @@ def test_a_tiny_train_run_logs_to_tensorboard_and_mlflow(offline, mnist_like_dir
     history = mlflow.MlflowClient().get_metric_history(row["run_id"], "train_loss")
     assert sorted((m.step, m.value) for m in history) == [(r["epoch"], pytest.approx(r["train_loss"])) for r in rows]
     claim = json.loads((run_dir / "eval" / "pgd2-0.1.json").read_text())
-    assert row["metrics.eval/pgd2-0.1/robust_acc"] == pytest.approx(claim["robust_acc"])
-    assert row["metrics.eval/pgd2-0.1/n_examples"] == 32
+    assert row["metrics.test/pgd2-0.1/robust_acc"] == pytest.approx(claim["robust_acc"])
+    assert row["metrics.test/pgd2-0.1/n_examples"] == 32
+
+
+def test_mlflow_default_store_is_a_sqlite_file_beside_the_runs(offline, monkeypatch):
+    """Without MLFLOW_TRACKING_URI, MLflow 3 refuses its old ./mlruns file store; ours is <output_dir>/mlflow.db.
+    No third-party deprecation warning (SQLAlchemy's "noload is deprecated") reaches the user."""
+    import warnings
+
+    import mlflow
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    run_dir = offline / "runs" / "t"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _log_run(run_dir, ("mlflow",))
+    assert not [w for w in caught if issubclass(w.category, DeprecationWarning)], [str(w.message) for w in caught]
+    store = offline / "runs" / "mlflow.db"
+    assert store.is_file()
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{store}")
+    (run,) = client.search_runs([client.get_experiment_by_name(f"exp-{offline.name}").experiment_id])
+    assert run.data.metrics["val/clean_acc"] == 43.75 and run.data.params["method"] == "pgd"
+
+
+def test_required_tracker_that_cannot_start_leaves_nothing_behind(offline, mnist_like_dir, cli, monkeypatch):
+    """`train --log-to tensorboard,mlflow --log-to-required` with an MLflow that cannot start: exit 2, one line, and
+    no run folder, no event file, no store (the trackers start before the run writes anything)."""
+    pytest.importorskip("tensorboard")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "nosuchscheme://nowhere")
+    out = offline / "runs"
+    code, _, err = cli("train", "--dataset", "fashion_mnist", "--model", "wide_resnet16_1", "--data-dir", mnist_like_dir,
+                       "--output-dir", out, "--name", "t", "--train-subset", "64", "--batch-size", "32", "--epochs",
+                       "1", "--workers", "0", "--energy", "false", "--progress", "false",
+                       "--log-to", "tensorboard,mlflow", "--log-to-required")
+    assert code == 2 and err.strip().startswith("error: log_to mlflow: not started") and len(err.strip().splitlines()) == 1
+    assert not (out / "t").exists() and not (out / "runs.db").exists()

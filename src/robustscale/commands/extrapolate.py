@@ -3,26 +3,22 @@ from __future__ import annotations
 
 import json
 
-from .fit import LAW_HELP, add_common_arguments, describe, load_and_fit
-
-CONVERSION_HELP = ("FLOPs -> device-hours: with --flops-per-second, FLOPs / (FLOP/s) / 3600; with --throughput, "
-                   "FLOPs / (images/s x the group's median train_flops_per_image) / 3600; otherwise the median "
-                   "device_hours / train_flops of the group's own runs. Device-hours -> energy (device power x "
-                   "hours), CO2e and dollars through the cost model (prices.yaml, --price-preset).")
+from ..errors import UserError
+from ..scaling import extrapolate
+from ..scaling.extrapolate import check_target
+from ..scaling.format import fmt, render_table, with_unit
+from ..scaling.io import is_store_source
+from ..schema import resolve_column
+from .fit import DEFAULT_Y, default_law, describe, load_and_fit
 
 
 def run(args) -> int:
-    from ..errors import UserError
-    from ..scaling import extrapolate
-    from ..scaling.format import fmt, render_table, with_unit
-
     if args.throughput is not None and args.flops_per_second is not None:
         raise UserError("give either --throughput or --flops-per-second, not both")
-    from ..scaling.extrapolate import check_target
-    from ..schema import resolve_column
 
     # Before loading and fitting: a target no law can reach is the user's to fix, whatever the runs say.
-    check_target(args.target, resolve_column(args.y), error_law=args.law in ("saturating", "chinchilla"))
+    law = default_law(args, is_store_source(str(args.runs)))
+    check_target(args.target, resolve_column(args.y or DEFAULT_Y), error_law=law in ("saturating", "chinchilla"))
     df, fits, settings = load_and_fit(args)
     results = extrapolate(fits, args.target, df, flops_per_second=args.flops_per_second,
                           throughput=args.throughput, device_type=args.device_type, price_preset=args.price_preset,
@@ -33,7 +29,9 @@ def run(args) -> int:
         return 0
     print(describe(settings, fits))
     first = results[0]
-    print(f"target {with_unit(fits[0].y)} = {args.target:g}; device type {first.device_type}, "
+    ys = list(dict.fromkeys(f.y for f in fits))
+    what = with_unit(ys[0]) if len(ys) == 1 else "each family's own metric [%]"
+    print(f"target {what} = {args.target:g}; device type {first.device_type}, "
           f"price preset {first.price_preset}")
     level = f"{100 * args.level:g}%"
     for r in results:
@@ -73,24 +71,3 @@ def run(args) -> int:
                   f"{fmt(r.optimal_split['train_images_seen'])} images seen")
         print(f"  hours from {r.conversion}")
     return 0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "extrapolate", help="compute, device-hours, kWh, CO2e and dollars to reach a target robust accuracy",
-        description="Solve each group's fitted law for --target (y units, e.g. 75 for 75% AutoAttack accuracy), "
-                    "with a bootstrap interval, and convert the compute into device-hours, energy, emissions and "
-                    "dollars. Targets above a saturating law's asymptote are reported as not reachable, with the "
-                    "share of bootstrap fits that reach them. " + CONVERSION_HELP + " " + LAW_HELP)
-    add_common_arguments(p, default_law="saturating", default_bootstrap=1000)
-    p.add_argument("--target", type=float, required=True, help="target y, e.g. 75 (percent AutoAttack accuracy)")
-    p.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
-                   help="training images per second per device, to convert FLOPs into device-hours")
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved training FLOP/s per device, to convert FLOPs into device-hours")
-    p.add_argument("--device-type", default=None,
-                   help="device type of the price table (H100, A100-80GB, ...; default: the runs' device, else gpu)")
-    p.add_argument("--price-preset", default="default", help="price preset: default or paper-2024")
-    p.add_argument("--prices", default=None, metavar="YAML", help="your own price table merged over prices.yaml")
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
-    p.set_defaults(func=run)

@@ -1,92 +1,105 @@
 """``robustscale fit RUNS``: fit how robust accuracy (or cost) grows with compute, with bootstrap intervals."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-LAW_CHOICES = ("power", "error-power", "saturating", "chinchilla")
-LAW_HELP = ("power: y = C x^alpha (least squares in log space); error-power: 100 - y = A x^-alpha (least "
-            "squares on log error; the error falls towards 0); saturating: 100 - y = E + A x^-alpha "
-            "(accuracy saturates at 100 - E; Huber fit on log error); chinchilla: 100 - y = E + A/N^alpha + "
-            "B/D^beta with N = model_parameters, D = train_images_seen")
+from ..errors import UserError
+from ..scaling import load_runs, pairwise_comparisons, parse_mapping
+from ..scaling.fit import fit_groups_partial, group_label
+from ..scaling.format import comparisons_table, fits_table, render_table, with_unit
+from ..scaling.identified import EXTRA_RUNS, SEED_SD_POINTS, check_seed_sd
+from ..scaling.io import is_store_source
+from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
 
 
-def add_common_arguments(p: argparse.ArgumentParser, default_law: str | None, default_bootstrap: int) -> None:
-    """Arguments shared by fit, extrapolate and report."""
-    p.add_argument("runs", metavar="RUNS",
-                   help="runs table: .csv/.parquet (schema.RUN_COLUMNS or the 2024 study's results.csv), "
-                        "a results store (sqlite:///runs.db, postgresql://..., or a *.db path)")
-    p.add_argument("--x", default=None,
-                   help="compute column (default train_flops [FLOPs]; chinchilla: model_parameters,train_images_seen)")
-    p.add_argument("--y", default="aa_robust_acc", help="metric column (default aa_robust_acc [%%])")
-    p.add_argument("--law", choices=LAW_CHOICES, default=default_law,
-                   help=f"law form (default {default_law or 'power; saturating with --frontier'}). {LAW_HELP}")
-    p.add_argument("--group-by", default=None, metavar="COLS",
-                   help="fit one law per group, e.g. at,synthetic_data (paper aliases accepted)")
-    p.add_argument("--exclude-below", type=float, default=None, metavar="Y",
-                   help="drop runs whose y is below Y (default: 10 for robust accuracies, i.e. collapsed runs; "
-                        "0 keeps them)")
-    p.add_argument("--bootstrap", type=int, default=default_bootstrap, metavar="B",
-                   help=f"case-resampling bootstrap resamples for the intervals (default {default_bootstrap}; 0: none)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
-    p.add_argument("--frontier", action="store_true",
-                   help="fit only the Pareto frontier (best y at or below each x), recomputed in every resample")
-    p.add_argument("--map", action="append", default=[], metavar="OLD=NEW",
-                   help="rename a column of RUNS (repeatable or comma-separated), e.g. --map flops=train_flops")
-    p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
-    add_seed_sd_argument(p)
+DEFAULT_Y = "aa_robust_acc"  # --y of a table that is not a results store (the 2024 study's results.csv, ...)
+ROBUST_METRICS = ("aa_robust_acc", "apgd_ce_robust_acc", "pgd_robust_acc")  # the strongest attack first
 
 
-def add_seed_sd_argument(p: argparse.ArgumentParser) -> None:
-    from ..scaling.identified import SEED_SD_POINTS
-
-    p.add_argument("--seed-sd", type=float, default=None, metavar="POINTS",
-                   help=f"seed-to-seed SD of one run's accuracy that the lack-of-fit test allows beside each point's "
-                        f"binomial noise (default: measured from configurations run with several seeds, else "
-                        f"{SEED_SD_POINTS:g}, assumed)")
-
-
-def exclude_threshold(args) -> float | None:
+def exclude_threshold(args, y: str | None = None) -> float | None:
     """``--exclude-below``, or the collapse threshold for robust accuracies by default."""
-    from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
-
     if args.exclude_below is not None:
         return args.exclude_below
-    return COLLAPSE_THRESHOLD_ACC if resolve_column(args.y).endswith("robust_acc") else None
+    return COLLAPSE_THRESHOLD_ACC if resolve_column(y or args.y or DEFAULT_Y).endswith("robust_acc") else None
+
+
+def family_metrics(df) -> dict[str, str]:
+    """``{method: metric}``: what each training method of a results store is judged by when ``--y`` is not
+    given, as a study judges its families: clean accuracy for standard training; for the others the strongest
+    attack's robust accuracy measured on enough runs for a two-parameter law, else the one on the most runs."""
+    enough = 2 + EXTRA_RUNS + 1  # a law needs more than its parameters + EXTRA_RUNS runs
+    out = {}
+    for method, part in df.groupby("method", sort=True):
+        if method == "standard":
+            out[method] = "clean_acc"
+            continue
+        counts = {m: int(part[m].notna().sum()) if m in part.columns else 0 for m in ROBUST_METRICS}
+        out[method] = next((m for m in ROBUST_METRICS if counts[m] >= enough),
+                           max(ROBUST_METRICS, key=lambda m: counts[m]))
+    return out
+
+
+def default_law(args, on_store: bool) -> str:
+    """--law when not given: error-power on a results store (the law a study fits, identified on few runs),
+    saturating with --frontier, else the command's own default."""
+    if args.law:
+        return args.law
+    if args.frontier:
+        return "saturating"
+    return "error-power" if on_store else getattr(args, "law_default", None) or "power"
+
+
+def fit_runs(args, df, law: str, on_store: bool):
+    """Fit ``df`` under ``law`` -> ``(fits, not_fitted)``. Without --y on a results store, each training method
+    with its own metric (:func:`family_metrics`), one law per method (or per --group-by within it)."""
+    common = dict(law=law, x=args.x, bootstrap=args.bootstrap, seed=args.seed, frontier=args.frontier,
+                  level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
+                  progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
+    families = family_metrics(df) if args.y is None and on_store and "method" in df.columns else {}
+    if len(families) <= 1:  # one metric for all: --y, a plain table, or a store of one training method
+        y = args.y or next(iter(families.values()), DEFAULT_Y)
+        return fit_groups_partial(df, args.group_by, y=y, exclude_below=exclude_threshold(args, y), **common)
+    fits, not_fitted, errors = [], [], []
+    for method, y in families.items():
+        part = df[df["method"] == method]
+        try:
+            f, nf = fit_groups_partial(part, args.group_by or "method", y=y, exclude_below=exclude_threshold(args, y),
+                                       **common)
+        except UserError as exc:  # this family cannot be fitted: said, and the others go on
+            not_fitted.append(({"method": method}, str(exc)))
+            errors.append(f"method={method} ({y}): {exc}")
+            continue
+        fits += f
+        not_fitted += nf
+    if not fits:
+        raise UserError("no family could be fitted: " + "; ".join(errors))
+    return fits, not_fitted
 
 
 def check_common(args) -> None:
-    from ..errors import UserError
-
     if args.bootstrap < 0:
         raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")
     if not (0 < args.level < 1):
         raise UserError(f"invalid --level {args.level}: must be in (0, 1), e.g. 0.95")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"invalid --jobs {args.jobs}: must be >= 1")
-    from ..scaling.identified import check_seed_sd
 
     check_seed_sd(getattr(args, "seed_sd", None), "--seed-sd")
 
 
 def load_and_fit(args, law: str | None = None):
     """Load RUNS and fit per group from the common arguments -> ``(df, fits, settings dict)``."""
-    from ..scaling import load_runs, parse_mapping
-    from ..scaling.fit import fit_groups_partial, group_label
-    from ..scaling.identified import SEED_SD_POINTS
-
     check_common(args)
     df = load_runs(args.runs, parse_mapping(args.map))
-    law = law or args.law or ("saturating" if args.frontier else "power")
-    threshold = exclude_threshold(args)
+    on_store = is_store_source(str(args.runs))
+    law = law or default_law(args, on_store)
     # A group too small to fit is reported as not fitted; the others are fitted all the same.
-    fits, not_fitted = fit_groups_partial(
-        df, args.group_by, law=law, x=args.x, y=args.y, bootstrap=args.bootstrap, seed=args.seed,
-        frontier=args.frontier, exclude_below=threshold, level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
-        progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
-    settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": fits[0].y, "x": fits[0].x,
+    fits, not_fitted = fit_runs(args, df, law, on_store)
+    ys = list(dict.fromkeys(f.y for f in fits))
+    threshold = exclude_threshold(args, ys[0] if len(ys) == 1 else ROBUST_METRICS[0])
+    settings = {"runs": str(args.runs), "n_runs": int(len(df)), "law": law, "y": ys[0] if len(ys) == 1 else ys,
+                "y_per_group": {f.label: f.y for f in fits}, "x": fits[0].x,
                 "group_by": args.group_by, "exclude_below": threshold, "bootstrap": args.bootstrap,
                 "seed": args.seed, "level": args.level, "frontier": args.frontier,
                 "seed_sd": SEED_SD_POINTS if args.seed_sd is None else args.seed_sd,
@@ -97,16 +110,18 @@ def load_and_fit(args, law: str | None = None):
 
 def describe(settings: dict, fits) -> str:
     """Header lines saying what was fitted."""
-    from ..scaling.format import with_unit
-
     f = fits[0]
     x = f.x if isinstance(f.x, str) else ", ".join(f.x)
     xs = with_unit(x) if isinstance(f.x, str) else x
     excluded = sum(fi.n_excluded for fi in fits)
-    lines = [f"law {f.law}: {f.formula}   y = {with_unit(f.y)}, x = {xs}"]
+    ys = list(dict.fromkeys(fi.y for fi in fits))
+    y_text = f"y = {with_unit(f.y)}" if len(ys) == 1 else \
+        "y = each family's own metric (" + "; ".join(f"{fi.label}: {with_unit(fi.y)}" for fi in fits) + ")"
+    lines = [f"law {f.law}: {f.formula}   {y_text}, x = {xs}"]
     detail = f"{settings['n_runs']} runs in {settings['runs']}; {sum(fi.n for fi in fits)} fitted"
     if settings.get("exclude_below") is not None:
-        detail += f", {excluded} with {f.y} < {settings['exclude_below']:g} excluded"
+        detail += f", {excluded} with {f.y if len(ys) == 1 else 'a robust accuracy'} < " \
+                  f"{settings['exclude_below']:g} excluded"
     if settings["bootstrap"]:
         detail += f"; {settings['bootstrap']} bootstrap resamples, {100 * settings['level']:g}% intervals"
     else:
@@ -121,9 +136,6 @@ def describe(settings: dict, fits) -> str:
 
 
 def run(args) -> int:
-    from ..scaling import pairwise_comparisons
-    from ..scaling.format import comparisons_table, fits_table, render_table
-
     df, fits, settings = load_and_fit(args)
     comparisons = pairwise_comparisons(fits)
     if args.json:
@@ -142,13 +154,3 @@ def run(args) -> int:
     if failed:
         print(f"\n{len(failed)} fit(s) did not converge; their parameters are not shown.", file=sys.stderr)
     return 0
-
-
-def add_parser(subparsers) -> None:
-    p = subparsers.add_parser(
-        "fit", help="fit robust accuracy (or cost) vs compute: power / saturating / chinchilla laws",
-        description="Fit how a metric (default AutoAttack accuracy, %) grows with compute (default total "
-                    "training FLOPs), per group, with case-resampling bootstrap intervals. " + LAW_HELP)
-    add_common_arguments(p, default_law=None, default_bootstrap=1000)
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON instead of the table")
-    p.set_defaults(func=run)

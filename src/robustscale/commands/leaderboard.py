@@ -7,35 +7,6 @@ import math
 import os
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "leaderboard", help="training FLOPs of every RobustBench CIFAR-10 l-inf entry, and the field's law",
-        description="Join RobustBench's model_info files with the packaged recipe table (every fact cites its "
-        "source; unsourced facts give a compute range), measure training FLOPs per entry (forward, attack and "
-        "backward FLOPs per image x samples seen), print the ledger sorted by AutoAttack accuracy and fit a "
-        "saturating and a power law to the field's compute frontier, extrapolated to 75 / 80 / 85 %.")
-    src = p.add_mutually_exclusive_group()
-    src.add_argument("--model-info", metavar="DIR", help="folder of RobustBench model_info/cifar10/Linf/*.json files")
-    src.add_argument("--download", action="store_true",
-                     help="download the model_info files from RobustBench's GitHub repository (needs network)")
-    p.add_argument("--json", action="store_true", help="print JSON (ledger, fits, extrapolations) instead of a table")
-    p.add_argument("--report", metavar="DIR", help="write DIR/leaderboard.html and every figure (PNG, SVG) to DIR")
-    p.add_argument("--runs", metavar="STORE", help="add our evaluated runs from a results store (or runs table)")
-    p.add_argument("--paper-runs", metavar="PATH", help="the 2024 study's results.csv, plotted on the same axes")
-    p.add_argument("--export", metavar="FILE", help="write the joined table as .csv or .parquet")
-    p.add_argument("--export-model-info", metavar="DIR",
-                   help="write one RobustBench-style model_info JSON per entry with compute fields")
-    p.add_argument("--bootstrap", type=int, default=1000,
-                   help="bootstrap resamples of the frontier fits (default 1000)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
-                   help="achieved training FLOP/s per GPU for GPU-hours (default 1e14: an A100 at ~1/3 of its "
-                   "bf16 peak)")
-    p.add_argument("--device-type", default="A100-80GB", help="price-table device type for dollars (default A100-80GB)")
-    p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
-    p.set_defaults(func=run)
-
-
 def _check_outputs(args) -> None:
     """Refuse bad output paths before any work, so a mistake writes nothing."""
     from ..errors import UserError
@@ -84,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     fps = args.flops_per_second or DEFAULT_FLOPS_PER_SECOND
     CostModel.from_yaml().price(args.device_type)  # UserError listing the device types
     infos = read_model_info_dir(download_model_info() if args.download else args.model_info)
-    paper = load_paper_runs(args.paper_runs) if args.paper_runs else None
+    paper = (load_paper_runs(args.path) if args.path else load_paper_runs()) if args.paper_runs else None
     runs = load_runs(args.runs) if args.runs else None
 
     ledger = build_ledger(infos, flops_per_second=fps, progress=not args.json)

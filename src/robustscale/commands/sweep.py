@@ -1,68 +1,9 @@
 """``robustscale sweep plan|run|status SPEC``: expand, price, run and follow a sweep of training runs."""
 from __future__ import annotations
 
-import argparse
 import json
 
-
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "sweep", help="plan (with its bill), run and follow a sweep of training runs",
-        description="A sweep spec (YAML) expands a base recipe over grid / zip axes and seeds into named, validated "
-        "runs. `plan` prints them with their training FLOPs, device-hours, energy and cost; `run` trains and "
-        "evaluates what is not done yet (locally or on Slurm), resuming interrupted runs; `status` shows progress.")
-    ssub = p.add_subparsers(dest="sweep_command", metavar="<action>")
-
-    def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("spec", help="sweep spec YAML")
-        q.add_argument("--store", default=None,
-                       help="store URL or .db path (default: the spec's store, $ROBUSTSCALE_STORE, else "
-                       "<output_dir>/runs.db)")
-        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="TrainConfig value for every run, over the spec's base (repeatable)")
-        q.add_argument("--json", action="store_true", help="print JSON instead of tables")
-
-    q = ssub.add_parser("plan", help="print the expanded runs with estimated FLOPs, device-hours, energy and cost",
-                        description="Expand and validate the spec (nothing runs, nothing is written). FLOPs are "
-                        "measured per model/method/steps (meta device, cached); time needs a throughput: "
-                        "--throughput or --flop-rate, the spec's cost.throughput / cost.flop_rate, or finished "
-                        "runs in the store.")
-    common(q)
-    q.add_argument("--throughput", type=float, default=None, metavar="IMG_PER_S",
-                   help="training images per second of one job (default: measured in the store)")
-    q.add_argument("--flop-rate", type=float, default=None, metavar="FLOP_PER_S",
-                   help="achieved training FLOP/s of one job, in measured FLOPs (the `achieved` figure of "
-                   "`robustscale bench`); each run's img/s is this over its FLOPs per image")
-    q.add_argument("--device-type", default=None, help="device type to price (a key of prices.yaml, e.g. H100)")
-    q.add_argument("--price-preset", default=None, help="price preset (default: the spec's, else 'default')")
-    q.add_argument("--no-cost", action="store_true", help="only expand the runs (no FLOP measurement)")
-    q.set_defaults(func=run_plan)
-
-    q = ssub.add_parser("run", help="train and evaluate every run that is not done yet",
-                        description="Submit the runs that are not done (by config hash), resume interrupted ones "
-                        "from their checkpoints, evaluate each finished run with the spec's evaluation, and record "
-                        "everything in the store. Exit code 1 if a run failed.")
-    common(q)
-    q.add_argument("--executor", default="local", choices=("local", "slurm", "inline"),
-                   help="local: subprocesses via submitit (default); slurm: sbatch via submitit; inline: this process")
-    q.add_argument("--max-parallel", type=int, default=None, help="local: runs at once (default: spec, else 1)")
-    q.add_argument("--partition", default=None, help="slurm partition")
-    q.add_argument("--gpus-per-job", type=int, default=None, help="GPUs per run (>1: DDP in one job)")
-    q.add_argument("--cpus-per-task", type=int, default=None, help="CPUs per task")
-    q.add_argument("--mem-gb", type=float, default=None, help="memory per job in GB")
-    q.add_argument("--timeout-min", type=int, default=None, help="time limit per job in minutes (then requeue)")
-    q.add_argument("--array-parallelism", type=int, default=None, help="slurm: array tasks running at once")
-    q.add_argument("--sbatch", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra #SBATCH option, e.g. --sbatch account=myproj --sbatch qos=high (repeatable)")
-    q.add_argument("--no-wait", action="store_true", help="slurm: submit and return (follow with `sweep status`)")
-    q.add_argument("--no-progress", action="store_true", help="no progress bar")
-    q.set_defaults(func=run_run)
-
-    q = ssub.add_parser("status", help="table of done / running / failed / queued runs with compute spent so far")
-    common(q)
-    q.set_defaults(func=run_status)
-
-    p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+from ..compute.cost import default_flop_rate
 
 
 # ---------------------------------------------------------------------- helpers
@@ -113,7 +54,7 @@ def run_plan(args) -> int:
     if args.throughput is not None and args.throughput <= 0:
         raise UserError(f"invalid --throughput {args.throughput}: must be > 0 images per second")
     if args.flop_rate is not None and args.flop_rate <= 0:
-        raise UserError(f"invalid --flop-rate {args.flop_rate}: must be > 0 FLOP/s")
+        raise UserError(f"invalid --flops-per-second {args.flop_rate}: must be > 0 FLOP/s")
     estimates = None
     if not args.no_cost:
         estimates = estimate_runs(spec, throughput=args.throughput, flop_rate=args.flop_rate,
@@ -144,7 +85,8 @@ def run_plan(args) -> int:
         columns.append(("store", "store_status", "s"))
     if estimates is not None:
         columns += [("GFLOPs/img", "train_flops_per_image", "gflops"), ("train PFLOPs", "train_flops", "pflops"),
-                    ("img/s", "throughput", "n"), ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
+                    ("eval PFLOPs", "eval_flops", "pflops"), ("img/s", "throughput", "n"),
+                    ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
                     ("elec $", "electricity_usd", "n"), ("cloud $ low", "cloud_usd_low", "n"),
                     ("cloud $ high", "cloud_usd_high", "n")]
     print(format_table(rows, columns))
@@ -153,14 +95,25 @@ def run_plan(args) -> int:
         sources = sorted({e.throughput_source for e in estimates})
         dev = sorted({e.device_type for e in estimates if e.device_type})
         parts = [f"train {_fmt(total['train_flops'], 'pflops')} PFLOPs"]
+        if total["eval_flops"]:
+            parts.append(f"evaluation {_fmt(total['eval_flops'], 'pflops')} PFLOPs")
         if total["device_hours"] is not None:
-            parts += [f"{_fmt(total['device_hours'], 'n')} device-hours ({', '.join(dev)})",
+            evals = f" ({_fmt(total['eval_device_hours'], 'n')} of them evaluating)" if total["eval_flops"] else ""
+            parts += [f"{_fmt(total['device_hours'], 'n')} device-hours ({', '.join(dev)}){evals}",
                       f"{_fmt(total['energy_kwh'], 'n')} kWh", f"electricity ${_fmt(total['electricity_usd'], 'n')}",
                       f"cloud ${_fmt(total['cloud_usd_low'], 'n')}-{_fmt(total['cloud_usd_high'], 'n')}"]
         else:
-            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or --flop-rate FLOP_PER_S, "
+            parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or --flops-per-second FLOPS, "
                          "or finish a run of each family")
         print("total: " + ", ".join(parts) + f" (throughput: {', '.join(sources)})")
+        for source in sources:
+            if source.startswith("default:"):
+                rate, entry, why = default_flop_rate(source.split(":", 1)[1])
+                print(f"throughput {source}: {rate:.3g} FLOP/s per device from compute/throughput.yaml ({why}); "
+                      f"--flops-per-second or --throughput for your own (robustscale bench prints it)")
+        if spec.evaluation is not None and spec.evaluation.attack == "aa-standard":
+            print("AutoAttack is priced as its upper bound (every image through every stage); a model it breaks "
+                  "costs less")
     if spec.evaluation is not None:
         e = spec.evaluation
         print(f"evaluation after training: {e.attack} at eps {_fmt(e.eps, 'eps') if e.eps is not None else 'of run'} "
@@ -260,4 +213,3 @@ def run_status(args) -> int:
           f"cloud ${spent['cloud_usd_low']:,.2f}-{spent['cloud_usd_high']:,.2f}"
           + (f" (store {store.display_url})" if store else " (no store yet)"))
     return 0
-

@@ -7,7 +7,7 @@
 - :func:`summarize_run_compute`: the compute fields every run records.
 - :func:`measure_peak_flops`: the device's measured dense-kernel peak; :func:`time_calls`: device timing.
 """
-from .cost import CostModel, DevicePrice, load_price_table
+from .cost import CostModel, DevicePrice, default_flop_rate, load_price_table
 from .energy import ComputeTracker, add_summaries, cpu_model_name, detect_device, world_size
 from .flops import (StepFlops, analytic_train_step_flops, clear_cache, count_flops, effective_attack_steps,
                     estimate_eval_flops, measure_step_flops)
@@ -15,7 +15,7 @@ from .peak import measure_peak_flops
 from .summary import RUN_COMPUTE_KEYS, summarize_run_compute
 from .timing import synchronize, time_calls
 
-__all__ = ["CostModel", "DevicePrice", "load_price_table", "ComputeTracker", "add_summaries", "cpu_model_name",
+__all__ = ["CostModel", "DevicePrice", "default_flop_rate", "load_price_table", "ComputeTracker", "add_summaries", "cpu_model_name",
            "detect_device", "world_size", "StepFlops", "analytic_train_step_flops", "clear_cache", "count_flops",
            "effective_attack_steps", "estimate_eval_flops", "measure_step_flops", "RUN_COMPUTE_KEYS",
            "summarize_run_compute", "measure_peak_flops", "synchronize", "time_calls"]

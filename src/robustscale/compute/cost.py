@@ -191,6 +191,24 @@ class CostModel:
                 "devices": {k: vars(v).copy() for k, v in self.devices.items()}}
 
 
+# ---------------------------------------------------------------------- default speeds
+THROUGHPUT_TABLE = "throughput.yaml"
+
+
+def default_flop_rate(device_type: str | None) -> tuple[float, str, str] | None:
+    """``(FLOP/s, entry, source)`` of ``device_type`` in the packaged throughput.yaml (its own entry, else its
+    kind's: ``gpu`` for any GPU type, ``cpu``), or None if neither is listed."""
+    import yaml
+
+    table = yaml.safe_load(resources.files("robustscale.compute").joinpath(THROUGHPUT_TABLE).read_text())
+    devices = table.get("devices") or {}
+    kind = "cpu" if device_type in (None, "cpu") else "gpu"
+    entry = device_type if device_type in devices else kind
+    if entry not in devices:
+        return None
+    return float(devices[entry]["flops_per_second"]), entry, " ".join(str(devices[entry]["source"]).split())
+
+
 # ---------------------------------------------------------------------- table loading
 def load_price_table(path: str | Path | None = None) -> dict[str, Any]:
     """The packaged price table, deep-merged with the user table at ``path`` if given."""

@@ -9,11 +9,17 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 from ..config import Method
 from ..evaluation.spec import eps_text
 from ..intervals import accuracy_interval
 
 LEVEL = 0.95
+# Our dataset names -> the Hugging Face Hub's dataset ids (the card's `datasets:` metadata).
+HUB_DATASETS = {"cifar10": "uoft-cs/cifar10", "cifar100": "uoft-cs/cifar100", "mnist": "ylecun/mnist",
+                "fashion_mnist": "zalando-datasets/fashion_mnist"}
+DEFAULT_LICENSE = "mit"  # robustscale's own license; `export --license` for another
 
 
 def wilson_interval(acc: float, n: int, level: float = LEVEL) -> tuple[float, float]:
@@ -24,19 +30,33 @@ def wilson_interval(acc: float, n: int, level: float = LEVEL) -> tuple[float, fl
 
 
 def _g(value: Any, unit: str = "") -> str:
+    """One format for every number of the card: counts with thousands separators, others as robustscale's tables
+    print them (3 significant digits; powers of ten below 1e-3 and from 1e5, the rule of ``scaling.format.fmt``,
+    not imported: hub sits below scaling's store readers, and importing it would join their import graphs)."""
     if value is None:
         return "not recorded"
-    text = f"{value:.3g}" if isinstance(value, (int, float)) else str(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        text = str(value)
+    elif float(value).is_integer() and abs(value) < 1e6:
+        text = f"{int(value):,}"
+    elif value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        text = f"{value:.2e}"
+    else:
+        text = f"{value:.3g}"
     return f"{text} {unit}".rstrip()
+
+
+def _pct(value: float) -> str:
+    return f"{value:.1f}"  # accuracies in percent: one decimal, the same in every row and interval
 
 
 def _acc(acc: float | None, n: int | None) -> str:
     if acc is None:
         return "-"
     if not n:
-        return f"{acc:.3g}"
+        return _pct(acc)
     lo, hi = wilson_interval(acc, n)
-    return f"{acc:.3g} [{lo:.3g}, {hi:.3g}]"
+    return f"{_pct(acc)} [{_pct(lo)}, {_pct(hi)}]"
 
 
 def _threat(norm: str, eps_text: str) -> str:
@@ -52,10 +72,58 @@ def claim_rows(claims: list[Mapping[str, Any]], check: Mapping[str, Any] | None)
                     f"{c.get('n_examples')} | {_acc(c.get('clean_acc'), c.get('n_examples'))} | "
                     f"{_acc(c.get('robust_acc'), c.get('n_examples'))} |")
     if check is not None:
-        rows.append(f"| {check['attack']} (per-epoch check during training) | {check['dataset']} | "
+        where = _split_text(check)
+        rows.append(f"| {check['attack']} (per-epoch check during training, {where}) | {check['dataset']} | "
                     f"{check['threat']} | {check['n']} | {_acc(check['clean_acc'], check['n'])} | "
                     f"{_acc(check['robust_acc'], check['n'])} |")
     return rows
+
+
+def _split_text(check: Mapping[str, Any]) -> str:
+    if check.get("split") == "val":
+        return f"{check['n']:,} validation images held out of the training split"
+    return f"the first {check['n']:,} test images"
+
+
+def hub_metadata(cfg, claims: list[Mapping[str, Any]], *, name: str, license: str = DEFAULT_LICENSE) -> dict:
+    """The card's YAML front matter in the Hub's conventions: license, datasets, tags, library_name and a
+    model-index with one result per evaluation claim (its n, interval and threat model in ``args``).
+
+    The per-epoch check is not a result: it chose the epoch, so it is biased upwards (see the card's text).
+    """
+    dataset = HUB_DATASETS.get(cfg.dataset)
+    meta: dict[str, Any] = {"license": license, "library_name": "timm", "pipeline_tag": "image-classification"}
+    if dataset:
+        meta["datasets"] = [dataset]
+    method = cfg.method.value.replace("_", "-")
+    meta["tags"] = ["image-classification", "timm", "adversarial-robustness", "robustscale",
+                    "standard-training" if method == "standard" else f"adversarial-training-{method}"]
+    results = []
+    for c in claims:
+        n = c.get("n_examples")
+        metrics = []
+        for key, label in (("clean_acc", "clean accuracy"), ("robust_acc", "robust accuracy")):
+            value = c.get(key)
+            if value is None or (key == "robust_acc" and c.get("attack") == "clean"):
+                continue
+            args: dict[str, Any] = {"n_examples": int(n) if n else None, "unit": "percent"}
+            if n:
+                lo, hi = wilson_interval(value, n)
+                args["wilson_95_interval"] = [round(lo, 2), round(hi, 2)]
+            if key == "robust_acc":
+                args.update({"attack": c.get("attack_version") or c.get("attack"), "norm": c.get("norm", "linf"),
+                             "eps": c.get("eps_text")})
+            attack = "" if key == "clean_acc" else f" under {c.get('attack_version') or c.get('attack')}, " \
+                f"{_threat(c.get('norm', 'linf'), c.get('eps_text'))}"
+            metrics.append({"type": "accuracy", "value": round(float(value), 2),
+                            "name": f"{label}{attack} (n = {n})", "args": args})
+        if metrics:
+            results.append({"task": {"type": "image-classification", "name": "Image Classification"},
+                            "dataset": {"name": cfg.dataset, "type": dataset or cfg.dataset, "split": "test"},
+                            "metrics": metrics})
+    if results:
+        meta["model-index"] = [{"name": name, "results": results}]
+    return meta
 
 
 def compute_rows(summary: Mapping[str, Any], cost_model) -> list[tuple[str, str]]:
@@ -68,9 +136,9 @@ def compute_rows(summary: Mapping[str, Any], cost_model) -> list[tuple[str, str]
     energy = summary.get("energy_kwh")
     if energy is None:
         estimate = cost_model.estimate_energy_kwh(summary.get("device_type"), summary.get("device_hours") or 0.0)
-        energy_text = f"not measured (estimated {estimate:.3g} kWh from the device's power x device-hours)"
+        energy_text = f"not measured (estimated {_g(estimate, 'kWh')} from the device's power x device-hours)"
     else:
-        energy_text = f"{energy:.3g} kWh (measured by codecarbon, IT energy)"
+        energy_text = f"{_g(energy, 'kWh')} (measured by codecarbon, IT energy)"
     emissions = summary.get("emissions_kg")
     return [
         ("training FLOPs, measured (FlopCounterMode, 2 FLOPs per MAC; attack steps backpropagate to the "
@@ -120,11 +188,15 @@ def _table(rows: list[tuple[str, str]], head: tuple[str, str]) -> str:
 
 def render_card(*, cfg, summary: Mapping[str, Any] | None, claims: list[Mapping[str, Any]],
                 check: Mapping[str, Any] | None, weights: str, epoch: Any, other_claims: int,
-                timm_loadable: bool, cost_model, versions: Mapping[str, str]) -> str:
-    """The README.md text (Hugging Face model card: YAML front matter, then markdown)."""
+                timm_loadable: bool, cost_model, versions: Mapping[str, str], location: str = "PATH",
+                license: str = DEFAULT_LICENSE) -> str:
+    """The README.md text (Hugging Face model card: YAML front matter, then markdown).
+
+    ``location``: what timm loads the folder from (``local-dir:/abs/path`` or ``hf-hub:user/repo``).
+    """
     name = cfg.name or cfg.model
-    front = ["---", "library_name: timm", "pipeline_tag: image-classification", "tags:",
-             "- image-classification", "- timm", "- adversarial-robustness", "- robustscale", "---", ""]
+    meta = hub_metadata(cfg, claims, name=name, license=license)
+    front = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip("\n"), "---", ""]
     lines = front + [f"# {name}", "",
                      f"`{cfg.model}` trained by robustscale with {cfg.method.value} on `{cfg.dataset}`; "
                      f"the `{weights}` weights (epoch {epoch}). Inputs are images in [0, 1] normalized with the "
@@ -139,7 +211,7 @@ def render_card(*, cfg, summary: Mapping[str, Any] | None, claims: list[Mapping[
     else:
         lines.append("No evaluation of these weights is recorded.")
     if check is not None and weights == "best":
-        lines += ["", "The per-epoch check scored the epochs of this run on the same test images and `best` is the "
+        lines += ["", f"The per-epoch check scored every epoch of this run on {_split_text(check)} and `best` is the "
                   "epoch it ranked first, so that row is biased upwards; only an evaluation made after the choice "
                   "(the rows above it, `robustscale evaluate`) is a fair estimate."]
     if other_claims:
@@ -151,13 +223,20 @@ def render_card(*, cfg, summary: Mapping[str, Any] | None, claims: list[Mapping[
         lines.append("The run has no summary.json: its compute was not recorded.")
     lines += ["", "## Recipe", "", _table(recipe_rows(cfg, summary), ("what", "value")), "",
               "The full training config is in `config.json` under `robustscale.train_config`.", "",
-              "## Usage", "", "```python", "import robustscale  # registers robustscale's architectures in timm",
-              "import timm", "", 'model = timm.create_model("local-dir:PATH", pretrained=True).eval()',
+              "## Usage", "", f"`{cfg.model}` is an architecture of robustscale, not of timm: install it, and "
+              "`import robustscale` before creating the model (without it timm answers "
+              f"\"Unknown model ({cfg.model})\").", "", "```bash", "pip install robustscale", "```", "",
+              "```python", "import robustscale  # registers robustscale's architectures in timm",
+              "import timm", "", f'model = timm.create_model("{location}", pretrained=True).eval()',
               "transform = timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))",
-              "# for attacks in [0, 1] pixel space, the normalization inside the model:",
-              "from robustscale.hub import load_timm_folder", 'model01, info = load_timm_folder("PATH")', "```"]
+              "```"]
+    if location.startswith("local-dir:"):
+        folder = location[len("local-dir:"):]
+        lines += ["", "For attacks in [0, 1] pixel space, with the normalization inside the model:", "",
+                  "```python", "from robustscale.hub import load_timm_folder", "",
+                  f'model01, info = load_timm_folder("{folder}")', "```"]
     if not timm_loadable:
-        lines += ["", f"Note: plain `timm.create_model(\"local-dir:PATH\", pretrained=True)` does not load these "
+        lines += ["", f"Note: plain `timm.create_model(\"{location}\", pretrained=True)` does not load these "
                   f"weights for `{cfg.model}` (its entry point does not take timm's pretrained loading); use "
                   f"`robustscale.hub.load_timm_folder`."]
     when = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")

@@ -35,7 +35,7 @@ from ..data.transforms import CROP_PCT
 from ..errors import UserError
 from ..evaluation.checkpoints import file_sha256
 from ..evaluation.spec import eps_text
-from .card import render_card
+from .card import DEFAULT_LICENSE, render_card
 
 WEIGHTS = ("best", "last", "ema")
 FOLDER_FILES = ("model.safetensors", "config.json", "README.md")  # what export writes
@@ -91,6 +91,7 @@ def _epoch_check(run_dir: Path, cfg, epoch: Any) -> dict[str, Any] | None:
         return None
     robust = row.get("pgd_robust_acc")
     return {"attack": row.get("eval_attack") or "clean", "dataset": cfg.dataset, "n": int(row["eval_images"]),
+            "split": row.get("eval_split") or "test",  # runs written before the validation split checked on test
             "threat": f"{'Linf' if cfg.norm.value == 'linf' else 'L2'}, eps = {eps_text(cfg.eps)}"  # eval: full eps
             if robust is not None else "none (clean)", "clean_acc": row["clean_acc"], "robust_acc": robust}
 
@@ -128,12 +129,13 @@ def _timm_reload_matches(folder: Path, inner) -> bool:
 
 
 def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, force: bool = False,
-               push_to_hub: str | None = None, private: bool = False) -> dict[str, Any]:
+               push_to_hub: str | None = None, private: bool = False, license: str = DEFAULT_LICENSE) -> dict[str, Any]:
     """Write ``run_dir``'s ``weights`` (best, last or ema) as a timm-layout folder ``to``.
 
     The folder is written in a temporary sibling and renamed into place, so ``to`` is never half
     written; an existing non-empty ``to`` is replaced only with ``force``. ``push_to_hub``: a Hub repo
-    id to upload the folder to afterwards (huggingface_hub; needs network and a token).
+    id to upload the folder to afterwards (huggingface_hub; needs network and a token). ``license``: the card's
+    Hub license id.
     Returns ``{"path", "weights", "epoch", "source", "timm_loadable", "claims", "pushed"}``.
     """
     run_dir, target = Path(run_dir), Path(to)
@@ -163,7 +165,9 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
                            epoch=meta.get("epoch"), other_claims=len(all_claims) - len(claims),
                            timm_loadable=loadable, cost_model=CostModel.from_yaml(preset=cfg.price_preset),
                            versions={"robustscale": __version__, "torch": torch.__version__,
-                                     "timm": timm.__version__})
+                                     "timm": timm.__version__},
+                           location=f"hf-hub:{push_to_hub}" if push_to_hub else f"local-dir:{Path(target).resolve()}",
+                           license=license)
         (tmp / "README.md").write_text(card)
         mode = (tmp / "config.json").stat().st_mode  # written by open(): the umask's permissions
         os.chmod(tmp / "model.safetensors", mode)  # safetensors writes 0600

@@ -31,9 +31,12 @@ body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:110
 color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 h3{font-size:1.05em;margin-top:1.4em}
-table{border-collapse:collapse;font-size:.85em;margin:.6em 0;display:block;max-width:100%;overflow-x:auto}
+div.tbl{max-width:100%;overflow-x:auto;margin:.6em 0}
+table{border-collapse:collapse;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
+td.i{white-space:normal;min-width:5em}
+td.t{white-space:normal;text-align:left;overflow-wrap:break-word;max-width:22em}
 td.w{white-space:normal;text-align:left;min-width:16em}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.meta{color:#666;font-size:.9em}.note{color:#a33}
@@ -112,13 +115,34 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
     else:
         headers, rows = table
 
-    def cls(i: int) -> str:
-        return "w" if i in wrap else ("l" if i == 0 else "")
+    texts = [[cell_text(c) for c in r] for r in rows]
+    # A column of text (names, recipes, reasons) is left-aligned and wraps within its cells, so that a table fits
+    # the 1,100 px page; numbers stay right-aligned on one line (an interval may move to the next line as a whole).
+    # What still does not fit scrolls inside the table's own box (div.tbl).
+    text_columns = {i for i in range(len(headers))
+                    if sum(1 for r in texts if i < len(r) and r[i] not in ("", "-") and not _NUMBER.match(r[i]))
+                    > sum(1 for r in texts if i < len(r) and r[i] not in ("", "-")) / 2}
 
-    head = "".join(f'<th class="{"l" if i == 0 else ""}">{html.escape(str(h))}</th>' for i, h in enumerate(headers))
-    body = "".join("<tr>" + "".join(f'<td class="{cls(i)}">{html.escape(cell_text(c))}</td>'
-                                     for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    def cls(i: int, text: str) -> str:
+        if i in wrap:
+            return "w"
+        if i in text_columns:
+            return "t"
+        return "i" if _INTERVAL.search(text) else ("l" if i == 0 else "")
+
+    def cell(text: str) -> str:
+        # An interval may go to the next line as a whole: "61.1" / "[58.0, 64.1] (1000)", never "[58.0," / "64.1]".
+        return _INTERVAL.sub(lambda m: m.group(0).replace(" ", "\u00a0"), html.escape(text))
+
+    head = "".join(f'<th class="{"l" if i == 0 or i in text_columns or i in wrap else ""}">{html.escape(str(h))}</th>'
+                   for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(f'<td class="{cls(i, t)}">{cell(t)}</td>' for i, t in enumerate(r)) + "</tr>"
+                   for r in texts)
+    return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+_INTERVAL = re.compile(r"[\[(][^\[\]()]*[\])]")  # "[58.0, 64.1]", "(1000)"
+_NUMBER = re.compile(r"^[-+~<>=\d.,e%\s\[\]()x/]+$")  # "71.5 [62.2, 72]", "1.2e+19", "3 x 10": not text
 
 
 def _figures(items: Sequence, plots_dir: Path | None, used: set[str]) -> str:
@@ -212,12 +236,15 @@ def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, ext
     sections = []
     first = next(iter(fits_by_law.values()))
     y, x = first[0].y, first[0].x
+    per_group = sorted({f"{f.label}: {f.y}" for fs in fits_by_law.values() for f in fs})
+    y_text = y if len({f.y for fs in fits_by_law.values() for f in fs}) == 1 else \
+        "each group its own (" + ", ".join(per_group) + ")"
     n_fitted = {law: sum(f.n for f in fits) for law, fits in fits_by_law.items()}
     intro = (f"{len(df)} runs"
              + (f" from {settings['runs']}" if settings.get("runs") else "")
              + (f"; sources: {', '.join(f'{k} ({v})' for k, v in df['source'].value_counts().items())}"
                 if "source" in df.columns and df["source"].notna().any() else "")
-             + f". Metric y = {y}; compute x = {x if isinstance(x, str) else ', '.join(x)}."
+             + f". Metric y = {y_text}; compute x = {x if isinstance(x, str) else ', '.join(x)}."
              + (f" Groups by {settings['group_by']}." if settings.get("group_by") else "")
              + (f" Runs with {y} below {fmt(settings['exclude_below'])} are excluded from the fits"
                 f" (collapsed runs, hollow markers in the figures)." if settings.get("exclude_below") is not None else "")
@@ -238,20 +265,23 @@ def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, ext
         figures.append((f"{law} law: runs, fits and bootstrap bands", plots.plot_scaling(df, fits), f"scaling-{law}"))
     for law, fits in fits_by_law.items():
         if target is not None and any(f.converged for f in fits):
-            figures.append((f"{law} law extrapolated to {fmt(target)}", plots.plot_extrapolation(df, fits, target),
+            figures.append((f"{law} law extrapolated to {plots.metric_name(fits)} = {fmt(target)} %",
+                            plots.plot_extrapolation(df, fits, target),
                             f"extrapolation-{law}"))
     for law, fits in fits_by_law.items():
         if any(f.converged for f in fits):
             figures.append((f"{law} law residuals", plots.plot_residuals(fits), f"residuals-{law}"))
-            if any(f.has_bootstrap for f in fits):
-                figures.append((f"{law} law exponents", plots.plot_exponents(fits), f"exponents-{law}"))
+            exponents = plots.plot_exponents(fits) if any(f.has_bootstrap for f in fits) else None
+            if exponents is not None:
+                figures.append((f"{law} law exponents with their bootstrap intervals", exponents, f"exponents-{law}"))
     sections.append(Section("Figures", figures=figures))
     if target is not None and extrapolations:
         for law, results in extrapolations.items():
             r0 = results[0] if results else None
             how = (f"Device type {r0.device_type}, price preset {r0.price_preset}. " if r0 else "")
             conv = sorted({r.conversion for r in results if r.conversion})
-            text = (f"Compute at which each group's {law} law reaches {y} = {fmt(target)}, with its bootstrap interval "
+            text = (f"Compute at which each group's {law} law reaches {plots.metric_name(fits_by_law[law])} = "
+                    f"{fmt(target)}{' %' if y.endswith('_acc') else ''}, with its bootstrap interval "
                     f"(inf: too many resampled laws never reach it), and what it would cost. {how}"
                     + (f"Hours from {'; '.join(conv)}." if conv else ""))
             unit = "%" if y.endswith("_acc") else ""

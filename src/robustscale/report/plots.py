@@ -33,6 +33,8 @@ LABELS = {
     "train_flops": "total training compute",
     "aa_robust_acc": "AutoAttack robust accuracy",
     "pgd_robust_acc": "PGD robust accuracy",
+    "apgd_ce_robust_acc": "APGD-CE robust accuracy",
+    "fgsm_robust_acc": "FGSM robust accuracy",
     "clean_acc": "clean accuracy",
     "electricity_usd": "electricity cost",
     "energy_kwh": "energy",
@@ -53,6 +55,26 @@ def axis_label(column: str) -> str:
     name = LABELS.get(column, column.replace("_", " "))
     unit = unit_of(column)
     return f"{name} [{unit}]" if unit else name
+
+
+def metric_label(fits) -> str:
+    """The y axis in words: the fits' one metric, or "accuracy [%] (each group its own metric)" (the legend
+    then names each group's, :func:`group_label`)."""
+    metrics = list(dict.fromkeys(f.y for f in fits))
+    return axis_label(metrics[0]) if len(metrics) == 1 else "accuracy [%] (each group its own metric)"
+
+
+def metric_name(fits) -> str:
+    """The fits' metric in words, for captions: "APGD-CE robust accuracy", or "each group's own metric"."""
+    metrics = list(dict.fromkeys(f.y for f in fits))
+    return LABELS.get(metrics[0], metrics[0].replace("_", " ")) if len(metrics) == 1 else "each group's own metric"
+
+
+def group_label(fit, fits) -> str:
+    """A group's legend label; with its metric where the groups' metrics differ."""
+    if len({f.y for f in fits}) == 1:
+        return fit.label
+    return f"{fit.label} ({LABELS.get(fit.y, fit.y.replace('_', ' '))})"
 
 
 def new_figure(width: float = 7.5, height: float = 5.0, ncols: int = 1):
@@ -111,12 +133,12 @@ def _log_y(ax, y: str, lo: float, hi: float) -> None:
 
 
 
-def _compute_axes(ax, x: str, y: str, lo: float, hi: float, x_note: str = "") -> None:
+def _compute_axes(ax, x: str, y: str, lo: float, hi: float, x_note: str = "", y_label: str | None = None) -> None:
     """Log compute on x, log accuracy/error on y in [lo, hi], labelled with units, major grid."""
     ax.set_xscale("log")
     _log_y(ax, y, lo, hi)
     ax.set_xlabel(axis_label(x) + x_note)
-    ax.set_ylabel(axis_label(y))
+    ax.set_ylabel(y_label or axis_label(y))
     ax.grid(True, which="major", alpha=0.3)
 
 
@@ -200,20 +222,22 @@ def plot_scaling(df, fits: Sequence, title: str | None = None, show_frontier: bo
         ident = identify(fit)
         if fit.converged and ident.shows_parameters:
             flag = "; lack of fit" if ident.status == LACK_OF_FIT else ""
-            _fit_line(ax, fit, i, *fit.x_range, label=f"{fit.label}: {_describe(fit)}{flag}")
+            _fit_line(ax, fit, i, *fit.x_range, label=f"{group_label(fit, fits)}: {_describe(fit)}{flag}")
         elif fit.converged:  # a law the runs do not identify: no curve, no numbers
-            ax.plot([], [], color=color, marker=marker, ls="", label=f"{fit.label}: {ident.status}")
+            ax.plot([], [], color=color, marker=marker, ls="", label=f"{group_label(fit, fits)}: {ident.status}")
         else:
-            ax.plot([], [], color=color, marker=marker, ls="", label=f"{fit.label}: fit did not converge ({fit.message})")
+            ax.plot([], [], color=color, marker=marker, ls="",
+                    label=f"{group_label(fit, fits)}: fit did not converge ({fit.message})")
         if show_frontier and len(fit.kept_index) >= 2:
             part = df.loc[fit.kept_index]
             part = part[(part[x].astype(float) > 0)]
-            front = pareto_frontier(part, x, y)
+            front = pareto_frontier(part, x, fit.y)  # each group its own metric
             fx = np.r_[front[x].to_numpy(float), part[x].astype(float).max()]
-            fy = np.r_[front[y].to_numpy(float), front[y].to_numpy(float)[-1]]
+            fy = np.r_[front[fit.y].to_numpy(float), front[fit.y].to_numpy(float)[-1]]
             ax.step(fx, fy, where="post", color=color, lw=0.9, ls=":", alpha=0.9, zorder=2)
-    _compute_axes(ax, x, y, lo, hi)
-    ax.set_title(title or f"{LABELS.get(y, y)} vs compute, {fits[0].law} law per group\n"
+    _compute_axes(ax, x, y, lo, hi, y_label=metric_label(fits))
+    what = LABELS.get(y, y) if len({f.y for f in fits}) == 1 else "accuracy"
+    ax.set_title(title or f"{what} vs compute, {fits[0].law} law per group\n"
                  f"({_bands_note(fits)}{'; dotted: Pareto frontier' if show_frontier else ''})", fontsize=9)
     _legend(fig, ax, fits, hollow, lo)
     return fig
@@ -271,7 +295,7 @@ def plot_extrapolation(df, fits: Sequence, target: float, title: str | None = No
     ax.axhline(target, color="black", lw=1.0, ls="--", alpha=0.7)
     ax.axvspan(x_data_hi, x_hi, color="0.92", zorder=0, lw=0)
     ax.text(x_lo / 1.8, target, f"target {fmt(target)}{'%' if pct else ''}", va="bottom", fontsize=8)
-    _compute_axes(ax, x, y, lo, hi, x_note="   (shaded: beyond the data)")
+    _compute_axes(ax, x, y, lo, hi, x_note="   (shaded: beyond the data)", y_label=metric_label(fits))
     ax.set_xlim(x_lo / 2, x_hi)
     ax.set_title(title or f"{fits[0].law} law extrapolated to {fmt(target)}{'%' if pct else ''}\n"
                  f"(dashed: beyond the data; star: crossing; bar: its {fits[0].level * 100:g}% interval)", fontsize=9)
@@ -335,8 +359,11 @@ def plot_cost(df, x: str = "train_flops", columns: Sequence[str] = ("energy_kwh"
 
 
 def plot_exponents(fits: Sequence, title: str | None = None):
-    """The main exponent with its bootstrap interval (forest plot) of each fit whose numbers may be shown."""
+    """The main exponent with its bootstrap interval (forest plot) of each fit whose numbers may be shown;
+    None when no fit's numbers may be shown (no empty panel)."""
     ok = [f for f in fits if f.converged and identify(f).shows_parameters]
+    if not ok:
+        return None
     fig, (ax,) = new_figure(6.5, 0.9 + 0.45 * max(len(ok), 1))
     for j, fit in enumerate(ok):
         i = list(fits).index(fit)
@@ -350,8 +377,8 @@ def plot_exponents(fits: Sequence, title: str | None = None):
     ax.set_yticklabels([f.label for f in ok], fontsize=8)
     ax.invert_yaxis()
     ax.axvline(0, color="black", lw=0.8)
-    name = ok[0].exponent_name if ok else "exponent"
-    ax.set_xlabel(f"exponent {name} of the {fits[0].law} law in {LABELS.get(_x_column(fits[0]), 'x')}")
+    x = _x_column(fits[0])
+    ax.set_xlabel(f"exponent {ok[0].exponent_name} of the {fits[0].law} law in {LABELS.get(x, x.replace('_', ' '))}")
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(title or "fitted exponents with bootstrap intervals", fontsize=9)
     return fig
@@ -385,7 +412,9 @@ def plot_families(df, families: Sequence[dict], x: str = "train_flops", title: s
         else:
             yerr = None
         fit = fam.get("fit")
-        label = f"{fam['label']} ({LABELS.get(fam['y'], fam['y'])})"
+        metric = LABELS.get(fam["y"], fam["y"].replace("_", " "))
+        # the family's own label when it already says its metric ("standard training (clean)"), else label + metric
+        label = fam["label"] if "(" in fam["label"] else f"{fam['label']} ({metric})"
         label += f": {_describe(fit)}" if fit is not None else (f": {fam['note']}" if fam.get("note") else "")
         ax.errorbar(xs[ok], ys[ok], yerr=yerr, fmt=marker, color=color, ms=5, elinewidth=0.9, capsize=2,
                     alpha=0.9, label=label, zorder=3)

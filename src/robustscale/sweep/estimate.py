@@ -8,8 +8,15 @@
   job) is, in order: ``--throughput``, ``--flop-rate`` / FLOPs per image, the spec's
   ``cost.throughput``, then its ``cost.flop_rate``, the median of finished runs of the same family
   (dataset, model, method, attack steps) in the store, or the median FLOP rate (train FLOPs per
-  second) of all finished runs in the store. Without any: unknown. A FLOP rate carries one
-  measured speed across models and attack steps (img/s does not).
+  second) of all finished runs in the store, and last the device's figure in the packaged
+  ``compute/throughput.yaml`` (measured ``robustscale bench`` speeds; source ``default:<entry>``).
+  A FLOP rate carries one measured speed across models and attack steps (img/s does not).
+- Evaluation: the spec's ``evaluation`` on ``n_examples`` images, priced at the same FLOP rate from the
+  model's measured forward and attack-step (input-gradient) FLOPs: clean ``F``; PGD-K with R restarts
+  ``F + R (K A + F)``; APGD-CE ``F + 100 A + F``; AutoAttack standard an upper bound, every image going
+  through every stage: ``F + 100 A`` (APGD-CE) ``+ 9 x 100 A`` (APGD-T) ``+ 9 x 100 (A + F)`` (FAB-T)
+  ``+ 5000 F`` (Square). Real AutoAttack runs stop attacking an image once it is broken: the bound is
+  reached by a model that no attack breaks.
 - Device-hours = hours x devices per job; energy = the price table's power x device-hours
   (IT energy); cost from ``CostModel.cost`` (electricity with PUE, cloud rental low/high).
 """
@@ -23,12 +30,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..compute.cost import default_flop_rate
 from ..config import TrainConfig
 from ..errors import UserError
 from ..rundir import write_text
+from ..evaluation.spec import DEFAULT_STEPS, Attack
 from .spec import PlannedRun, SweepSpec
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the forward and attack-step FLOPs beside the training step's
+
+# Passes per image of AutoAttack standard's stages when every image survives to the end (the bound):
+# (attack-step passes A, forward passes F). APGD: 100 iterations; APGD-T and FAB-T: 9 target classes each.
+AA_STANDARD_PASSES = {"apgd-ce": (100, 1), "apgd-t": (900, 9), "fab-t": (900, 900), "square": (0, 5000)}
 
 
 @dataclass
@@ -40,6 +53,8 @@ class RunEstimate:
     throughput: float | None  # training images per second, one job
     # "given", "given:flop-rate", "spec", "spec:flop-rate", "store:family", "store:flop-rate", "unknown"
     throughput_source: str
+    eval_flops: float | None  # the spec's evaluation of this run (AutoAttack: an upper bound)
+    eval_device_hours: float | None
     device_count: int
     device_type: str | None
     device_hours: float | None
@@ -52,7 +67,8 @@ class RunEstimate:
         return asdict(self)
 
 
-SUM_KEYS = ("train_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_low", "cloud_usd_high")
+SUM_KEYS = ("train_flops", "eval_flops", "device_hours", "eval_device_hours", "energy_kwh", "electricity_usd",
+            "cloud_usd_low", "cloud_usd_high")
 
 
 def totals(estimates: Iterable[RunEstimate]) -> dict[str, float | None]:
@@ -87,7 +103,7 @@ class StepFlopsCache:
 
     def __init__(self, path: Path | None = None):
         self.path = path if path is not None else default_cache_path()
-        self.memory: dict[str, float] = {}
+        self.memory: dict[str, dict[str, float]] = {}  # key -> {"train", "forward", "attack_step"} per image
         self._loaded = False
 
     def key(self, cfg: TrainConfig) -> str:
@@ -105,7 +121,7 @@ class StepFlopsCache:
         try:
             data = json.loads(self.path.read_text())
             if data.get("version") == CACHE_VERSION:
-                self.memory.update({k: float(v) for k, v in data.get("entries", {}).items()})
+                self.memory.update({k: {p: float(x) for p, x in v.items()} for k, v in data.get("entries", {}).items()})
         except (OSError, ValueError, AttributeError):
             pass
 
@@ -119,13 +135,18 @@ class StepFlopsCache:
         except OSError:
             pass  # a read-only home only costs re-measuring next time
 
-    def get(self, cfg: TrainConfig) -> float:
+    def parts(self, cfg: TrainConfig) -> dict[str, float]:
+        """``{"train", "forward", "attack_step"}``: FLOPs per image of the training step and of its parts."""
         self._load()
         key = self.key(cfg)
         if key not in self.memory:
             self.memory[key] = measure_train_step_flops(cfg)
             self._save()
         return self.memory[key]
+
+    def get(self, cfg: TrainConfig) -> float:
+        """Training-step FLOPs per image."""
+        return self.parts(cfg)["train"]
 
     def missing(self, cfgs: Iterable[TrainConfig]) -> list[TrainConfig]:
         self._load()
@@ -147,8 +168,9 @@ def default_cache_path() -> Path | None:
     return Path(base) / "robustscale" / "step-flops.json"
 
 
-def measure_train_step_flops(cfg: TrainConfig) -> float:
-    """``measure_step_flops(...).train_step_flops`` of the run's model and method (meta device)."""
+def measure_train_step_flops(cfg: TrainConfig) -> dict[str, float]:
+    """FLOPs per image of the run's training step, forward pass and attack step (input gradient), from
+    ``measure_step_flops`` on the meta device."""
     import torch
 
     from ..compute import measure_step_flops
@@ -162,7 +184,26 @@ def measure_train_step_flops(cfg: TrainConfig) -> float:
         model = create_model(cfg.model, num_classes=info.num_classes, in_chans=info.in_chans,
                              mean=info.mean, std=info.std)
     step = measure_step_flops(model, cfg, info.input_size)
-    return float(step.train_step_flops)
+    return {"train": float(step.train_step_flops), "forward": float(step.forward_flops),
+            "attack_step": float(step.attack_step_flops)}
+
+
+def eval_flops_per_image(evaluation, forward: float, attack_step: float) -> float | None:
+    """FLOPs per image of ``evaluation`` (the spec's; see the module docstring), None for an attack not priced."""
+    if evaluation is None:
+        return 0.0
+    attack = evaluation.attack
+    if attack == "clean":
+        return forward
+    if attack == "pgd":
+        steps = evaluation.steps if evaluation.steps is not None else DEFAULT_STEPS[Attack.PGD]
+        restarts = evaluation.restarts or 1
+        return forward + restarts * (steps * attack_step + forward)
+    if attack == "apgd-ce":
+        return forward + DEFAULT_STEPS[Attack.APGD_CE] * attack_step + forward
+    if attack == "aa-standard":
+        return forward + sum(a * attack_step + f * forward for a, f in AA_STANDARD_PASSES.values())
+    return None
 
 
 def family_key(row_or_cfg) -> tuple:
@@ -232,7 +273,8 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
     out = []
     for run in runs:
         cfg = run.cfg
-        per_image = cache.get(cfg)
+        parts = cache.parts(cfg)
+        per_image = parts["train"]
         seen = images_seen(cfg, world_size=max(gpus or 1, 1))
         flops = None if seen is None else per_image * seen
         devices = max(int(gpus if gpus is not None else 0), 1)
@@ -245,16 +287,27 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
             rate, source = family[family_key(cfg)], "store:family"
         elif store_flop_rate and per_image:
             rate, source = store_flop_rate / per_image, "store:flop-rate"
-        hours = None if rate is None or seen is None else seen / rate / 3600.0
-        device_hours = None if hours is None else hours * devices
         this_type = dev_type or cfg.device_type or ("gpu" if (gpus or 0) > 0 else "cpu")
+        default = default_flop_rate(this_type) if rate is None and per_image else None
+        if default is not None:
+            rate, source = default[0] / per_image, f"default:{default[1]}"
+        hours = None if rate is None or seen is None else seen / rate / 3600.0
+        # The evaluation runs at the training step's FLOP rate (images/s x FLOPs per image).
+        per_eval = eval_flops_per_image(spec.evaluation, parts["forward"], parts["attack_step"])
+        n_eval = (spec.evaluation.n_examples or 0) if spec.evaluation is not None else 0
+        eval_flops = None if per_eval is None else per_eval * n_eval
+        eval_hours = None if eval_flops is None or rate is None else eval_flops / (rate * per_image) / 3600.0
+        if hours is not None and eval_hours is not None:
+            hours += eval_hours / devices  # one device evaluates; the bill counts device-hours
+        device_hours = None if hours is None else hours * devices
         energy = elec = low = high = None
         if device_hours is not None:
             energy = costs.estimate_energy_kwh(this_type, device_hours)
             bill = costs.cost(this_type, device_hours, energy)
             elec, low, high = bill["electricity_usd"], bill["cloud_usd_low"], bill["cloud_usd_high"]
         out.append(RunEstimate(name=run.name, train_flops_per_image=per_image, images_seen=seen, train_flops=flops,
-                               throughput=rate, throughput_source=source, device_count=devices,
+                               throughput=rate, throughput_source=source, eval_flops=eval_flops,
+                               eval_device_hours=eval_hours, device_count=devices,
                                device_type=this_type, device_hours=device_hours, energy_kwh=energy,
                                electricity_usd=elec, cloud_usd_low=low, cloud_usd_high=high))
     return out

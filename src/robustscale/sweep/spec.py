@@ -33,7 +33,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..config import TrainConfig, load_yaml, parse_fraction
+from ..config import Method, TrainConfig, load_yaml, parse_fraction
 from ..errors import UserError
 
 SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "name_template", "output_dir",
@@ -323,6 +323,8 @@ def _render_name(template: str, cfg: TrainConfig, labels: Mapping[str, str], ind
     cfg_values = cfg.to_dict()
     context = {k: _Value(v, labels.get(k, value_label(v))) for k, v in cfg_values.items()}
     context.update(index=_Value(index, str(index)), sweep=_Value(sweep, sweep))
+    if cfg.method is Method.STANDARD:  # no attack: {attack_steps} is 0, as in the run record (not the unused key)
+        context["attack_steps"] = _Value(0, "0")
     try:
         fields_used = [f for _, f, _, _ in string.Formatter().parse(template) if f]
     except ValueError as exc:

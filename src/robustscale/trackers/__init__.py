@@ -21,6 +21,7 @@ No tracker library is imported until a run starts one. The tracker names (:class
 """
 from __future__ import annotations
 
+import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -29,10 +30,10 @@ from .. import rundir
 from ..config import Tracker, parse_tracker_names
 from ..errors import UserError
 from .backends import BACKENDS
-from .metrics import claim_metrics, flatten, numeric_items
+from .metrics import claim_metrics, epoch_metrics, flatten, numeric_items, summary_metrics
 
 __all__ = ["Tracker", "TrackerWarning", "Trackers", "open_trackers", "log_run_records", "parse_tracker_names",
-           "flatten", "numeric_items", "claim_metrics", "IDS_FILE"]
+           "flatten", "numeric_items", "claim_metrics", "epoch_metrics", "summary_metrics", "IDS_FILE"]
 
 IDS_FILE = "trackers.json"
 
@@ -44,9 +45,10 @@ class TrackerWarning(UserWarning):
 class Trackers:
     """The trackers of one run; every call goes to each of them, and one that fails is dropped."""
 
-    def __init__(self, backends: list, run_dir: Path | None = None):
+    def __init__(self, backends: list, run_dir: Path | None = None, config_keys: Iterable[str] = ()):
         self.backends = backends
         self.run_dir = run_dir
+        self.config_keys = set(config_keys)
 
     @property
     def names(self) -> list[str]:
@@ -64,11 +66,13 @@ class Trackers:
 
     def log_epoch(self, metrics: Mapping[str, Any], step: int) -> None:
         """One row of metrics.jsonl (numbers are logged; None and text are skipped) at ``step`` (epoch)."""
-        self._each("log_epoch", dict(metrics), int(step))
+        self._each("log_epoch", epoch_metrics(metrics), int(step))
 
     def log_summary(self, summary: Mapping[str, Any], claims: Iterable[Mapping[str, Any]] = ()) -> None:
         """The run's summary (every compute field) and its evaluation claims."""
-        self._each("log_summary", dict(summary), [dict(c) for c in claims])
+        claims = [dict(c) for c in claims]
+        numbers = {**summary_metrics(summary, self.config_keys), **claim_metrics(claims)}
+        self._each("log_summary", dict(summary), claims, numbers)
 
     def finish(self, status: str = "completed") -> None:
         self._each("finish", status)
@@ -100,6 +104,7 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
     run_dir = Path(run_dir) if run_dir is not None else None
     if rank != 0 or not names:
         return Trackers([], run_dir)
+    fresh = run_dir is not None and not run_dir.exists()  # a folder a tracker creates is removed if one fails
     ids = _read_ids(run_dir)
     started = []
     for name in names:
@@ -113,13 +118,15 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
             if required:
                 for other in started:
                     _quietly(other.finish, "failed")
+                if fresh and run_dir.is_dir():  # log_to_required: a run that does not start writes nothing
+                    shutil.rmtree(run_dir, ignore_errors=True)
                 raise UserError(message + " (log_to_required is true)") from None
             warnings.warn(message + "; the run goes on without it", TrackerWarning, stacklevel=2)
             continue
         started.append(backend)
     if run_dir is not None and started:
         _write_ids(run_dir, {**ids, **{b.name: b.run_id for b in started if b.run_id}})
-    return Trackers(started, run_dir)
+    return Trackers(started, run_dir, config_keys=config.keys())
 
 
 def log_run_records(run_dir: str | Path, cfg) -> None:

@@ -5,21 +5,28 @@ Each backend has ``start(config, run_name, run_dir, run_id)``, ``log_epoch(metri
 What is logged:
 
 - config: W&B ``config``; MLflow params (flattened ``a/b`` keys, text values); TensorBoard text ``config``.
-- epochs: every finite number of a metrics.jsonl row, at step = epoch.
-- summary: its numbers as ``summary/<key>`` (W&B run summary, MLflow metrics, TensorBoard scalars at the
-  last epoch), its text fields as W&B summary / MLflow tags ``robustscale.<key>`` / TensorBoard text, and
-  each claim's numbers as ``eval/<attack>-<eps>/<field>``; MLflow also keeps both as JSON artifacts.
+- epochs: every finite number of a metrics.jsonl row, at step = epoch; the per-epoch check's as
+  ``val/<key>`` (the validation images it was measured on; ``test/`` for a run checked on test images).
+- summary: its numbers (``trackers.summary_metrics``: ``test/<accuracy>``, ``val/*`` / ``test/*`` of the
+  selected epoch, ``summary/<compute>``; config values are params, not metrics) as the W&B run summary,
+  MLflow metrics, TensorBoard scalars at the last epoch; its text fields as W&B summary / MLflow tags
+  ``robustscale.<key>`` / TensorBoard text; each claim's numbers as ``test/<attack>-<eps>/<field>``; MLflow
+  also keeps both as JSON artifacts.
+- MLflow's store: ``MLFLOW_TRACKING_URI``, else ``sqlite:///<output_dir>/mlflow.db`` beside the run folders
+  (MLflow 3 no longer accepts its old default, a ``./mlruns`` file store).
 """
 from __future__ import annotations
 
 import json
 import os
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from .metrics import claim_metrics, flatten, numeric_items
+from .metrics import flatten
 
 PROJECT = "robustscale"  # W&B project / MLflow experiment unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME is set
 _MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
@@ -54,18 +61,35 @@ class WandbTracker:
         self.run_id = self.run.id
 
     def log_epoch(self, metrics: dict, step: int) -> None:
-        self.run.log(numeric_items(flatten(metrics)), step=step)
+        self.run.log(metrics, step=step)
 
-    def log_summary(self, summary: dict, claims: list[dict]) -> None:
-        values: dict[str, Any] = {f"summary/{k}": v for k, v in numeric_items(flatten(summary)).items()}
+    def log_summary(self, summary: dict, claims: list[dict], numbers: dict[str, float]) -> None:
+        values: dict[str, Any] = dict(numbers)
         values.update({f"summary/{k}": v for k, v in _texts(summary).items()})
-        values.update(claim_metrics(claims))
         self.run.summary.update(values)
 
     def finish(self, status: str = "completed") -> None:
         if self.run is not None:
             self.run.finish(exit_code=0 if status == "completed" else 1)
             self.run = None
+
+
+@contextmanager
+def _no_third_party_deprecations():
+    """MLflow's SQL store calls SQLAlchemy APIs SQLAlchemy 2.1 deprecates ("noload is deprecated"): theirs to
+    fix, not the user's to read; silenced around MLflow's calls only."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def _quiet(method):
+    def wrapped(*args, **kwargs):
+        with _no_third_party_deprecations():
+            return method(*args, **kwargs)
+    wrapped.__name__ = method.__name__
+    return wrapped
 
 
 class MlflowTracker:
@@ -75,11 +99,13 @@ class MlflowTracker:
         self.client = None
         self.run_id = None
 
+    @_quiet
     def start(self, config: dict, run_name: str, run_dir: Path | None, run_id: str | None) -> None:
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
-        self.client = client = MlflowClient()  # MLFLOW_TRACKING_URI, else MLflow's default store
+        uri = None if os.environ.get("MLFLOW_TRACKING_URI") else default_mlflow_uri(run_dir)
+        self.client = client = MlflowClient(tracking_uri=uri)
         experiment = os.environ.get("MLFLOW_EXPERIMENT_NAME") or PROJECT
         found = client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found is not None else client.create_experiment(experiment)
@@ -94,6 +120,7 @@ class MlflowTracker:
         for i in range(0, len(params), _MLFLOW_BATCH):
             client.log_batch(self.run_id, params=params[i:i + _MLFLOW_BATCH])
 
+    @_quiet
     def _exists(self, run_id: str) -> bool:
         try:
             self.client.get_run(run_id)
@@ -101,6 +128,7 @@ class MlflowTracker:
         except Exception:  # noqa: BLE001  (MlflowException: a run of another store)
             return False
 
+    @_quiet
     def _log_metrics(self, values: dict[str, float], step: int) -> None:
         from mlflow.entities import Metric
 
@@ -109,25 +137,32 @@ class MlflowTracker:
         for i in range(0, len(metrics), _MLFLOW_BATCH):
             self.client.log_batch(self.run_id, metrics=metrics[i:i + _MLFLOW_BATCH])
 
+    @_quiet
     def log_epoch(self, metrics: dict, step: int) -> None:
-        self._log_metrics(numeric_items(flatten(metrics)), step)
+        self._log_metrics(metrics, step)
 
-    def log_summary(self, summary: dict, claims: list[dict]) -> None:
+    @_quiet
+    def log_summary(self, summary: dict, claims: list[dict], numbers: dict[str, float]) -> None:
         from mlflow.entities import RunTag
 
-        step = _last_step(summary)
-        values = {f"summary/{k}": v for k, v in numeric_items(flatten(summary)).items()}
-        self._log_metrics({**values, **claim_metrics(claims)}, step)
+        self._log_metrics(numbers, _last_step(summary))
         tags = [RunTag(f"robustscale.{k}", v[:_MLFLOW_VALUE_CHARS]) for k, v in _texts(summary).items()]
         for i in range(0, len(tags), _MLFLOW_BATCH):
             self.client.log_batch(self.run_id, tags=tags[i:i + _MLFLOW_BATCH])
         self.client.log_dict(self.run_id, json.loads(json.dumps(summary, default=str)), "summary.json")
         self.client.log_dict(self.run_id, json.loads(json.dumps(claims, default=str)), "claims.json")
 
+    @_quiet
     def finish(self, status: str = "completed") -> None:
         if self.client is not None and self.run_id is not None:
             self.client.set_terminated(self.run_id, _MLFLOW_STATUS.get(status, "FAILED"))
             self.client = None
+
+
+def default_mlflow_uri(run_dir: Path | None) -> str:
+    """``sqlite:///<output_dir>/mlflow.db``: one store beside the run folders (``mlflow ui --backend-store-uri``)."""
+    parent = (Path(run_dir).parent if run_dir is not None else Path.cwd()).resolve()
+    return f"sqlite:///{parent / 'mlflow.db'}"
 
 
 class TensorBoardTracker:
@@ -146,15 +181,14 @@ class TensorBoardTracker:
         self.writer.add_text("config", _markdown_json(config), 0)
 
     def log_epoch(self, metrics: dict, step: int) -> None:
-        for key, value in numeric_items(flatten(metrics)).items():
+        for key, value in metrics.items():
             self.writer.add_scalar(key, value, step)
         self.step = max(self.step, step)
         self.writer.flush()
 
-    def log_summary(self, summary: dict, claims: list[dict]) -> None:
+    def log_summary(self, summary: dict, claims: list[dict], numbers: dict[str, float]) -> None:
         step = _last_step(summary) or self.step
-        values = {f"summary/{k}": v for k, v in numeric_items(flatten(summary)).items()}
-        for key, value in {**values, **claim_metrics(claims)}.items():
+        for key, value in numbers.items():
             self.writer.add_scalar(key, value, step)
         self.writer.add_text("summary", _markdown_json(summary), step)
         if claims:

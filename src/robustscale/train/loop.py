@@ -272,15 +272,16 @@ class Trainer:
         else:
             counters, sums = Counters(), new_sums()
         self.session = next_session(counters)
+        from ..trackers import open_trackers
+
+        # Before the store row and the run's files: a required tracker that cannot start leaves nothing behind.
+        self.trackers = open_trackers(self.cfg.log_to, self.cfg.to_dict(), self.cfg.name, self.run_dir,
+                                      required=self.cfg.log_to_required, rank=self.dinfo.rank)
         record_run_start(self.cfg, self.run_dir, resumed=self.resume_dir is not None)
         self.in_store = True
         if self.dinfo.main:
             write_config_and_env(self.run_dir, self.cfg, self.dinfo)
             truncate_metrics(self.run_dir, counters.epoch)
-        from ..trackers import open_trackers
-
-        self.trackers = open_trackers(self.cfg.log_to, self.cfg.to_dict(), self.cfg.name, self.run_dir,
-                                      required=self.cfg.log_to_required, rank=self.dinfo.rank)
         from ..compute import ComputeTracker
 
         tracker = ComputeTracker(self.cfg, device=self.dinfo.device)
