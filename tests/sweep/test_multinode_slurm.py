@@ -34,6 +34,18 @@ def test_two_node_spec_gives_one_rank_per_gpu_on_both_nodes(tmp_path, mnist_like
     assert (params["nodes"], params["tasks_per_node"]) == (3, 2) and "gpus_per_node" not in params
 
 
+def test_a_two_node_run_is_priced_on_all_its_gpus(tmp_path, mnist_like_dir):
+    from robustscale.sweep import estimate_runs
+
+    one = load_spec(tiny_spec(tmp_path, mnist_like_dir, name="one", executor={"gpus_per_node": 4}))
+    two = load_spec(tiny_spec(tmp_path, mnist_like_dir, name="two", executor=TWO_NODES))
+    bills = [estimate_runs(s, s.runs[:1], throughput=1000.0)[0] for s in (one, two)]
+    assert (bills[0].device_count, bills[1].device_count) == (4, 8)
+    assert bills[0].images_seen == bills[1].images_seen  # the same run: same global batch, same images
+    # The given throughput is per job: the same wall time on twice the GPUs.
+    assert bills[1].device_hours == pytest.approx(2 * bills[0].device_hours, rel=1e-12)
+
+
 @pytest.mark.parametrize("executor,needle", [
     ({"nodes": 0}, "invalid executor.nodes 0: must be >= 1"),
     ({"nodes": 2, "gpus_per_job": 3}, "gpus_per_job 3 does not split over 2 nodes"),

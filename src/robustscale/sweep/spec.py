@@ -91,6 +91,11 @@ class ExecutorOptions:
     signal_delay_s: int = 120
     name_prefix: str = "rs"
 
+    @property
+    def job_gpus(self) -> int | None:
+        """GPUs of one run's job: ``gpus_per_node`` x ``nodes`` when given per node, else ``gpus_per_job``."""
+        return self.gpus_per_node * self.nodes if self.gpus_per_node is not None else self.gpus_per_job
+
 
 @dataclass(frozen=True)
 class CostOptions:
