@@ -40,7 +40,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _run(argv: list[str], gpus: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "PYTHONPATH": f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}"}
+    path = f"{REPO / 'src'}:{os.environ.get('PYTHONPATH', '')}"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpus, "PYTHONPATH": path}
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
 
 

@@ -289,3 +289,33 @@ def test_resume_keeps_the_runs_micro_batch(tmp_path, cli, single_process):
     (run_dir / "summary.json").unlink()  # as if killed before it finished: resumable
     code, _, err = cli("train", "--resume", run_dir, "--micro-batch-size", "8")
     assert code == 2 and "resume: micro_batch_size 8 != the run's 16" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("layouts", [[(1, 4), (2, 2), (4, 1)], [(1, 2), (2, 1)]])
+@pytest.mark.parametrize("generated", [0, 300])
+def test_a_steps_slots_are_the_same_on_any_layout(layouts, generated):
+    """Step s of (world, accumulation) = the same micro-batches (images, generated mix, augmentation seed) in the
+    same global order, for every layout of the same global batch: ranks in order, each rank's passes in order."""
+    from robustscale.data.sampler import MixedBatchSampler
+
+    micro, real = 8, 100
+    total = layouts[0][0] * layouts[0][1] * micro
+
+    def global_steps(world: int, accumulation: int) -> list[list[tuple]]:
+        keys = []
+        for rank in range(world):
+            sampler = MixedBatchSampler(real, micro, num_generated=generated, generated_fraction=0.25, rank=rank,
+                                        world_size=world, seed=3, accumulation=accumulation)
+            sampler.set_epoch(2)
+            assert len(sampler) == sampler.steps_per_epoch * accumulation
+            keys.append([(k.real.tolist(), k.generated.tolist(), k.seed) for k in sampler])
+        steps = len(keys[0]) // accumulation
+        return [[slot for rank in range(world) for slot in keys[rank][s * accumulation:(s + 1) * accumulation]]
+                for s in range(steps)]
+
+    first = global_steps(*layouts[0])
+    assert len(first) == (real // total if not generated else -(-real // total))
+    for slot in first[0]:
+        assert len(slot[0]) + len(slot[1]) == micro and len(slot[1]) == (2 if generated else 0)
+    for layout in layouts[1:]:
+        assert global_steps(*layout) == first, layout

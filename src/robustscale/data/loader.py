@@ -85,7 +85,8 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int 
 
     N = ``micro_batch_size`` (default ``cfg.batch_size // world_size``); each rank gets
     ``cfg.batch_size // (world_size * N)`` consecutive batches per step (gradient accumulation), and
-    a step's batches are the same images whatever the world size (see ``MixedBatchSampler``). Leaves out the validation split (``cfg.val_size``, see
+    a step's batches are the same images whatever the world size (see ``MixedBatchSampler``).
+    Leaves out the validation split (``cfg.val_size``, see
     ``robustscale.data.splits``) and applies ``cfg.train_subset`` (a class-stratified random subset of
     the rest chosen with ``cfg.seed``, the same on every rank), mixes ``cfg.generated_data`` at ``cfg.generated_fraction``
     of every batch, augments when ``cfg.augment``. Call ``loader.sampler.set_epoch(epoch)`` before each

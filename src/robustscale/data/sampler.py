@@ -8,7 +8,8 @@ of seeded permutations that depend only on ``(seed, epoch)``: a step's global ba
 slot ``step * world_size * accumulation + r * accumulation + k``), so ranks see disjoint data within
 an epoch, and a slot holds the same images and augmentation whatever the number of ranks: a run may
 continue on another world size with the same micro-batch and get the same batches (the global batch
-= world_size x accumulation x batch_size). Epoch length: ``len(real) // global_batch`` steps (drop-last) without generated data;
+= world_size x accumulation x batch_size). Epoch length: ``len(real) // global_batch`` steps
+(drop-last) without generated data;
 ``ceil(len(real) / global_batch)`` with it, so an epoch processes as many images as the real set
 holds, as in Wang et al. 2023. The sampler yields :class:`BatchKey` objects, consumed whole by
 ``TrainBatches.__getitem__`` (``DataLoader(batch_size=None)``), so augmentation is batched too.

@@ -33,7 +33,7 @@ _SLURM_PORT_RANGE = (20000, 60000)  # unprivileged, away from the ephemeral rang
 class Dist:
     rank: int = 0
     world: int = 1
-    local_rank: int = 0
+    local_rank: int = 0  # on CUDA, the index of this rank's GPU among those the process sees
     device: Any = None
     owns_group: bool = False  # we initialised the process group (and destroy it at the end)
     nodes: int = 1  # machines the ranks run on
@@ -142,7 +142,7 @@ def _backend(cfg: TrainConfig | None, local_rank: int) -> str:
     if wanted is DistBackend.NCCL and gpus == 0:
         raise UserError(f"dist_backend nccl needs a GPU on every node; node {socket.gethostname()} has none "
                         f"(use dist_backend gloo for CPU nodes, or ask Slurm for GPU nodes)")
-    if gpus and local_rank >= gpus:
+    if gpus > 1 and local_rank >= gpus:  # one visible GPU: the launcher bound one to each task
         raise UserError(f"node {socket.gethostname()} has {gpus} GPU(s) but runs local rank {local_rank}; "
                         f"start at most {gpus} processes per node (tasks per node = GPUs per node)")
     return "nccl" if gpus else "gloo"
@@ -161,17 +161,19 @@ def setup_distributed(cfg: TrainConfig | None = None) -> Dist:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     owns = False
     backend = _backend(cfg, local_rank) if world > 1 else None
+    # This rank's GPU: its local rank among the node's GPUs, or the one GPU a per-task binding left visible.
+    gpu = (local_rank if torch.cuda.device_count() > 1 else 0) if torch.cuda.is_available() else None
     if world > 1 and not dist.is_initialized():
         if backend == "nccl":
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(gpu)
         dist.init_process_group(backend)
         owns = True
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
     else:
         rank, world = 0, 1
-    device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    dinfo = Dist(rank, world, local_rank, device, owns)
+    device = torch.device("cuda", gpu) if gpu is not None else torch.device("cpu")
+    dinfo = Dist(rank, world, gpu if gpu is not None else local_rank, device, owns)
     # A node: a host, told apart by the launcher's node rank (two "nodes" may share a host in tests).
     node = (socket.gethostname(), os.environ.get("GROUP_RANK") or os.environ.get("SLURM_NODEID") or "0")
     dinfo.nodes = len(set(gather_objects(node, dinfo)))

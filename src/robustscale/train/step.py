@@ -90,7 +90,8 @@ class TrainStep:
         return outs[0]
 
     def accumulate(self, batches: Sequence[Callable[[], tuple]], update: int, *,
-                   on_output: Callable[[int, dict], None] | None = None, before_update: Callable[[], None] | None = None,
+                   on_output: Callable[[int, dict], None] | None = None,
+                   before_update: Callable[[], None] | None = None,
                    no_sync: Callable[[], Any] | None = None, running_stats: SlotZeroRunningStats | None = None) -> None:
         """One optimizer update over micro-batches: ``batches[k]()`` -> ``(x, y)``; each loss is divided by
         their number, so the gradient is that of the mean loss over all of them (equal sizes).
