@@ -14,7 +14,7 @@ from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse,
 from ..errors import UserError, check_writable_dir
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
-from .distributed import BatchPlan, Dist, all_reduce_, batch_plan, setup_distributed, unwrap_ddp
+from .distributed import Dist, all_reduce_, batch_plan, setup_distributed, unwrap_ddp
 from .evaluate import evaluate_subset
 from .interrupts import Interrupts, StopRequested, TrainingDiverged
 from .ledger import close_segment, epoch_figures, next_session, sessions
@@ -227,7 +227,7 @@ class Trainer:
             self.task.prepare_distributed(device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
         # BatchNorm statistics independent of the batch's spread; one slot per step needs nothing.
         self.running_stats = SlotZeroRunningStats(model, dinfo) if dinfo.world * self.plan.accumulation > 1 else None
-        # Attack random starts: different on every rank, reproducible from the seed.
+        # Randomness outside the steps differs by rank, reproducibly (each step's slots seed their own: seed_slot).
         seed_everything(cfg.seed + 1_000_003 * (dinfo.rank + 1))
 
     def _setup_compile(self) -> None:
