@@ -26,7 +26,7 @@ from robustscale.config import TrainConfig
 from robustscale.errors import UserError
 from robustscale.train import train
 from robustscale.train.loop import Trainer
-from robustscale.train.distributed import batch_plan, first_host, launch_world, slurm_environment
+from robustscale.train.distributed import batch_plan, first_host, launch_rank, launch_world, slurm_environment
 
 SRC = str(Path(robustscale.__file__).parents[1])
 # 128 training images, global batch 32: 4 updates per epoch, 8 in all; micro-batches of 16 images.
@@ -252,6 +252,7 @@ def test_slurm_environment_of_a_step():
     assert slurm_environment({"SLURM_JOB_ID": "77", "SLURM_NTASKS": "8", "SLURM_PROCID": "0"}) is None
     assert slurm_environment({**step, "SLURM_STEP_NUM_TASKS": "1"}) is None
     assert launch_world(step) == 8 and launch_world({**step, "WORLD_SIZE": "2"}) == 2 and launch_world({}) == 1
+    assert launch_rank(step) == 5 and launch_rank({**step, "RANK": "1"}) == 1 and launch_rank({}) == 0
 
 
 def _cli_yaml(tmp_path: Path, data_dir: Path, **kw) -> str:

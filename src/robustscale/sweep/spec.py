@@ -39,7 +39,7 @@ from ..errors import UserError
 SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "name_template", "output_dir",
              "store", "evaluation", "executor", "cost", "study")  # study: read by `robustscale study`
 EVALUATION_KEYS = ("attack", "eps", "n_examples", "batch_size", "steps", "restarts", "seed")
-EXECUTOR_KEYS = ("partition", "nodes", "gpus_per_node", "tasks_per_node", "gpus_per_job", "tasks_per_job",
+EXECUTOR_KEYS = ("partition", "gpus_per_job", "tasks_per_job", "nodes", "gpus_per_node", "tasks_per_node",
                  "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism", "max_parallel", "sbatch", "setup",
                  "use_array", "max_requeues", "signal_delay_s", "name_prefix")
 COST_KEYS = ("device_type", "price_preset", "price_table", "throughput", "flop_rate")

@@ -23,7 +23,7 @@ from typing import Any, Mapping
 from ..config import DistBackend, TrainConfig
 from ..errors import UserError
 
-__all__ = ["Dist", "BatchPlan", "setup_distributed", "batch_plan", "launch_world", "slurm_environment",
+__all__ = ["Dist", "BatchPlan", "setup_distributed", "batch_plan", "launch_world", "launch_rank", "slurm_environment",
            "first_host", "all_reduce_", "broadcast_", "gather_objects", "unwrap_ddp"]
 
 _SLURM_PORT_RANGE = (20000, 60000)  # unprivileged, away from the ephemeral range most kernels hand out
@@ -129,6 +129,15 @@ def launch_world(environ: Mapping[str, str] | None = None) -> int:
         return max(int(env["WORLD_SIZE"]), 1)
     slurm = slurm_environment(env)
     return int(slurm["WORLD_SIZE"]) if slurm else 1
+
+
+def launch_rank(environ: Mapping[str, str] | None = None) -> int:
+    """This process's rank before the process group exists: torchrun's ``RANK``, else the Slurm step's, else 0."""
+    env = os.environ if environ is None else environ
+    if env.get("RANK"):
+        return int(env["RANK"])
+    slurm = slurm_environment(env)
+    return int(slurm["RANK"]) if slurm else 0
 
 
 def _backend(cfg: TrainConfig | None, local_rank: int) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,7 @@ from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse,
 from ..errors import UserError, check_writable_dir
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
-from .distributed import Dist, all_reduce_, batch_plan, setup_distributed, unwrap_ddp
+from .distributed import Dist, all_reduce_, batch_plan, launch_rank, setup_distributed, unwrap_ddp
 from .evaluate import evaluate_subset
 from .interrupts import Interrupts, StopRequested, TrainingDiverged
 from .ledger import close_segment, epoch_figures, next_session, sessions
@@ -107,7 +106,7 @@ def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict | None:
         return None
     if summary.get("status") != "completed" or summary.get("config_hash") != cfg.config_hash():
         return None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank() == 0:  # before the process group: torchrun's or a Slurm step's rank
         print(f"run {run_dir} is already complete ({summary.get('epochs_done')}/{cfg.epochs} epochs); "
               f"nothing to train", file=sys.stderr, flush=True)
         _resync_store(run_dir, cfg)
