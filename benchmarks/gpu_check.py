@@ -15,6 +15,8 @@ whatever earlier steps left unused, never past the overall deadline):
 3. AutoAttack (standard) examples/s on WRN-28-10 at eps 8/255, robustscale vs pyautoattack called
    directly on the same model and images, with per-example agreement.
 4. Peak GPU memory of one training step per method at the bench batch size.
+5. With 2+ GPUs: a run started on 2 GPUs (NCCL), stopped mid-epoch and resumed on 1 against the same run
+   uninterrupted on 1 (``benchmarks/nccl_resize.py``): same FLOPs and images, world sizes [2, 1].
 
 Writes ``gpu-check.json`` (every step's command, exit code, seconds, parsed figures),
 ``gpu-check.md`` (a summary to paste into docs/benchmarks.md) and ``gpu-check.log`` (every step's output). A step that runs out of time is
@@ -64,13 +66,13 @@ def plan(args) -> list[Step]:
     bench_common = ["--device", "cuda", "--model", args.model, "--attack-steps", "10", "--batch-size", batch,
                     "--amp", "bf16", "--json"]
     steps = [
-        Step("cuda-tests", 0.27, [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
+        Step("cuda-tests", 0.24, [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
                                   "tests/cuda"],
              "pytest -m cuda: precisions, input-only gradients, compile, resume, channels-last, NCCL, AutoAttack"),
         Step("bench", 0.25, _robustscale() + ["bench", *bench_common, "--method", "pgd", "--compile", "--baseline",
                                                "--steps", "5", "--warmup", "2", "--epochs", "3"],
              f"{args.model} PGD-10 bf16+compile, batch {batch}: ours vs common implementation, MFU", "json"),
-        Step("autoattack", 0.28, [sys.executable, str(REPO / "benchmarks" / "bench_autoattack.py"), "--device", "cuda",
+        Step("autoattack", 0.25, [sys.executable, str(REPO / "benchmarks" / "bench_autoattack.py"), "--device", "cuda",
                                   "--random-model", args.model, "--dataset", "cifar10", "--n", str(args.aa_n),
                                   "--eps", "8/255", "--json", "-"],
              f"AutoAttack standard on {args.model}, eps 8/255, {args.aa_n} images: ours vs pyautoattack direct",
@@ -79,6 +81,8 @@ def plan(args) -> list[Step]:
     steps.append(Step("memory", 0.10, [sys.executable, str(REPO / "benchmarks" / "bench_memory.py"), "--device", "cuda",
                                        "--model", args.model, "--batch-size", batch, "--amp", "bf16", "--json"],
                       f"peak memory of one step per method ({', '.join(available_methods())}), batch {batch}", "json"))
+    steps.append(Step("nccl-resize", 0.06, [sys.executable, str(REPO / "benchmarks" / "nccl_resize.py")],
+                      "2 GPUs (NCCL) -> 1 GPU resume vs 1 GPU uninterrupted: FLOPs, world sizes, weights", "json"))
     return steps
 
 
@@ -102,6 +106,8 @@ def _figures(step: Step, stdout: str) -> dict:
     data = _last_json(stdout)
     if not isinstance(data, dict):
         return {}
+    if step.name == "nccl-resize":
+        return data
     if step.name == "memory":
         return {f"{m}_peak_memory_gib": r["peak_memory_bytes"] / 2**30 for m, r in data.get("methods", {}).items()}
     if step.name == "bench":

@@ -79,6 +79,7 @@ SAME = {
     "test_subset": 100, "channels_last": False, "compile": "on", "eval_batch_size": 64, "deterministic": True,
     "energy": False, "country": "FRA", "price_preset": "spot", "device_type": "H100", "log_every": 7,
     "progress": False, "log_to": ["tensorboard"], "log_to_required": True,
+    "micro_batch_size": 32, "dist_backend": "gloo",  # how the global batch is spread over processes
 }
 
 

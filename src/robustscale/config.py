@@ -77,6 +77,15 @@ class Compile(str, enum.Enum):
     OFF = "off"
 
 
+class DistBackend(str, enum.Enum):
+    """The torch.distributed backend of a multi-process run: ``auto`` is NCCL where the node has GPUs, else
+    gloo; ``nccl`` insists on GPUs on every node (a node without one stops the run before it trains)."""
+
+    AUTO = "auto"
+    NCCL = "nccl"
+    GLOO = "gloo"
+
+
 class Select(str, enum.Enum):
     """Which checkpoint a run reports: ``best`` on the selection split by the method's metric, or ``last``."""
 
@@ -235,6 +244,10 @@ UNHASHED_FIELDS = (
     "energy", "country", "price_preset", "device_type",  # compute accounting
     "log_every", "progress",  # display
     "log_to", "log_to_required",  # experiment trackers: copies of the record elsewhere
+    # How the global batch_size is spread over processes: per-rank micro-batches with gradient accumulation.
+    # A run keeps its micro-batch across resumes (BatchNorm statistics are per micro-batch), so the same run
+    # may continue on another number of GPUs (robustscale.train.distributed.batch_plan).
+    "micro_batch_size", "dist_backend",
 )
 
 # Kept for callers that take "where and how" from a new config and "what" from a saved one (resume).
@@ -340,6 +353,9 @@ class TrainConfig:
     channels_last: bool = True
     compile: Compile = Compile.AUTO  # auto: on CUDA, and on CPU for runs long enough to repay the warm-up
     deterministic: bool = False
+    # --- processes (robustscale.train.distributed): batch_size = ranks x micro_batch_size x accumulation steps
+    micro_batch_size: int | None = None  # images per forward/backward on one rank; None: batch_size / ranks
+    dist_backend: DistBackend = DistBackend.AUTO
     # --- per-epoch evaluation
     eval_subset: int = 1000  # first N test images
     eval_attack_steps: int = 10
@@ -555,6 +571,10 @@ class TrainConfig:
             bad("eval_attack_steps", "must be >= 0 (0: clean accuracy only)")
         if self.eval_batch_size < 1:
             bad("eval_batch_size", "must be >= 1")
+        if self.micro_batch_size is not None and (self.micro_batch_size < 1
+                                                  or self.batch_size % self.micro_batch_size):
+            bad("micro_batch_size", f"must be >= 1 and divide batch_size {self.batch_size} "
+                                    f"(batch_size = ranks x micro_batch_size x accumulation steps)")
         if self.eval_step_size_factor <= 0:
             bad("eval_step_size_factor", "must be > 0")
         self._validate_selection(bad)

@@ -34,7 +34,7 @@ def test_dry_run_prints_the_plan_within_budget_and_writes_nothing(tmp_path):
     proc = _run("--dry-run", "--budget-s", "300", "--out", str(out), env={"OUT": str(out)})
     assert proc.returncode == 0, proc.stderr
     names = re.findall(r"^  (\S+)\s+(\d+) s", proc.stdout, flags=re.M)
-    assert [n for n, _ in names] == ["cuda-tests", "bench", "autoattack", "memory", "reserve"]
+    assert [n for n, _ in names] == ["cuda-tests", "bench", "autoattack", "memory", "nccl-resize", "reserve"]
     assert sum(int(s) for _, s in names) == pytest.approx(300, abs=len(names))  # each rounded to a second
     assert "pytest -m cuda" in proc.stdout and "--device cuda" in proc.stdout and "--baseline" in proc.stdout
     assert "wide_resnet28_10" in proc.stdout and "--amp bf16" in proc.stdout and "--compile" in proc.stdout

@@ -1,6 +1,8 @@
 """``robustscale train``: train a (robust) classifier from a YAML recipe plus ``--key value`` overrides."""
 from __future__ import annotations
 
+from ..train.distributed import batch_plan, launch_world
+
 
 def resolve_config(args):
     """The TrainConfig the command runs: --config (or the resumed run's config.yaml), then overrides."""
@@ -32,7 +34,6 @@ def check_inputs(cfg) -> None:
     looks at the model, the optimizer, the data and the prices; this runs those checks first, in
     the config's order. (TrainConfig itself has already checked every value on its own.)
     """
-    import os
     from pathlib import Path
 
     import torch
@@ -56,9 +57,7 @@ def check_inputs(cfg) -> None:
         raise UserError(f"generated data file not found: {cfg.generated_data}; expected an .npz with arrays "
                         f"image (N,H,W,C uint8) and label (N,)")
     one_of(cfg.opt.lower(), list_optimizers(), "opt")
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if cfg.batch_size % world:
-        raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    batch_plan(cfg.batch_size, launch_world(), cfg.micro_batch_size)  # torchrun's or a Slurm step's processes
     if cfg.amp is Amp.FP16 and not torch.cuda.is_available():
         raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
     if cfg.energy:

@@ -79,10 +79,14 @@ def seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int | None = None) -> DataLoader:
+def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int | None = None,
+                       micro_batch_size: int | None = None) -> DataLoader:
     """Training batches ``(x float32 (N, C, H, W) in [0, 1], y int64 (N,))`` for ``rank`` of ``world_size``.
 
-    N = ``cfg.batch_size // world_size``. Leaves out the validation split (``cfg.val_size``, see
+    N = ``micro_batch_size`` (default ``cfg.batch_size // world_size``); each rank gets
+    ``cfg.batch_size // (world_size * N)`` consecutive batches per step (gradient accumulation), and
+    a step's batches are the same images whatever the world size (see ``MixedBatchSampler``).
+    Leaves out the validation split (``cfg.val_size``, see
     ``robustscale.data.splits``) and applies ``cfg.train_subset`` (a class-stratified random subset of
     the rest chosen with ``cfg.seed``, the same on every rank), mixes ``cfg.generated_data`` at ``cfg.generated_fraction``
     of every batch, augments when ``cfg.augment``. Call ``loader.sampler.set_epoch(epoch)`` before each
@@ -98,6 +102,10 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int 
     if per_rank < 1:
         raise UserError(f"batch_size {cfg.batch_size} is smaller than the world size {world_size}; "
                         f"each rank needs at least one image per step")
+    micro = per_rank if micro_batch_size is None else int(micro_batch_size)
+    if micro < 1 or per_rank % micro:
+        raise UserError(f"micro_batch_size {micro} does not divide the {per_rank} images per rank of batch_size "
+                        f"{cfg.batch_size} over {world_size} rank(s)")
     real = load_dataset(info.name, "train", cfg.data_dir, cfg.download, input_size=getattr(cfg, "input_size", None))
     # The validation split (checkpoint selection) is carved out first; the subset comes from the rest.
     train_idx, _ = split_of(cfg, real)
@@ -106,9 +114,9 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int 
     generated = None
     if cfg.generated_data and cfg.generated_fraction > 0:
         generated = load_generated(cfg.generated_data, real.image_shape, len(real.classes))
-    sampler = MixedBatchSampler(len(real), per_rank, num_generated=len(generated) if generated else 0,
+    sampler = MixedBatchSampler(len(real), micro, num_generated=len(generated) if generated else 0,
                                 generated_fraction=cfg.generated_fraction, rank=rank, world_size=world_size,
-                                seed=cfg.seed)
+                                seed=cfg.seed, accumulation=per_rank // micro)
     dataset = TrainBatches(real, generated, augment=cfg.augment)
     if workers is None:
         workers = int(cfg.workers) if isinstance(real, FolderDataset) else 0
@@ -126,20 +134,21 @@ def build_train_loader(cfg, rank: int = 0, world_size: int = 1, *, workers: int 
     )
 
 
-def build_mixup(cfg, num_classes: int, world_size: int = 1):
+def build_mixup(cfg, num_classes: int, world_size: int = 1, micro_batch_size: int | None = None):
     """``timm.data.Mixup`` for ``cfg.mixup_alpha`` / ``cfg.cutmix_alpha`` (> 0), else None.
 
     Applied by the training loop as ``x, y_soft = mixup(x, y)`` with a soft-target loss; it folds in
-    ``cfg.label_smoothing``. timm mixes a batch with its reverse, so the per-rank batch must be even.
+    ``cfg.label_smoothing``. timm mixes a batch with its reverse, so the per-rank (micro-)batch must be even.
     """
     if cfg.mixup_alpha <= 0 and cfg.cutmix_alpha <= 0:
         return None
     if cfg.mixup_alpha < 0 or cfg.cutmix_alpha < 0:
         raise UserError(f"invalid mixup_alpha {cfg.mixup_alpha} / cutmix_alpha {cfg.cutmix_alpha}: must be >= 0")
-    per_rank = cfg.batch_size // world_size
+    per_rank = cfg.batch_size // world_size if micro_batch_size is None else int(micro_batch_size)
     if per_rank % 2:
         raise UserError(f"mixup/cutmix needs an even per-rank batch; batch_size {cfg.batch_size} over "
-                        f"{world_size} rank(s) gives {per_rank}")
+                        f"{world_size} rank(s) gives {per_rank}"
+                        + (" per micro-batch" if micro_batch_size is not None else ""))
     from timm.data import Mixup
 
     return Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, prob=1.0, switch_prob=0.5,

@@ -243,7 +243,7 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
     cache = cache or StepFlopsCache()
     preset = price_preset or spec.cost.price_preset
     costs = CostModel.from_yaml(spec.cost.price_table, preset=preset)
-    gpus = spec.executor.gpus_per_job
+    gpus = spec.executor.job_gpus  # all nodes of a run's job
     dev_type = device_type or spec.cost.device_type
     if dev_type is not None:
         costs.price(dev_type)  # unknown type -> UserError listing the valid ones

@@ -8,9 +8,11 @@ Executors (all submit the same :class:`~robustscale.sweep.job.RunJob`):
   visible GPUs are split between the running jobs. SIGINT / SIGTERM stop every job with a
   resumable checkpoint and mark it ``interrupted``.
 - ``slurm``: submitit's Slurm executor, one job per run, submitted as one job array whose
-  ``%`` limit is ``array_parallelism``; partition, GPUs, CPUs, memory, time limit and extra
-  ``#SBATCH`` options from the spec's ``executor:`` section or the command line. Jobs run the
-  driver's Python (``sys.executable``), so the project's virtualenv.
+  ``%`` limit is ``array_parallelism``; partition, nodes, GPUs and tasks per node, CPUs, memory,
+  time limit and extra ``#SBATCH`` options from the spec's ``executor:`` section or the command
+  line (:func:`slurm_parameters`). A run on several nodes is one process group: submitit starts
+  one task per GPU on every node and each task joins as a rank (rendezvous on the first node).
+  Jobs run the driver's Python (``sys.executable``), so the project's virtualenv.
 - ``inline``: in this process, one after the other (debugging).
 
 A run is skipped when a run with its config hash is ``done`` (and has the spec's evaluation),
@@ -166,6 +168,11 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
         if max_parallel < 1:
             raise UserError(f"invalid --max-parallel {max_parallel}: must be >= 1")
         opts = replace(opts, max_parallel=max_parallel)
+    if opts.nodes != 1 and executor != "slurm":
+        raise UserError(f"executor.nodes {opts.nodes} needs --executor slurm (the {executor} executor runs each "
+                        f"run on this machine)")
+    if executor == "slurm":
+        slurm_parameters(opts, spec.name)  # bad node / GPU / task counts fail before anything is recorded
     if executor == "slurm" and shutil.which("sbatch") is None:
         raise UserError("--executor slurm needs Slurm's sbatch on PATH (not found); use --executor local here")
     st = open_sweep_store(spec, store)
@@ -329,6 +336,56 @@ class _InlineRunner:
             self.current = None
 
 
+def _per_node(total: int | None, per_node: int | None, nodes: int, what: str) -> int | None:
+    """``what`` per node from a per-node count or a per-job total (which must split evenly over the nodes)."""
+    if per_node is not None:
+        if total is not None and total != per_node * nodes:
+            raise UserError(f"executor: {what}_per_job {total} != {what}_per_node {per_node} x nodes {nodes}; "
+                            f"give one of them")
+        return per_node
+    if total is None:
+        return None
+    if total % nodes:
+        raise UserError(f"executor: {what}_per_job {total} does not split over {nodes} nodes; use "
+                        f"{what}_per_node")
+    return total // nodes
+
+
+def slurm_parameters(opts: ExecutorOptions, sweep: str) -> dict[str, Any]:
+    """The submitit (``AutoExecutor.update_parameters``) parameters of one run's job.
+
+    ``nodes`` x ``tasks_per_node`` ranks, one per GPU by default: submitit's ``srun`` starts every task
+    and each joins the run's process group (``RunJob``). GPUs per node default to ``gpus_per_job /
+    nodes``, else 1; ``gpus_per_node: 0`` gives CPU jobs (gloo). ``mem_gb`` is per node.
+    """
+    if opts.nodes < 1:
+        raise UserError(f"invalid executor.nodes {opts.nodes}: must be >= 1")
+    gpus = _per_node(opts.gpus_per_job, opts.gpus_per_node, opts.nodes, "gpus")
+    gpus = 1 if gpus is None else gpus
+    tasks = _per_node(opts.tasks_per_job, opts.tasks_per_node, opts.nodes, "tasks") or max(gpus, 1)
+    if gpus and tasks > gpus:
+        raise UserError(f"executor: {tasks} tasks per node for {gpus} GPU(s) per node; each task (rank) needs "
+                        f"its own GPU")
+    params: dict[str, Any] = {
+        "name": f"{opts.name_prefix}-{sweep}"[:64], "timeout_min": opts.timeout_min, "nodes": opts.nodes,
+        "tasks_per_node": tasks, "slurm_array_parallelism": opts.array_parallelism,
+        "slurm_signal_delay_s": opts.signal_delay_s,
+    }
+    if gpus:
+        params["gpus_per_node"] = gpus
+    if opts.partition:
+        params["slurm_partition"] = opts.partition
+    if opts.cpus_per_task:
+        params["cpus_per_task"] = opts.cpus_per_task
+    if opts.mem_gb:
+        params["mem_gb"] = opts.mem_gb
+    if opts.sbatch:
+        params["slurm_additional_parameters"] = {str(k).replace("-", "_"): v for k, v in opts.sbatch.items()}
+    if opts.setup:
+        params["slurm_setup"] = list(opts.setup)
+    return params
+
+
 class _SlurmRunner:
     """submitit's Slurm executor: one job (array task) per run."""
 
@@ -343,24 +400,7 @@ class _SlurmRunner:
         self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm",
                                               slurm_max_num_timeout=opts.max_requeues,
                                               slurm_python=sys.executable)
-        gpus = 1 if opts.gpus_per_job is None else opts.gpus_per_job
-        params: dict[str, Any] = {
-            "name": f"{opts.name_prefix}-{sweep}"[:64], "timeout_min": opts.timeout_min, "nodes": 1,
-            "tasks_per_node": opts.tasks_per_job or max(gpus, 1), "slurm_array_parallelism": opts.array_parallelism,
-            "slurm_signal_delay_s": opts.signal_delay_s,
-        }
-        if gpus:
-            params["gpus_per_node"] = gpus
-        if opts.partition:
-            params["slurm_partition"] = opts.partition
-        if opts.cpus_per_task:
-            params["cpus_per_task"] = opts.cpus_per_task
-        if opts.mem_gb:
-            params["mem_gb"] = opts.mem_gb
-        if opts.sbatch:
-            params["slurm_additional_parameters"] = {str(k).replace("-", "_"): v for k, v in opts.sbatch.items()}
-        if opts.setup:
-            params["slurm_setup"] = list(opts.setup)
+        params = slurm_parameters(opts, sweep)
         try:
             self.executor.update_parameters(**params)
         except (ValueError, TypeError) as exc:

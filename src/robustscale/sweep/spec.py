@@ -39,8 +39,9 @@ from ..errors import UserError
 SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "name_template", "output_dir",
              "store", "evaluation", "executor", "cost", "study")  # study: read by `robustscale study`
 EVALUATION_KEYS = ("attack", "eps", "n_examples", "batch_size", "steps", "restarts", "seed")
-EXECUTOR_KEYS = ("partition", "gpus_per_job", "tasks_per_job", "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism",
-                 "max_parallel", "sbatch", "setup", "use_array", "max_requeues", "signal_delay_s", "name_prefix")
+EXECUTOR_KEYS = ("partition", "gpus_per_job", "tasks_per_job", "nodes", "gpus_per_node", "tasks_per_node",
+                 "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism", "max_parallel", "sbatch", "setup",
+                 "use_array", "max_requeues", "signal_delay_s", "name_prefix")
 COST_KEYS = ("device_type", "price_preset", "price_table", "throughput", "flop_rate")
 DEFAULT_TEMPLATE = "{sweep}-{index}"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,199}$")
@@ -73,6 +74,9 @@ class ExecutorOptions:
     """How jobs run: Slurm resources (one job per run) and local parallelism."""
 
     partition: str | None = None
+    nodes: int = 1  # Slurm nodes per run (one DDP process group across them; sweep.runner.slurm_parameters)
+    gpus_per_node: int | None = None  # None: gpus_per_job / nodes, else 1
+    tasks_per_node: int | None = None  # DDP processes per node; None: one per GPU (at least 1)
     gpus_per_job: int | None = None  # None: 1 on Slurm, all visible GPUs split by max_parallel locally
     tasks_per_job: int | None = None  # DDP processes per run; None: one per GPU (at least 1)
     cpus_per_task: int | None = None
@@ -86,6 +90,11 @@ class ExecutorOptions:
     max_requeues: int = 3
     signal_delay_s: int = 120
     name_prefix: str = "rs"
+
+    @property
+    def job_gpus(self) -> int | None:
+        """GPUs of one run's job: ``gpus_per_node`` x ``nodes`` when given per node, else ``gpus_per_job``."""
+        return self.gpus_per_node * self.nodes if self.gpus_per_node is not None else self.gpus_per_job
 
 
 @dataclass(frozen=True)
@@ -417,7 +426,8 @@ def _coerce_option(key: str, raw: Any, hint: Any, what: str) -> Any:
     import typing
 
     args = typing.get_args(hint)
-    base = next((a for a in args if a is not type(None)), hint) if args else hint
+    # Unwrap Optional only: dict[str, Any] and tuple[str, ...] keep their own origin (their args are not Optional).
+    base = next((a for a in args if a is not type(None)), hint) if type(None) in args else hint
     if raw is None:
         if type(None) in args:
             return None

@@ -1,4 +1,4 @@
-"""Training: one process or torchrun/DDP, adversarial methods as timm tasks.
+"""Training: one process, torchrun/DDP or a Slurm step over several nodes; adversarial methods as timm tasks.
 
 ``train(cfg)`` writes a run folder ``<cfg.output_dir>/<cfg.name>/`` (layout: :mod:`robustscale.rundir`):
 config.yaml, env.json, metrics.jsonl, last/best.safetensors (the inner timm model's state dict, EMA
@@ -13,7 +13,9 @@ only where the clean logits exist anyway (standard, trades).
 
 Interrupts: the first Ctrl-C stops at the end of the current step (ranks agree under DDP) and saves a
 resumable state; a second one raises at once. ``resume=<run_dir>`` continues bit-for-bit on CPU with
-``deterministic``: batches depend only on (seed, epoch), and RNG states are saved per rank.
+``deterministic``, also on another number of processes: ``batch_size`` is global (= ranks x
+``micro_batch_size`` x accumulation steps, the run keeps its micro-batch), and batches and each
+micro-batch's randomness depend only on (seed, epoch, global slot). See docs/multi-node.md.
 
 Modules: ``loop`` (``train``, the Trainer), ``step`` (the training step, also timed by ``robustscale
 bench``), ``state`` (counters, state.pt, RNG), ``distributed``, ``interrupts``, ``backends`` (compile,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -14,13 +13,13 @@ from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse,
 from ..errors import UserError, check_writable_dir
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
-from .distributed import Dist, all_reduce_, setup_distributed, unwrap_ddp
+from .distributed import Dist, all_reduce_, batch_plan, launch_rank, setup_distributed, unwrap_ddp
 from .evaluate import evaluate_subset
 from .interrupts import Interrupts, StopRequested, TrainingDiverged
 from .ledger import close_segment, epoch_figures, next_session, sessions
-from .state import (Counters, check_resume, collect_state, loader_from, new_sums, restore_state, rng_state,
-                    save_state, seed_everything, set_rng_state)
-from .step import build_step, eps_at
+from .state import (Counters, check_resume, collect_state, load_state, loader_from, new_sums, restore_state,
+                    rng_state, run_micro_batch_size, save_state, seed_everything, seed_slot, set_rng_state)
+from .step import SlotZeroRunningStats, build_step, eps_at
 from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, selection_record, truncate_metrics,
                       write_config_and_env)
 
@@ -41,8 +40,10 @@ def run_name(cfg: TrainConfig) -> str:
 def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     """Train ``cfg`` (or continue the run in ``resume``); returns the summary (also in summary.json).
 
-    Works in one process or under ``torchrun`` (gloo on CPU, NCCL on GPU; each rank gets
-    ``batch_size // world_size`` images per step; only rank 0 writes).
+    Works in one process, under ``torchrun``, or in a Slurm step over several nodes (gloo on CPU, NCCL on
+    GPU; each rank gets ``batch_size // world_size`` images per step, in micro-batches of
+    ``micro_batch_size`` with gradient accumulation; only rank 0 writes). A resumed run may use another
+    number of ranks than it was saved by: same global batch, same batches, its micro-batch kept.
     Raises:
         UserError: bad config / data / resume directory; TrainingDiverged (a UserError) on a NaN/inf loss.
         KeyboardInterrupt: after saving a resumable state (Ctrl-C).
@@ -59,7 +60,7 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
 
     from ..store import record_run_end
 
-    dinfo = setup_distributed()
+    dinfo = setup_distributed(cfg)
     # Backend switches are process-global: restore them so that a library caller is left as it was.
     saved_flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -105,7 +106,7 @@ def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict | None:
         return None
     if summary.get("status") != "completed" or summary.get("config_hash") != cfg.config_hash():
         return None
-    if int(os.environ.get("RANK", "0")) == 0:
+    if launch_rank() == 0:  # before the process group: torchrun's or a Slurm step's rank
         print(f"run {run_dir} is already complete ({summary.get('epochs_done')}/{cfg.epochs} epochs); "
               f"nothing to train", file=sys.stderr, flush=True)
         _resync_store(run_dir, cfg)
@@ -165,8 +166,6 @@ class Trainer:
         cfg, dinfo = self.cfg, self.dinfo
         check_model_name(cfg.model)
         one_of(cfg.opt.lower(), list_optimizers(), "opt")
-        if cfg.batch_size % dinfo.world:
-            raise UserError(f"batch_size {cfg.batch_size} is not divisible by the {dinfo.world} processes")
         if cfg.amp is Amp.FP16 and dinfo.device.type == "cpu":
             raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
 
@@ -182,10 +181,11 @@ class Trainer:
 
         cfg, dinfo = self.cfg, self.dinfo
         info = dataset_info(cfg.dataset)
-        self.loader = build_train_loader(cfg, dinfo.rank, dinfo.world)
+        plan = self.plan
+        self.loader = build_train_loader(cfg, dinfo.rank, dinfo.world, micro_batch_size=plan.micro_batch_size)
         real = self.loader.dataset.real
         self.train_images = len(self.loader.dataset)
-        self.steps_per_epoch = len(self.loader)
+        self.steps_per_epoch = self.loader.sampler.steps_per_epoch
         num_classes = info.num_classes or len(real.classes)
         image_shape = tuple(getattr(real, "image_shape", None) or info.input_size)
         self.x_eval = self.y_eval = self.eval_split = None
@@ -197,7 +197,7 @@ class Trainer:
             self.x_eval, self.y_eval = load_eval_tensors(cfg.dataset, cfg.eval_subset, cfg.data_dir, cfg.download,
                                                          input_size=cfg.input_size)
             self.eval_split = "test"
-        self.mixup = build_mixup(cfg, num_classes, dinfo.world)
+        self.mixup = build_mixup(cfg, num_classes, dinfo.world, micro_batch_size=plan.micro_batch_size)
         return num_classes, image_shape
 
     def _setup(self) -> None:
@@ -224,12 +224,14 @@ class Trainer:
         self._setup_compile()
         if dinfo.world > 1:
             self.task.prepare_distributed(device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
-        # Attack random starts: different on every rank, reproducible from the seed.
+        # BatchNorm statistics independent of the batch's spread; one slot per step needs nothing.
+        self.running_stats = SlotZeroRunningStats(model, dinfo) if dinfo.world * self.plan.accumulation > 1 else None
+        # Randomness outside the steps differs by rank, reproducibly (each step's slots seed their own: seed_slot).
         seed_everything(cfg.seed + 1_000_003 * (dinfo.rank + 1))
 
     def _setup_compile(self) -> None:
         cfg, dinfo = self.cfg, self.dinfo
-        rank_images = cfg.epochs * self.steps_per_epoch * (cfg.batch_size // dinfo.world)
+        rank_images = cfg.epochs * self.steps_per_epoch * self.plan.per_rank
         self.compiled, self.compile_reason = should_compile(cfg, dinfo.device.type,
                                                             rank_images * self.step_flops.train_step_flops)
         if self.compiled:
@@ -265,12 +267,19 @@ class Trainer:
         # the store gets a row or the folder a file.
         if self.dinfo.main:
             check_writable_dir(self.run_dir, "--output-dir", "choose a writable --output-dir", create=False)
+        state = load_state(self.run_dir, self.cfg) if self.resume_dir is not None else None
+        self.plan = batch_plan(self.cfg.batch_size, self.dinfo.world, run_micro_batch_size(self.cfg, state))
+        self.layout = {"world_size": self.dinfo.world, "nodes": self.dinfo.nodes,
+                       "micro_batch_size": self.plan.micro_batch_size, "accumulation_steps": self.plan.accumulation}
         self._setup()
-        if self.resume_dir is not None:
-            counters, sums, rng = restore_state(self.run_dir, self.cfg, self.dinfo, self.model, self.step)
-            set_rng_state(rng, self.dinfo.device)
+        if state is not None:
+            counters, sums, rng = restore_state(state, self.dinfo, self.model, self.step)
+            del state
+            if rng is not None:
+                set_rng_state(rng, self.dinfo.device)
         else:
             counters, sums = Counters(), new_sums()
+        counters.micro_batch_size = self.plan.micro_batch_size
         self.session = next_session(counters)
         from ..trackers import open_trackers
 
@@ -300,14 +309,15 @@ class Trainer:
                 self._on_hard_interrupt(counters, tracker)
                 raise
             except TrainingDiverged as exc:
-                self._finish(counters, "diverged", counters.compute_pieces + [tracker.summary()], error=str(exc))
+                self._finish(counters, "diverged", counters.compute_pieces + [{**tracker.summary(), **self.layout}],
+                             error=str(exc))
                 raise
         # The totals are the ledger of the last checkpoint: what a resume from it would also report.
         return self._finish(counters, "completed", counters.compute_pieces)
 
     def _save_interrupted(self, counters: Counters, sums: dict, rng: dict, tracker) -> None:
         """Save the resumable state of (counters, sums, rng), with its ledger, and an ``interrupted`` summary."""
-        close_segment(counters, tracker, self.session, restart=False)  # the tracker's block has exited
+        close_segment(counters, tracker, self.session, restart=False, layout=self.layout)  # the block has exited
         self._save_state(self._state(counters, sums, rng))
         self._finish(counters, "interrupted", counters.compute_pieces)
 
@@ -342,7 +352,8 @@ class Trainer:
 
         cfg, device = self.cfg, self.dinfo.device
         self.loader.sampler.set_epoch(counters.epoch)
-        batches = iter(loader_from(self.loader, counters.step))
+        accumulation = self.plan.accumulation
+        batches = iter(loader_from(self.loader, counters.step * accumulation))
         self.task.train()
         bar = tqdm(total=self.steps_per_epoch, initial=counters.step, desc=f"epoch {counters.epoch + 1}/{cfg.epochs}",
                    unit="batch", disable=not (self.dinfo.main and cfg.progress), dynamic_ncols=True, leave=False,
@@ -357,11 +368,10 @@ class Trainer:
             while counters.step < self.steps_per_epoch:
                 # What a resume from here needs, captured before this step touches any RNG.
                 self._safe_point = (dataclasses.replace(counters), sums_now(), rng_state(device))
-                try:
-                    x, y = next(batches)
-                except StopIteration:
+                micro = [b for _, b in zip(range(accumulation), batches)]
+                if len(micro) < accumulation:
                     break
-                n, stop = self._train_step(counters, sums, x, y)
+                n, stop = self._train_step(counters, sums, micro)
                 window[1] += n
                 bar.update(1)
                 if counters.step % cfg.log_every == 0 or counters.step == self.steps_per_epoch:
@@ -373,24 +383,46 @@ class Trainer:
             bar.close()
         sums["seconds"] += time.perf_counter() - t_epoch
 
-    def _train_step(self, counters: Counters, sums: dict, x, y) -> tuple[int, bool]:
-        """One optimizer update on a batch; returns (images over all ranks, whether some rank asked to stop)."""
-        cfg, dinfo = self.cfg, self.dinfo
-        x = x.to(dinfo.device, non_blocking=True)
-        y = y.to(dinfo.device, non_blocking=True)
-        if self.mixup is not None:
-            x, y = self.mixup(x, y)
+    def _train_step(self, counters: Counters, sums: dict, micro: list) -> tuple[int, bool]:
+        """One optimizer update on this rank's micro-batches ``[(x, y), ...]``; returns (images over all ranks,
+        whether some rank asked to stop)."""
+        import torch
+
+        cfg, dinfo, sampler = self.cfg, self.dinfo, self.loader.sampler
         if cfg.method is not Method.STANDARD:
             self.task.set_eps(eps_at(cfg, counters.epoch, counters.step, self.steps_per_epoch))
+        local = torch.zeros(3, dtype=torch.float64, device=dinfo.device)  # loss (mean over passes), adv, clean
+        targets: list = []
+        has_clean = []
+
+        def batch(k: int):
+            def make():
+                # The slot's own randomness (mixup, attack start, dropout): the same on any number of ranks.
+                seed_slot(cfg.seed, counters.epoch, sampler.slot(counters.step, k))
+                x, y = (t.to(dinfo.device, non_blocking=True) for t in micro[k])
+                if self.mixup is not None:
+                    x, y = self.mixup(x, y)
+                targets.append(y.argmax(1) if y.dim() == 2 else y)
+                return x, y
+            return make
+
+        def seen(k: int, out: dict) -> None:
+            local.add_(self._micro_counts(out, targets[k], len(micro)))
+            has_clean.append(out.get("clean_output") is not None)
+            targets[k] = None
+
         reduced = {}
 
-        def check(out: dict) -> None:
-            reduced.update(self._reduce_step(out, y, counters))
+        def check() -> None:
+            reduced.update(self._reduce_step(local, counters))
             self._safe_point = None  # weights are changing: not a consistent state until the step ends
 
-        self.step(x, y, update=counters.num_updates + 1, before_update=check)
+        no_sync = getattr(self.task.trainable_module, "no_sync", None) if len(micro) > 1 else None
+        self.step.accumulate([batch(k) for k in range(len(micro))], counters.num_updates + 1, on_output=seen,
+                             before_update=check, no_sync=no_sync, running_stats=self.running_stats)
+        reduced["has_clean"] = all(has_clean)
         counters.num_updates += 1
-        n = x.shape[0] * dinfo.world  # all ranks (equal per-rank batches)
+        n = self.plan.batch_size  # all ranks, all passes
         sums["adv_correct"] += reduced["adv"]
         sums["clean_correct"] += reduced["clean"]
         if reduced["has_clean"]:
@@ -401,21 +433,28 @@ class Trainer:
         counters.images_seen += n
         return n, bool(reduced["stop"])
 
-    def _reduce_step(self, out: dict, y, counters: Counters) -> dict:
+    @staticmethod
+    def _micro_counts(out: dict, target, passes: int):
+        """(loss / passes, adversarial correct, clean correct) of one micro-batch, float64."""
+        import torch
+
+        zero = torch.zeros((), dtype=torch.float64, device=target.device)
+        clean = out.get("clean_output")
+        adv_correct = (out["output"].detach().argmax(1) == target).sum() if out.get("x_adv") is not None else zero
+        clean_correct = (clean.detach().argmax(1) == target).sum() if clean is not None else zero
+        return torch.stack([out["loss"].detach().double() / passes, adv_correct.double(), clean_correct.double()])
+
+    def _reduce_step(self, local, counters: Counters) -> dict:
         """Loss and accuracies of the step summed over ranks, with the Ctrl-C flag; raises on a NaN loss.
 
-        One sync per step, so that all ranks agree on the bar, the NaN check and where to stop.
+        ``local``: this rank's (mean loss, adversarial correct, clean correct). One sync per step, so that
+        all ranks agree on the bar, the NaN check and where to stop.
         """
         import torch
 
         dinfo = self.dinfo
-        zero = torch.zeros((), device=dinfo.device)
-        target = y.argmax(1) if y.dim() == 2 else y
-        clean = out.get("clean_output")
-        adv_correct = (out["output"].detach().argmax(1) == target).sum() if out.get("x_adv") is not None else zero
-        clean_correct = (clean.detach().argmax(1) == target).sum() if clean is not None else zero
-        stop = zero + 1 if self.interrupts.requested else zero
-        flags = torch.stack([out["loss"].detach().float(), adv_correct.float(), clean_correct.float(), stop.float()])
+        stop = 1.0 if self.interrupts.requested else 0.0
+        flags = torch.cat([local, torch.tensor([stop], dtype=torch.float64, device=local.device)])
         loss_sum, adv_sum, clean_sum, stop_sum = all_reduce_(flags, dinfo).tolist()
         loss = loss_sum / dinfo.world
         if not math.isfinite(loss):
@@ -423,7 +462,7 @@ class Trainer:
                 f"loss became {loss} at epoch {counters.epoch + 1} step {counters.step + 1} "
                 f"(lr {self.optimizer.param_groups[0]['lr']:.3g}); lower lr/lr_base or set clip_grad; "
                 f"the last good checkpoint is kept in {self.run_dir}")
-        return {"loss": loss, "adv": adv_sum, "clean": clean_sum, "stop": stop_sum, "has_clean": clean is not None}
+        return {"loss": loss, "adv": adv_sum, "clean": clean_sum, "stop": stop_sum}
 
     def _postfix(self, sums: dict, window: list) -> dict:
         """The progress bar's figures; restarts the img/s window."""
@@ -472,7 +511,7 @@ class Trainer:
                                                        fgsm=fgsm is not None)
         eval_seconds = time.perf_counter() - t_eval
         # The epoch's work ends here: close its ledger segment, saved with the checkpoint that follows.
-        close_segment(counters, tracker, self.session)
+        close_segment(counters, tracker, self.session, layout=self.layout)
         self.last_clean, self.last_robust, self.last_n = clean, robust, n_eval
         # select: best keeps the epoch with the highest selection metric on the check's split (ties: the earlier).
         score = {"clean_acc": clean, "pgd_robust_acc": robust}[cfg.selection_metric]
@@ -586,7 +625,7 @@ class Trainer:
             **collapse_fields(cfg, counters.collapse, monitored=self.x_eval is not None and cfg.eval_attack_steps > 0
                               and cfg.eps > 0),
             "stopped_by_collapse": self._stopped_by_collapse(counters) and counters.epoch < cfg.epochs,
-            "ema": cfg.ema_decay is not None, "compiled": self.compiled, "world_size": self.dinfo.world,
+            "ema": cfg.ema_decay is not None, "compiled": self.compiled, **self.layout,
             "run_dir": str(self.run_dir), "eval_images": len(self.x_eval) if self.x_eval is not None else 0,
             "compute_sessions": sessions(dataclasses.replace(counters, compute_pieces=pieces)),
             "robustscale_version": __version__, "error": error,

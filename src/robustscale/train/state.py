@@ -1,4 +1,10 @@
-"""What a resume needs: the counters, the resumable ``state.pt``, RNG states, and mid-epoch batches."""
+"""What a resume needs: the counters, the resumable ``state.pt``, RNG states, and mid-epoch batches.
+
+A run may resume on another number of ranks: batches depend only on (seed, epoch, global slot), each
+slot's randomness is seeded from its position (:func:`seed_slot`), the epoch's running sums are totals
+over ranks, and the run keeps its micro-batch (:func:`run_micro_batch_size`), so the saved per-rank RNG
+states are only needed to continue on the same ranks bit for bit.
+"""
 from __future__ import annotations
 
 import dataclasses
@@ -7,11 +13,13 @@ from pathlib import Path
 
 from .. import rundir
 from ..config import NON_SEMANTIC_KEYS, TrainConfig
+from ..data.sampler import slot_seed
 from ..errors import UserError
 from .distributed import Dist, gather_objects
 
-__all__ = ["STATE_VERSION", "Counters", "new_sums", "rng_state", "set_rng_state", "seed_everything",
-           "check_resume", "collect_state", "save_state", "restore_state", "loader_from"]
+__all__ = ["STATE_VERSION", "Counters", "new_sums", "rng_state", "set_rng_state", "seed_everything", "seed_slot",
+           "check_resume", "collect_state", "save_state", "load_state", "run_micro_batch_size", "restore_state",
+           "loader_from"]
 
 STATE_VERSION = 1
 _SUM_KEYS = ("loss", "adv_correct", "clean_correct", "clean_n", "n", "seconds")
@@ -35,6 +43,7 @@ class Counters:
     eval_history: list = dataclasses.field(default_factory=list)
     collapse: dict | None = None
     partial: list | None = None  # per-rank partial epoch sums (mid-epoch resume)
+    micro_batch_size: int | None = None  # images per forward/backward on a rank, kept for the run's life
 
 
 def new_sums() -> dict:
@@ -71,6 +80,12 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def seed_slot(seed: int, epoch: int, slot: int) -> None:
+    """Seed torch / numpy / random for global slot ``slot`` of ``epoch`` (before its mixup and forward):
+    attack random starts, dropout and mixup draw the same numbers for a slot on any rank of any world size."""
+    seed_everything(slot_seed(seed, epoch, slot))
 
 
 # ---------------------------------------------------------------------- state.pt
@@ -122,21 +137,38 @@ def save_state(run_dir: Path, state: dict) -> None:
     rundir.atomic_write(run_dir / rundir.STATE, lambda tmp: torch.save(state, tmp))
 
 
-def restore_state(run_dir: Path, cfg: TrainConfig, dinfo: Dist, model, step) -> tuple[Counters, dict, dict]:
-    """Load ``state.pt`` into ``model`` and ``step``; returns this rank's (counters, sums, rng)."""
+def load_state(run_dir: Path, cfg: TrainConfig) -> dict:
+    """``state.pt`` of ``run_dir`` (on the CPU), checked to belong to ``cfg``; read before any setup."""
     import torch
 
     path = run_dir / rundir.STATE
     try:
-        state = torch.load(path, map_location=dinfo.device, weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:
         raise UserError(f"resume: cannot read {path}: {exc}") from None
     if state.get("version") != STATE_VERSION or not cfg.matches_hash(state.get("config_hash")):
         raise UserError(f"resume: {path} does not belong to this run's config (hash "
                         f"{state.get('config_hash')} != {cfg.config_hash()})")
-    if len(state["rng"]) != dinfo.world:
-        raise UserError(f"resume: {path} was saved by {len(state['rng'])} process(es), this run has "
-                        f"{dinfo.world}; resume with --nproc_per_node {len(state['rng'])}")
+    return state
+
+
+def run_micro_batch_size(cfg: TrainConfig, state: dict | None) -> int | None:
+    """The micro-batch this session uses: a resumed run's own (saved in state.pt; before it was saved, the
+    per-rank batch of the processes that wrote it), else ``cfg.micro_batch_size`` (None: batch_size / ranks).
+    BatchNorm normalises over a micro-batch, so a run that changed it would no longer be the same run."""
+    if state is None:
+        return cfg.micro_batch_size
+    saved = state["progress"].get("micro_batch_size") or cfg.batch_size // max(len(state["rng"]), 1)
+    if cfg.micro_batch_size is not None and cfg.micro_batch_size != saved:
+        raise UserError(f"resume: micro_batch_size {cfg.micro_batch_size} != the run's {saved} (BatchNorm "
+                        f"statistics are per micro-batch); resume without micro_batch_size, on any number of "
+                        f"processes that divides {cfg.batch_size // saved}")
+    return saved
+
+
+def restore_state(state: dict, dinfo: Dist, model, step) -> tuple[Counters, dict, dict | None]:
+    """Load ``state`` (from :func:`load_state`) into ``model`` and ``step``; returns this rank's (counters, sums,
+    rng). ``rng`` is None when the run was saved by another number of ranks (each slot seeds its own then)."""
     model.load_state_dict(state["model"])
     if state["ema"] is not None and step.task.has_ema():
         step.task.get_trainable_module(ema=True).load_state_dict(state["ema"])
@@ -146,9 +178,12 @@ def restore_state(run_dir: Path, cfg: TrainConfig, dinfo: Dist, model, step) -> 
     if step.scaler is not None and state["scaler"] is not None:
         step.scaler.load_state_dict(state["scaler"])
     counters = Counters(**state["progress"])
-    sums = (counters.partial or [None] * dinfo.world)[dinfo.rank] or new_sums()
+    same_world = len(state["rng"]) == dinfo.world
+    # The partial sums are totals over ranks (equal on every rank) but for each rank's own seconds.
+    partial = counters.partial or [None] * len(state["rng"])
+    sums = dict(partial[dinfo.rank if same_world else 0] or new_sums())
     counters.partial = None
-    return counters, sums, state["rng"][dinfo.rank]
+    return counters, sums, state["rng"][dinfo.rank] if same_world else None
 
 
 # ---------------------------------------------------------------------- mid-epoch batches

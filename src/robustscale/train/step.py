@@ -2,18 +2,62 @@
 
 :func:`build_step` makes the optimizer, the LR scheduler, the loss scaler, autocast and the weight EMA
 of a config; :class:`TrainStep` runs one update with them: the task's forward (the attack crafts its
-inputs there), backward, gradient clipping, optimizer step, scheduler step, EMA update.
+inputs there) and backward on each micro-batch (gradients accumulated, DDP's all-reduce on the last),
+gradient clipping, optimizer step, scheduler step, EMA update. :class:`SlotZeroRunningStats` makes the
+BatchNorm statistics a step leaves behind independent of how its batch was spread over ranks and passes.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..config import SGD_OPTS, Amp, TrainConfig
 from .backends import autocast as make_autocast
+from .distributed import Dist, broadcast_
 
-__all__ = ["TrainStep", "build_step", "eps_at"]
+__all__ = ["TrainStep", "SlotZeroRunningStats", "build_step", "eps_at"]
+
+
+class SlotZeroRunningStats:
+    """BatchNorm running statistics of a step spread over several slots (ranks x micro-batches).
+
+    Every slot's forward (the attack, crafted with BN in eval mode, included) sees the statistics of the
+    step's start, and the step leaves them as its first slot (rank 0's first micro-batch) updated them,
+    on every rank. So a step's statistics do not depend on how many ranks and passes it used, and ranks
+    never disagree (DDP's own buffer broadcast happens only at the next DDP forward, after the attack).
+    One process with one pass needs none of this: its single slot is the first.
+    """
+
+    def __init__(self, model, dinfo: Dist):
+        self.dinfo = dinfo
+        self.buffers = [b for m in model.modules() if getattr(m, "running_mean", None) is not None
+                        for b in (m.running_mean, m.running_var, getattr(m, "num_batches_tracked", None))
+                        if b is not None]
+        self._start: list | None = None
+        self._kept: list | None = None
+
+    def begin(self) -> None:
+        self._start = [b.detach().clone() for b in self.buffers]
+        self._kept = None
+
+    def after_pass(self, micro: int) -> None:
+        """After micro-batch ``micro``'s pass on this rank: keep the first slot's update, restore the start."""
+        if self.dinfo.rank == 0 and micro == 0:
+            self._kept = [b.detach().clone() for b in self.buffers]
+        for b, s in zip(self.buffers, self._start):
+            b.copy_(s)
+
+    def end(self) -> None:
+        """Set the first slot's statistics on every rank (a collective)."""
+        import torch
+
+        with torch.no_grad():
+            if self._kept is not None:
+                for b, k in zip(self.buffers, self._kept):
+                    b.copy_(k)
+            broadcast_(self.buffers, self.dinfo)
+        self._start = self._kept = None
 
 
 @dataclasses.dataclass
@@ -37,36 +81,65 @@ class TrainStep:
         """Forward, backward and update on the batch (x (N, C, H, W) in [0,1], y (N,) or soft (N, K)).
 
         ``update``: the number of this optimizer update (1-based, all epochs): the scheduler and the
-        EMA step on it. ``before_update(out)`` runs after the forward and before any weight changes
+        EMA step on it. ``before_update(out)`` runs after the backward and before any weight changes
         (the loop checks the loss for NaN there).
+        """
+        outs: list[dict] = []
+        self.accumulate([lambda: (x, y)], update, on_output=lambda k, out: outs.append(out),
+                        before_update=(lambda: before_update(outs[0])) if before_update is not None else None)
+        return outs[0]
+
+    def accumulate(self, batches: Sequence[Callable[[], tuple]], update: int, *,
+                   on_output: Callable[[int, dict], None] | None = None,
+                   before_update: Callable[[], None] | None = None,
+                   no_sync: Callable[[], Any] | None = None, running_stats: SlotZeroRunningStats | None = None) -> None:
+        """One optimizer update over micro-batches: ``batches[k]()`` -> ``(x, y)``; each loss is divided by
+        their number, so the gradient is that of the mean loss over all of them (equal sizes).
+
+        ``on_output(k, out)`` sees each micro-batch's task output; ``before_update()`` runs once every
+        backward is done and before the weights change; ``no_sync``: DDP's context that skips the gradient
+        all-reduce (entered for every micro-batch but the last).
         """
         import torch
 
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with self.autocast:
-            out = self.task(x, y)
+        n = len(batches)
+        self.optimizer.zero_grad(set_to_none=True)
+        if running_stats is not None:
+            running_stats.begin()
+        for k, batch in enumerate(batches):
+            x, y = batch()
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with no_sync() if no_sync is not None and k < n - 1 else contextlib.nullcontext():
+                with self.autocast:
+                    out = self.task(x, y)
+                loss = out["loss"] / n if n > 1 else out["loss"]
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            if running_stats is not None:  # after the backward, which reads the buffers the forward saw
+                running_stats.after_pass(k)
+            if on_output is not None:
+                on_output(k, out)
+            del out, loss
         if before_update is not None:
-            before_update(out)
-        self._update(out["loss"])
+            before_update()
+        if running_stats is not None:
+            running_stats.end()
+        self._update()
         if self.scheduler is not None:
             self.scheduler.step_update(update)
         self.task.update_ema(step=update)
-        return out
 
-    def _update(self, loss) -> None:
+    def _update(self) -> None:
+        """Clip and step on the accumulated gradients."""
         import torch
 
-        self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             if self.clip_grad:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             if self.clip_grad:
                 torch.nn.utils.clip_grad_norm_(self.params, self.clip_grad)
             self.optimizer.step()

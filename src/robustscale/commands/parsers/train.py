@@ -13,6 +13,10 @@ examples:
   robustscale train --config configs/paper/cifar10-pgd.yaml --attack-steps 5 --epochs 50 --amp bf16
   robustscale train --resume runs/wide_resnet16_1-fashion_mnist-pgd5-1a2b3c4d
   torchrun --nproc_per_node 2 -m robustscale train --config configs/cpu/fashion-mnist.yaml
+  srun --nodes 2 --ntasks-per-node 4 --gpus-per-node 4 robustscale train --config configs/paper/cifar10-pgd.yaml
+
+batch_size is the global batch (processes x micro_batch_size x accumulation steps): a run resumed on
+another number of processes keeps its batches, accumulating gradients where needed (docs/multi-node.md).
 
 Any TrainConfig key can be overridden as --key value (or --key=value; a bare --flag means true),
 e.g. --eps 8/255 --method trades --trades-beta 6 --ema-decay 0.995 --compile --channels-last false.
