@@ -322,3 +322,18 @@ def test_dyart_per_image_cost_from_the_fab_search(entries, cache):
     low = 400 * 50_176 * (18 * (2 * F + F) + (F + B) + 2.8 * F + 1.8 * F)
     high = 2400 * 51_200 * (20 * (2 * F + F) + (F + B) + 3 * F + 2 * F + (F + B))
     assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(low, rel=REL), pytest.approx(high, rel=REL))
+
+
+def test_learned_attack_generator_counts_classifier_and_generator_passes(entries, cache):
+    # l2l-da trainer.py: 100,000 steps of 100; per clean image 39 classifier forward + full backward passes
+    # (the clean gradient, 2 copies x (10 proxy + 9 gradient passes)), one update over the clean image and both
+    # copies (3 passes), and the U-Net generator: 60 forward-equivalents of 83,820,544 x 2 FLOPs
+    F = 8.2e7  # the explicit ResNet-20 forward of the table (B = 2F, Bin = F)
+    B = 2 * F
+    generator = 60 * 2 * (17 * 64 * 9 * 1024 + 72 * 64 * 16 * 256 + 72 * 128 * 16 * 64 + 128 * 64 * 16 * 64
+                          + 128 * 64 * 16 * 256 + 128 * 3 * 9 * 1024)
+    assert generator / F == pytest.approx(122.7, abs=0.05)  # the table's rounded value
+    e = entry_compute(entries["Jang2019Adversarial"], entries, cache)
+    n = 100_000 * 100
+    assert e.train_flops == pytest.approx(n * (39 * (F + B) + 3 * (F + B) + 122.7 * F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(n * (39 * (F + F) + 3 * (F + B) + 122.7 * F), rel=REL)
