@@ -135,7 +135,9 @@ def test_step_as_spent_by_hand():
 def test_entries_with_code_have_every_implementation_fact_sourced(entries):
     for name in ("Jia2022LAS-AT_34_10", "Cui2023Decoupled_WRN-34-10", "Pang2020Bag", "Sehwag2020Hydra",
                  "Zhang2019Theoretically", "Pang2022Robustness_WRN70_16", "Wang2023Better_WRN-70-16",
-                 "Bartoldson2024Adversarial_WRN-94-16", "Debenedetti2022Light_XCiT-S12", "Rice2020Overfitting"):
+                 "Bartoldson2024Adversarial_WRN-94-16", "Debenedetti2022Light_XCiT-S12", "Rice2020Overfitting",
+                 "Addepalli2021Towards_RN18", "Addepalli2021Towards_WRN34", "Mustafa2019Adversarial",
+                 "Jang2019Adversarial", "Atzmon2019Controlling", "Xu2023Exploring_WRN-28-10"):
         assert entries[name].implementation_missing() == [], name
 
 

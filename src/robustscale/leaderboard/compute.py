@@ -280,8 +280,8 @@ def entry_compute(entry: Entry, entries: Mapping[str, Entry], cache: FlopsCache,
         lo, hi = base.train_flops_low, base.train_flops_high
         nlo, nhi = base.train_flops_needed_low, base.train_flops_needed_high
         lo24, hi24 = base.train_flops_2024_low, base.train_flops_2024_high
-        fpi, fwd, samples, params, label = base.train_flops_per_image, base.forward_flops, base.samples_seen, base.params, \
-            base.arch_label
+        fpi, fwd, samples = base.train_flops_per_image, base.forward_flops, base.samples_seen
+        params, label = base.params, base.arch_label
         best = base.train_flops or -1.0
     members = float(entry.members.value) if entry.members is not None else 1.0
     for phase in entry.phases:

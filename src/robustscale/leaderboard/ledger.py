@@ -153,7 +153,8 @@ def add_store_runs(ledger, runs, flops_per_second: float = DEFAULT_FLOPS_PER_SEC
                      "aa_n_examples": r.get("aa_n_examples"), "recipe_status": "measured",
                      "recipe_verified": True, "method_name": r.get("method"),
                      "train_flops": f, "train_flops_low": f, "train_flops_high": f,
-                     "train_flops_per_image": r.get("train_flops_per_image"), "train_images_seen": r.get("train_images_seen"),
+                     "train_flops_per_image": r.get("train_flops_per_image"),
+                     "train_images_seen": r.get("train_images_seen"),
                      "device_hours": r.get("device_hours") if pd.notna(r.get("device_hours")) else
                      device_hours(f, flops_per_second), "collapsed": float(aa[i]) < 10.0})
     if not rows:
