@@ -135,7 +135,9 @@ def test_step_as_spent_by_hand():
 def test_entries_with_code_have_every_implementation_fact_sourced(entries):
     for name in ("Jia2022LAS-AT_34_10", "Cui2023Decoupled_WRN-34-10", "Pang2020Bag", "Sehwag2020Hydra",
                  "Zhang2019Theoretically", "Pang2022Robustness_WRN70_16", "Wang2023Better_WRN-70-16",
-                 "Bartoldson2024Adversarial_WRN-94-16", "Debenedetti2022Light_XCiT-S12", "Rice2020Overfitting"):
+                 "Bartoldson2024Adversarial_WRN-94-16", "Debenedetti2022Light_XCiT-S12", "Rice2020Overfitting",
+                 "Addepalli2021Towards_RN18", "Addepalli2021Towards_WRN34", "Mustafa2019Adversarial",
+                 "Jang2019Adversarial", "Atzmon2019Controlling", "Xu2023Exploring_WRN-28-10"):
         assert entries[name].implementation_missing() == [], name
 
 
@@ -254,3 +256,86 @@ def test_lat_adds_a_short_fine_tuning_to_madrys_run(entries, cache):
     phase = lambda x: 1001 * 128 * (11 * F + 10 * F + B + x * F + 0.01 * F)  # noqa: E731
     assert e.train_flops_low == pytest.approx(madry.train_flops_low + phase(12), rel=REL)
     assert e.train_flops_high == pytest.approx(madry.train_flops_high + phase(15), rel=REL)
+
+
+# ------------------------------------------------------------------ OAAT, PCL, level-set control, DyART
+
+
+def unit_arch(spec, input_size: int, num_classes: int) -> ArchFlops:
+    """Any architecture as F = 1, Bin = 1, B = 2: the totals are linear in (F, Bin, B), so a hand count in
+    these units checks the facts' arithmetic for networks hand_arch does not know (ResNet-18)."""
+    return ArchFlops(str(spec), 1.0, 1.0, 2.0, None, "unit")
+
+
+def test_oaat_wrn_counts_its_four_phases(entries, cache):
+    # train_OAAT.py with defaults.py CIFAR10_WRN: 200 epochs of 49,000 images. Epochs 1-50: CE attack of 5
+    # steps (1 forward + input gradient each), 3 training passes (2 TRADES + the KL target's clean forward,
+    # back-propagated) and AWP from epoch 10 (3 proxy passes); epochs 51-150: the same with 10 steps; epochs
+    # 151-200: train_lpips_alt, even batches (24,552 images) CE attack + 3 passes + AWP, odd batches (24,448)
+    # the LPIPS attack (loss.backward() in the loop, 2 LPIPS forwards and their weight-gradient backward per
+    # step: 6F, of which 21F per image the method needs) + 2 passes + AWP
+    F, B = parts(34, 10)
+    e = entry_compute(entries["Addepalli2021Towards_WRN34"], entries, cache)
+    awp = 41 / 50
+    p1 = 50 * 49_000 * (5 * (F + F) + 3 * (F + B) + awp * 3 * (F + B))
+    p2 = 100 * 49_000 * (10 * (F + F) + 3 * (F + B) + 3 * (F + B))
+    p3 = 50 * 24_552 * (10 * (F + F) + 3 * (F + B) + 3 * (F + B))
+    p4 = 50 * 24_448 * (10 * (F + B) + 2 * (F + B) + 3 * (F + B) + 60 * F)
+    assert e.train_flops == pytest.approx(p1 + p2 + p3 + p4, rel=REL)
+    # as needed: no duplicate clean pass (TRADES target, AWP proxy), input-only gradients, LPIPS needs 21F
+    n1 = 50 * 49_000 * (5 * (F + F) + 2 * (F + B) + awp * 2 * (F + B))
+    n2 = 100 * 49_000 * (10 * (F + F) + 2 * (F + B) + 2 * (F + B))
+    n3 = 50 * 24_552 * (10 * (F + F) + 3 * (F + B) + 2 * (F + B))
+    n4 = 50 * 24_448 * (10 * (F + F) + 2 * (F + B) + 2 * (F + B) + 21 * F)
+    assert e.train_flops_needed == pytest.approx(n1 + n2 + n3 + n4, rel=REL)
+
+
+def test_pcl_is_softmax_pre_training_then_fgsm_or_pgd_on_clean_and_adversarial_halves(entries, cache):
+    # softmax_training.py: 164 epochs of cross-entropy; pcl_training_adversarial_{fgsm,pgd}.py: 500 epochs, an
+    # attack of 1 (FGSM) or 10 (PGD) steps with loss.backward() (B each), then one pass over torch.cat((data, adv))
+    F = 5.1e8  # the explicit ResNet-110 forward of the table (B = 2F, Bin = F)
+    B = 2 * F
+    e = entry_compute(entries["Mustafa2019Adversarial"], entries, cache)
+    pre = 164 * 50_000 * (F + B)
+    adv = lambda k: 500 * 50_000 * (k * (F + B) + 2 * (F + B))  # noqa: E731
+    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(pre + adv(1), rel=REL),
+                                                       pytest.approx(pre + adv(10), rel=REL))
+    assert e.train_flops_needed_high == pytest.approx(pre + 500 * 50_000 * (10 * (F + F) + 2 * (F + B)), rel=REL)
+
+
+def test_level_set_control_counts_the_projection_and_the_level_set_points(entries):
+    # ControllingNeuralLevelsets: 300 epochs of 50,000; 20 projection steps (forward + input gradient), a
+    # clean forward before and a filter forward after (2), the level-set points' forward and input gradient
+    # (0..2), a duplicate clean forward (1) and the copy's weight gradients (0..1), one training pass
+    e = entry_compute(entries["Atzmon2019Controlling"], entries, FlopsCache(measure=unit_arch))
+    F, Bin, B = 1.0, 1.0, 2.0
+    n = 300 * 50_000
+    assert e.train_flops_low == pytest.approx(n * (20 * (F + Bin) + (F + B) + 2 * F + 1 * F), rel=REL)
+    assert e.train_flops_high == pytest.approx(n * (20 * (F + Bin) + (F + B) + 4 * F + 2 * F), rel=REL)
+    assert e.train_flops_needed_low == pytest.approx(n * (20 * (F + Bin) + (F + B) + 2 * F), rel=REL)
+
+
+def test_dyart_per_image_cost_from_the_fab_search(entries, cache):
+    # DyART_Linf.py / FAB_scalar_boundary.py: 18..20 FAB iterations (20 x the correctly classified share), each
+    # 2 forwards and an input gradient; 2.8..3 forwards besides, 1.8..2 recomputed; the clean pass and 0..1
+    # boundary-point passes; 10M-image run: 400..2400 epochs of 50,176..51,200 images
+    F, B = parts(28, 10)
+    e = entry_compute(entries["Xu2023Exploring_WRN-28-10"], entries, cache)
+    low = 400 * 50_176 * (18 * (2 * F + F) + (F + B) + 2.8 * F + 1.8 * F)
+    high = 2400 * 51_200 * (20 * (2 * F + F) + (F + B) + 3 * F + 2 * F + (F + B))
+    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(low, rel=REL), pytest.approx(high, rel=REL))
+
+
+def test_learned_attack_generator_counts_classifier_and_generator_passes(entries, cache):
+    # l2l-da trainer.py: 100,000 steps of 100; per clean image 39 classifier forward + full backward passes
+    # (the clean gradient, 2 copies x (10 proxy + 9 gradient passes)), one update over the clean image and both
+    # copies (3 passes), and the U-Net generator: 60 forward-equivalents of 83,820,544 x 2 FLOPs
+    F = 8.2e7  # the explicit ResNet-20 forward of the table (B = 2F, Bin = F)
+    B = 2 * F
+    generator = 60 * 2 * (17 * 64 * 9 * 1024 + 72 * 64 * 16 * 256 + 72 * 128 * 16 * 64 + 128 * 64 * 16 * 64
+                          + 128 * 64 * 16 * 256 + 128 * 3 * 9 * 1024)
+    assert generator / F == pytest.approx(122.7, abs=0.05)  # the table's rounded value
+    e = entry_compute(entries["Jang2019Adversarial"], entries, cache)
+    n = 100_000 * 100
+    assert e.train_flops == pytest.approx(n * (39 * (F + B) + 3 * (F + B) + 122.7 * F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(n * (39 * (F + F) + 3 * (F + B) + 122.7 * F), rel=REL)

@@ -14,6 +14,7 @@ import pytest
 
 from robustscale.leaderboard import compute as lb_compute
 from robustscale.leaderboard.compute import ArchFlops
+from robustscale.leaderboard.ledger import exported_compute
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 MODEL_INFO = SHARED / "robustbench-cifar10-linf"
@@ -83,9 +84,27 @@ def test_table_report_and_exports(cli, model_info, tmp_path):
     original = json.loads((model_info / "Rice2020Overfitting.json").read_text())
     assert {k: exported[k] for k in original} == original  # RobustBench's fields unchanged
     assert exported["train_flops"] == pytest.approx(row["train_flops"], rel=1e-12)
-    assert exported["flops_per_image"] > 0 and "robust_overfitting" in exported["recipe_source"]
+    assert exported["train_flops_per_image"] > 0 and "flops_per_image" not in exported
+    assert "robust_overfitting" in exported["recipe_source"]
     unknown = json.loads((infos / "Someone2025New.json").read_text())
     assert unknown["train_flops"] is None and unknown["recipe_status"] == "no recipe"
+
+
+def test_old_exports_read_back_under_todays_name(cli, model_info, tmp_path):
+    """A folder exported before the rename (``flops_per_image``) is read as ``train_flops_per_image`` and
+    re-exported under today's name only."""
+    old = model_info / "Rice2020Overfitting.json"
+    data = json.loads(old.read_text())
+    old.write_text(json.dumps({**data, "flops_per_image": 1.25e9}))
+    assert exported_compute({**data, "flops_per_image": 1.25e9})["train_flops_per_image"] == 1.25e9
+    both = exported_compute({"flops_per_image": 1.0, "train_flops_per_image": 2.0})
+    assert both["train_flops_per_image"] == 2.0  # today's name wins over the old one
+    again = tmp_path / "again"
+    code, _, err = cli("leaderboard", "--model-info", model_info, "--export-model-info", again, "--bootstrap", "0")
+    assert code == 0, err
+    new = json.loads((again / "Rice2020Overfitting.json").read_text())
+    assert "flops_per_image" not in new and new["train_flops_per_image"] > 0
+    assert exported_compute(new)["train_flops_per_image"] == new["train_flops_per_image"]
 
 
 def test_json_counts_and_fits(cli, model_info, tmp_path):

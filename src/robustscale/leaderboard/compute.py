@@ -182,7 +182,7 @@ class PhaseCompute:
     train_flops: tuple[float, float]  # (low, high), measured convention, as spent by the authors' code
     train_flops_needed: tuple[float, float]  # (low, high), the same recipe on the efficient step
     train_flops_2024: tuple[float, float]
-    flops_per_image: tuple[float, float]  # training-step FLOPs per image
+    train_flops_per_image: tuple[float, float]  # training-step FLOPs per image
     forward_flops: tuple[float, float]
     samples: tuple[float, float]
     arch_label: str
@@ -240,7 +240,7 @@ class EntryCompute:
     train_flops_needed_high: float | None
     train_flops_2024_low: float | None
     train_flops_2024_high: float | None
-    flops_per_image: float | None  # training-step FLOPs per image of the dominant phase (point)
+    train_flops_per_image: float | None  # training-step FLOPs per image of the dominant phase (point)
     forward_flops: float | None
     samples_seen: float | None
     params: float | None
@@ -280,8 +280,8 @@ def entry_compute(entry: Entry, entries: Mapping[str, Entry], cache: FlopsCache,
         lo, hi = base.train_flops_low, base.train_flops_high
         nlo, nhi = base.train_flops_needed_low, base.train_flops_needed_high
         lo24, hi24 = base.train_flops_2024_low, base.train_flops_2024_high
-        fpi, fwd, samples, params, label = base.flops_per_image, base.forward_flops, base.samples_seen, base.params, \
-            base.arch_label
+        fpi, fwd, samples = base.train_flops_per_image, base.forward_flops, base.samples_seen
+        params, label = base.params, base.arch_label
         best = base.train_flops or -1.0
     members = float(entry.members.value) if entry.members is not None else 1.0
     for phase in entry.phases:
@@ -294,7 +294,7 @@ def entry_compute(entry: Entry, entries: Mapping[str, Entry], cache: FlopsCache,
         hi24 = None if hi24 is None else hi24 + members * pc.train_flops_2024[1]
         point = geometric_mid(*pc.train_flops)
         if point > best:  # report the dominant phase's architecture and per-image cost
-            best, fpi, fwd = point, geometric_mid(*pc.flops_per_image), geometric_mid(*pc.forward_flops)
+            best, fpi, fwd = point, geometric_mid(*pc.train_flops_per_image), geometric_mid(*pc.forward_flops)
             samples, params, label = geometric_mid(*pc.samples), pc.params, pc.arch_label
     if entry.unbounded_extra:
         hi = nhi = hi24 = None

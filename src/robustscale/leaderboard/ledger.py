@@ -24,7 +24,9 @@ from .recipes import Entry, load_recipes
 from .sources import entry_sources, paper_links
 
 STATUS_SOURCED, STATUS_RANGE, STATUS_NONE, STATUS_EXCLUDED = "sourced", "range", "no recipe", "excluded"
-COMPUTE_FIELDS = ("train_flops", "train_flops_low", "train_flops_high", "flops_per_image", "recipe_source")
+COMPUTE_FIELDS = ("train_flops", "train_flops_low", "train_flops_high", "train_flops_per_image", "recipe_source")
+# Names exported files used before (old name -> today's): read back, never written.
+LEGACY_COMPUTE_FIELDS = {"flops_per_image": "train_flops_per_image"}
 
 
 def recipe_status(entry: Entry | None, entries: Mapping[str, Entry]) -> tuple[str, list[str]]:
@@ -121,7 +123,7 @@ def _row(info: ModelInfo, entry: Entry | None, status: str, missing: list[str], 
         "train_flops_2024": comp.train_flops_2024 if comp else None,
         "train_flops_2024_low": comp.train_flops_2024_low if comp else None,
         "train_flops_2024_high": comp.train_flops_2024_high if comp else None,
-        "flops_per_image": comp.flops_per_image if comp else None,
+        "train_flops_per_image": comp.train_flops_per_image if comp else None,
         "forward_flops": comp.forward_flops if comp else None,
         "train_images_seen": comp.samples_seen if comp else None,
         "device_hours": device_hours(point, flops_per_second),
@@ -151,7 +153,8 @@ def add_store_runs(ledger, runs, flops_per_second: float = DEFAULT_FLOPS_PER_SEC
                      "aa_n_examples": r.get("aa_n_examples"), "recipe_status": "measured",
                      "recipe_verified": True, "method_name": r.get("method"),
                      "train_flops": f, "train_flops_low": f, "train_flops_high": f,
-                     "flops_per_image": r.get("train_flops_per_image"), "train_images_seen": r.get("train_images_seen"),
+                     "train_flops_per_image": r.get("train_flops_per_image"),
+                     "train_images_seen": r.get("train_images_seen"),
                      "device_hours": r.get("device_hours") if pd.notna(r.get("device_hours")) else
                      device_hours(f, flops_per_second), "collapsed": float(aa[i]) < 10.0})
     if not rows:
@@ -181,12 +184,12 @@ def export_table(ledger, path: str | os.PathLike) -> Path:
 
 def model_info_with_compute(info: ModelInfo, row: Mapping[str, Any]) -> dict[str, Any]:
     """RobustBench's model_info fields unchanged, plus the compute fields a RobustBench user could adopt."""
-    out = dict(info.raw)
+    out = {k: v for k, v in info.raw.items() if k not in LEGACY_COMPUTE_FIELDS}  # an old export, re-exported
     out.update({
         "train_flops": _num(row.get("train_flops")),
         "train_flops_low": _num(row.get("train_flops_low")),
         "train_flops_high": _num(row.get("train_flops_high")),
-        "flops_per_image": _num(row.get("flops_per_image")),
+        "train_flops_per_image": _num(row.get("train_flops_per_image")),
         "recipe_source": row.get("recipe_source"),
         "train_flops_convention": "measured torch.utils.flop_counter (2 x MACs) of forward + attack + backward, "
                                   "as spent by the authors' code",
@@ -194,6 +197,17 @@ def model_info_with_compute(info: ModelInfo, row: Mapping[str, Any]) -> dict[str
         "train_flops_2024": _num(row.get("train_flops_2024")),
         "recipe_status": row.get("recipe_status"),
     })
+    return out
+
+
+def exported_compute(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The compute fields of one exported ``<name>.json`` (:func:`model_info_with_compute`), old names read as today's.
+
+    Files exported before the rename carry ``flops_per_image``; a file carrying both names keeps today's."""
+    out = {k: data.get(k) for k in COMPUTE_FIELDS}
+    for old, new in LEGACY_COMPUTE_FIELDS.items():
+        if out.get(new) is None and data.get(old) is not None:
+            out[new] = data[old]
     return out
 
 
