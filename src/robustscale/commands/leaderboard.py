@@ -129,6 +129,6 @@ def _as_json(ledger, fits, extrapolations, counts, fps, written) -> dict:
     records = ledger.replace({np.nan: None}).to_dict("records")
     return {"counts": counts, "flops_per_second": fps, "entries": records,
             "fits": {law: ({"identified": False, "message": fit} if isinstance(fit, str) else
-                           {"identified": bool(fit.converged), **fit.to_dict()}) for law, fit in fits.items()},
+                           {"identified": fit.to_dict()["status"] == "ok", **fit.to_dict()}) for law, fit in fits.items()},
             "extrapolations": {law: [e.to_dict() for e in exs] for law, exs in extrapolations.items()},
             "written": written}

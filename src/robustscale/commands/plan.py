@@ -44,8 +44,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
     p.add_argument("--exclude-below", type=float, default=10.0, metavar="Y",
                    help="drop runs with y below Y (default 10: collapsed runs); counted in the output")
-    p.add_argument("--max-extrapolation", type=float, default=100.0, metavar="X",
-                   help="refuse budgets (and skip recipes) more than X times outside the runs' range (default 100)")
+    p.add_argument("--max-extrapolation", type=float, default=10.0, metavar="X",
+                   help="refuse budgets, optima and recipes more than X times outside the runs' range (default and "
+                        "maximum: the rulebook's refusal limit, 10; see docs/backtests.md)")
+    p.add_argument("--conditional", action="store_true",
+                   help="where the optimum is not identified because model size or samples seen sits on observed "
+                        "levels, also print the best split with it held there, labelled as a conditional plan")
     p.add_argument("--epoch-images", type=int, default=None, metavar="N",
                    help="images per epoch (default: the runs' train_images_seen / epochs)")
     p.add_argument("--flops-per-second", type=float, default=None, metavar="FLOPS",
@@ -81,6 +85,7 @@ def run(args) -> int:
                      models=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
                      top=args.top, bootstrap=args.bootstrap, seed=args.seed, level=args.level, n_jobs=args.jobs,
                      exclude_below=args.exclude_below, max_extrapolation=args.max_extrapolation,
+                     conditional=args.conditional,
                      flops_per_second=args.flops_per_second, device_type=args.device_type,
                      price_preset=args.price_preset, prices=args.prices, rental=args.rental,
                      epoch_images=args.epoch_images, progress=(not args.json) and sys.stderr.isatty(),
