@@ -263,8 +263,8 @@ def backtest_table(results: Sequence[Backtest]) -> tuple[list[str], list[list[st
         d = b.to_dict()
         lead = [b.label, b.law, str(b.n_train), str(b.n_test)]
         tested = max((r["factor"] for r in b.rows), default=float("nan"))
-        if b.status != OK:
-            rows.append(lead + [f"{b.status}: {b.reason}", "-", "-", "-", "-", "-", fmt(tested)])
+        if b.status != OK:  # the reason is printed under the table (format_backtests)
+            rows.append(lead + [b.status, "-", "-", "-", "-", "-", fmt(tested)])
             continue
         k, m = b.coverage()
         refused = len(b.rows) - m
@@ -283,7 +283,8 @@ def format_backtests(results: Sequence[Backtest]) -> str:
     return (f"{results[0].split_text}; {100 * results[0].level:g}% prediction intervals (bootstrap law + binomial "
             f"+ seed noise); reach: factor beyond the largest fitted run up to which every held-out run was covered; "
             f"held-out runs beyond the refusal limit ({MAX_EXTRAPOLATION:g}x) are refused, not predicted\n"
-            + render_table(headers, rows, right))
+            + render_table(headers, rows, right)
+            + "".join(f"\n  {b.label}, {b.law}: {b.status}: {b.reason}" for b in results if b.status != OK))
 
 
 def backtested_reach(results: Sequence[Backtest]) -> float | None:
