@@ -70,7 +70,7 @@ def test_fit_and_extrapolate_cli_print_the_reason_not_the_number(tmp_path, cli, 
     data = json.loads(out)
     rec = data["fits"][0] if "fits" in data else data[0]
     assert rec["status"] == NOT_IDENTIFIED and reason in rec["status_reason"]
-    assert rec["params"] == {} and rec["ci"] == {} and rec["aic"] is None
+    assert rec["params"] == {} and rec["ci"] == {}  # AIC / R2 describe the point fit and stay
     code, out, err = cli("extrapolate", path, "--law", law, "--bootstrap", BOOT, "--target", 60)
     assert code == 0, err
     assert reason in out and "FLOPs (" not in out

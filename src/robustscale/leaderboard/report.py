@@ -75,8 +75,8 @@ def law_summary(fit) -> str:
     if not fit.converged:
         return f"not identified: {fit.message}"
     ident = identify(fit)
-    if not ident.shows_parameters:
-        return f"{ident.status}: {ident.reason} (n = {fit.n} frontier entries)"
+    if not ident.shows_parameters:  # AIC describes the point fit (comparable across laws), not a parameter
+        return f"{ident.status}: {ident.reason} (n = {fit.n} frontier entries, AIC {fmt(fit.aic)})"
     name = fit.exponent_name
     text = f"{fit.formula}: {name} = {fmt_ci(fit.params.get(name), fit.ci.get(name))}"
     if "y_max" in fit.params:

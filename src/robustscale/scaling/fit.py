@@ -209,8 +209,8 @@ class FitResult:
             # the rulebook (identified) decides: a law it rejects carries its status and reason, not its numbers
             "params": {k: _num(v) for k, v in self.params.items()} if shown else {},
             "ci": {k: [_num(lo), _num(hi)] for k, (lo, hi) in self.ci.items()} if shown else {},
-            "level": self.level, "r2": _num(self.r2) if shown else None,
-            "r2_log": _num(self.r2_log) if shown else None, "aic": _num(self.aic) if shown else None,
+            # goodness of fit of the point fit (descriptive, comparable across laws): kept whatever the status
+            "level": self.level, "r2": _num(self.r2), "r2_log": _num(self.r2_log), "aic": _num(self.aic),
             "n_bootstrap": self.n_bootstrap, "n_bootstrap_failed": self.n_bootstrap_failed,
             "x_range": [_num(self.x_range[0]), _num(self.x_range[1])],
             "exponent": self.exponent_name,
