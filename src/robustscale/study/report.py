@@ -111,10 +111,7 @@ def _backtest_section(backtests):
             "beyond the largest fitted run up to which every held-out run was covered. The targets above say "
             "whether they lie within that reach (robustscale backtest; docs/backtests.md).")
     if reasons or skipped:
-        text += "
-
-" + "
-".join(reasons + skipped)
+        text += "\n\n" + "\n\n".join(reasons + skipped)
     return Section("Back-test: predicting the most expensive runs", text=text,
                    table=backtest_table(done) if done else None)
 
