@@ -32,6 +32,7 @@ from ..errors import UserError
 from ..schema import finite_float, n_examples_column
 from .fit import fit_law, group_label
 from .format import fmt, render_table
+from .frontier import frontier_mask
 from .identified import MAX_EXTRAPOLATION, OK, identify, min_runs, reach, seed_sd_of
 from .io import require_columns, resolve_columns
 from .laws import get_law
@@ -189,8 +190,6 @@ def backtest(df, split: str, laws: Sequence[str] = ("power", "saturating"), grou
 
 def _n_fitted(train, x: str, y: str, frontier: bool) -> int:
     import pandas as pd
-
-    from .frontier import frontier_mask
 
     xs = pd.to_numeric(train[x], errors="coerce").to_numpy(float)
     ys = pd.to_numeric(train[y], errors="coerce").to_numpy(float)

@@ -12,7 +12,9 @@ import math
 from typing import Any, Sequence
 
 from ..errors import UserError
+from ..scaling.backtest import backtest
 from ..scaling.extrapolate import EXTRAPOLATION_FACTOR
+from ..schema import COLLAPSE_THRESHOLD_ACC
 from ..schema import finite_float as _num
 from ..scaling.format import p_text
 from ..scaling.identified import BEYOND_REACH, NOT_IDENTIFIED, OK, asymptote, identify
@@ -23,9 +25,6 @@ TARGET_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity
 def study_backtests(df, opts) -> dict[str, dict[str, Any]]:
     """The study's own back-test (``scaling.backtest``, split by compute: fit the cheapest two thirds of each
     family, predict the rest): ``{law: {family: Backtest | reason}}``, a reason where the split leaves too few runs."""
-    from ..scaling.backtest import backtest
-    from ..schema import COLLAPSE_THRESHOLD_ACC
-
     out: dict[str, dict[str, Any]] = {}
     for law in opts.laws:
         out[law] = {}
@@ -63,7 +62,6 @@ def fit_study(df, opts, spec=None, backtests: dict[str, dict[str, Any]] | None =
     which the family's back-test held.
     """
     from ..scaling import compare_exponents, extrapolate, fit_law
-    from ..schema import COLLAPSE_THRESHOLD_ACC
 
     fits: dict[str, dict[str, Any]] = {}
     comparisons: dict[str, Any] = {}

@@ -7,6 +7,8 @@ import html as _html
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..report import Section
+from ..scaling.backtest import backtest_table
 from ..scaling.format import fmt, p_text
 from ..scaling.identified import OK
 from .fits import asymptote_text
@@ -98,9 +100,6 @@ def _central_figure(df, opts, fits):
 
 def _backtest_section(backtests):
     """The study's own back-test: does each law predict the family's most expensive third from the rest?"""
-    from ..report import Section
-    from ..scaling.backtest import backtest_table
-
     done = [bt for fams in backtests.values() for bt in fams.values() if not isinstance(bt, str)]
     skipped = [f"{law}, {name}: {bt}" for law, fams in backtests.items() for name, bt in fams.items()
                if isinstance(bt, str)]
