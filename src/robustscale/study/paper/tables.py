@@ -55,6 +55,7 @@ def _fit_table(result: PaperReproduction, law: str):
             rows.append(row)
             continue
         ident = identify(fit)
+        row["AIC"] = f"{fit.aic:.1f}"  # the point fit's, comparable between the two laws of a group
         if not ident.shows_parameters:  # a law the data do not pin down: why, never its numbers
             row.update({"α [95% CI]": f"{ident.status}: {ident.reason}"})
             rows.append(row)
