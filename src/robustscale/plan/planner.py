@@ -318,21 +318,23 @@ def _group_optimum(fit: JointFit, budget: float, ctx) -> dict:
     out = {"group": fit.to_dict()["group"], "label": fit.label, "identified": False, "status": NOT_IDENTIFIED,
            "reason": None, **{k: None for k in keys}, **{f"{k}_ci": None for k in keys if k != "epochs"}}
     ident = identify_optimum(fit)
-    solvable = fit.optimum_reason() is None
-    point = _solve_optimum(fit, budget, ctx) if solvable else None
+    off = fit.axes_off_law()
+    wanted = ident.ok or (ctx["conditional"] and bool(off) and fit.optimum_reason() is None)
+    point = _solve_optimum(fit, budget, ctx) if wanted else None
+    beyond = [] if point is None or point.get("reason") else \
+        [f"{sym}* {r['label']}" for sym, r in (("N", point["reach"][N_COL]), ("D", point["reach"][D_COL]))
+         if r["refused"]]
     if not ident.ok:
         out.update(status=ident.status, reason=ident.reason)
-        off = fit.axes_off_law()
-        if ctx["conditional"] and point is not None and off:
-            held = " and ".join(off)
-            point["label"] = f"conditional plan, {held} held at the observed levels: not the optimum"
+        if point is not None and not point.get("reason") and not beyond:
+            point["label"] = f"conditional plan, {' and '.join(off)} held at the observed levels: not the optimum"
             out["conditional"] = point
+        elif point is not None:  # asked for, but the rulebook refuses it too
+            out["conditional_reason"] = point.get("reason") or "; ".join(beyond)
         return out
-    if point is None or point.get("reason"):
-        out["reason"] = (point or {}).get("reason") or fit.optimum_reason()
+    if point.get("reason"):
+        out["reason"] = point["reason"]
         return out
-    beyond = [f"{sym}* {r['label']}" for sym, r in (("N", point["reach"][N_COL]), ("D", point["reach"][D_COL]))
-              if r["refused"]]
     if beyond:
         out.update(status=BEYOND_REACH, reason="; ".join(beyond))
         return out

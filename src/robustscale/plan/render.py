@@ -50,6 +50,8 @@ def _budget_lines(b: dict, level: str) -> list[str]:
         lines.append(f"  optimum: {b.get('status', 'not identified')}: {b['reason']}")
         for g in b["by_group"]:
             c = g.get("conditional")
+            if g.get("conditional_reason"):
+                lines.append(f"  {g['label']}, conditional plan: {g['conditional_reason']}")
             if c:
                 lines.append(f"  {g['label']}, {c['label']}: N = {_ci(c['model_parameters'], None)} parameters, "
                              f"D = {_ci(c['samples_seen'], None)} images ({fmt(c['epochs'])} epochs), "
