@@ -183,14 +183,16 @@ def test_extrapolated_costs_use_the_runs_hours_per_flop_and_paper_prices(repro):
     fitted = runs.loc[fit.fitted_index]
     hours_per_flop = float(np.median(fitted["device_hours"] / fitted["train_flops"]))
     row = next(r for r in result.summary_rows() if r["key"] == "frontier" and r["law"] == "power")
-    flops = row["compute_flops_75"]
-    assert flops == pytest.approx(fit.solve_for(75))
-    assert row["device_hours_75"] == pytest.approx(flops * hours_per_flop)
-    assert row["energy_kwh_75"] == pytest.approx(row["device_hours_75"] * 0.300)  # 300 W per GPU
-    assert row["electricity_usd_75"] == pytest.approx(row["energy_kwh_75"] * 1.58 * 0.12)
-    assert row["cloud_usd_low_75"] == pytest.approx(row["device_hours_75"] * 0.43)
-    assert row["cloud_usd_high_75"] == pytest.approx(row["device_hours_75"] * 1.46)
-    assert row["compute_flops_75_low"] <= flops
+    # 75 % lies beyond the refusal limit (no number); 60 % is solved: its costs follow from the runs' hours per FLOP
+    assert row["compute_flops_75"] is None and row["status_75"] == "beyond reach"
+    flops = row["compute_flops_60"]
+    assert flops == pytest.approx(fit.solve_for(60))
+    assert row["device_hours_60"] == pytest.approx(flops * hours_per_flop)
+    assert row["energy_kwh_60"] == pytest.approx(row["device_hours_60"] * 0.300)  # 300 W per GPU
+    assert row["electricity_usd_60"] == pytest.approx(row["energy_kwh_60"] * 1.58 * 0.12)
+    assert row["cloud_usd_low_60"] == pytest.approx(row["device_hours_60"] * 0.43)
+    assert row["cloud_usd_high_60"] == pytest.approx(row["device_hours_60"] * 1.46)
+    assert row["compute_flops_60_low"] <= flops
     # The runs' own cost per FLOP: the paper's electricity follows from the same chain.
     usd_per_flop = np.median(runs["electricity_usd"] / runs["train_flops"])
     assert usd_per_flop == pytest.approx(np.median(runs["device_hours"] / runs["train_flops"]) * 0.3 * 1.58 * 0.12)
