@@ -15,7 +15,7 @@ if "ROBUSTSCALE_FLOPS_CACHE" not in os.environ:
 
     os.environ["ROBUSTSCALE_FLOPS_CACHE"] = str(Path(tempfile.mkdtemp(prefix="robustscale-test-")) / "step-flops.json")
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(os.environ.get("ROBUSTSCALE_TEST_SHARED") or Path(__file__).resolve().parents[1].parent / "shared")
 PAPER_RUNS_CSV = SHARED / "data" / "paper-runs" / "results.csv"
 
 

@@ -251,8 +251,6 @@ EDGES = _edges(SRC, "robustscale")
 
 # Cycles being removed by the helper that owns their area; a fixed one XPASSes, which fails: delete its entry.
 KNOWN_CYCLES = {
-    "robustscale.scaling.fit robustscale.scaling.identified":
-        "#24 (scaling/): fit and identified import each other (identified reads fit's private _num)",
     "robustscale.store.core robustscale.store.hooks robustscale.store.sync":
         "#25 (store/): core -> sync -> hooks -> core, through the private hooks._config_of",
 }
@@ -321,15 +319,12 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs errors store sweep", _CLI),
     "commands/train.py": ("compute compute.energy config data errors models store train", _CLI),
     "leaderboard/compute.py": ("compute config models models.wide_resnet", _LEADERBOARD),
-    "leaderboard/report.py": ("errors report report.html report.plots scaling scaling.extrapolate scaling.frontier "
-                              "scaling.identified", _LEADERBOARD),
+    "leaderboard/report.py": ("errors report report.html report.plots scaling scaling.extrapolate scaling.frontier", _LEADERBOARD),
     "plan/compute.py": ("compute compute.zoo config models sweep.estimate", _PLAN),
     "plan/planner.py": ("compute models scaling.extrapolate scaling.io", _PLAN),
     "scaling/extrapolate.py": ("compute", _SCALING),
-    "scaling/fit.py": ("scaling.identified schema", _SCALING),
-    "scaling/format.py": ("scaling.identified", _SCALING),
+    "scaling/fit.py": ("schema", _SCALING),
     "scaling/frontier.py": ("scaling.io", _SCALING),
-    "scaling/identified.py": ("errors", _SCALING),
     "scaling/io.py": ("scaling.published_runs store", _SCALING),
     "scaling/laws.py": ("errors", _SCALING),
     "store/core.py": ("store.query", _STORE),
@@ -339,7 +334,7 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "store/query.py": ("config store.tables", _STORE),
     "store/records.py": ("config schema", _STORE),
     "store/sync.py": ("store.hooks", _STORE),
-    "study/fits.py": ("scaling scaling.extrapolate schema", _STUDY),
+    "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
     "study/next.py": ("plan scaling.format schema", _STUDY),
     "study/paper/figures.py": ("report.plots", _STUDY),
     "study/paper/reproduce.py": ("compute report report.plots scaling scaling.extrapolate", _STUDY),
@@ -364,13 +359,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
 PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs._fmt", _COMMANDS),
     "commands/train.py": ("compute.energy._check_country", _CHECK_COUNTRY),
-    "plan/planner.py": ("scaling.fit._num", _PLAN),
-    "plan/recipes.py": ("scaling.fit._num", _PLAN),
-    "scaling/allocation.py": ("scaling.fit._quantiles", _SCALING),
-    "scaling/extrapolate.py": ("scaling.fit._num", _SCALING),
-    "scaling/identified.py": ("scaling.fit._num", _SCALING),
-    "scaling/joint.py": ("scaling.fit._num scaling.fit._numeric scaling.fit._quantiles scaling.laws._HuberLaw "
-                         "scaling.laws._lse_terms", _SCALING),
     "store/core.py": ("store.liveness._ago store.liveness._process_alive store.liveness._process_start "
                       "store.liveness._same_process store.liveness._versions store.records._coerce_value "
                       "store.records._config_parts store.records._flatten store.records._identity "
@@ -384,7 +372,6 @@ PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
                       "store.records._identity store.records._jsonable store.records._same store.rows._check_claim "
                       "store.rows._check_same_config store.rows._insert_epoch store.rows._refresh_headline "
                       "store.rows._select_run store.rows._upsert_evaluation", _STORE),
-    "study/fits.py": ("scaling.fit._num", _STUDY),
     "study/paper/analysis.py": ("study.paper.result._arch_label study.paper.result._group_key "
                                 "study.paper.result._group_label", _STUDY),
     "study/paper/figures.py": ("study.paper.analysis._archs_by_size study.paper.result._arch_label "

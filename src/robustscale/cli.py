@@ -22,7 +22,7 @@ from .errors import UserError
 # Order is the order shown in --help.
 COMMANDS = [
     "models", "datasets", "train", "evaluate", "export", "flops", "bench",
-    "fit", "extrapolate", "plan", "report", "runs", "sweep", "study", "leaderboard",
+    "fit", "extrapolate", "backtest", "plan", "report", "runs", "sweep", "study", "leaderboard",
 ]
 
 

@@ -18,8 +18,10 @@ ZOO = ["--models", ",".join(MODELS)]  # recipes from these three only: measuring
 
 @pytest.fixture(scope="module")
 def runs_csv(tmp_path_factory):
+    # errors measured to ~0.2 points (noise 0.5% of the error): with 1% the floor E's bootstrap interval reaches
+    # its bound and the rulebook withholds the optimum (tests/scaling/test_rulebook.py checks that case)
     df = grid_runs(list(MODELS.values()), [EPOCH_IMAGES * e for e in (5, 10, 20, 40)], [2, 3, 5, 10], seed=5,
-                   truth=SMALL, method="pgd", dataset="cifar10")
+                   truth=SMALL, noise=0.005, method="pgd", dataset="cifar10")
     by_n = {v: k for k, v in MODELS.items()}
     df["model"] = df.model_parameters.map(by_n)
     df["epochs"] = (df.train_images_seen // EPOCH_IMAGES).astype(int)
@@ -125,7 +127,7 @@ def test_text_output(runs_csv, flops_cache, cli):
     (["--budget-flops", "-1"], "invalid --budget-flops '-1': must be a finite number > 0"),
     (["--budget-flops", "lots"], "invalid --budget-flops 'lots'"),
     ([], "give a budget"),
-    (["--budget-flops", "1e30"], "the limit is 100x"),
+    (["--budget-flops", "1e30"], "beyond the refusal limit of 10x"),
     (["--budget-flops", "1e16", "--path", "x.csv"], "--path goes with --paper-runs"),
     (["--budget-flops", "1e16", "--models", "wide_resnet_nope"], "unknown model 'wide_resnet_nope'"),
     (["--budget-flops", "1e16", "--top", "0"], "invalid --top 0"),

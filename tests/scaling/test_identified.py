@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from robustscale.scaling import extrapolate, fit_law
-from robustscale.scaling.identified import (LACK_OF_FIT, NOT_CONVERGED, NOT_IDENTIFIED, OK, asymptote, identify,
+from robustscale.scaling.identified import (BEYOND_REACH, MAX_EXTRAPOLATION, LACK_OF_FIT, NOT_CONVERGED, NOT_IDENTIFIED, OK, asymptote, identify,
                                             SEED_SD_POINTS, lack_of_fit, min_runs, seed_sd_of)
 
 BOOT = 200
@@ -89,11 +89,14 @@ def test_extrapolation_factor_and_label():
     near, far = fit.predict([1e17 * 2])[0], fit.predict([1e17 * 50])[0]
     ex_near = extrapolate(fit, near, df, device_type="cpu")[0]
     ex_far = extrapolate(fit, far, df, device_type="cpu")[0]
-    assert ex_near.factor == pytest.approx(2, rel=1e-6) and not ex_near.is_extrapolation
-    assert ex_far.factor == pytest.approx(50, rel=1e-6) and ex_far.is_extrapolation
-    lo, hi = ex_far.values["compute_flops"][1:]
-    assert lo < ex_far.values["compute_flops"][0] < hi
-    assert ex_far.to_dict()["extrapolation"] is True
+    # 2x the largest run is an extrapolation and says so; 50x is beyond the refusal limit: no number at all
+    assert ex_near.factor == pytest.approx(2, rel=1e-6) and ex_near.is_extrapolation
+    assert ex_near.reach.startswith("extrapolation 2x") and ex_near.to_dict()["extrapolation"] is True
+    lo, hi = ex_near.values["compute_flops"][1:]
+    assert lo < ex_near.values["compute_flops"][0] < hi
+    assert ex_far.status == BEYOND_REACH and not ex_far.solved and not ex_far.values
+    assert f"refusal limit of {MAX_EXTRAPOLATION:g}x" in ex_far.summary()
+    assert not any(ch.isdigit() for ch in ex_far.summary().split("refused:")[1].replace(f"{MAX_EXTRAPOLATION:g}x", ""))
 
 
 # ---------------------------------------------------------------------- lack of fit (known n per point)

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from robustscale.scaling.identified import MAX_EXTRAPOLATION
 from robustscale.errors import UserError
 from robustscale.study.paper import format_summary_table, reproduce_paper
 
@@ -159,9 +160,19 @@ def test_only_identified_laws_carry_numbers_and_only_ok_laws_are_extrapolated(re
                 assert not r[f"reachable_{t}"] and r[f"compute_flops_{t}"] is None
             elif r[f"reachable_{t}"]:
                 assert fit.predict([r[f"compute_flops_{t}"]])[0] == pytest.approx(t, abs=1e-6)
-    # The power law with a positive exponent on the frontier is ok and reaches every target.
     front = next(r for r in result.summary_rows() if r["key"] == "frontier" and r["law"] == "power")
-    assert front["status"] == "ok" and front["exponent"] > 0 and all(front[f"reachable_{t}"] for t in TARGETS)
+    # The power law with a positive exponent on the frontier is ok; targets within the refusal limit get a number,
+    # those further out (the issue's 6.75e24 FLOPs, 2.1e5x the largest run) are refused with no number.
+    assert front["status"] == "ok" and front["exponent"] > 0
+    fit = result.group("frontier").fits["power"]
+    for t in TARGETS:
+        factor = fit.solve_for(t) / fit.x_range[1]
+        if factor <= MAX_EXTRAPOLATION:
+            assert front[f"reachable_{t}"] and front[f"status_{t}"] == "ok"
+        else:
+            assert front[f"status_{t}"] == "beyond reach" and front[f"compute_flops_{t}"] is None
+            assert "refusal limit" in front[f"reason_{t}"]
+    assert front["status_75"] == "beyond reach"
 
 
 def test_extrapolated_costs_use_the_runs_hours_per_flop_and_paper_prices(repro):
@@ -172,14 +183,16 @@ def test_extrapolated_costs_use_the_runs_hours_per_flop_and_paper_prices(repro):
     fitted = runs.loc[fit.fitted_index]
     hours_per_flop = float(np.median(fitted["device_hours"] / fitted["train_flops"]))
     row = next(r for r in result.summary_rows() if r["key"] == "frontier" and r["law"] == "power")
-    flops = row["compute_flops_75"]
-    assert flops == pytest.approx(fit.solve_for(75))
-    assert row["device_hours_75"] == pytest.approx(flops * hours_per_flop)
-    assert row["energy_kwh_75"] == pytest.approx(row["device_hours_75"] * 0.300)  # 300 W per GPU
-    assert row["electricity_usd_75"] == pytest.approx(row["energy_kwh_75"] * 1.58 * 0.12)
-    assert row["cloud_usd_low_75"] == pytest.approx(row["device_hours_75"] * 0.43)
-    assert row["cloud_usd_high_75"] == pytest.approx(row["device_hours_75"] * 1.46)
-    assert row["compute_flops_75_low"] <= flops
+    # 75 % lies beyond the refusal limit (no number); 60 % is solved: its costs follow from the runs' hours per FLOP
+    assert row["compute_flops_75"] is None and row["status_75"] == "beyond reach"
+    flops = row["compute_flops_60"]
+    assert flops == pytest.approx(fit.solve_for(60))
+    assert row["device_hours_60"] == pytest.approx(flops * hours_per_flop)
+    assert row["energy_kwh_60"] == pytest.approx(row["device_hours_60"] * 0.300)  # 300 W per GPU
+    assert row["electricity_usd_60"] == pytest.approx(row["energy_kwh_60"] * 1.58 * 0.12)
+    assert row["cloud_usd_low_60"] == pytest.approx(row["device_hours_60"] * 0.43)
+    assert row["cloud_usd_high_60"] == pytest.approx(row["device_hours_60"] * 1.46)
+    assert row["compute_flops_60_low"] <= flops
     # The runs' own cost per FLOP: the paper's electricity follows from the same chain.
     usd_per_flop = np.median(runs["electricity_usd"] / runs["train_flops"])
     assert usd_per_flop == pytest.approx(np.median(runs["device_hours"] / runs["train_flops"]) * 0.3 * 1.58 * 0.12)
@@ -199,11 +212,11 @@ def test_summary_rows_and_terminal_table(repro):
     text = format_summary_table(rows)
     lines = text.splitlines()
     assert "FLOPs to 75% AA" in lines[0] and "asymptote AA [%]" in lines[0] and "[USD]" in lines[0]
-    assert len(lines) == 2 + len(rows)
+    assert len(lines) == 2 + len(rows) + 1 and lines[-1].startswith("targets without a number")
     # Aligned: every column of the header starts where the dashes of its column start.
     starts = [m.start() for m in re.finditer(r"-+", lines[1])]
     assert lines[0].index("law") == starts[1]
-    assert any("n/r" in line for line in lines[2:])
+    assert any("not reached" in line or "refused" in line or "not ident." in line for line in lines[2:-1])
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -40,6 +40,9 @@ def run(args) -> int:
         if not r.converged:
             print(f"  fit did not converge: {r.message}")
             continue
+        if r.status == "beyond reach":
+            print(f"  {args.target:g} refused: {r.status_reason}")
+            continue
         if not r.solved:
             print(f"  not extrapolated: the law's status is {r.status} ({r.status_reason})")
             continue
@@ -53,10 +56,9 @@ def run(args) -> int:
             else:
                 print(f"  not reachable under this law: asymptote {fmt(y_max)}{ci} < {args.target:g}{share}")
             continue
-        print(f"  reachable in {100 * r.share_reachable:.1f}% of bootstrap fits; compute = "
-              f"{fmt(r.factor)} x the largest fitted run ({fmt(r.largest_run_flops)} FLOPs)"
-              if r.share_reachable == r.share_reachable else
-              f"  compute = {fmt(r.factor)} x the largest fitted run ({fmt(r.largest_run_flops)} FLOPs)")
+        where = f"{r.reach} ({fmt(r.largest_run_flops)} FLOPs)"
+        print(f"  reachable in {100 * r.share_reachable:.1f}% of bootstrap fits; {where}"
+              if r.share_reachable == r.share_reachable else f"  {where}")
         rows = []
         names = {"compute_flops": "compute [FLOPs]", "device_hours": "device-hours [h]", "energy_kwh": "energy [kWh]",
                  "emissions_kg": "emissions [kg CO2e]", "electricity_usd": "electricity [USD]",

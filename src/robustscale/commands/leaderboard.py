@@ -97,9 +97,14 @@ def run(args: argparse.Namespace) -> int:
 def _as_json(ledger, fits, extrapolations, counts, fps, written) -> dict:
     import numpy as np
 
+    from ..leaderboard.report import inference_only
+
     records = ledger.replace({np.nan: None}).to_dict("records")
+    inference = inference_only()
+    for r in records:  # an inference-time operator on another entry: its training compute is the base's
+        r["inference_only_on"] = inference.get(r["name"])
     return {"counts": counts, "flops_per_second": fps, "entries": records,
             "fits": {law: ({"identified": False, "message": fit} if isinstance(fit, str) else
-                           {"identified": bool(fit.converged), **fit.to_dict()}) for law, fit in fits.items()},
+                           {"identified": fit.to_dict()["status"] == "ok", **fit.to_dict()}) for law, fit in fits.items()},
             "extrapolations": {law: [e.to_dict() for e in exs] for law, exs in extrapolations.items()},
             "written": written}

@@ -28,6 +28,7 @@ def run(args) -> int:
                      models=[m.strip() for m in args.models.split(",") if m.strip()] if args.models else None,
                      top=args.top, bootstrap=args.bootstrap, seed=args.seed, level=args.level, n_jobs=args.jobs,
                      exclude_below=args.exclude_below, max_extrapolation=args.max_extrapolation,
+                     conditional=args.conditional,
                      flops_per_second=args.flops_per_second, device_type=args.device_type,
                      price_preset=args.price_preset, prices=args.prices, rental=args.rental,
                      epoch_images=args.epoch_images, progress=(not args.json) and sys.stderr.isatty(),

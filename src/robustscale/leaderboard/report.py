@@ -15,9 +15,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..scaling.format import fmt, fmt_ci
+from ..scaling.identified import LACK_OF_FIT, identify
 from .compute import DEFAULT_FLOPS_PER_SECOND
+from .recipes import load_recipes
 
 TARGETS = (75.0, 80.0, 85.0)
+# Bartoldson et al. (2024): robust accuracy on CIFAR-10 l-inf 8/255 plateaus near 90 % in their scaling law
+BARTOLDSON_PLATEAU_ACC = 90.0
 LAWS = ("saturating", "power")
 EXCLUDE_BELOW = 10.0  # AutoAttack % under which an entry is a broken defense, not a point on the curve
 
@@ -70,18 +74,21 @@ def law_summary(fit) -> str:
         return f"not identified: {fit}"
     if not fit.converged:
         return f"not identified: {fit.message}"
-    from ..scaling.identified import LACK_OF_FIT, identify
-
     ident = identify(fit)
-    if not ident.shows_parameters:
-        return f"{ident.status}: {ident.reason} (n = {fit.n} frontier entries)"
+    if not ident.shows_parameters:  # AIC describes the point fit (comparable across laws), not a parameter
+        return f"{ident.status}: {ident.reason} (n = {fit.n} frontier entries, AIC {fmt(fit.aic)})"
     name = fit.exponent_name
     text = f"{fit.formula}: {name} = {fmt_ci(fit.params.get(name), fit.ci.get(name))}"
     if "y_max" in fit.params:
-        text += f", asymptote {fmt_ci(fit.params['y_max'], fit.ci.get('y_max'))} %"
+        ci = fit.ci.get("y_max")
+        text += f", asymptote {fmt_ci(fit.params['y_max'], ci)} %"
+        if ci:
+            inside = "inside" if ci[0] <= BARTOLDSON_PLATEAU_ACC <= ci[1] else "outside"
+            text += f" (Bartoldson et al. 2024's ~{BARTOLDSON_PLATEAU_ACC:g} % plateau is {inside} it)"
     if fit.law == "power":
         text += f", C = {fmt_ci(fit.params.get('C'), fit.ci.get('C'))}"
-    text += f" (n = {fit.n} frontier entries, {fit.n_bootstrap} bootstrap resamples, R2 {fmt(fit.r2)})"
+    text += (f" (n = {fit.n} frontier entries, {fit.n_bootstrap} bootstrap resamples, R2 {fmt(fit.r2)}, "
+             f"AIC {fmt(fit.aic)})")
     return text + (f"; lack of fit: {ident.reason}" if ident.status == LACK_OF_FIT else "")
 
 
@@ -95,8 +102,21 @@ def extrapolation_line(ex) -> str:
     c = ex.values["compute_flops"]
     h = ex.values["device_hours"]
     hi = "inf (too many resampled laws never reach it)" if c[2] == math.inf else fmt(c[2])
-    return (f"{ex.target:g} %: {fmt(c[0])} FLOPs [{fmt(c[1])}, {hi}], {fmt(ex.factor)}x the largest frontier "
-            f"entry, {fmt(h[0])} GPU-h at the stated throughput")
+    return (f"{ex.target:g} %: {fmt(c[0])} FLOPs [{fmt(c[1])}, {hi}] ({ex.reach}), "
+            f"{fmt(h[0])} GPU-h at the stated throughput")
+
+
+def drawable(fit) -> bool:
+    """Only a law whose numbers the tables print as a result (status ok) is drawn."""
+    return not isinstance(fit, str) and fit.converged and identify(fit).ok
+
+
+def inference_only(recipes=None) -> dict[str, str]:
+    """Entries whose only difference from the entry they are based on is an inference-time operator (no training
+    phase of their own, not an ensemble): name -> the base entry. Their training compute is the base's."""
+    recipes = load_recipes() if recipes is None else recipes
+    return {name: e.based_on.value for name, e in recipes.items()
+            if e.based_on is not None and not e.phases and e.members is None}
 
 
 # ---------------------------------------------------------------------- figures
@@ -143,8 +163,9 @@ def plot_field(ledger, fits: dict[str, Any] | None = None, title: str | None = N
                     xytext=(-110, 6 + 12 * (j % 2)), textcoords="offset points",
                     arrowprops=dict(arrowstyle="-", color="0.7", lw=0.5))
     for i, (law, fit) in enumerate((fits or {}).items()):
-        if isinstance(fit, str) or not fit.converged:
-            ax.plot([], [], color=COLORS[i + 2], label=f"{law} law: not identified")
+        if not drawable(fit):  # the text gives its status and reason; a curve would show what it withholds
+            status = "not identified" if isinstance(fit, str) or not fit.converged else identify(fit).status
+            ax.plot([], [], color=COLORS[i + 2], label=f"{law} law: {status} (not drawn)")
             continue
         grid = np.logspace(math.log10(fit.x_range[0]), math.log10(fit.x_range[1]), 200)
         ax.plot(grid, fit.predict(grid), color=COLORS[i + 2], lw=1.8, label=f"{law} law on the frontier", zorder=4)
@@ -231,8 +252,12 @@ def ledger_table(ledger, flops_per_second: float) -> tuple[list[str], list[list[
                "train FLOPs as spent [low, high]", "as needed [FLOPs]", "saving [%]",
                f"GPU-h @ {fmt(flops_per_second)} FLOP/s", "recipe", "code"]
     rows = []
+    inference = inference_only()
     for i, r in enumerate(ledger.to_dict("records"), 1):
         lo, hi = r.get("train_flops_low"), r.get("train_flops_high")
+        status = str(r.get("recipe_status"))
+        if r["name"] in inference:
+            status += f"; inference-time operator on {inference[r['name']]}: its training compute"
         if r.get("recipe_status") in ("no recipe", "excluded"):
             flops = r["recipe_status"]
         elif hi is None or (isinstance(hi, float) and math.isnan(hi)):
@@ -247,7 +272,7 @@ def ledger_table(ledger, flops_per_second: float) -> tuple[list[str], list[list[
                      str(r.get("architecture")), fmt(params / 1e6) if params == params and params else "-",
                      fmt(r["aa_robust_acc"]), fmt(r.get("clean_acc")), flops, fmt(r.get("train_flops_needed")),
                      fmt(100 * r["saving"]) if _finite(r.get("saving")) else "-", fmt(r.get("device_hours")),
-                     str(r.get("recipe_status")), str(r.get("implementation_status") or "-")])
+                     status, str(r.get("implementation_status") or "-")])
     return headers, rows
 
 
@@ -291,7 +316,7 @@ def write_leaderboard_report(directory: str | Path, ledger, fits: dict[str, Any]
     if paper_runs is not None:
         figures.append(("RobustBench entries and the 2024 study's runs (the study's FLOP convention)",
                         plot_with_paper_runs(ledger, paper_runs), "field-and-2024-runs"))
-    converged = [f for f in fits.values() if not isinstance(f, str) and f.converged]
+    converged = [f for f in fits.values() if drawable(f)]
     if converged:
         import pandas as pd
 

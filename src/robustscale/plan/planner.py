@@ -12,7 +12,11 @@ joint law of each group of runs, with intervals, and the best concrete recipes f
                   "predicted_acc", "predicted_acc_ci", "by_group": [...], "recipes": [...]}]}
 
 A budget entry's optimum is the group whose optimum predicts the highest accuracy (``by_group``
-holds every group's). Runs are grouped by ``method`` and ``synthetic_data`` where they vary: the
+holds every group's). An optimum is printed only where the rulebook (``scaling.identified.identify_optimum``)
+identifies it and N*, D* and the budget lie within its refusal limit; otherwise ``identified`` is False,
+``status`` says why (``not identified`` / ``beyond reach``) and ``reason`` explains it. With
+``conditional=True``, a group whose model size or samples seen is held at observed levels also gets
+``conditional``: the best split with those inputs held, labelled as such (never the optimum). Runs are grouped by ``method`` and ``synthetic_data`` where they vary: the
 compute of a step depends on the method, and generated data change what an epoch is worth.
 """
 from __future__ import annotations
@@ -24,8 +28,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import UserError
-from ..scaling.fit import _num
+from ..schema import finite_float as _num
 from ..scaling.allocation import frontier_allocation
+from ..scaling.identified import BEYOND_REACH, MAX_EXTRAPOLATION, NOT_IDENTIFIED, OK, identify_optimum, reach
 from ..scaling.joint import D_COL, K_COL, N_COL, JointFit, Role, fit_joint_groups, interval
 from .compute import ComputeModel, zoo_candidates
 from .recipes import outside_factor, recipes_for
@@ -106,18 +111,22 @@ def _hours_per_flop(df, run_flops, flops_per_second) -> tuple[float | None, str]
     return None, "unknown (no device_hours in the runs; give --flops-per-second)"
 
 
-def _extrapolation(budget: float, lo: float, hi: float) -> tuple[float | None, str]:
+def _extrapolation(budget: float, lo: float, hi: float, limit: float) -> tuple[float | None, str, bool]:
+    """The budget on the rulebook's scale (``identified.reach``): factor outside the runs' compute, label, refused."""
     if budget > hi:
-        return budget / hi, f"extrapolation: {budget / hi:.3g}x above the largest run's compute"
-    if budget < lo:
-        return lo / budget, f"extrapolation: {lo / budget:.3g}x below the cheapest run's compute"
-    return None, "inside the runs' compute range"
+        r = reach(budget / hi, "the largest run's compute", limit=limit)
+    elif budget < lo:
+        r = reach(lo / budget, "below the cheapest run's compute", limit=limit)
+    else:
+        return None, "inside the runs' compute range", False
+    return r.factor, r.label, r.refused
 
 
 def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", group_by=None,
               levels: Iterable[str] = (), convention: str = "measured", models: Iterable[str] | None = None,
               top: int = 5, bootstrap: int = 1000, seed: int = 0, level: float = 0.95, n_jobs: int | None = None,
-              exclude_below: float | None = 10.0, max_extrapolation: float = 100.0,
+              exclude_below: float | None = 10.0, max_extrapolation: float = MAX_EXTRAPOLATION,
+              conditional: bool = False,
               flops_per_second: float | None = None, device_type: str | None = None, price_preset: str = "default",
               prices=None, rental: str = "low", epoch_images: int | None = None, flops_cache=None,
               progress: bool = False, source: str = "") -> dict[str, Any]:
@@ -125,8 +134,9 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
     from ..compute import CostModel
     from ..scaling.extrapolate import default_device_type
 
-    if not (max_extrapolation >= 1):
-        raise UserError(f"invalid --max-extrapolation {max_extrapolation!r}: must be >= 1")
+    if not (1 <= max_extrapolation <= MAX_EXTRAPOLATION):
+        raise UserError(f"invalid --max-extrapolation {max_extrapolation!r}: must be in [1, {MAX_EXTRAPOLATION:g}] "
+                        f"(the rulebook's refusal limit, scaling.identified.MAX_EXTRAPOLATION)")
     if top < 1:
         raise UserError(f"invalid --top {top}: must be >= 1")
     if rental not in ("low", "high"):
@@ -145,7 +155,7 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
     approach1 = [_approach1(f, df, run_flops, kept, y, bootstrap, seed, level) for f in fits]
     meta = {f.label: {c: _constant(df, f, c) for c in ("method", "synthetic_data")} for f in fits}
     ctx = dict(compute=compute, candidates=candidates, epoch_images=epoch_images, limit=max_extrapolation,
-               hpf=hpf, costs=costs, device_type=device_type, meta=meta)
+               hpf=hpf, costs=costs, device_type=device_type, meta=meta, conditional=conditional)
     for entry in entries:
         _plan_budget(entry, fits, df, ctx, top)
     methods = sorted(df["method"].unique())
@@ -158,6 +168,7 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
                           "rental": rental},
         "data_compute_range_flops": [c_lo, c_hi], "max_extrapolation": max_extrapolation,
         "warnings": [w for w in [(compute.runs_calibration or {}).get("warning")] if w],
+        "optimum_status": {f.label: identify_optimum(f).to_dict() for f in fits},
         "runs_flops_vs_recorded": _vs_recorded(df, run_flops),
         "law": {"formula": "100 - y = E + A*N^-alpha + B*D^-beta + G*k^-gamma",
                 "groups": [f.to_dict() for f in fits]},
@@ -173,10 +184,10 @@ def _budget_entries(budgets, hpf, usd_per_hour, c_lo, c_hi, limit) -> list[dict]
     entries = []
     for b in budgets:
         flops = _budget_flops(b, hpf, usd_per_hour)
-        factor, text = _extrapolation(flops, c_lo, c_hi)
-        if factor is not None and factor > limit:
-            raise UserError(f"budget {b.text} ({flops:.3g} FLOPs) is {text.split(': ')[1]} "
-                            f"({c_lo:.3g}-{c_hi:.3g} FLOPs); the limit is {limit:g}x (--max-extrapolation)")
+        factor, text, refused = _extrapolation(flops, c_lo, c_hi, limit)
+        if refused:
+            raise UserError(f"budget {b.text} ({flops:.3g} FLOPs) is {factor:.3g}x outside the runs' compute "
+                            f"({c_lo:.3g}-{c_hi:.3g} FLOPs): {text}")
         entries.append({"budget_flops": flops, "budget_given": {"kind": b.kind, "value": b.value, "text": b.text},
                         "extrapolation_factor": factor, "extrapolation": text})
     return entries
@@ -306,22 +317,47 @@ def _allocation_row(fit: JointFit, a1: dict) -> dict:
 
 
 def _group_optimum(fit: JointFit, budget: float, ctx) -> dict:
-    method = ctx["meta"][fit.label]["method"]
-    out = {"group": fit.to_dict()["group"], "label": fit.label, "identified": False,
-           "reason": fit.optimum_reason()}
+    """The group's optimum at ``budget`` where the rulebook lets it be printed, else its status and reason
+    (and, asked for, the conditional plan with the inputs off a power law held at their observed levels)."""
     keys = ("model_parameters", "samples_seen", "epochs", "attack_steps", "predicted_acc")
-    out.update({k: None for k in keys})
-    out.update({f"{k}_ci": None for k in keys if k != "epochs"})
-    if out["reason"]:
+    out = {"group": fit.to_dict()["group"], "label": fit.label, "identified": False, "status": NOT_IDENTIFIED,
+           "reason": None, **{k: None for k in keys}, **{f"{k}_ci": None for k in keys if k != "epochs"}}
+    ident = identify_optimum(fit)
+    off = fit.axes_off_law()
+    wanted = ident.ok or (ctx["conditional"] and bool(off) and fit.optimum_reason() is None)
+    point = _solve_optimum(fit, budget, ctx) if wanted else None
+    beyond = [] if point is None or point.get("reason") else \
+        [f"{sym}* {r['label']}" for sym, r in (("N", point["reach"][N_COL]), ("D", point["reach"][D_COL]))
+         if r["refused"]]
+    if not ident.ok:
+        out.update(status=ident.status, reason=ident.reason)
+        if point is not None and not point.get("reason") and not beyond:
+            point["label"] = f"conditional plan, {' and '.join(off)} held at the observed levels: not the optimum"
+            out["conditional"] = point
+        elif point is not None:  # asked for, but the rulebook refuses it too
+            out["conditional_reason"] = point.get("reason") or "; ".join(beyond)
         return out
+    if point.get("reason"):
+        out["reason"] = point["reason"]
+        return out
+    if beyond:
+        out.update(status=BEYOND_REACH, reason="; ".join(beyond))
+        return out
+    out.update(point, identified=True, status=OK, reason=None)
+    return out
+
+
+def _solve_optimum(fit: JointFit, budget: float, ctx) -> dict:
+    """N*, D*, k*, predicted accuracy (with bootstrap intervals) of ``fit`` at ``budget`` and each input's reach;
+    ``{"reason": ...}`` when the law has no finite optimum there."""
+    method = ctx["meta"][fit.label]["method"]
     coeffs = ctx["compute"].coefficients(method)
     point = fit.optimum([budget], coeffs)
     values = {"model_parameters": point["N"][0, 0], "samples_seen": point["D"][0, 0],
               "attack_steps": point["k"][0, 0], "predicted_acc": point["acc"][0, 0]}
     if not np.isfinite(values["predicted_acc"]):
-        out["reason"] = "the law has no finite optimum at this budget"
-        return out
-    out.update(identified=True, reason=None, **{k: float(v) for k, v in values.items()})
+        return {"reason": "the law has no finite optimum at this budget"}
+    out: dict[str, Any] = {k: float(v) for k, v in values.items()}
     out["epochs"] = float(values["samples_seen"] / ctx["epoch_images"])
     out["train_flops"] = float(coeffs.flops(values["model_parameters"], values["samples_seen"],
                                             values["attack_steps"]))
@@ -335,6 +371,8 @@ def _group_optimum(fit: JointFit, budget: float, ctx) -> dict:
             out[f"{key}_ci"] = [_num(lo[0]), _num(hi[0])]
     out["inputs_extrapolation"] = {c: outside_factor(out[k], *fit.range(c))
                                    for c, k in ((N_COL, "model_parameters"), (D_COL, "samples_seen"))}
+    out["reach"] = {c: reach(f or 1.0, f"outside the runs' {c}", limit=ctx["limit"]).to_dict()
+                    for c, f in out["inputs_extrapolation"].items()}
     return out
 
 
@@ -344,10 +382,11 @@ def _plan_budget(entry: dict, fits: list[JointFit], df, ctx, top: int) -> None:
     ok = [g for g in by_group if g["identified"]]
     best = max(ok, key=lambda g: g["predicted_acc"]) if ok else None
     if best is None:
-        reason = "no group's law identifies an optimum (" + "; ".join(f"{g['label']}: {g['reason']}"
+        reason = "no group's law identifies an optimum (" + "; ".join(f"{g['label']}: {g['status']}: {g['reason']}"
                                                                       for g in by_group) + ")"
-        entry.update({k: v for k, v in by_group[0].items() if k not in ("group", "label")})
-        entry.update(group=None, label=None, identified=False, reason=reason)
+        entry.update({k: v for k, v in by_group[0].items() if k not in ("group", "label", "conditional")})
+        status = BEYOND_REACH if all(g["status"] == BEYOND_REACH for g in by_group) else NOT_IDENTIFIED
+        entry.update(group=None, label=None, identified=False, status=status, reason=reason)
     else:
         entry.update(best)
     entry["by_group"] = by_group

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from ..scaling.fit import _num
+from ..schema import finite_float as _num
 from ..scaling.joint import D_COL, K_COL, N_COL, JointFit, Role
 
 

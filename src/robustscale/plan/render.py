@@ -10,11 +10,13 @@ def _ci(value, ci) -> str:
     return fmt_ci(value, tuple(ci) if ci and None not in ci else None)
 
 
-def _law_lines(g: dict, level: str) -> list[str]:
+def _law_lines(g: dict, level: str, status: dict | None) -> list[str]:
     head = f"{g['label']}: {g['n']} runs fitted, {g['n_excluded']} excluded (y < {fmt(g['exclude_below'])})"
     if not g["converged"]:
         return [head, f"  not identified: {g['message']}"]
     lines = [head, f"  {g['formula']}"]
+    if status and status["status"] != "ok":  # the rulebook withholds the law's numbers: its reasons instead
+        return lines + [f"  {status['status']}: {status['reason']}"]
     cells = []
     for name, value in g["params"].items():
         if name in ("a", "b"):
@@ -29,8 +31,11 @@ def _law_lines(g: dict, level: str) -> list[str]:
 
 def _allocation_table(plan: dict) -> str:
     rows = []
+    status = plan.get("optimum_status") or {}
     for r in plan["allocation"]:
         a3, a1 = r["approach3"], r["approach1"]
+        if status.get(r["label"], {}).get("status", "ok") != "ok":  # exponents of a law the rulebook rejects
+            a3 = {"a": None, "a_ci": None, "b": None, "b_ci": None}
         rows.append([r["label"], _ci(a3["a"], a3["a_ci"]), _ci(a3["b"], a3["b_ci"]), _ci(a1["a"], a1["a_ci"]),
                      _ci(a1["b"], a1["b_ci"]), str(a1["n_frontier"])])
     ref = plan["reference"]["bartoldson2024"]
@@ -42,7 +47,16 @@ def _allocation_table(plan: dict) -> str:
 def _budget_lines(b: dict, level: str) -> list[str]:
     lines = [f"budget {b['budget_given']['text']} = {fmt(b['budget_flops'])} FLOPs ({b['extrapolation']})"]
     if not b["identified"]:
-        lines.append(f"  optimum: not identified ({b['reason']})")
+        lines.append(f"  optimum: {b.get('status', 'not identified')}: {b['reason']}")
+        for g in b["by_group"]:
+            c = g.get("conditional")
+            if g.get("conditional_reason"):
+                lines.append(f"  {g['label']}, conditional plan: {g['conditional_reason']}")
+            if c:
+                lines.append(f"  {g['label']}, {c['label']}: N = {_ci(c['model_parameters'], None)} parameters, "
+                             f"D = {_ci(c['samples_seen'], None)} images ({fmt(c['epochs'])} epochs), "
+                             f"k = {_ci(c['attack_steps'], None)}; predicted AutoAttack accuracy "
+                             f"{_ci(c['predicted_acc'], c['predicted_acc_ci'])} %")
     else:
         on = ", ".join(f"{k} = {fmt(v)}" for k, v in (b.get("on_levels") or {}).items())
         ext = ", ".join(f"{k} {fmt(v)}x outside the runs" for k, v in (b.get("inputs_extrapolation") or {}).items()
@@ -55,7 +69,7 @@ def _budget_lines(b: dict, level: str) -> list[str]:
         for g in b["by_group"]:
             if g["label"] != b["label"]:
                 lines.append(f"  {g['label']}: " + (f"{_ci(g['predicted_acc'], g['predicted_acc_ci'])} %"
-                                                    if g["identified"] else "no optimum (its law above)"))
+                                                    if g["identified"] else f"{g['status']}: {g['reason']}"))
     if not b["recipes"]:
         lines.append("  no recipe of the zoo fits this budget within the runs' ranges")
         return lines
@@ -86,7 +100,7 @@ def render_plan(plan: dict) -> str:
            f"runs' compute {fmt(plan['data_compute_range_flops'][0])}-{fmt(plan['data_compute_range_flops'][1])} FLOPs; "
            f"device-hours from {cm['hours_source']}; device {cm['device_type']}, prices {cm['price_preset']}", ""]
     for g in plan["law"]["groups"]:
-        out += _law_lines(g, level) + [""]
+        out += _law_lines(g, level, (plan.get("optimum_status") or {}).get(g["label"])) + [""]
     out += [f"allocation exponents N_opt ~ C^a, D_opt ~ C^b ({level} intervals):", _allocation_table(plan), ""]
     for a in plan["approach1"]["groups"]:
         for k in ("a_reason", "b_reason"):

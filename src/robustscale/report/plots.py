@@ -27,7 +27,7 @@ from ..rundir import write_bytes
 from ..scaling import fit_law
 from ..scaling.format import fmt, unit_of
 from ..scaling.frontier import pareto_frontier
-from ..scaling.identified import LACK_OF_FIT, OK, identify
+from ..scaling.identified import LACK_OF_FIT, MAX_EXTRAPOLATION, OK, identify
 
 LABELS = {
     "train_flops": "total training compute",
@@ -255,8 +255,11 @@ def plot_extrapolation(df, fits: Sequence, target: float, title: str | None = No
     status = {i: identify(f).status for i, f in enumerate(fits)}
     solved = {i: (f.solve_interval(target) if f.has_bootstrap else {"x": f.solve_for(target)})
               for i, f in enumerate(fits) if f.converged and status[i] == OK}
-    finite = [s["x"] for s in solved.values() if math.isfinite(s["x"])]
-    x_hi = min(max([x_data_hi * 10] + [v * 10 for v in finite]), x_data_hi * 10 ** max_decades)
+    # the rulebook's refusal limit bounds the drawing as it bounds the tables (identified.reach)
+    refused = {i for i, s in solved.items() if math.isfinite(s["x"]) and s["x"] > MAX_EXTRAPOLATION * fits[i].x_range[1]}
+    finite = [s["x"] for i, s in solved.items() if math.isfinite(s["x"]) and i not in refused]
+    x_hi = min(max([x_data_hi * 2] + [v * 1.5 for v in finite]), x_data_hi * MAX_EXTRAPOLATION,
+               x_data_hi * 10 ** max_decades)
     lo, hi = _y_limits(fits, target)
     for i, fit in enumerate(fits):
         color, marker = _style(i)
@@ -273,7 +276,9 @@ def plot_extrapolation(df, fits: Sequence, target: float, title: str | None = No
         low, high = s.get("low", float("nan")), s.get("high", float("nan"))
         share = s.get("share_reachable", float("nan"))
         share_txt = f"; {100 * share:.0f}% of bootstrap fits reach it" if math.isfinite(share) else ""
-        if math.isfinite(s["x"]) and s["x"] <= x_hi:
+        if i in refused:
+            desc = f"{fit.label}: target beyond the refusal limit of {MAX_EXTRAPOLATION:g}x the largest run, refused"
+        elif math.isfinite(s["x"]) and s["x"] <= x_hi:
             ax.plot([s["x"]], [target], marker="*", ms=14, color=color, markeredgecolor="black", zorder=6)
             ax.axvline(s["x"], color=color, lw=0.8, ls=":", alpha=0.8)
             if math.isfinite(low):

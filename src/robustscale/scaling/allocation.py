@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .bootstrap import resample_counts
-from .fit import _quantiles
+from .fit import percentile_interval
 from .frontier import frontier_weights
 from .joint import D_COL, MIN_DISTINCT, N_COL
 from .laws import LAWS, Prepared
@@ -45,6 +45,6 @@ def frontier_allocation(compute, N, D, y, bootstrap: int = 0, seed: int = 0, lev
             slopes = th[ok, 1]
             out[f"{name}_share_defined"] = float(ok.mean())
             if slopes.size:
-                lo, hi = _quantiles(slopes, level)
+                lo, hi = percentile_interval(slopes, level)
                 out[f"{name}_ci"] = (float(lo), float(hi))
     return out

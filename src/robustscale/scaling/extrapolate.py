@@ -27,12 +27,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UserError
-from .fit import FitResult, _num
-from .identified import OK, identify
+from ..schema import finite_float as _num
+from .fit import FitResult
+from .identified import BEYOND_REACH, MAX_EXTRAPOLATION, OK, identify, reach
 
-# A target whose compute is more than this many times the largest fitted run's is labelled an
-# extrapolation: a law fitted over a decade or two says little about ten times further out.
-EXTRAPOLATION_FACTOR = 10.0
+# Kept for callers of the old name: the one refusal limit lives in identified (MAX_EXTRAPOLATION).
+EXTRAPOLATION_FACTOR = MAX_EXTRAPOLATION
 QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "emissions_kg", "electricity_usd", "cloud_usd_low",
               "cloud_usd_high")
 
@@ -46,7 +46,10 @@ class Extrapolation:
     target. ``reachable`` is False when the target is above the fitted asymptote (``y_max``);
     ``share_reachable`` is the share of bootstrap laws that reach it. ``status`` is the law's identification
     (``identified.identify``): only an ``ok`` law is solved; for any other the extrapolation carries the status
-    and its ``status_reason`` and no numbers.
+    and its ``status_reason`` and no numbers. A target whose compute lies beyond the rulebook's refusal limit
+    (``identified.MAX_EXTRAPOLATION`` x the largest fitted run) gets the status ``beyond reach`` and no numbers
+    either; ``reach`` is its label on the one extrapolation scale (``identified.reach``), ``backtested_reach``
+    the compute factor over which a back-test of the source held (None: not back-tested).
     """
 
     group: str
@@ -66,6 +69,8 @@ class Extrapolation:
     device_type: str = ""
     price_preset: str = ""
     optimal_split: dict[str, float] = field(default_factory=dict)
+    reach: str = ""
+    backtested_reach: float | None = None
 
     @property
     def factor(self) -> float:
@@ -80,13 +85,15 @@ class Extrapolation:
 
     @property
     def is_extrapolation(self) -> bool:
-        """The solved compute lies beyond :data:`EXTRAPOLATION_FACTOR` x the largest fitted run."""
-        return self.reachable and self.factor > EXTRAPOLATION_FACTOR
+        """The solved compute lies beyond the largest fitted run (every such target is labelled, ``reach``)."""
+        return self.solved and self.reachable and self.factor > 1
 
     def summary(self) -> str:
         """One line for people."""
         if not self.converged:
             return f"{self.group}: fit did not converge ({self.message})"
+        if self.status == BEYOND_REACH:
+            return f"{self.group}: {self.target:g}% refused: {self.status_reason}"
         if not self.solved:
             return f"{self.group}: not extrapolated, the law's status is {self.status} ({self.status_reason})"
         if not self.reachable:
@@ -96,7 +103,7 @@ class Extrapolation:
             ci = "" if math.isnan(lo) else f" [{lo:.1f}, {hi:.1f}]"
             return (f"{self.group}: {self.target:g}% not reachable under this law (asymptote {y_max:.1f}%{ci}{share})")
         c = self.values["compute_flops"]
-        return f"{self.group}: {c[0]:.3g} FLOPs ({self.factor:.3g}x the largest run)"
+        return f"{self.group}: {c[0]:.3g} FLOPs ({self.reach})"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -184,12 +191,13 @@ def check_target(target: float, y: str, error_law: bool = False) -> float:
 def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *,
                 flops_per_second: float | None = None, throughput: float | None = None,
                 device_type: str | None = None, price_preset: str = "default", prices_path=None,
-                cost_model=None) -> list[Extrapolation]:
+                cost_model=None, backtested_reach: float | None = None) -> list[Extrapolation]:
     """Compute and cost of reaching ``target`` (in y units, e.g. 75 for 75% AA) for each fit.
 
     ``df`` is the runs table the fits came from (for the hours-per-FLOP conversion of each group;
     see the module docstring). ``cost_model`` defaults to
-    ``CostModel.from_yaml(prices_path, preset=price_preset)``.
+    ``CostModel.from_yaml(prices_path, preset=price_preset)``. ``backtested_reach``: the compute factor over
+    which a back-test of these runs held (``robustscale backtest``), for the labels.
     """
     from ..compute import CostModel
 
@@ -203,7 +211,7 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
     for fit in fits:
         ex = Extrapolation(group=fit.label, law=fit.law, target=target, y=fit.y, converged=fit.converged,
                            message=fit.message, device_type=device_type, price_preset=cost_model.preset,
-                           largest_run_flops=fit.x_range[1])
+                           largest_run_flops=fit.x_range[1], backtested_reach=backtested_reach)
         out.append(ex)
         ident = identify(fit)
         ex.status, ex.status_reason = ident.status, ident.reason
@@ -221,6 +229,12 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
         ex.reachable = math.isfinite(solved["x"])
         ex.share_reachable = solved["share_reachable"]
         if not ex.reachable:
+            continue
+        where = reach(solved["x"] / ex.largest_run_flops, "the largest fitted run's compute",
+                      backtested=backtested_reach)
+        ex.reach = where.label
+        if where.refused:  # a number this far out is not a prediction: the reason instead
+            ex.status, ex.status_reason = BEYOND_REACH, f"the target's compute lies {where.label}"
             continue
         ex.conversion = conversion
         for i, c in enumerate((solved["x"], solved["low"], solved["high"])):

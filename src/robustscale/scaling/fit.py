@@ -18,6 +18,7 @@ from ..schema import finite_float as _num
 from ._threads import single_threaded_blas
 from .bootstrap import bootstrap_fit
 from .frontier import frontier_mask
+from .identified import check_seed_sd, identify
 from .io import require_columns, resolve_columns
 from .laws import ACC_MAX, Law, PowerLaw, Prepared, get_law
 
@@ -37,7 +38,7 @@ def group_label(group: dict[str, Any] | None) -> str:
     return ", ".join(f"{k}={v}" for k, v in group.items())
 
 
-def _quantiles(values: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def percentile_interval(values: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
     q = (1 - level) / 2
     return (np.quantile(values, q, axis=axis, method="lower"),
             np.quantile(values, 1 - q, axis=axis, method="higher"))
@@ -112,6 +113,25 @@ class FitResult:
     def has_bootstrap(self) -> bool:
         return self._theta_boot is not None and self.n_bootstrap - self.n_bootstrap_failed > 0
 
+    @property
+    def law_form(self) -> Law | None:
+        """The law object (its parameter names, bounds and solver); None for a fit built without one."""
+        return self._law
+
+    @property
+    def prepared(self) -> Prepared | None:
+        """The scaled data the law was fitted on."""
+        return self._prep
+
+    @property
+    def theta(self) -> np.ndarray | None:
+        """The point fit's internal parameters (the law's ``param_names`` order, internal units)."""
+        return self._theta
+
+    def bootstrap_draws(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """Internal parameters (and extras) of the resamples that fitted."""
+        return self._boot()
+
     def _require(self) -> None:
         if not self.converged:
             raise FitNotConverged(f"the {self.law} fit for {self.label} did not converge: {self.message}")
@@ -135,7 +155,7 @@ class FitResult:
             raise UserError("prediction intervals need a bootstrap; fit with bootstrap > 0")
         theta, extra = self._boot()
         Y = self._law.predict(theta, x, self._prep, extra)
-        return _quantiles(Y, level or self.level)
+        return percentile_interval(Y, level or self.level)
 
     def solve_for(self, target: float) -> float:
         """x (compute for chinchilla) at which the law reaches ``target`` y; ``inf`` if it never does."""
@@ -157,7 +177,7 @@ class FitResult:
         if self.has_bootstrap:
             theta, extra = self._boot()
             xs = self._law.solve(theta, float(target), self._prep, extra)
-            lo, hi = _quantiles(xs, level or self.level)
+            lo, hi = percentile_interval(xs, level or self.level)
             out.update(low=float(lo), high=float(hi), share_reachable=float(np.mean(np.isfinite(xs))))
         return out
 
@@ -178,17 +198,18 @@ class FitResult:
 
     # ------------------------------------------------------------------ export
     def to_dict(self) -> dict[str, Any]:
-        from .identified import identify
-
         ident = identify(self)
+        shown = self.converged and ident.shows_parameters
         return {
             "status": ident.status, "status_reason": ident.reason or None,
             "law": self.law, "formula": self.formula, "x": self.x if isinstance(self.x, str) else list(self.x),
             "y": self.y, "group": {k: (v.item() if hasattr(v, "item") else v) for k, v in self.group.items()},
             "label": self.label, "n": self.n, "n_excluded": self.n_excluded, "frontier": self.frontier,
             "converged": self.converged, "message": self.message,
-            "params": {k: _num(v) for k, v in self.params.items()} if self.converged else {},
-            "ci": {k: [_num(lo), _num(hi)] for k, (lo, hi) in self.ci.items()} if self.converged else {},
+            # the rulebook (identified) decides: a law it rejects carries its status and reason, not its numbers
+            "params": {k: _num(v) for k, v in self.params.items()} if shown else {},
+            "ci": {k: [_num(lo), _num(hi)] for k, (lo, hi) in self.ci.items()} if shown else {},
+            # goodness of fit of the point fit (descriptive, comparable across laws): kept whatever the status
             "level": self.level, "r2": _num(self.r2), "r2_log": _num(self.r2_log), "aic": _num(self.aic),
             "n_bootstrap": self.n_bootstrap, "n_bootstrap_failed": self.n_bootstrap_failed,
             "x_range": [_num(self.x_range[0]), _num(self.x_range[1])],
@@ -197,7 +218,7 @@ class FitResult:
 
 
 # ---------------------------------------------------------------------- fitting
-def _numeric(df, col: str) -> np.ndarray:
+def numeric_column(df, col: str) -> np.ndarray:
     import pandas as pd
 
     values = pd.to_numeric(df[col], errors="coerce")
@@ -237,8 +258,6 @@ def fit_law(df, law: str | Law = "power", x: str | Sequence[str] | None = None, 
     points for the law's parameters, a single distinct x, all-NaN y.
     A fit that does not converge is returned with ``converged=False`` and a ``message``.
     """
-    from .identified import check_seed_sd
-
     seed_sd = check_seed_sd(seed_sd)
     with single_threaded_blas():
         result = _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_jobs, progress, group)
@@ -255,8 +274,8 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
     if frontier and law.n_inputs != 1:
         raise UserError(f"--frontier needs a law of one input (power or saturating), not {law.name}")
     require_columns(df, needed)
-    X = np.column_stack([_numeric(df, c) for c in xcols])
-    Y = _numeric(df, y)
+    X = np.column_stack([numeric_column(df, c) for c in xcols])
+    Y = numeric_column(df, y)
     if np.isnan(Y).all():
         raise UserError(f"all {len(Y)} values of {y}{where} are missing (NaN); nothing to fit")
     keep = np.isfinite(Y) & np.all(np.isfinite(X), axis=1)
@@ -286,7 +305,7 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
     Xk, Yk = X[idx], Y[idx]
     aux = {}
     if law.name == "chinchilla":
-        flops = _numeric(df, "train_flops")[idx]
+        flops = numeric_column(df, "train_flops")[idx]
         if not np.all(np.isfinite(flops) & (flops > 0)):
             raise UserError(f"law chinchilla needs positive train_flops for every run{where} "
                             f"(to measure k = FLOPs / (N D))")
@@ -342,7 +361,7 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
                 values = np.asarray(values, float)
                 values = values[~np.isnan(values)]
                 if values.size:
-                    lo, hi = _quantiles(values, level)
+                    lo, hi = percentile_interval(values, level)
                     result.ci[name] = (float(lo), float(hi))
     return result
 
@@ -366,7 +385,7 @@ def _point_examples(df, y: str, rows: np.ndarray) -> np.ndarray | None:
     col = n_examples_column(y, df.columns)
     if col is None:
         return None
-    n = _numeric(df, col)[rows]
+    n = numeric_column(df, col)[rows]
     return n if n.size and np.all(np.isfinite(n) & (n > 0)) else None
 
 
@@ -484,7 +503,7 @@ def compare_exponents(fit_a: FitResult, fit_b: FitResult, name: str | None = Non
     k = min(da.size, db.size)
     diff = da[:k] - db[:k]
     diff = diff[np.isfinite(diff)]
-    lo, hi = _quantiles(diff, level) if diff.size else (np.nan, np.nan)
+    lo, hi = percentile_interval(diff, level) if diff.size else (np.nan, np.nan)
     p = 2 * min(np.mean(diff <= 0), np.mean(diff >= 0)) if diff.size else float("nan")
     return ExponentComparison(a=fit_a.label, b=fit_b.label, name=name, a_value=fit_a.params[name],
                               b_value=fit_b.params[name], diff=fit_a.params[name] - fit_b.params[name],
@@ -495,8 +514,6 @@ def compare_exponents(fit_a: FitResult, fit_b: FitResult, name: str | None = Non
 def pairwise_comparisons(fits: Sequence[FitResult]) -> list[ExponentComparison]:
     """Comparisons of every pair of bootstrapped fits whose groups differ in exactly one column; fits the data do not
     identify (``identified.identify``) are left out, so their exponents never enter a difference."""
-    from .identified import identify
-
     out = []
     ok = [f for f in fits if f.converged and f.has_bootstrap and identify(f).shows_parameters]
     for i, fa in enumerate(ok):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from .identified import LACK_OF_FIT, identify
+
 # Units by exact column name, then by suffix.
 _UNITS = {"train_flops": "FLOPs", "eval_flops": "FLOPs", "train_flops_per_image": "FLOPs/image",
           "model_parameters": "parameters", "train_images_seen": "images", "train_images": "images",
@@ -101,7 +103,6 @@ def fits_table(fits) -> tuple[list[str], list[list[str]]]:
     law = fits[0].law
     cols = LAW_COLUMNS[law]
     headers = ["group", "n"] + [h for _, h in cols] + ["R2", "AIC", "note"]
-    from .identified import LACK_OF_FIT, identify
 
     rows = []
     for f in fits:

@@ -42,6 +42,27 @@ What each status lets a table print (``fit``, ``extrapolate``, ``report``, the p
   read off it is not a prediction (the study, which picks one law per family, passes over such laws);
 - ``not identified`` / ``did not converge``: the status and its reasons, no numbers. A fit without a
   bootstrap whose only reason is the missing bootstrap prints its point values, marked unchecked.
+
+Two more rules close the gaps the commands used to leave open:
+
+- an *exponent whose interval contains 0* (a power law in accuracy whose bootstrap exponent straddles 0)
+  is not identified: the runs show no trend in compute, so no target can be read off it;
+- the joint law of ``plan`` (:func:`identify_optimum`) identifies a compute-optimal allocation only when
+  both model size and samples seen follow a power law (3 or more distinct values each, exponents off
+  their bounds) and none of its parameters, E included, sits at a bound: along an axis held at its
+  observed levels, the budget alone fixes the other input, which is an answer by construction (a
+  zero-width interval), not an optimum. ``plan --conditional`` prints that answer, labelled as such.
+
+**One extrapolation scale** (:func:`reach`), the same in every command: the factor by which a target's
+compute exceeds the largest fitted run's (and for the planner, by which N* and D* leave the runs' ranges).
+
+- factor <= 1: ``within the runs``;
+- 1 < factor <= :data:`MAX_EXTRAPOLATION`: ``extrapolation <f>x``, and where a back-test of the source
+  exists (``robustscale backtest``), whether the factor lies within the reach over which its prediction
+  intervals held;
+- beyond :data:`MAX_EXTRAPOLATION`: refused (status :data:`BEYOND_REACH`): the reason is printed, never the
+  number. 10x: a law fitted over a decade or two of compute says little a decade further out, and the
+  back-tests in docs/backtests.md measured coverage only over smaller reaches.
 """
 from __future__ import annotations
 
@@ -51,12 +72,15 @@ from typing import Any
 
 import numpy as np
 
-from .fit import _num
+from ..errors import UserError
+from ..schema import finite_float
 
 OK = "ok"
 NOT_IDENTIFIED = "not identified"
 NOT_CONVERGED = "did not converge"
 LACK_OF_FIT = "lack of fit"
+BEYOND_REACH = "beyond reach"  # a target or optimum further out than MAX_EXTRAPOLATION: refused
+MAX_EXTRAPOLATION = 10.0  # the one refusal limit (factor beyond the largest run; see the module docstring)
 LACK_OF_FIT_P = 1e-3  # chi-square p-value under the runs' noise below which a law is rejected
 SEED_SD_POINTS = 1.0  # assumed seed-to-seed SD of one run's accuracy (percentage points), beside the binomial
 MIN_REPLICATE_DOF = 3  # seeds of one configuration with this many dof measure the seed SD instead
@@ -104,17 +128,18 @@ def identify(fit) -> Identification:
     """Apply the rules of the module docstring to ``fit`` (a FitResult)."""
     if not fit.converged:
         return Identification(NOT_CONVERGED, [fit.message])
-    law = fit._law
+    law = fit.law_form
     p = law.n_params
     reasons = []
     if fit.n < min_runs(p):
         reasons.append(f"{fit.n} runs for {p} parameters: the {fit.law} law needs at least {min_runs(p)} "
                        f"(more than parameters + {EXTRA_RUNS})")
-    reasons += _at_bounds(fit)
+    reasons += _at_bounds(law, fit.prepared, fit.theta)
     if not fit.has_bootstrap:
         reasons.append(NO_BOOTSTRAP)
     else:
-        reasons += _degenerate_bootstrap(fit)
+        reasons += _degenerate_bootstrap(law, fit.prepared, fit.theta, fit.bootstrap_draws()[0], fit.level)
+        reasons += _exponent_spans_zero(fit.exponent_name, fit.ci)
     if reasons:
         return Identification(NOT_IDENTIFIED, reasons)
     rejected = lack_of_fit(fit)
@@ -123,8 +148,6 @@ def identify(fit) -> Identification:
 
 def check_seed_sd(value, what: str = "seed SD", where: str = "") -> float | None:
     """``value`` as a seed SD in points (None stays None); UserError naming ``what`` unless finite and >= 0."""
-    from ..errors import UserError
-
     if value is None:
         return None
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0
@@ -173,7 +196,7 @@ def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None =
     """The reason the runs reject ``fit`` (see the module docstring), or None (also when n is unknown).
     ``seed_sd``: see :func:`seed_sd_of`."""
     n = fit.n_examples
-    dof = fit.n - fit._law.n_params
+    dof = fit.n - fit.law_form.n_params
     if n is None or dof < 1 or len(n) != len(fit.residuals):
         return None
     from scipy.stats import chi2
@@ -192,8 +215,7 @@ def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None =
             f"and a seed SD of {seed_sd:.2g}, {source}; chi2 {stat:.3g} on {dof} dof, {p_text})")
 
 
-def _bounds(fit) -> tuple[np.ndarray, np.ndarray] | None:
-    law, prep = fit._law, fit._prep
+def _bounds(law, prep) -> tuple[np.ndarray, np.ndarray] | None:
     if not hasattr(law, "lower") or prep is None:
         return None  # closed-form laws (power) have no bounds
     return np.asarray(law.lower(prep), float), np.asarray(law.upper(prep), float)
@@ -203,38 +225,42 @@ def _near(a, b) -> np.ndarray:
     return np.abs(np.asarray(a, float) - np.asarray(b, float)) <= BOUND_TOL * np.maximum(1.0, np.abs(b))
 
 
-def _at_bounds(fit) -> list[str]:
-    bounds = _bounds(fit)
-    if bounds is None or fit._theta is None:
+def _at_bounds(law, prep, theta) -> list[str]:
+    """A parameter of the point fit ``theta`` (internal units) on one of ``law``'s bounds."""
+    bounds = _bounds(law, prep)
+    if bounds is None or theta is None:
         return []
     lo, hi = bounds
     out = []
-    for i, name in enumerate(fit._law.param_names):
-        if _near(fit._theta[i], lo[i]):
+    for i, name in enumerate(law.param_names):
+        if _near(theta[i], lo[i]):
             out.append(f"{name} at its lower bound{_meaning(name, 'low')}")
-        elif _near(fit._theta[i], hi[i]):
+        elif _near(theta[i], hi[i]):
             out.append(f"{name} at its upper bound{_meaning(name, 'high')}")
     return out
 
 
 def _meaning(name: str, side: str) -> str:
-    if name == "E" and side == "low":
+    if name.startswith("E") and side == "low":
         return " (no error floor in the data: the asymptote is not identified)"
-    if name in ("alpha", "beta"):
-        return " (the error does not follow a power of compute here)"
+    if name in ("alpha", "beta", "gamma"):
+        return " (the error does not follow a power of this input here)"
+    if side == "high":
+        return " (the coefficient runs off: the data do not pin the term down)"
     return ""
 
 
-def _degenerate_bootstrap(fit) -> list[str]:
+def _degenerate_bootstrap(law, prep, theta, draws, level: float) -> list[str]:
+    """Zero-width or one-sided-at-a-bound intervals of the bootstrap ``draws (B, p)`` (internal units)."""
     out = []
-    theta, _ = fit._boot()
-    level = fit.level
+    if draws is None or not len(draws):
+        return out
     q = (1 - level) / 2
-    t_lo = np.quantile(theta, q, axis=0, method="lower")
-    t_hi = np.quantile(theta, 1 - q, axis=0, method="higher")
-    bounds = _bounds(fit)
-    for i, name in enumerate(fit._law.param_names):
-        point = float(fit._theta[i])
+    t_lo = np.quantile(draws, q, axis=0, method="lower")
+    t_hi = np.quantile(draws, 1 - q, axis=0, method="higher")
+    bounds = _bounds(law, prep)
+    for i, name in enumerate(law.param_names):
+        point = float(theta[i])
         if t_hi[i] - t_lo[i] <= max(ZERO_WIDTH_REL * abs(point), 1e-12):
             # (no values: the reason is printed where the law's numbers are withheld)
             out.append(f"zero-width bootstrap interval of {name}: every resample gives the same law")
@@ -248,6 +274,72 @@ def _degenerate_bootstrap(fit) -> list[str]:
     return out
 
 
+def _exponent_spans_zero(name: str, ci: dict) -> list[str]:
+    lo_hi = ci.get(name)
+    if lo_hi is None:
+        return []
+    lo, hi = lo_hi
+    if lo <= 0 <= hi:
+        return [f"the interval of the exponent {name} contains 0: the runs show no trend in compute"]
+    return []
+
+
+def identify_optimum(fit) -> Identification:
+    """May ``plan`` print the compute-optimal allocation of ``fit`` (a ``joint.JointFit``)? The rules of the module
+    docstring: converged; N and D both on a power law; enough runs; no parameter (E included) at a bound in the
+    point fit or one-sided at a bound in the bootstrap; a bootstrap."""
+    if not fit.converged or fit.law_form is None:
+        return Identification(NOT_CONVERGED if not fit.converged else NOT_IDENTIFIED, [fit.message])
+    reasons = []
+    off_law = [f"{sym} ({why})" for sym, why in fit.axes_off_law().items()]
+    if off_law:
+        reasons.append("no optimum along " + "; ".join(off_law))
+    law = fit.law_form
+    if fit.n < min_runs(law.n_params):
+        reasons.append(f"{fit.n} runs for {law.n_params} parameters: the joint law needs at least "
+                       f"{min_runs(law.n_params)} (more than parameters + {EXTRA_RUNS})")
+    reasons += _at_bounds(law, fit.prepared, fit.theta)
+    draws = fit.thetas(bootstrap=True)
+    if not fit.n_bootstrap or not len(draws):
+        reasons.append(NO_BOOTSTRAP)
+    else:
+        reasons += _degenerate_bootstrap(law, fit.prepared, fit.theta, draws, fit.level)
+    return Identification(NOT_IDENTIFIED, reasons) if reasons else Identification(OK)
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a target or an optimum lies on the extrapolation scale (see the module docstring)."""
+
+    factor: float  # beyond the largest run (1 or less: within the runs)
+    refused: bool
+    label: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"factor": None if self.refused else finite_float(self.factor), "refused": self.refused,
+                "label": self.label}
+
+
+def reach(factor: float, what: str = "the largest run's compute", backtested: float | None = None,
+          limit: float = MAX_EXTRAPOLATION) -> Reach:
+    """Label ``factor`` (a target's compute / the largest fitted run's, or an input's factor outside the runs'
+    range) on the one extrapolation scale; ``backtested``: the compute factor over which the source's back-test
+    coverage held (None: no back-test). Beyond ``limit`` it is refused and the label names no number."""
+    f = float(factor)
+    if not math.isfinite(f) or f > limit:
+        return Reach(f, True, f"beyond the refusal limit of {limit:g}x {what}")
+    if f <= 1:
+        return Reach(f, False, "within the runs")
+    label = f"extrapolation {f:.3g}x {what}"
+    if backtested is None:
+        label += ", not back-tested"
+    elif f <= backtested:
+        label += f", within the back-tested reach ({backtested:.3g}x)"
+    else:
+        label += f", beyond the back-tested reach ({backtested:.3g}x)"
+    return Reach(f, False, label)
+
+
 def asymptote(fit) -> dict[str, Any]:
     """``{"value", "ci"}`` of the fit's asymptotic y (percent) for error laws; ``value`` None (unbounded) otherwise."""
     if fit.converged and fit.law == "error-power":  # its asymptote is the law's assumption, not a fit
@@ -255,9 +347,10 @@ def asymptote(fit) -> dict[str, Any]:
     if not fit.converged or "y_max" not in fit.params:
         return {"value": None, "ci": None}
     ci = fit.ci.get("y_max")
-    return {"value": _num(fit.params["y_max"]), "ci": [_num(ci[0]), _num(ci[1])] if ci else None}
+    return {"value": finite_float(fit.params["y_max"]), "ci": [finite_float(ci[0]), finite_float(ci[1])] if ci else None}
 
 
-__all__ = ["Identification", "identify", "lack_of_fit", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED",
+__all__ = ["Identification", "identify", "identify_optimum", "Reach", "reach", "MAX_EXTRAPOLATION", "BEYOND_REACH",
+           "lack_of_fit", "asymptote", "min_runs", "OK", "NOT_IDENTIFIED",
            "NOT_CONVERGED", "LACK_OF_FIT", "LACK_OF_FIT_P", "SEED_SD_POINTS", "MIN_REPLICATE_DOF", "EXTRA_RUNS",
            "NO_BOOTSTRAP", "check_seed_sd", "seed_sd_of"]

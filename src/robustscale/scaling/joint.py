@@ -5,7 +5,7 @@ compute-optimal allocation it implies::
 
 Fitted the way the field does it (Hoffmann et al. 2022, approach 3; Bartoldson et al. 2024):
 Huber loss (delta 1e-3) on log error in the LSE parametrisation, L-BFGS-B from the best points of
-a grid of starts, polished by the batch solver (the machinery of :class:`laws._HuberLaw`), with
+a grid of starts, polished by the batch solver (the machinery of :class:`laws.HuberLaw`), with
 case-resampling bootstrap intervals on every parameter and on everything derived from them.
 
 Identification (an exponent the data cannot pin down is reported with its reason, never as a number):
@@ -13,7 +13,7 @@ Identification (an exponent the data cannot pin down is reported with its reason
 - A term ``c x^-p`` next to the shared E needs at least 3 distinct values of x: with 2, only the
   difference between them is seen and every p fits equally well (with a matching c and E). Such
   an input enters as *levels* (one E per observed value); an input with one value is held fixed.
-- An exponent that hits 0 or its bound (:meth:`laws._HuberLaw.check`: the error does not
+- An exponent that hits 0 or its bound (:meth:`laws.HuberLaw.check`: the error does not
   decrease with the input, or a step rather than a law) is not identified either; the input is
   refitted as levels.
 - The allocation exponents ``a`` (N_opt ~ C^a) = beta/(alpha+beta) and ``b`` (D_opt ~ C^b) =
@@ -40,12 +40,13 @@ import numpy as np
 
 from ..errors import UserError
 from ..schema import COLLAPSE_THRESHOLD_ACC
+from ..schema import finite_float as _num
 from ._threads import single_threaded_blas
 from .bootstrap import bootstrap_fit
-from .fit import DEFAULT_Y, _num, _numeric, _quantiles, group_label
+from .fit import DEFAULT_Y, group_label, numeric_column, percentile_interval
 from .format import fmt
 from .io import require_columns, resolve_columns
-from .laws import ACC_MAX, EXPONENT_MAX, LOG_COEF_BOUND, Prepared, _HuberLaw, _lse_terms
+from .laws import ACC_MAX, EXPONENT_MAX, LOG_COEF_BOUND, Prepared, HuberLaw, lse_terms
 
 N_COL, D_COL, K_COL = "model_parameters", "train_images_seen", "attack_steps"
 JOINT_INPUTS = (N_COL, D_COL, K_COL)
@@ -72,7 +73,7 @@ class ComputeCoefficients:
             np.asarray(N, float) * np.asarray(D, float)
 
 
-class JointLaw(_HuberLaw):
+class JointLaw(HuberLaw):
     """The joint law over the inputs that follow a power law (``powers``), with E per level."""
 
     name = "joint"
@@ -93,12 +94,12 @@ class JointLaw(_HuberLaw):
 
     def exponent_problems(self, theta: np.ndarray) -> dict[str, str]:
         """Input -> reason, for each exponent of ``theta (p,)`` that the shared rule
-        (:meth:`_HuberLaw.check`: exponent at 0 or at its bound) rejects; ``check`` reports only the first."""
+        (:meth:`HuberLaw.check`: exponent at 0 or at its bound) rejects; ``check`` reports only the first."""
         out = {}
         for (i, _), col in zip(self._exponent_slots(), self.powers):
             probe = np.ones_like(theta)
             probe[i] = theta[i]  # only this exponent can fail
-            ok, why = _HuberLaw.check(self, probe)
+            ok, why = HuberLaw.check(self, probe)
             if not ok:
                 out[col] = why
         return out
@@ -124,7 +125,7 @@ class JointLaw(_HuberLaw):
         eidx = 2 * P + self.level_of
         T = np.stack([theta[:, 2 * p:2 * p + 1] - theta[:, 2 * p + 1:2 * p + 2] * Z[None, :, p] for p in range(P)]
                      + [theta[:, eidx]], axis=-1)
-        lp, S = _lse_terms(T)
+        lp, S = lse_terms(T)
         J = np.zeros((theta.shape[0], m, self.n_params))
         for p in range(P):
             J[..., 2 * p] = S[..., p]
@@ -200,6 +201,33 @@ class JointFit:
     def usable(self) -> bool:
         """Converged with at least one input on a power law: predictions can be made."""
         return self.converged and self._law is not None
+
+    @property
+    def law_form(self) -> JointLaw | None:
+        """The law over the inputs on a power law (None when the fit has none)."""
+        return self._law
+
+    @property
+    def prepared(self) -> Prepared | None:
+        return self._prep
+
+    @property
+    def theta(self) -> np.ndarray | None:
+        """The point fit's internal parameters (``law_form.param_names`` order)."""
+        return self._theta
+
+    def axes_off_law(self) -> dict[str, str]:
+        """Model size and samples seen where they do not follow a power law: symbol -> why (an optimum along them
+        is not identified, see ``identified.identify_optimum``)."""
+        out = {}
+        for col in (N_COL, D_COL):
+            if self.roles[col] is Role.POWER:
+                continue
+            sym, _, expo = TERMS[col]
+            why = self.not_identified.get(expo) or (f"a single value ({fmt(self.values[col][0])}) in the runs"
+                                                    if self.roles[col] is Role.FIXED else "held at observed levels")
+            out[sym] = why
+        return out
 
     def range(self, col: str) -> tuple[float, float]:
         return float(min(self.values[col])), float(max(self.values[col]))
@@ -350,7 +378,7 @@ def interval(values: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
         col = values[:, j]
         ok = np.isfinite(col)
         if col.size and ok.mean() >= 1 - (1 - level) / 2 and ok.any():
-            lo[j], hi[j] = _quantiles(col[ok], level)
+            lo[j], hi[j] = percentile_interval(col[ok], level)
     return lo, hi
 
 
@@ -424,8 +452,8 @@ def _fit_joint(df, y, levels, bootstrap, seed, exclude_below, level, n_jobs, pro
     unknown = forced - set(JOINT_INPUTS)
     if unknown:
         raise UserError(f"unknown input(s) {', '.join(sorted(unknown))} for levels; valid: {', '.join(JOINT_INPUTS)}")
-    Xall = {c: _numeric(df, c) for c in JOINT_INPUTS}
-    Y = _numeric(df, y)
+    Xall = {c: numeric_column(df, c) for c in JOINT_INPUTS}
+    Y = numeric_column(df, y)
     keep = np.isfinite(Y) & np.all([np.isfinite(v) for v in Xall.values()], axis=0)
     n_excluded = 0
     if exclude_below is not None:
@@ -505,7 +533,7 @@ def _bootstrap(fit: JointFit, n: int, seed: int, n_jobs, progress) -> None:
         vals = np.asarray(vals, float)
         vals = vals[np.isfinite(vals)]
         if vals.size:
-            lo, hi = _quantiles(vals, fit.level)
+            lo, hi = percentile_interval(vals, fit.level)
             fit.ci[name] = (float(lo), float(hi))
     for i, name in law._exponent_slots():
         fit.share_at_bound[name] = float(np.mean((ok[:, i] <= 1e-6) | (ok[:, i] >= EXPONENT_MAX - 1e-6))) \

@@ -194,7 +194,7 @@ class ErrorPowerLaw(PowerLaw):
 
 
 # ---------------------------------------------------------------------- Huber/LSE laws
-class _HuberLaw(Law):
+class HuberLaw(Law):
     """Laws fitted Chinchilla-style: Huber on log residuals, LSE parametrisation."""
 
     error_law = True
@@ -285,7 +285,7 @@ class _HuberLaw(Law):
         return ACC_MAX - np.exp(theta[:, -1])
 
 
-def _lse_terms(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def lse_terms(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``log sum exp`` over the last axis of ``T (B, m, t)`` and the softmax weights."""
     mx = T.max(axis=-1, keepdims=True)
     e = np.exp(T - mx)
@@ -293,7 +293,7 @@ def _lse_terms(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (mx + np.log(s))[..., 0], e / s
 
 
-class SaturatingLaw(_HuberLaw):
+class SaturatingLaw(HuberLaw):
     name = "saturating"
     formula = "100 - y = E + A * x^(-alpha)"
     param_names = ("A", "alpha", "E")  # internal theta = (log A_scaled, alpha, log E)
@@ -343,7 +343,7 @@ class SaturatingLaw(_HuberLaw):
         return np.where((gap > 0) & (alpha > 0), x, np.inf)
 
 
-class ChinchillaLaw(_HuberLaw):
+class ChinchillaLaw(HuberLaw):
     name = "chinchilla"
     formula = "100 - y = E + A / N^alpha + B / D^beta"
     param_names = ("A", "alpha", "B", "beta", "E")  # theta = (log A_s, alpha, log B_s, beta, log E)
@@ -369,7 +369,7 @@ class ChinchillaLaw(_HuberLaw):
         zn, zd = Z[None, :, 0], Z[None, :, 1]
         a, alpha, b, beta, e = (theta[:, i:i + 1] for i in range(5))
         T = np.stack([a - alpha * zn, b - beta * zd, np.broadcast_to(e, (theta.shape[0], Z.shape[0]))], axis=-1)
-        lp, S = _lse_terms(T)
+        lp, S = lse_terms(T)
         J = np.stack([S[..., 0], -S[..., 0] * zn, S[..., 1], -S[..., 1] * zd, S[..., 2]], axis=-1)
         return lp, J
 

@@ -2,7 +2,8 @@
 
 Only identified laws (:func:`robustscale.scaling.identified.identify`) carry numbers: their exponent,
 asymptote and compute-to-target each with its bootstrap interval, and each target with how far it
-reaches beyond the largest run (labelled an extrapolation beyond ``EXTRAPOLATION_FACTOR``). The others
+reaches beyond the largest run (``identified.reach``: every target beyond it is labelled an extrapolation,
+and one beyond the refusal limit is refused with its reason and no number). The others
 are listed with the reason. ``fit_records`` is study.json's ``fits``; ``format_study_table`` prints them.
 """
 from __future__ import annotations
@@ -11,22 +12,56 @@ import math
 from typing import Any, Sequence
 
 from ..errors import UserError
+from ..scaling.backtest import backtest
 from ..scaling.extrapolate import EXTRAPOLATION_FACTOR
-from ..scaling.fit import _num
+from ..schema import COLLAPSE_THRESHOLD_ACC
+from ..schema import finite_float as _num
 from ..scaling.format import p_text
-from ..scaling.identified import NOT_IDENTIFIED, OK, asymptote, identify
+from ..scaling.identified import BEYOND_REACH, NOT_IDENTIFIED, OK, asymptote, identify
 
 TARGET_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_high")
 
 
-def fit_study(df, opts, spec=None):
+def study_backtests(df, opts) -> dict[str, dict[str, Any]]:
+    """The study's own back-test (``scaling.backtest``, split by compute: fit the cheapest two thirds of each
+    family, predict the rest): ``{law: {family: Backtest | reason}}``, a reason where the split leaves too few runs."""
+    out: dict[str, dict[str, Any]] = {}
+    for law in opts.laws:
+        out[law] = {}
+        for i, fam in enumerate(opts.fits):
+            sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
+            exclude = opts.exclude_below
+            if exclude is None and fam.y.endswith("robust_acc"):
+                exclude = COLLAPSE_THRESHOLD_ACC
+            try:
+                (bt,) = backtest(sub, "compute", laws=[law], x=opts.x, y=fam.y, bootstrap=opts.bootstrap,
+                                 seed=opts.seed + 200 + i, exclude_below=exclude, seed_sd=opts.seed_sd)
+                bt.group = {"family": fam.label}
+                out[law][fam.name] = bt
+            except UserError as exc:
+                out[law][fam.name] = str(exc)
+    return out
+
+
+def backtest_records(backtests: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """study.json's ``backtests``: one record per law and family (``status``/``reason`` where none ran)."""
+    out = []
+    for law, fams in backtests.items():
+        for name, bt in fams.items():
+            out.append({"law": law, "family": name, **(bt.to_dict() if not isinstance(bt, str) else
+                                                       {"status": "not back-tested", "reason": bt})})
+    return out
+
+
+def fit_study(df, opts, spec=None, backtests: dict[str, dict[str, Any]] | None = None):
     """Fit every family under every law; compare exponents of identified laws; extrapolate identified ones.
 
     Returns ``(fits, comparisons, extrapolations)``: ``fits[law][family]`` is a FitResult or the
     UserError that prevented the fit; ``extrapolations[law][target]`` lists Extrapolation objects.
+    ``backtests`` (:func:`study_backtests`): each target's label says whether it lies within the reach over
+    which the family's back-test held.
     """
     from ..scaling import compare_exponents, extrapolate, fit_law
-    from ..schema import COLLAPSE_THRESHOLD_ACC
 
     fits: dict[str, dict[str, Any]] = {}
     comparisons: dict[str, Any] = {}
@@ -50,19 +85,28 @@ def fit_study(df, opts, spec=None):
         comparisons[law] = None
         if opts.compare and all(n in identified for n in opts.compare):
             comparisons[law] = compare_exponents(*(identified[n] for n in opts.compare), name=None)
-        good = list(identified.values())
-        extrapolations[law] = {t: (extrapolate(good, t, df, device_type=device_type, price_preset=preset)
-                                   if good else []) for t in opts.targets}
+        reaches = {name: _reach_of((backtests or {}).get(law, {}).get(name)) for name in identified}
+        extrapolations[law] = {t: [extrapolate(f, t, df, device_type=device_type, price_preset=preset,
+                                               backtested_reach=reaches[name])[0] for name, f in identified.items()]
+                               for t in opts.targets}
     return fits, comparisons, extrapolations
 
 
+def _reach_of(bt) -> float | None:
+    return bt.reach() if bt is not None and not isinstance(bt, str) and bt.status == OK else None
+
+
 def _target_record(ex) -> dict[str, Any]:
-    rec: dict[str, Any] = {"target": ex.target, "reachable": bool(ex.reachable),
+    """A target's record: ``status`` (``ok``, or the rulebook's ``beyond reach`` with its ``reason``), ``reachable``,
+    and for a solved, reachable target the compute with its interval, factor and ``reach`` label."""
+    refused = ex.status == BEYOND_REACH
+    rec: dict[str, Any] = {"target": ex.target, "status": ex.status, "reason": ex.status_reason or None,
+                           "reachable": bool(ex.reachable and not refused),
                            "share_reachable": _num(ex.share_reachable)}
-    if ex.reachable:
+    if ex.solved and ex.reachable:
         point, lo, hi = ex.values["compute_flops"]
         rec.update(compute_flops=_num(point), compute_flops_ci=[_num(lo), _num(hi) if hi != math.inf else "inf"],
-                   factor_vs_largest_run=_num(ex.factor), extrapolation=bool(ex.is_extrapolation))
+                   factor_vs_largest_run=_num(ex.factor), extrapolation=bool(ex.is_extrapolation), reach=ex.reach)
         for q in TARGET_QUANTITIES[1:]:
             if q in ex.values:
                 rec[q] = _num(ex.values[q][0])
@@ -161,6 +205,9 @@ def format_study_table(records: Sequence[dict[str, Any]], comparisons: Sequence[
             cells = head if i == 0 else [""] * len(head)
             if t is None:
                 body.append(cells + ["-", "-", "-"])
+            elif t.get("status") == BEYOND_REACH:
+                free[len(body)] = f"refused: {t.get('reason')}"
+                body.append(cells + [f"{t['target']:g}%", "", ""])
             elif not t["reachable"]:
                 share = t.get("share_reachable")
                 free[len(body)] = f"not reachable" + (f" ({100 * share:.0f}% of resampled laws reach it)"
@@ -168,6 +215,7 @@ def format_study_table(records: Sequence[dict[str, Any]], comparisons: Sequence[
                 body.append(cells + [f"{t['target']:g}%", "", ""])
             else:
                 label = "x" + _g(t["factor_vs_largest_run"]) + (" extrapolation" if t["extrapolation"] else "")
+                label = t.get("reach") or label
                 body.append(cells + [f"{t['target']:g}%", _ci(t["compute_flops"], t["compute_flops_ci"], ".2e"),
                                      label])
     for c in comparisons:
@@ -193,5 +241,5 @@ def _render(headers: list[str], body: list[list[str]], free: dict[int, str]) -> 
     return "\n".join(out)
 
 
-__all__ = ["fit_study", "fit_records", "comparison_records", "format_study_table", "asymptote_text",
+__all__ = ["fit_study", "study_backtests", "backtest_records", "fit_records", "comparison_records", "format_study_table", "asymptote_text",
            "EXTRAPOLATION_FACTOR"]

@@ -44,7 +44,8 @@ def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
                              group_by="none", models=models, top=NEXT_TOP, epoch_images=epoch_images, bootstrap=opts.bootstrap,
                              seed=opts.seed + 100 + i, device_type=device_type,
                              exclude_below=COLLAPSE_THRESHOLD_ACC if opts.exclude_below is None else opts.exclude_below,
-                             max_extrapolation=max(NEXT_FACTORS) * 10, source=f"study {spec.name if spec else ''}")
+                             conditional=True,
+                             source=f"study {spec.name if spec else ''}")
         except UserError as exc:
             rec.update(status="not identified", reason=str(exc))
             out.append(rec)
@@ -54,9 +55,12 @@ def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
         rec["epoch_images"] = plan["compute_model"]["epoch_images"]
         for factor, b in zip(NEXT_FACTORS, plan["budgets"]):
             b["factor_vs_largest_run"] = factor
+            cond = (b.get("by_group") or [{}])[0].get("conditional")
+            if not b.get("identified") and cond:  # labelled, never the optimum (identified stays False)
+                b["conditional"] = cond
         rec["budgets"] = plan["budgets"]
         if not any(b.get("identified") for b in plan["budgets"]):
-            rec.update(status="not identified", reason=plan["budgets"][0].get("reason"))
+            rec.update(status=plan["budgets"][0].get("status", "not identified"), reason=plan["budgets"][0].get("reason"))
         out.append(rec)
     return out
 
@@ -81,8 +85,14 @@ def next_table(records) -> tuple[list[str], list[list[str]]]:
             continue
         for b in r["budgets"]:
             lead = [r["label"], fmt(b["budget_flops"]), fmt(b["factor_vs_largest_run"])]
+            if not b.get("identified") and b.get("conditional"):
+                c = b["conditional"]
+                rows.append(lead + [f"{fmt(c['model_parameters'])} ({c['label']})", ci(c["samples_seen"], None),
+                                    f"{fmt(c['epochs'])} (of {fmt(r.get('epoch_images'))})", fmt(c["attack_steps"]),
+                                    ci(c["predicted_acc"], c["predicted_acc_ci"]), "-"])
+                continue
             if not b.get("identified"):
-                rows.append(lead + [f"not identified: {b.get('reason')}", "", "", "", "", ""])
+                rows.append(lead + [f"{b.get('status', 'not identified')}: {b.get('reason')}", "", "", "", "", ""])
                 continue
             best = b["recipes"][0] if b.get("recipes") else None
             recipe = (f"{best['model']}, {best['epochs']} epochs, k = {best['attack_steps']}: "

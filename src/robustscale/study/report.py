@@ -7,6 +7,8 @@ import html as _html
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..report import Section
+from ..scaling.backtest import backtest_table
 from ..scaling.format import fmt, p_text
 from ..scaling.identified import OK
 from .fits import asymptote_text
@@ -61,13 +63,17 @@ def targets_table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[li
     for r in records:
         for t in r.get("targets") or []:
             lead = [r["law"], r["label"], fmt(t["target"])]
+            if t.get("status") == "beyond reach":
+                rows.append(lead + [f"refused: {t.get('reason')}", "-", "-", "-", "-"])
+                continue
             if not t["reachable"]:
                 share = t.get("share_reachable")
                 rows.append(lead + ["not reachable" + (f" ({100 * share:.0f}% of resampled laws reach it)"
                                                        if share is not None else ""), "-", "-", "-", "-"])
                 continue
             lo, hi = t["compute_flops_ci"]
-            factor = f"{fmt(t['factor_vs_largest_run'])}" + (" (extrapolation)" if t["extrapolation"] else "")
+            factor = t.get("reach") or (f"{fmt(t['factor_vs_largest_run'])}" + (" (extrapolation)" if t["extrapolation"]
+                                                                               else ""))
             rows.append(lead + [f"{fmt(t['compute_flops'])} [{fmt(lo)}, {fmt(hi)}]", factor, fmt(t.get("device_hours")),
                                 fmt(t.get("energy_kwh")), fmt(t.get("cloud_usd_high"))])
     return headers, rows
@@ -90,6 +96,23 @@ def _central_figure(df, opts, fits):
         families.append({"label": fam.label, "y": fam.y, "rows": df["family"] == fam.label, "fit": chosen,
                          "note": note if chosen is None else ""})
     return plot_families(df, families, x=opts.x)
+
+
+def _backtest_section(backtests):
+    """The study's own back-test: does each law predict the family's most expensive third from the rest?"""
+    done = [bt for fams in backtests.values() for bt in fams.values() if not isinstance(bt, str)]
+    skipped = [f"{law}, {name}: {bt}" for law, fams in backtests.items() for name, bt in fams.items()
+               if isinstance(bt, str)]
+    reasons = [f"{bt.label}, {bt.law}: {bt.status}: {bt.reason}" for bt in done if bt.status != OK]
+    text = ("Each law fitted on the cheapest two thirds of a family's runs and asked to predict the rest, each with "
+            "a 95% prediction interval (the law's bootstrap plus the run's binomial and seed noise); coverage is the "
+            "share of held-out runs inside their interval (with its binomial interval), reach the compute factor "
+            "beyond the largest fitted run up to which every held-out run was covered. The targets above say "
+            "whether they lie within that reach (robustscale backtest; docs/backtests.md).")
+    if reasons or skipped:
+        text += "\n\n" + "\n\n".join(reasons + skipped)
+    return Section("Back-test: predicting the most expensive runs", text=text,
+                   table=backtest_table(done) if done else None)
 
 
 def _next_section(records):
@@ -143,7 +166,7 @@ def _seed_sd_text(opts) -> str:
 
 
 def write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings,
-                       out_path: Path, next_records: Sequence[dict[str, Any]] = ()) -> Path:
+                       out_path: Path, next_records: Sequence[dict[str, Any]] = (), backtests=None) -> Path:
     """Write ``out_path`` (HTML, self-contained)."""
     from ..report import Section, write_report
     from .results import format_gap
@@ -169,6 +192,8 @@ def write_study_report(df, spec, opts, fits, comparisons, extrapolations, record
                             table=targets_table(records)))
     if gaps:
         sections.append(Section("AutoAttack vs the fits' attack", text="\n\n".join(format_gap(g) for g in gaps)))
+    if backtests:
+        sections.append(_backtest_section(backtests))
     if next_records:
         sections.append(_next_section(next_records))
     sections.append(Section("Runs", table=runs_table(df, metrics), wrap=(7,)))

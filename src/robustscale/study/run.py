@@ -239,7 +239,7 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
     """Run the sweep (what is not done), the extra evaluations, the fits, the report and study.json."""
     from ..scaling.identified import SEED_SD_POINTS
     from ..sweep import open_sweep_store, run_sweep
-    from .fits import comparison_records, fit_records, fit_study
+    from .fits import backtest_records, comparison_records, fit_records, fit_study, study_backtests
     from .next import next_runs
     from .report import write_study_report
     from .results import (autoattack_gaps, format_gap, run_records, sort_fits, sort_runs, study_frame,
@@ -257,7 +257,8 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
         raise UserError(f"no finished runs of study {spec.name} in the store {st.display_url}; see `robustscale "
                         f"sweep status {spec.path}`")
     df = family_frame(runs_df, opts)
-    fits, comparisons, extrapolations = fit_study(df, opts, spec)
+    backtests = study_backtests(df, opts)
+    fits, comparisons, extrapolations = fit_study(df, opts, spec, backtests)
     records, comps = sort_fits(fit_records(df, opts, fits, extrapolations)), comparison_records(opts, comparisons)
     warnings = study_warnings(df, opts)
     for w in warnings:
@@ -270,11 +271,13 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
     report = Path(opts.report) if opts.report else out_dir / "report.html"
     runs = sort_runs(run_records(df))
     nxt = next_runs(df, opts, spec)
-    write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings, report, nxt)
+    write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings, report, nxt,
+                       backtests)
     json_path = write_study_json(out_dir / "study.json", runs, records, {
         "study": spec.name, "laws": list(opts.laws), "targets": list(opts.targets), "bootstrap": opts.bootstrap,
         "seed": opts.seed, "seed_sd": opts.seed_sd if opts.seed_sd is not None else SEED_SD_POINTS,
-        "seed_sd_assumed": opts.seed_sd is None, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings, "next": nxt})
+        "seed_sd_assumed": opts.seed_sd is None, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings, "next": nxt,
+        "backtests": backtest_records(backtests)})
     return StudyResult(spec.name, report, json_path, len(runs_df), fits, comparisons, extrapolations, runs, records,
                        comps, gaps, warnings, time.perf_counter() - start, sweep, nxt)
 

@@ -40,8 +40,12 @@ def add_parser(subparsers) -> None:
     p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
     p.add_argument("--exclude-below", type=float, default=10.0, metavar="Y",
                    help="drop runs with y below Y (default 10: collapsed runs); counted in the output")
-    p.add_argument("--max-extrapolation", type=float, default=100.0, metavar="X",
-                   help="refuse budgets (and skip recipes) more than X times outside the runs' range (default 100)")
+    p.add_argument("--max-extrapolation", type=float, default=10.0, metavar="X",
+                   help="refuse budgets, optima and recipes more than X times outside the runs' range (default and "
+                        "maximum: the rulebook's refusal limit, 10; see docs/backtests.md)")
+    p.add_argument("--conditional", action="store_true",
+                   help="where the optimum is not identified because model size or samples seen sits on observed "
+                        "levels, also print the best split with it held there, labelled as a conditional plan")
     p.add_argument("--epoch-images", type=int, default=None, metavar="N",
                    help="images per epoch (default: the runs' train_images_seen / epochs)")
     add_flops_per_second_argument(p, "the runs' median")

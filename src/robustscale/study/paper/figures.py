@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...scaling.identified import identify
+from ...scaling.identified import MAX_EXTRAPOLATION, identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
 from .analysis import _archs_by_size
 from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, SYNTH_COLOR, SYNTH_NAMES, PaperReproduction,
@@ -32,7 +32,8 @@ def _figures(result: PaperReproduction) -> dict[str, tuple[Any, str]]:
                       "asymptote 100 − E per group, with the targets dotted (95% bootstrap intervals)."),
         "extrapolation": (_fig_extrapolation(result), "The laws carried towards the targets: all runs' Pareto "
                           "frontier (black, 95% bootstrap band) and the groups trained with generated data; the "
-                          "dashed vertical line marks the largest run."),
+                          "dashed vertical line marks the largest run; curves stop at the refusal limit (10x the largest run, "
+                          "docs/rulebook.md)."),
         "electricity_vs_flops": (plot_cost(runs, "train_flops", ["electricity_usd", "device_hours"],
                                            fits={"electricity_usd": result.electricity,
                                                  "device_hours": result.tables["device_hours_fit"]},
@@ -162,10 +163,10 @@ def _fig_extrapolation(result: PaperReproduction):
     axes = fig.subplots(1, len(LAWS), sharey=True)
     xmin = ok["train_flops"].min() / 2
     x_data = ok["train_flops"].max()
-    # Out to where the frontier's power law reaches the highest target, within 10 decades.
+    # Out to the rulebook's refusal limit (identified.MAX_EXTRAPOLATION x the largest run), no further: the
+    # tables print no target beyond it, so the figure draws no curve there either.
     front = result.group("frontier").fits["power"]
-    reach = front.solve_for(max(result.targets)) if front.converged and identify(front).ok else math.inf
-    xmax = min(max(x_data * 100, 3 * reach if math.isfinite(reach) else x_data * 1e4), x_data * 1e10)
+    xmax = x_data * MAX_EXTRAPOLATION
     xs = np.geomspace(xmin, xmax, 300)
     front_runs = runs.loc[front.fitted_index] if front.converged else ok.iloc[:0]
     top = max(result.targets) + 5
@@ -177,6 +178,8 @@ def _fig_extrapolation(result: PaperReproduction):
             g = result.group(key)
             fit = g.fits[law]
             ys = _curve(fit, xs, extrapolated=True)
+            if ys is not None:
+                ys = np.where(xs <= fit.x_range[1] * MAX_EXTRAPOLATION, ys, np.nan)
             if ys is None:
                 ax.plot([], [], color=color, label=f"{g.label}: {_missing(fit)}, not extrapolated")
                 continue
@@ -190,6 +193,8 @@ def _fig_extrapolation(result: PaperReproduction):
             ax.axhline(t, color="0.4", ls=":", lw=1)
             ax.text(xs[0] * 1.1, t + 0.3, f"{t:g}%", fontsize=8, color="0.3")
         ax.axvline(x_data, color="0.5", ls="--", lw=0.8)
+        ax.text(xs[-1] / 1.05, 31, f"refusal limit: {MAX_EXTRAPOLATION:g}x the largest run", fontsize=7, color="0.3",
+                ha="right")
         _log_x(ax)
         ax.set_xlim(xs[0], xs[-1])
         ax.set_ylim(30, top)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from ...scaling.identified import identify
+from ...scaling.identified import MAX_EXTRAPOLATION, identify
 from ...schema import finite_float
 
 DEFAULT_TARGETS = (60, 65, 70, 75)
@@ -104,6 +104,8 @@ class PaperReproduction:
                     tag = _tag(t)
                     row[f"reachable_{tag}"] = bool(ex.solved and ex.reachable)
                     row[f"share_reachable_{tag}"] = finite_float(ex.share_reachable)
+                    row[f"status_{tag}"], row[f"reason_{tag}"] = _target_status(ex)
+                    row[f"reach_{tag}"] = ex.reach or None
                     for q in SUMMARY_QUANTITIES:
                         point, low, high = ex.values.get(q, (math.nan, math.nan, math.nan))
                         row[f"{q}_{tag}"] = finite_float(point)
@@ -115,6 +117,18 @@ class PaperReproduction:
 
 SUMMARY_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_low",
                       "cloud_usd_high")
+
+
+def _target_status(ex) -> tuple[str, str | None]:
+    """A target's status (the rulebook's: ``ok``, ``not identified``, ``lack of fit``, ``did not converge``,
+    ``beyond reach``; or ``not reached``: the law's asymptote lies below it) and the reason."""
+    if not ex.solved:
+        return ex.status, ex.status_reason or ex.message or None
+    if not ex.reachable:
+        share = "" if ex.share_reachable != ex.share_reachable else \
+            f"; {100 * ex.share_reachable:.0f}% of the bootstrap laws reach it"
+        return "not reached", f"the fitted law never gets there{share}"
+    return "ok", None
 
 
 def _tag(target: float) -> str:
@@ -146,8 +160,8 @@ def _pct(v, digits: int = 1) -> str:
 def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
     """Aligned plain-text table of :meth:`PaperReproduction.summary_rows` for the terminal:
     exponent with its interval, asymptote, and the FLOPs (and electricity USD for the last target)
-    to reach each target; ``n/r (p%)`` where the law does not reach it (``p``: share of bootstrap
-    fits that do)."""
+    to reach each target; where there is no number, the target's status (see the legend printed under the
+    table)."""
     from ...scaling.format import render_table
 
     if not rows:
@@ -169,8 +183,7 @@ def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
                  _interval(r["asymptote_acc"], r["asymptote_acc_low"], r["asymptote_acc_high"])
                  if r["asymptote_acc"] is not None else "-"]
         for t in targets:
-            cells.append(_num(r[f"compute_flops_{t}"]) if r[f"reachable_{t}"] else _not_reachable_short(
-                r[f"share_reachable_{t}"]))
+            cells.append(_num(r[f"compute_flops_{t}"]) if r[f"reachable_{t}"] else _target_short(r, t))
         if targets:
             t = targets[-1]
             reach = r[f"reachable_{t}"]
@@ -178,11 +191,26 @@ def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
             cells.append(_num(r[f"electricity_usd_{t}"]) if reach else "-")
         body.append(cells)
     right = [False, False] + [True] * (len(headers) - 2)
-    return render_table(headers, body, right)
+    return render_table(headers, body, right) + "\n" + TARGET_LEGEND
 
 
-def _not_reachable_short(share) -> str:
-    return "n/r" if share is None else f"n/r ({100 * share:.0f}%)"
+# The short cells of a target without a number, and what they mean (printed under the table).
+TARGET_SHORT = {"not identified": "not ident.", "lack of fit": "lack of fit", "did not converge": "no fit",
+                "beyond reach": "refused", "not reached": "not reached"}
+TARGET_LEGEND = ("targets without a number: 'not ident.' the law is not identified and 'lack of fit' the runs "
+                 "reject it (scaling.identified; reasons in the report and --json); 'refused' its compute lies beyond "
+                 f"the refusal limit of {MAX_EXTRAPOLATION:g}x the largest fitted run; 'not reached (p%)' the law's "
+                 "asymptote lies below the target (p: share of bootstrap laws that reach it). A number beyond the "
+                 "largest run is an extrapolation (its factor is in the report).")
+
+
+def _target_short(row, t) -> str:
+    status = row.get(f"status_{t}", "not reached")
+    cell = TARGET_SHORT.get(status, status)
+    share = row.get(f"share_reachable_{t}")
+    if status == "not reached" and share is not None:
+        cell += f" ({100 * share:.0f}%)"
+    return cell
 
 
 # ---------------------------------------------------------------------- labels

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 
 from ...report import Sections
-from ...scaling.identified import identify
+from ...scaling.identified import BEYOND_REACH, MAX_EXTRAPOLATION, identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
 from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, PARTIAL_COLLAPSE_ACC, PRICE_PRESET,
                      PaperReproduction, _arch_label, _interval, _num, _pct)
@@ -185,7 +185,12 @@ def _extrapolation_section(out: Sections, result: PaperReproduction, figures: di
              f"Only laws with the status ok are solved (\"not extrapolated\" otherwise, see the fits above). "
              f"\"Not reachable\" means the fitted law never gets there (saturating asymptote below the target, or a "
              f"non-positive exponent); the share of bootstrap fits that do reach it is given. An upper bound of ∞ "
-             f"means more than {100 * (1 - _level(result)) / 2:.1f}% of the bootstrap laws never reach the target.")
+             f"means more than {100 * (1 - _level(result)) / 2:.1f}% of the bootstrap laws never reach the target. "
+             f"A target whose compute lies beyond {MAX_EXTRAPOLATION:g}x the largest fitted run is refused (the "
+             f"rulebook's refusal limit, docs/rulebook.md): a law fitted over about a decade says nothing that far out. "
+             f"How far these laws do predict was measured by back-testing them (`robustscale backtest --paper-runs`, "
+             f"docs/backtests.md): where the power law is identified on the cheaper two thirds of a group, its 95% "
+             f"prediction intervals covered every held-out run, over the 1.5-3.6x reach the splits test.")
     _add_figure(out, figures, "extrapolation")
     for law in LAWS:
         matrix, detail = _extrapolation_tables(result, law)
@@ -207,11 +212,12 @@ def _key_numbers(result: PaperReproduction) -> str:
     elif fp.converged:
         ex = front.extrapolations["power"][top]
         lo, hi = fp.ci.get("alpha", (math.nan, math.nan))
-        reach = "" if ex.solved else f"; not extrapolated ({ex.status})"
+        reach = "" if ex.solved else (f"; {top:g}% AA refused: {ex.status_reason}" if ex.status == BEYOND_REACH
+                                      else f"; not extrapolated ({ex.status})")
         if ex.solved and ex.reachable:
             v = ex.values
-            reach = (f"; it reaches {top:g}% AA at {_interval(*v['compute_flops'])} FLOPs ({_num(ex.factor)}× the "
-                     f"largest run), {_num(v['device_hours'][0] / (24 * 365.25))} GPU-years, "
+            reach = (f"; it reaches {top:g}% AA at {_interval(*v['compute_flops'])} FLOPs ({ex.reach}), "
+                     f"{_num(v['device_hours'][0] / (24 * 365.25))} GPU-years, "
                      f"${_num(v['electricity_usd'][0])} of electricity")
         lines.append(f"- Power law on the Pareto frontier of all runs: α = {_interval(fp.params['alpha'], lo, hi)}"
                      f"{reach}.")
@@ -223,8 +229,12 @@ def _key_numbers(result: PaperReproduction) -> str:
         lo, hi = fs.ci.get("y_max", (math.nan, math.nan))
         share = "" if math.isnan(ex.share_reachable) else \
             f" (reachable in {_pct(100 * ex.share_reachable, 0)}% of bootstrap fits)"
-        reach = (f"{top:g}% is not reachable under it{share}" if not ex.reachable else
-                 f"{top:g}% is reached at {_num(ex.values['compute_flops'][0])} FLOPs")
+        if ex.status == BEYOND_REACH:
+            reach = f"{top:g}% refused: {ex.status_reason}"
+        elif not ex.reachable:
+            reach = f"{top:g}% is not reachable under it{share}"
+        else:
+            reach = f"{top:g}% is reached at {_num(ex.values['compute_flops'][0])} FLOPs ({ex.reach})"
         lines.append(f"- Saturating law on the same frontier: asymptote {_interval(fs.params['y_max'], lo, hi)}% AA; "
                      f"{reach}.")
     grid = [g for g in result.groups if g.group and g.fits["power"].converged

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ...scaling.identified import identify
+from ...scaling.identified import BEYOND_REACH, identify
 from .result import METHOD_NAMES, PaperReproduction, _group_key, _interval, _num, _pct
 
 
@@ -55,6 +55,7 @@ def _fit_table(result: PaperReproduction, law: str):
             rows.append(row)
             continue
         ident = identify(fit)
+        row["AIC"] = f"{fit.aic:.1f}"  # the point fit's, comparable between the two laws of a group
         if not ident.shows_parameters:  # a law the data do not pin down: why, never its numbers
             row.update({"α [95% CI]": f"{ident.status}: {ident.reason}"})
             rows.append(row)
@@ -74,6 +75,8 @@ def _fit_table(result: PaperReproduction, law: str):
 def _reach_cell(ex, q: str = "compute_flops") -> str:
     if not ex.converged:
         return "fit failed"
+    if ex.status == BEYOND_REACH:
+        return f"refused: {ex.status_reason}"
     if not ex.solved:
         return f"not extrapolated ({ex.status})"
     if not ex.reachable:
@@ -102,6 +105,7 @@ def _extrapolation_tables(result: PaperReproduction, law: str):
                     "group": g.label, "target AA [%]": f"{t:g}",
                     "FLOPs": _interval(*v["compute_flops"]),
                     "× largest run": _num(ex.factor),
+                    "reach": ex.reach,
                     "GPU-hours": _interval(*v["device_hours"]),
                     "GPU-years": _num(v["device_hours"][0] / (24 * 365.25)),
                     "energy [kWh]": _interval(*v["energy_kwh"]),
