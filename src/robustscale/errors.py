@@ -86,3 +86,43 @@ def check_writable_dir(path, what: str, hint: str = "choose a writable folder", 
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
             pass
     return path
+
+
+def read_text_file(path, what: str = "text") -> str:
+    """The UTF-8 text of a file the user named; UserError (naming the file) when it cannot be read or is not
+    UTF-8 text (a binary file, UTF-16 ...), instead of a UnicodeDecodeError traceback."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 {what} (undecodable byte 0x{data[exc.start]:02x} at offset "
+                        f"{exc.start}); save it as UTF-8 text") from None
+
+
+def check_free_space(path, need_bytes: int, what: str, hint: str) -> None:
+    """UserError when the filesystem of ``path`` (or its nearest existing parent) has less than
+    ``need_bytes`` free: a run that would fill the disk at its first checkpoint stops before spending compute."""
+    import shutil
+
+    probe = Path(path).expanduser()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # unknown: the write itself will tell
+    if free < need_bytes:
+        raise UserError(f"not enough free space for {what} at {path}: {_size(free)} free, about {_size(need_bytes)} "
+                        f"needed; {hint}")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
+
 EPILOG = """\
 examples:
   robustscale train --config configs/cpu/fashion-mnist.yaml
@@ -50,6 +52,9 @@ def resolve_config(args):
     if args.output_dir is not None:
         overrides["output_dir"] = args.output_dir
     if args.name is not None:
+        if not args.name.strip():  # an empty value would mean "the default name": say so instead
+            raise UserError("--name is empty; give a run folder name, or leave --name out for the default "
+                            "<model>-<dataset>-<method><steps>-<hash>")
         overrides["name"] = args.name
     if args.config is not None:
         return TrainConfig.from_yaml(args.config, overrides)
