@@ -95,17 +95,19 @@ def training_check(summary) -> dict:
     ``evaluate`` rewrites the summary's headline from the rule below, so it keeps training's values under
     ``training_check`` first; this returns that copy when present, else the summary's top-level fields.
     ``eval_flops`` is training's per-epoch checking (``train_eval_flops`` once ``evaluate`` has added its own).
-    A summary written before the ``<metric>_n_examples`` fields counts ``eval_subset`` test images.
+    A summary written before the ``<metric>_n_examples`` fields counts ``eval_images`` (else ``eval_subset``).
     """
     summary = summary if isinstance(summary, dict) else {}
     kept = summary.get(TRAINING_CHECK)
     if isinstance(kept, dict):
         return dict(kept)
     out = {k: summary.get(k) for k in _CHECK_KEYS if k in summary}
-    legacy_n = summary.get("eval_subset") if isinstance(summary.get("eval_subset"), int) else None
+    # Before the `_n_examples` fields (and the validation split) the check ran on `eval_images` test images.
+    legacy_n = next((summary[k] for k in ("eval_images", "eval_subset")
+                     if isinstance(summary.get(k), int) and summary[k] > 0), None)
     for metric in ("clean_acc", "pgd_robust_acc"):
-        if out.get(f"{metric}_n_examples") is None and finite_float(out.get(metric)) is not None:
-            out[f"{metric}_n_examples"] = legacy_n if legacy_n and legacy_n > 0 else None
+        if f"{metric}_n_examples" not in summary and finite_float(out.get(metric)) is not None:
+            out[f"{metric}_n_examples"] = legacy_n
     flops = summary.get("train_eval_flops", summary.get("eval_flops"))
     out["eval_flops"] = finite_float(flops)
     return out
@@ -117,7 +119,7 @@ def headline(training, evaluations, run_eps) -> dict:
     The one rule behind the store's live updates, ``runs sync``, the store's migrations and summary.json:
 
     - each robust accuracy (PGD, APGD-CE, AutoAttack) is that attack's evaluation at the run's eps on the
-      most test images; PGD also counts training's own test-set check (an evaluation wins a tie);
+      most test images; without a PGD evaluation, PGD's is training's own test-set check (its PGD-k);
     - the clean accuracy is, of every evaluation at the run's eps and every ``clean`` one (eps 0: it holds at
       every eps), and training's own check, the one on the most test images;
     - a tie in images goes to the later evaluation (its ``created_at``), then to the attack name: the same
@@ -154,8 +156,8 @@ def headline(training, evaluations, run_eps) -> dict:
         cands = [(rank(e), finite_float(e["robust_acc"]), int(e["n_examples"])) for e in evals
                  if str(e.get("attack") or "").lower() in attacks and finite_float(e.get("robust_acc")) is not None
                  and at_eps(e)]
-        if metric == "pgd_robust_acc":
-            cands += from_training(metric)
+        if metric == "pgd_robust_acc" and not cands:  # a PGD evaluation's attack is the one asked for
+            cands = from_training(metric)
         _, out[metric], out[N_EXAMPLES_ALIASES.get(metric, f"{metric}_n_examples")] = pick(cands)
     cleans = [(rank(e), finite_float(e["clean_acc"]), int(e["n_examples"])) for e in evals
               if finite_float(e.get("clean_acc")) is not None

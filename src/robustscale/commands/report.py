@@ -18,6 +18,10 @@ def run(args) -> int:
             raise UserError(f"unknown law {law!r}; valid: {', '.join(LAW_CHOICES)}")
     if not args.output.lower().endswith((".html", ".htm")):
         raise UserError(f"invalid -o {args.output!r}: the report is one HTML file, e.g. report.html")
+    if args.prices is not None:  # the price table is read after the fits: check it before them
+        from ..compute import CostModel
+
+        CostModel.from_yaml(args.prices, preset=args.price_preset)
     df = load_runs(args.runs, parse_mapping(args.map))
     # Before the fits and bootstraps: a report nobody can write is wasted work.
     check_writable_dir(os.path.dirname(os.path.abspath(args.output)), "-o folder", "choose a writable -o path")
