@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from sqlalchemy import Connection, create_engine, delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from ..errors import UserError
 from ..schema import EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
@@ -109,8 +110,9 @@ class Store:
     def _make_engine(self, url: str):
         if self.is_sqlite:
             readonly = self.readonly and self.path is not None
-            if readonly:
-                engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path))
+            if readonly:  # a fresh connection per transaction: each sees the store as it is then
+                engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path),
+                                       poolclass=NullPool)
             else:
                 engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
@@ -424,11 +426,26 @@ class Store:
 
 
 def _connect_sqlite_readonly(path: Path):
-    """A ``mode=ro`` connection; ``immutable=1`` when even that cannot open (a WAL store in a read-only folder)."""
+    """A read-only connection that leaves nothing beside the store.
+
+    No ``-wal`` file beside a WAL store means no process has it open and every commit is in the main
+    file: that file is read as ``immutable`` (a ``mode=ro`` open would create ``-wal`` and ``-shm`` files
+    that a reader cannot remove). Otherwise (a writer is active) ``mode=ro``, which shares its ``-shm``;
+    ``immutable=1`` again when even that cannot open (a WAL store in a read-only folder).
+    """
     import sqlite3
     from urllib.parse import quote
 
     uri = f"file:{quote(str(path))}"
+    if not Path(f"{path}-wal").exists():
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if not Path(f"{path}-wal").exists():  # still nobody writing: the snapshot is the store
+                return conn
+        except sqlite3.DatabaseError:
+            pass
+        conn.close()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
