@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import os
 from pathlib import Path
 from typing import Iterable, TypeVar
 
@@ -126,3 +127,33 @@ def _size(n: float) -> str:
             return f"{n:.3g} {unit}"
         n /= 1000
     return f"{n:.3g} TB"
+
+
+# A full disk, an exceeded quota or a read-only filesystem: the user frees space or picks another place.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# How libraries that do not raise OSError report a full disk (safetensors: Rust's io::Error; torch.save: its
+# stream writer).
+_DISK_FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122",
+                   "read-only file system", "os error 30", "file write failed")
+
+
+def as_disk_error(exc: BaseException, path) -> OSError | None:
+    """``exc`` (raised while writing ``path``) as an OSError naming ``path`` when the disk is full, over quota
+    or read-only; None for any other error."""
+    if isinstance(exc, OSError):
+        if exc.errno not in DISK_ERRNOS:
+            return None
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(exc.filename or path))
+    text = str(exc).lower()
+    if not any(s in text for s in _DISK_FULL_TEXT):
+        return None
+    code = errno.EROFS if ("read-only" in text or "os error 30" in text) else \
+        errno.EDQUOT if ("quota" in text or "os error 122" in text) else errno.ENOSPC
+    return OSError(code, os.strerror(code), str(path))
+
+
+def disk_error(exc: OSError, resume_hint: str | None = None) -> UserError:
+    """The one line for a full / read-only disk met while writing: the path, the reason and how to go on."""
+    then = f"; free space (or choose another folder), then {resume_hint}" if resume_hint else \
+        "; free space or choose another folder"
+    return UserError(f"cannot write {exc.filename}: {exc.strerror}{then}")
