@@ -62,3 +62,12 @@ def test_a_reader_beside_a_live_writer_sees_its_commits(tmp_path):
     assert reader.get_run("pgd")["pgd_robust_acc"] == 50.0
     writer.close()
     reader.close()
+
+
+def test_a_clean_evaluation_is_found_at_the_runs_eps(tmp_path):
+    """A sweep asks for its evaluation at the run's eps; a clean one is stored at eps 0 and must count
+    (else every rerun of the sweep evaluated its finished runs again)."""
+    st = open_store(_store(tmp_path), readonly=True)
+    assert st.evaluation_exists("pgd", "clean", 0.1, 2000) and st.evaluation_exists("pgd", "clean", 0.1, None)
+    assert not st.evaluation_exists("pgd", "clean", 0.1, 1000)
+    assert st.evaluation_exists("pgd", "apgd-ce", 0.1, 1000) and not st.evaluation_exists("pgd", "apgd-ce", 0.2, 1000)

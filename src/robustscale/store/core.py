@@ -26,7 +26,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.pool import NullPool
 
 from ..errors import UserError
-from ..schema import EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
+from ..schema import CLEAN_ATTACK, EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
 from .liveness import _ago, _same_process, _versions, effective_status, process_identity, utcnow
 from .location import mask_url, resolve_store_url, sqlite_path
 from .migrations import check_version, ensure_schema, read_version
@@ -401,10 +401,18 @@ class Store:
         return frame
 
     def evaluation_exists(self, name: str, attack: str, eps: float, n_examples: int | None) -> bool:
+        """Does ``name`` have a complete ``attack`` evaluation at ``eps`` (on ``n_examples`` images)? A clean
+        one is recorded at eps 0 and holds at every eps: a finished sweep or study does not redo it."""
+        attack = attack.lower()
+
         def tx(conn: Connection) -> bool:
             stmt = (select(evaluations.c.id).join(runs, runs.c.id == evaluations.c.run_id)
-                    .where(runs.c.name == name, evaluations.c.attack == attack.lower(),
-                           func.abs(evaluations.c.eps - float(eps)) < EPS_TOL, evaluations.c.robust_acc.is_not(None)))
+                    .where(runs.c.name == name, evaluations.c.attack == attack))
+            if attack == CLEAN_ATTACK:
+                stmt = stmt.where(evaluations.c.clean_acc.is_not(None))
+            else:
+                stmt = stmt.where(func.abs(evaluations.c.eps - float(eps)) < EPS_TOL,
+                                  evaluations.c.robust_acc.is_not(None))
             if n_examples is not None:
                 stmt = stmt.where(evaluations.c.n_examples == int(n_examples))
             return conn.execute(stmt.limit(1)).first() is not None
