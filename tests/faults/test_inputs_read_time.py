@@ -84,3 +84,24 @@ def test_flags_accepted_silently_before(cli, tmp_path, mnist_like_dir):
     one_error_line(*cli("train", "--name", "", "--dataset", "fashion_mnist", "--data-dir", mnist_like_dir,
                         "--output-dir", tmp_path / "o"), "--name is empty")
     assert not (tmp_path / "out").exists() and not (tmp_path / "o").exists() and not (run / "eval").exists()
+
+
+def test_export_of_a_run_with_a_corrupt_summary_names_it(cli, tmp_path):
+    import torch
+
+    from robustscale.config import TrainConfig
+    from robustscale.data import dataset_normalization
+    from robustscale.models import create_model
+    from robustscale.train import save_weights
+
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = TrainConfig(name="run", model="wide_resnet16_1", dataset="fashion_mnist", eps=0.1, output_dir=str(tmp_path))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    torch.manual_seed(0)
+    model = create_model("wide_resnet16_1", num_classes=10, in_chans=1, **dataset_normalization("fashion_mnist"))
+    for which in ("best", "last"):
+        save_weights(run / f"{which}.safetensors", model, cfg, weights="raw")
+    (run / "summary.json").write_text('{"status": "completed", "train_flops": 1e12')  # cut short
+    one_error_line(*cli("export", run, "--to", tmp_path / "out"), str(run / "summary.json"), "not valid JSON")
+    assert not (tmp_path / "out").exists()
