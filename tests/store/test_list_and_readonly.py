@@ -71,3 +71,24 @@ def test_a_clean_evaluation_is_found_at_the_runs_eps(tmp_path):
     assert st.evaluation_exists("pgd", "clean", 0.1, 2000) and st.evaluation_exists("pgd", "clean", 0.1, None)
     assert not st.evaluation_exists("pgd", "clean", 0.1, 1000)
     assert st.evaluation_exists("pgd", "apgd-ce", 0.1, 1000) and not st.evaluation_exists("pgd", "apgd-ce", 0.2, 1000)
+
+
+def test_a_run_with_a_relative_output_dir_is_recorded_beside_its_folder(tmp_path, monkeypatch):
+    """Evaluated from another directory, a run whose config says `output_dir: runs` is recorded in the store
+    beside its folder, not in a new `runs/runs.db` under the current directory."""
+    import yaml
+
+    from robustscale.store import record_evaluation
+
+    run = tmp_path / "start" / "runs" / "r"
+    run.mkdir(parents=True)
+    cfg = TrainConfig(name="r", output_dir="runs", model="wide_resnet16_1", dataset="fashion_mnist", eps=0.1)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict()))
+    (run / "summary.json").write_text(json.dumps({"status": "completed", "train_flops": 1e12}))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    record_evaluation(run, {"attack": "clean", "eps": 0.0, "n_examples": 10, "clean_acc": 50.0,
+                            "claim_path": str(run / "eval" / "clean.json")})
+    assert not (elsewhere / "runs").exists()
+    assert open_store(run.parent / "runs.db", readonly=True).get_run("r")["clean_acc"] == 50.0

@@ -38,6 +38,9 @@ def config_of(cfg_or_run_dir) -> TrainConfig:
     cfg = TrainConfig.from_yaml(path)
     if not cfg.name:
         cfg = cfg.replace(name=run_dir.name)
+    if cfg.output_dir is not None and not Path(cfg.output_dir).is_absolute():
+        # Relative to where the run started: its store is beside the folder, not under the current directory.
+        cfg = cfg.replace(output_dir=str(run_dir.resolve().parent))
     return cfg
 
 

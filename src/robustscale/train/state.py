@@ -86,6 +86,9 @@ def check_resume(run_dir: Path, cfg: TrainConfig | None) -> TrainConfig:
                             f"{cfg_path} trains the same run)")
         raise UserError(f"resume: {run_dir} is not a resumable run (needs config.yaml and state.pt)")
     saved = TrainConfig.from_yaml(cfg_path)
+    if saved.output_dir is not None and not Path(saved.output_dir).is_absolute():
+        # Relative to where the run started, not to here: the run (and its store) live beside this folder.
+        saved = saved.replace(output_dir=str(run_dir.resolve().parent))
     if cfg is None:
         return saved
     ours, theirs = cfg.to_dict(), saved.to_dict()
