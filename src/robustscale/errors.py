@@ -140,6 +140,8 @@ _DISK_FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceede
 def as_disk_error(exc: BaseException, path) -> OSError | None:
     """``exc`` (raised while writing ``path``) as an OSError naming ``path`` when the disk is full, over quota
     or read-only; None for any other error."""
+    if isinstance(exc, UserError):  # already one line for the user
+        return None
     if isinstance(exc, OSError):
         if exc.errno not in DISK_ERRNOS:
             return None
