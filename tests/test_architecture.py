@@ -251,8 +251,6 @@ EDGES = _edges(SRC, "robustscale")
 
 # Cycles being removed by the helper that owns their area; a fixed one XPASSes, which fails: delete its entry.
 KNOWN_CYCLES = {
-    "robustscale.store.core robustscale.store.hooks robustscale.store.sync":
-        "#25 (store/): core -> sync -> hooks -> core, through the private hooks._config_of",
 }
 
 
@@ -327,13 +325,8 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "scaling/frontier.py": ("scaling.io", _SCALING),
     "scaling/io.py": ("scaling.published_runs store", _SCALING),
     "scaling/laws.py": ("errors", _SCALING),
-    "store/core.py": ("store.query", _STORE),
-    "store/hooks.py": ("config store.core", _STORE),
     "store/liveness.py": ("robustscale", _STORE),
-    "store/migrations.py": ("store.rows store.tables", _STORE),
     "store/query.py": ("config store.tables", _STORE),
-    "store/records.py": ("config schema", _STORE),
-    "store/sync.py": ("store.hooks", _STORE),
     "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
     "study/next.py": ("plan scaling.format schema", _STUDY),
     "study/paper/figures.py": ("report.plots", _STUDY),
@@ -359,19 +352,9 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
 PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs._fmt", _COMMANDS),
     "commands/train.py": ("compute.energy._check_country", _CHECK_COUNTRY),
-    "store/core.py": ("store.liveness._ago store.liveness._process_alive store.liveness._process_start "
-                      "store.liveness._same_process store.liveness._versions store.records._coerce_value "
-                      "store.records._config_parts store.records._flatten store.records._identity "
-                      "store.records._jsonable store.records._known_hashes store.rows._EPS_TOL "
-                      "store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch "
-                      "store.rows._refresh_headline store.rows._select_run store.rows._upsert_evaluation", _STORE),
-    "store/migrations.py": ("store.rows._refresh_headline", _STORE),
-    "store/rows.py": ("store.records._flatten store.records._float store.records._robust_of", _STORE),
-    "store/sync.py": ("store.hooks._config_of store.liveness._same_process store.records._coerce_value "
-                      "store.records._config_parts store.records._flatten store.records._frame_records "
-                      "store.records._identity store.records._jsonable store.records._same store.rows._check_claim "
-                      "store.rows._check_same_config store.rows._insert_epoch store.rows._refresh_headline "
-                      "store.rows._select_run store.rows._upsert_evaluation", _STORE),
+    "store/core.py": ("store.liveness._ago store.liveness._process_alive store.liveness._process_start store.liveness._same_process store.liveness._versions store.records._coerce_value store.records._config_parts store.records._flatten store.records._identity store.records._jsonable store.records._known_hashes store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch store.rows._select_run", _STORE),
+    "store/rows.py": ("store.records._coerce_value store.records._float store.records._robust_of", _STORE),
+    "store/sync.py": ("store.liveness._same_process store.records._coerce_value store.records._config_parts store.records._flatten store.records._frame_records store.records._identity store.records._jsonable store.records._same store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch store.rows._select_run", _STORE),
     "study/paper/analysis.py": ("study.paper.result._arch_label study.paper.result._group_key "
                                 "study.paper.result._group_label", _STUDY),
     "study/paper/figures.py": ("study.paper.analysis._archs_by_size study.paper.result._arch_label "

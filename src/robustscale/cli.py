@@ -17,7 +17,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import UserError
+from .errors import DISK_ERRNOS, UserError, disk_error
 
 # Order is the order shown in --help.
 COMMANDS = [
@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a full, over-quota or read-only disk under any command: one line naming the path
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        err = disk_error(exc if exc.filename else OSError(exc.errno, exc.strerror, "(a file)"))
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -38,7 +38,7 @@ from typing import Any, Callable, Iterable
 
 import yaml
 
-from .errors import UserError, choice
+from .errors import UserError, choice, read_text_file
 
 
 class Method(str, enum.Enum):
@@ -623,11 +623,26 @@ _check_identity_tables()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``; UserError for a missing or unreadable file, text that is not UTF-8,
+    bad YAML, a key given twice (YAML keeps the last silently) or a document that is not a mapping."""
+    class _UniqueKeyLoader(yaml.SafeLoader):
+        def construct_mapping(self, node, deep=False):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node, deep=deep)
+                if isinstance(key, typing.Hashable) and key in seen:
+                    raise UserError(f"{path}: key {key!r} is given twice (line {seen[key] + 1} and line "
+                                    f"{key_node.start_mark.line + 1}); keep one")
+                if isinstance(key, typing.Hashable):
+                    seen[key] = key_node.start_mark.line
+            return super().construct_mapping(node, deep=deep)
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
+    text = read_text_file(path, "YAML")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"cannot parse YAML {path}: {str(exc).splitlines()[0]}") from None
     if not isinstance(data, dict):

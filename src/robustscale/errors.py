@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import os
 import tempfile
 from pathlib import Path
 from typing import Iterable, TypeVar
@@ -85,3 +86,75 @@ def check_writable_dir(path, what: str, hint: str = "choose a writable folder", 
         with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
             pass
     return path
+
+
+def read_text_file(path, what: str = "text") -> str:
+    """The UTF-8 text of a file the user named; UserError (naming the file) when it cannot be read or is not
+    UTF-8 text (a binary file, UTF-16 ...), instead of a UnicodeDecodeError traceback."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path} is not UTF-8 {what} (undecodable byte 0x{data[exc.start]:02x} at offset "
+                        f"{exc.start}); save it as UTF-8 text") from None
+
+
+def check_free_space(path, need_bytes: int, what: str, hint: str) -> None:
+    """UserError when the filesystem of ``path`` (or its nearest existing parent) has less than
+    ``need_bytes`` free: a run that would fill the disk at its first checkpoint stops before spending compute."""
+    import shutil
+
+    probe = Path(path).expanduser()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = shutil.disk_usage(probe).free
+    except OSError:
+        return  # unknown: the write itself will tell
+    if free < need_bytes:
+        raise UserError(f"not enough free space for {what} at {path}: {_size(free)} free, about {_size(need_bytes)} "
+                        f"needed; {hint}")
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:.3g} {unit}"
+        n /= 1000
+    return f"{n:.3g} TB"
+
+
+# A full disk, an exceeded quota or a read-only filesystem: the user frees space or picks another place.
+DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+# How libraries that do not raise OSError report a full disk (safetensors: Rust's io::Error; torch.save: its
+# stream writer).
+_DISK_FULL_TEXT = ("no space left on device", "os error 28", "disk quota exceeded", "os error 122",
+                   "read-only file system", "os error 30", "file write failed")
+
+
+def as_disk_error(exc: BaseException, path) -> OSError | None:
+    """``exc`` (raised while writing ``path``) as an OSError naming ``path`` when the disk is full, over quota
+    or read-only; None for any other error."""
+    if isinstance(exc, UserError):  # already one line for the user
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno not in DISK_ERRNOS:
+            return None
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(exc.filename or path))
+    text = str(exc).lower()
+    if not any(s in text for s in _DISK_FULL_TEXT):
+        return None
+    code = errno.EROFS if ("read-only" in text or "os error 30" in text) else \
+        errno.EDQUOT if ("quota" in text or "os error 122" in text) else errno.ENOSPC
+    return OSError(code, os.strerror(code), str(path))
+
+
+def disk_error(exc: OSError, resume_hint: str | None = None) -> UserError:
+    """The one line for a full / read-only disk met while writing: the path, the reason and how to go on."""
+    then = f"; free space (or choose another folder), then {resume_hint}" if resume_hint else \
+        "; free space or choose another folder"
+    return UserError(f"cannot write {exc.filename}: {exc.strerror}{then}")

@@ -34,10 +34,10 @@ from safetensors.torch import load_file, save_file
 from . import __version__
 from .config import TrainConfig
 from .data.info import dataset_info, dataset_normalization
-from .errors import UserError
+from .errors import UserError, as_disk_error
 from .models import create_model
 
-__all__ = ["CONFIG", "ENV", "METRICS", "STATE", "SUMMARY", "EVAL_DIR", "CHECKPOINTS", "weights_path",
+__all__ = ["CONFIG", "ENV", "METRICS", "STATE", "SUMMARY", "EVAL_DIR", "CHECKPOINTS", "weights_path", "checkpoint_bytes",
            "checkpoint_path", "read_config", "read_json", "read_claims", "atomic_write", "atomic_dir", "write_text",
            "write_bytes", "write_json", "json_default", "dumps", "inner_model", "save_weights", "load_weights", "load_state_dict", "load_run",
            "build_model"]
@@ -103,6 +103,26 @@ def _umask() -> int:
     return mask
 
 
+def checkpoint_bytes(run_dir: str | Path, module, optimizer=None) -> int:
+    """Free space a run folder needs for its checkpoints: the ``best`` and ``last`` weights and ``state.pt``
+    (weights, optimizer state, EMA weights when ``module`` holds them) that are not there yet, plus the temp
+    copy of the largest one that each atomic rewrite makes beside the old file. An estimate from the
+    tensors' sizes; metrics and summaries are kilobytes and fall in a 1 MiB margin."""
+    weights = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+    opt = 0
+    if optimizer is not None:
+        for per_param in optimizer.state_dict().get("state", {}).values():
+            opt += sum(v.numel() * v.element_size() for v in per_param.values() if hasattr(v, "numel"))
+        if opt == 0:  # state is created at the first step: assume one buffer per parameter (SGD momentum, ...)
+            groups = optimizer.param_groups
+            opt = sum(p.numel() * p.element_size() for g in groups for p in g["params"]) * \
+                (2 if any("betas" in g for g in groups) else 1)
+    sizes = {weights_path(run_dir, "best"): weights, weights_path(run_dir, "last"): weights,
+             Path(run_dir) / STATE: weights + opt}
+    missing = sum(size for path, size in sizes.items() if not path.exists())
+    return missing + max(sizes.values()) + 2**20
+
+
 def atomic_write(path: str | Path, write: Callable[[str], Any], *, mkdir: bool = False) -> Path:
     """Call ``write(tmp)`` on a temp file beside ``path``, then ``os.replace`` it onto ``path``.
 
@@ -118,9 +138,12 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], *, mkdir: bool =
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        disk = as_disk_error(exc, path)  # a full disk reported by a library (safetensors, torch): say so
+        if disk is not None and disk is not exc:
+            raise disk from None
         raise
     return path
 

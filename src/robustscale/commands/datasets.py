@@ -3,11 +3,15 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
+    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
+        what = "not a folder" if Path(args.data_dir).expanduser().exists() else "not found"
+        raise UserError(f"--data-dir {args.data_dir}: {what}; give the folder that holds the dataset files")
     if args.name is None:
         if args.download:
             raise UserError("--download needs a dataset NAME (e.g. robustscale datasets cifar10 --download)")

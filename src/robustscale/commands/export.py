@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
 
 def run(args: argparse.Namespace) -> int:
     import json
@@ -11,6 +12,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..hub import export_run
 
+    if not str(args.to).strip():
+        raise UserError("--to is empty; give the folder to write (it must be absent or empty)")
+    if args.private and not args.push_to_hub:
+        raise UserError("--private applies to the Hub repo that --push-to-hub creates; add --push-to-hub REPO "
+                        "or leave --private out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = export_run(args.run_dir, args.to, args.weights, force=args.force, push_to_hub=args.push_to_hub,

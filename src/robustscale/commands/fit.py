@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 from ..errors import UserError
@@ -84,6 +85,10 @@ def check_common(args) -> None:
         raise UserError(f"invalid --level {args.level}: must be in (0, 1), e.g. 0.95")
     if args.jobs is not None and args.jobs < 1:
         raise UserError(f"invalid --jobs {args.jobs}: must be >= 1")
+    if getattr(args, "seed", 0) is not None and getattr(args, "seed", 0) < 0:
+        raise UserError(f"invalid --seed {args.seed}: must be >= 0")
+    if getattr(args, "exclude_below", None) is not None and not math.isfinite(args.exclude_below):
+        raise UserError(f"invalid --exclude-below {args.exclude_below}: must be a finite accuracy in percent, e.g. 10")
 
     check_seed_sd(getattr(args, "seed_sd", None), "--seed-sd")
 

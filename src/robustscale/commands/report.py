@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 
+from ..compute import CostModel
 from ..errors import UserError, check_writable_dir
 from ..report import Section, write_report
 from ..scaling import load_runs, parse_mapping
@@ -22,6 +23,8 @@ def run(args) -> int:
             raise UserError(f"unknown law {law!r}; valid: {', '.join(LAW_CHOICES)}")
     if not args.output.lower().endswith((".html", ".htm")):
         raise UserError(f"invalid -o {args.output!r}: the report is one HTML file, e.g. report.html")
+    if args.prices is not None:  # the price table is read after the fits: check it before them
+        CostModel.from_yaml(args.prices, preset=args.price_preset)
     df = load_runs(args.runs, parse_mapping(args.map))
     # Before the fits and bootstraps: a report nobody can write is wasted work.
     check_writable_dir(os.path.dirname(os.path.abspath(args.output)), "-o folder", "choose a writable -o path")

@@ -34,8 +34,12 @@ LIST_COLUMNS = (  # (header, key, format)
     ("name", "name", "s"), ("status", "effective_status", "s"), ("source", "source", "s"), ("model", "model", "s"),
     ("method", "method", "s"), ("k", "attack_steps", "d"), ("epochs", "epochs", "d"), ("gen", "synthetic_data", "b"),
     ("train PFLOPs", "train_flops", "pflops"), ("device h", "device_hours", "n"), ("kWh", "energy_kwh", "n"),
-    ("clean %", "clean_acc", ".2f"), ("PGD %", "pgd_robust_acc", ".2f"), ("AA %", "aa_robust_acc", ".2f"),
+    ("clean % (n)", "clean_text", "s"), ("PGD % (n)", "pgd_text", "s"), ("APGD-CE % (n)", "apgd_ce_text", "s"),
+    ("AA % (n)", "aa_text", "s"),
 )
+# Each headline accuracy of `runs list` with the test images it was measured on (its n).
+HEADLINE_CELLS = (("clean_text", "clean_acc"), ("pgd_text", "pgd_robust_acc"), ("apgd_ce_text", "apgd_ce_robust_acc"),
+                  ("aa_text", "aa_robust_acc"))
 
 
 def run_list(args) -> int:
@@ -127,10 +131,16 @@ def _acc_text(e: dict, key: str) -> str | None:
 
 
 def _list_row(row: dict) -> dict:
-    """A row as `runs list` shows it: k is the steps the method takes (none for standard training)."""
+    """A row as `runs list` shows it: k is the steps the method takes (none for standard training); each
+    accuracy as ``86.0 (1,000)``, with its n (``?`` where the record does not say)."""
+    from ..schema import N_EXAMPLES_ALIASES
     from ..store.records import attack_steps_of
 
-    return {**row, "attack_steps": attack_steps_of(row.get("method"), row.get("attack_steps"))}
+    cells = {}
+    for cell, metric in HEADLINE_CELLS:
+        acc, n = row.get(metric), row.get(N_EXAMPLES_ALIASES.get(metric, f"{metric}_n_examples"))
+        cells[cell] = None if acc is None else f"{acc:.1f} ({'?' if n is None else f'{int(n):,}'})"
+    return {**row, **cells, "attack_steps": attack_steps_of(row.get("method"), row.get("attack_steps"))}
 
 
 def export_format(output: str, fmt: str | None) -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from ..train.distributed import batch_plan, launch_world
+from ..errors import UserError
 
 
 def resolve_config(args):
@@ -14,6 +15,9 @@ def resolve_config(args):
     if args.output_dir is not None:
         overrides["output_dir"] = args.output_dir
     if args.name is not None:
+        if not args.name.strip():  # an empty value would mean "the default name": say so instead
+            raise UserError("--name is empty; give a run folder name, or leave --name out for the default "
+                            "<model>-<dataset>-<method><steps>-<hash>")
         overrides["name"] = args.name
     if args.config is not None:
         return TrainConfig.from_yaml(args.config, overrides)

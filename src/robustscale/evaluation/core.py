@@ -16,6 +16,7 @@ input-only backwards).
 from __future__ import annotations
 
 import hashlib
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,9 @@ from ..errors import UserError
 from .counting import AutocastModel, PassCounter, gradient_check, masking_warning
 from .runner import load_state, run_stages, save_state
 from .spec import Attack, EvalSpec
+
+
+SEGMENT_S = 60.0  # with energy measured, the longest compute segment a kill -9 of an evaluation can lose
 
 
 class EvaluationWarning(UserWarning):
@@ -123,13 +127,24 @@ def evaluate(
 
     warnings_before = list(state["warnings"])
     tracker = ComputeTracker(energy=energy, device=device)
+    # The compute ledger, like training's: this session counts from its first saved batch on, and the
+    # compute spent so far is closed into a segment saved with the state, so a `kill -9` loses at most the
+    # segment in progress. Without energy a segment closes at every save (a clock read); with energy at most
+    # every SEGMENT_S, as codecarbon's start and stop cost about a second.
+    state["sessions"] += 1
+    last_split = [time.perf_counter()]
+
+    def close_segment(st: dict) -> None:
+        if not energy or time.perf_counter() - last_split[0] >= SEGMENT_S:
+            st["compute"].append(tracker.split())
+            last_split[0] = time.perf_counter()
+
     try:
         with input_grad_only(model), tracker:
             run_stages(counter, spec, x, y, state, state_path=state_path, max_batches=max_batches,
-                       progress=progress, on_before_attacks=before_attacks)
+                       progress=progress, on_before_attacks=before_attacks, before_save=close_segment)
     except BaseException:
         # Ctrl-C / preemption: keep the finished batches and the time spent, for the rerun.
-        state["sessions"] += 1
         state["compute"].append(tracker.summary())
         save_state(state_path, state)
         raise
@@ -137,7 +152,6 @@ def evaluate(
         model.train(was_training)
         if restore_format:
             model.to(memory_format=torch.contiguous_format)
-    state["sessions"] += 1
     state["compute"].append(tracker.summary())
     complete = state["stage"] > len(spec.stages)
     if not complete:

@@ -19,8 +19,8 @@ import torch
 
 from .. import __version__, rundir
 from ..compute import CostModel
-from ..intervals import with_interval
-from ..schema import COLLAPSE_THRESHOLD_ACC, collapsed_at_selected
+from ..intervals import accuracy_interval, with_interval
+from ..schema import HEADLINE_ATTACKS, N_EXAMPLES_ALIASES, TRAINING_CHECK, headline, training_check
 from ..store import record_evaluation
 from .spec import Attack, EvalSpec
 
@@ -140,9 +140,9 @@ def _locked(path: Path) -> Iterator[None]:
 def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> dict[str, Any]:
     """Attach ``claim`` to ``<run_dir>/summary.json`` and return the new summary.
 
-    Sets ``pgd_robust_acc`` (pgd), ``apgd_ce_robust_acc`` (apgd-ce), ``aa_robust_acc`` / ``aa_n_examples`` / ``collapsed`` (aa-standard),
-    keeps every evaluation under ``evaluations[<stem>]``, and makes ``eval_flops`` the training-time
-    evaluation FLOPs (kept as ``train_eval_flops``) plus those of every stored evaluation.
+    Keeps every evaluation under ``evaluations[<stem>]`` and training's own check under ``training_check``
+    (first time only), then sets the headline columns (each accuracy with its ``_n_examples`` and ``_ci``,
+    ``collapsed``, ``eval_flops``) by ``schema.headline``: the rule the results store follows too.
     """
     run_dir = Path(run_dir)
     path = run_dir / rundir.SUMMARY
@@ -153,34 +153,26 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
                 summary = json.loads(path.read_text())
             except ValueError:
                 warnings.warn(f"{path} is not valid JSON; rewriting it with the evaluation only", stacklevel=2)
+        if not isinstance(summary, dict):
+            summary = {}
+        if TRAINING_CHECK not in summary:
+            summary[TRAINING_CHECK] = training_check(summary)
         if "train_eval_flops" not in summary:
-            summary["train_eval_flops"] = summary.get("eval_flops") or 0.0
+            summary["train_eval_flops"] = summary[TRAINING_CHECK].get("eval_flops") or 0.0
         evaluations = summary.setdefault("evaluations", {})
         evaluations[stem] = {k: claim.get(k) for k in (
             "attack", "attack_label", "eps", "norm", "n_examples", "clean_acc", "robust_acc", "stage_acc",
             "eval_flops", "wall_seconds", "energy_kwh", "checkpoint_sha256", "created_at")}
         evaluations[stem]["claim"] = f"eval/{stem}.json"
         evaluations[stem].update(accuracy_intervals(claim, claim.get("n_examples")))
-        attack = claim.get("attack")
-        if attack in (Attack.PGD.value, Attack.APGD_CE.value):
-            metric = "pgd_robust_acc" if attack == Attack.PGD.value else "apgd_ce_robust_acc"
-            summary[metric] = claim["robust_acc"]
-            summary.update(_headline_interval(metric, claim))
-        elif attack == Attack.AA_STANDARD.value:
-            summary["aa_robust_acc"] = claim["robust_acc"]
-            summary["aa_n_examples"] = claim["n_examples"]
-            summary.update(_headline_interval("aa_robust_acc", claim))
-            # Collapsed by AutoAttack, or flagged by the per-epoch check during training.
-            summary["collapsed"] = bool(claim["robust_acc"] < COLLAPSE_THRESHOLD_ACC) or collapsed_at_selected(summary)
-        summary["eval_flops"] = float(summary["train_eval_flops"] or 0.0) + sum(
-            float(e.get("eval_flops") or 0.0) for e in evaluations.values())
+        values = headline(summary[TRAINING_CHECK], list(evaluations.values()), summary.get("eps"))
+        summary.update(values)
+        for metric in ("clean_acc", *HEADLINE_ATTACKS):
+            n_col = N_EXAMPLES_ALIASES.get(metric, f"{metric}_n_examples")
+            ci = accuracy_interval(values[metric], values[n_col])
+            summary[f"{metric}_ci"] = None if ci is None else list(ci)
         rundir.write_json(path, summary, mkdir=True)
     return summary
-
-
-def _headline_interval(metric: str, claim: Mapping[str, Any]) -> dict[str, Any]:
-    """``<metric>``, ``<metric>_n_examples`` and ``<metric>_ci`` of the claim's robust accuracy."""
-    return with_interval({metric: claim.get("robust_acc")}, metric, claim.get("n_examples"))
 
 
 def record_in_store(run_dir: str | Path, claim: Mapping[str, Any], store: str | None = None) -> bool:

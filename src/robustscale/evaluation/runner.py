@@ -155,7 +155,8 @@ def save_state(path: Path | None, state: dict) -> None:
 
 def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor, state: dict, *,
                state_path: Path | None = None, max_batches: int | None = None, progress: bool = False,
-               on_before_attacks: Callable[[dict], None] | None = None) -> dict:
+               on_before_attacks: Callable[[dict], None] | None = None,
+               before_save: Callable[[dict], None] | None = None) -> dict:
     """Advance ``state`` through the clean pass and ``spec``'s attacks; returns the state.
 
     Args:
@@ -165,6 +166,7 @@ def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Ten
         max_batches: stop after this many batches in this call (state saved, ``state["stage"]`` tells
             how far it got); None runs to the end.
         on_before_attacks: called once (per evaluation, not per session) after the clean pass.
+        before_save: called with the state before each save (the caller adds its compute ledger to it).
     """
     device = _model_device(model)
     stages = ("clean",) + spec.stages
@@ -179,6 +181,11 @@ def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Ten
         aa.logger.addHandler(capture)
     last_save = time.perf_counter()
     counted = [model.forward_images, model.backward_images]
+
+    def save() -> None:
+        if before_save is not None:
+            before_save(state)
+        save_state(state_path, state)
 
     def flush() -> None:
         """Add the passes since the last flush (batches, and the checks between them) to the state."""
@@ -228,7 +235,7 @@ def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Ten
                     computed += 1
                     # Save after every batch, except for fast batches (the clean pass) at most every 10 s.
                     if name != "clean" or time.perf_counter() - last_save > 10 or b + 1 == n_batches:
-                        save_state(state_path, state)
+                        save()
                         last_save = time.perf_counter()
                     bar.update(bidx.numel())
                     if name == "clean":  # accuracy so far on the images seen
@@ -242,7 +249,7 @@ def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Ten
                                                 else state["clean_correct"].sum().item()) / max(n, 1)
             state["stage"] += 1
             state["stage_indices"], state["batches_done"] = None, 0
-            save_state(state_path, state)
+            save()
         if aa is not None and spec.attack is Attack.AA_STANDARD:
             from pyautoattack import checks
 

@@ -164,7 +164,10 @@ def check_value(key: str, value: Any) -> Any:
             raise UserError(f"invalid {key} {number}: must be >= 1")
         return number
     if key == "seed":
-        return _int(value, key)
+        number = _int(value, key)
+        if number < 0:  # torch and AutoAttack take seeds >= 0
+            raise UserError(f"invalid seed {number}: must be >= 0")
+        return number
     raise ValueError(f"unknown evaluation value {key!r}")
 
 

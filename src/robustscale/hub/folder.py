@@ -144,6 +144,9 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     cfg, model = rundir.load_run(run_dir, "last" if weights == "ema" else weights)  # source exists: no fallback
     meta = _metadata(source)
     summary = rundir.read_json(run_dir / rundir.SUMMARY)
+    if summary is None and (run_dir / rundir.SUMMARY).is_file():  # a card must not say "no summary" of a bad one
+        raise UserError(f"cannot read {run_dir / rundir.SUMMARY}: not valid JSON; repair it (or remove it, and "
+                        f"the card says the compute was not recorded)")
     sha = file_sha256(source)
     all_claims = rundir.read_claims(run_dir)
     claims = [c for c in all_claims if c.get("checkpoint_sha256") == sha]  # claims about these very weights

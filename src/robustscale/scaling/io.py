@@ -53,6 +53,10 @@ def load_runs(source, mapping: Mapping[str, str] | None = None):
         text = os.fspath(source) if isinstance(source, os.PathLike) else str(source)
         if is_store_source(text):
             df = _load_store(text)
+        elif "://" in text:  # a URL of a kind we cannot read: say which, not "file not found"
+            scheme = text.split("://", 1)[0]
+            raise UserError(f"unsupported runs source scheme {scheme + '://'!r} in {text}; valid: sqlite:///PATH, "
+                            f"postgresql://..., a *.db store, or a .csv/.tsv/.parquet file")
         else:
             df = _load_file(Path(text))
     if mapping:

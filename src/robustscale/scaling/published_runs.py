@@ -20,7 +20,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import UserError, read_text_file
 from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS
 
 PAPER_URL = "https://raw.githubusercontent.com/dedeswim/timm-adv-training/main/results.csv"
@@ -56,7 +56,7 @@ def load_paper_runs(path_or_url: str | Path = PAPER_URL):
         path = Path(text)
         if not path.is_file():
             raise UserError(f"paper runs file not found: {path} (or pass the URL {PAPER_URL})")
-        df = pd.read_csv(path)
+        df = pd.read_csv(io.StringIO(read_text_file(path, "CSV")))
     if not is_paper_table(df):
         missing = [c for c in PAPER_COLUMNS if c not in df.columns]
         raise UserError(f"{text} is not the study's results.csv: lacks {', '.join(missing) or 'nothing'}"

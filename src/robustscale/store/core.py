@@ -23,16 +23,18 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from sqlalchemy import Connection, create_engine, delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.pool import NullPool
 
 from ..errors import UserError
-from ..schema import RUN_COLUMNS
+from ..schema import CLEAN_ATTACK, EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
 from .liveness import _ago, _same_process, _versions, effective_status, process_identity, utcnow
 from .location import mask_url, resolve_store_url, sqlite_path
 from .migrations import check_version, ensure_schema, read_version
+from .query import apply_where
 from .records import (LOCAL_SOURCE, _coerce_value, _config_parts, _flatten, _identity, _jsonable, _known_hashes,
                       run_record)
-from .rows import _EPS_TOL, _check_claim, _check_same_config, _insert_epoch, _refresh_headline, _select_run, \
-    _upsert_evaluation
+from .rows import _check_claim, _check_same_config, _insert_epoch, refresh_headline, _select_run, \
+    upsert_evaluation
 from .sync import folder_rows_tx, frame_rows_tx
 from .tables import RUN_VALUE_COLUMNS, RunStatus, epochs, evaluations, runs
 
@@ -108,8 +110,9 @@ class Store:
     def _make_engine(self, url: str):
         if self.is_sqlite:
             readonly = self.readonly and self.path is not None
-            if readonly:
-                engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path))
+            if readonly:  # a fresh connection per transaction: each sees the store as it is then
+                engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path),
+                                       poolclass=NullPool)
             else:
                 engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False})
 
@@ -288,24 +291,18 @@ class Store:
                 values["summary"] = summary
                 flat = _flatten(summary)
                 for key in RUN_VALUE_COLUMNS:
-                    if key in flat and flat[key] is not None:
+                    if key not in HEADLINE_COLUMNS and flat.get(key) is not None:
                         values[key] = _coerce_value(key, flat[key])
                 if isinstance(flat.get("epochs_done"), (int, float)) and not isinstance(flat["epochs_done"], bool):
                     values["epochs_done"] = max(int(flat["epochs_done"]), int(row["epochs_done"] or 0))
             conn.execute(update(runs).where(runs.c.id == row["id"]).values(**values))
-            if status is RunStatus.DONE:
-                _refresh_headline(conn, row["id"])
+            refresh_headline(conn, row["id"])
 
         self._run(tx)
 
     def record_evaluation(self, name: str, claim: Mapping[str, Any]) -> None:
-        """Store an evaluation claim (upsert on run, attack, eps, n_examples) and refresh the run's headline.
-
-        The headline columns take the largest complete evaluation at the run's training eps:
-        AutoAttack (``aa-standard``) -> ``aa_robust_acc`` / ``aa_n_examples``, ``pgd`` ->
-        ``pgd_robust_acc``; ``clean_acc`` from the same evaluation; ``collapsed`` when the
-        AutoAttack (else PGD) accuracy is below 10%.
-        """
+        """Store an evaluation claim (one row per claim file, ``eval/<attack>-<eps>.json``; a claim without
+        its file: per attack, eps and n_examples) and refresh the run's headline by ``schema.headline``."""
         claim = _jsonable(dict(claim))
         _check_claim(name, claim)
         now = utcnow()
@@ -314,8 +311,8 @@ class Store:
             row = _select_run(conn, name, lock=True)
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}")
-            _upsert_evaluation(conn, row["id"], claim, now)
-            _refresh_headline(conn, row["id"])
+            upsert_evaluation(conn, row["id"], claim, now)
+            refresh_headline(conn, row["id"])
 
         self._run(tx)
 
@@ -374,8 +371,6 @@ class Store:
     def list_runs(self, where: Iterable[str] | None = None, *, names: Iterable[str] | None = None,
                   config_hashes: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """All run rows (each with ``effective_status``), filtered by ``where`` expressions (see query.py)."""
-        from .query import apply_where
-
         def tx(conn: Connection):
             stmt = select(runs).order_by(runs.c.id)
             if names is not None:
@@ -406,10 +401,18 @@ class Store:
         return frame
 
     def evaluation_exists(self, name: str, attack: str, eps: float, n_examples: int | None) -> bool:
+        """Does ``name`` have a complete ``attack`` evaluation at ``eps`` (on ``n_examples`` images)? A clean
+        one is recorded at eps 0 and holds at every eps: a finished sweep or study does not redo it."""
+        attack = attack.lower()
+
         def tx(conn: Connection) -> bool:
             stmt = (select(evaluations.c.id).join(runs, runs.c.id == evaluations.c.run_id)
-                    .where(runs.c.name == name, evaluations.c.attack == attack.lower(),
-                           func.abs(evaluations.c.eps - float(eps)) < _EPS_TOL, evaluations.c.robust_acc.is_not(None)))
+                    .where(runs.c.name == name, evaluations.c.attack == attack))
+            if attack == CLEAN_ATTACK:
+                stmt = stmt.where(evaluations.c.clean_acc.is_not(None))
+            else:
+                stmt = stmt.where(func.abs(evaluations.c.eps - float(eps)) < EPS_TOL,
+                                  evaluations.c.robust_acc.is_not(None))
             if n_examples is not None:
                 stmt = stmt.where(evaluations.c.n_examples == int(n_examples))
             return conn.execute(stmt.limit(1)).first() is not None
@@ -431,11 +434,26 @@ class Store:
 
 
 def _connect_sqlite_readonly(path: Path):
-    """A ``mode=ro`` connection; ``immutable=1`` when even that cannot open (a WAL store in a read-only folder)."""
+    """A read-only connection that leaves nothing beside the store.
+
+    No ``-wal`` file beside a WAL store means no process has it open and every commit is in the main
+    file: that file is read as ``immutable`` (a ``mode=ro`` open would create ``-wal`` and ``-shm`` files
+    that a reader cannot remove). Otherwise (a writer is active) ``mode=ro``, which shares its ``-shm``;
+    ``immutable=1`` again when even that cannot open (a WAL store in a read-only folder).
+    """
     import sqlite3
     from urllib.parse import quote
 
     uri = f"file:{quote(str(path))}"
+    if not Path(f"{path}-wal").exists():
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
+        try:
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            if not Path(f"{path}-wal").exists():  # still nobody writing: the snapshot is the store
+                return conn
+        except sqlite3.DatabaseError:
+            pass
+        conn.close()
     conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()

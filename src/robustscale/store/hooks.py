@@ -26,7 +26,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..errors import UserError
+from .core import Store
+from .folder import config_of, read_summary, run_dir_of
 from .location import resolve_store_url
 from .tables import RunStatus
 
@@ -82,8 +83,6 @@ def store_url_for(cfg=None, store: str | os.PathLike | None = None) -> str | Non
 
 def store_for(cfg=None, store: str | os.PathLike | None = None):
     """The (per-process cached) ``Store`` of a run, or None when recording is disabled."""
-    from .core import Store
-
     url = store_url_for(cfg, store)
     if url is None:
         return None
@@ -156,15 +155,16 @@ def record_evaluation(cfg_or_run_dir, claim: Mapping[str, Any], *, store: str | 
     """Store an evaluation claim of a run (``TrainConfig`` or run folder with config.yaml)."""
     if not _main_process():
         return
-    cfg = _config_of(cfg_or_run_dir)
+    cfg = config_of(cfg_or_run_dir)
     st = store_for(cfg, store)
     if st is None:
         return
     if st.get_run(cfg.name, details=False) is None:
         # A run trained before the store existed (or elsewhere): adopt it from its folder.
-        summary = _read_summary(cfg_or_run_dir)
+        run_dir = run_dir_of(cfg_or_run_dir, cfg)
+        summary = read_summary(run_dir)
         st.finish_run(cfg.name, summary, status=RunStatus.DONE if summary else RunStatus.FAILED, cfg=cfg,
-                      error=None if summary else "no summary.json", run_dir=_run_dir_of(cfg_or_run_dir, cfg))
+                      error=None if summary else "no summary.json", run_dir=run_dir)
     st.record_evaluation(cfg.name, claim)
 
 
@@ -211,48 +211,10 @@ def _main_process() -> bool:
         return True
 
 
-def _config_of(cfg_or_run_dir):
-    from ..config import TrainConfig
-
-    if isinstance(cfg_or_run_dir, TrainConfig):
-        return cfg_or_run_dir
-    run_dir = Path(cfg_or_run_dir)
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
-    cfg = TrainConfig.from_yaml(path)
-    if not cfg.name:
-        cfg = cfg.replace(name=run_dir.name)
-    return cfg
-
-
 def _default_run_dir(cfg) -> Path | None:
     if getattr(cfg, "output_dir", None) is None or not getattr(cfg, "name", None):
         return None
     return Path(cfg.output_dir) / str(cfg.name)
-
-
-def _run_dir_of(cfg_or_run_dir, cfg) -> Path:
-    from ..config import TrainConfig
-
-    if isinstance(cfg_or_run_dir, TrainConfig):
-        return Path(cfg.output_dir) / str(cfg.name)
-    return Path(cfg_or_run_dir)
-
-
-def _read_summary(cfg_or_run_dir) -> dict | None:
-    import json
-
-    from ..config import TrainConfig
-
-    cfg = _config_of(cfg_or_run_dir)
-    run_dir = _run_dir_of(cfg_or_run_dir, cfg) if not isinstance(cfg_or_run_dir, TrainConfig) else \
-        Path(cfg.output_dir) / str(cfg.name)
-    path = run_dir / "summary.json"
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
 
 
 def _one_line(text: str | None) -> str | None:

@@ -19,7 +19,9 @@ from typing import Callable
 from sqlalchemy import Connection, select
 
 from ..errors import UserError
-from .tables import SCHEMA_VERSION, meta, metadata
+from .rows import refresh_headline
+from .tables import SCHEMA_VERSION, meta, metadata, runs
+
 
 def _v1_to_v2(conn: Connection) -> None:
     """The per-epoch catastrophic-overfitting check: runs.collapsed_epoch and epochs.fgsm_robust_acc."""
@@ -31,14 +33,11 @@ def _v2_to_v3(conn: Connection) -> None:
     """The test images behind each headline accuracy (runs.clean_acc_n_examples, pgd_robust_acc_n_examples) and
     APGD-CE's headline (apgd_ce_robust_acc with its count), filled from each run's evaluations (and training's
     own test-set check) as the headline is."""
-    from .rows import _refresh_headline
-    from .tables import runs
-
     for column, sql_type in (("clean_acc_n_examples", "INTEGER"), ("pgd_robust_acc_n_examples", "INTEGER"),
                              ("apgd_ce_robust_acc", "FLOAT"), ("apgd_ce_robust_acc_n_examples", "INTEGER")):
         conn.exec_driver_sql(f"ALTER TABLE runs ADD COLUMN {column} {sql_type}")
     for (run_id,) in conn.execute(select(runs.c.id).where(runs.c.status == "done")).all():
-        _refresh_headline(conn, run_id)
+        refresh_headline(conn, run_id)
 
 
 MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}

@@ -13,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from ..config import TrainConfig
 from ..errors import UserError
-from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS
+from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS, TRAINING_CHECK, resolve_column
 from ..schema import finite_float as _float
 from .tables import RUN_VALUE_COLUMNS, RunStatus, runs
 
@@ -38,8 +39,6 @@ def run_record(row: Mapping[str, Any]) -> dict[str, Any]:
 
 def _frame_records(frame, source: str) -> list[dict[str, Any]]:
     """Rows of an imported frame as `runs` column values (status done)."""
-    from ..schema import resolve_column
-
     frame = frame.rename(columns={c: resolve_column(c) for c in frame.columns})
     table_cols = set(runs.c.keys())
     skip = {"id", "status", "source", "created_at", "started_at", "finished_at", "config", "summary", "extra"}
@@ -91,8 +90,6 @@ def _import_name(raw: Mapping[str, Any], source: str) -> str:
 
 
 def _config_parts(cfg) -> tuple[dict[str, Any], str, str]:
-    from ..config import TrainConfig
-
     if isinstance(cfg, Mapping):
         cfg = TrainConfig.from_dict(dict(cfg))
     if not cfg.name:
@@ -103,8 +100,6 @@ def _config_parts(cfg) -> tuple[dict[str, Any], str, str]:
 def _known_hashes(cfg) -> tuple[str, ...]:
     """Every hash a stored row of this run may carry (0.1.0's too: ``TrainConfig.known_hashes``);
     ``start_run`` then rewrites the row with today's."""
-    from ..config import TrainConfig
-
     if isinstance(cfg, Mapping):
         cfg = TrainConfig.from_dict(dict(cfg))
     return cfg.known_hashes()
@@ -127,11 +122,16 @@ def attack_steps_of(method: Any, steps: Any) -> int | None:
     return None if steps is None else int(steps)
 
 
+# Nested records of a summary that describe something else than the run as a whole: each evaluation (under
+# ``evaluations``) and training's own check (kept by ``evaluate``); never read as the run's values.
+_NOT_FLATTENED = ("evaluations", TRAINING_CHECK)
+
+
 def _flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level keys, then keys of nested dicts (``compute``, ``final``...) that are missing or None on top."""
     flat = {k: v for k, v in summary.items() if not isinstance(v, Mapping)}
-    for v in summary.values():
-        if isinstance(v, Mapping):
+    for key, v in summary.items():
+        if isinstance(v, Mapping) and key not in _NOT_FLATTENED:
             for k2, v2 in _flatten(v).items():
                 if flat.get(k2) is None:
                     flat[k2] = v2

@@ -1,52 +1,31 @@
 """Rebuild store rows from run folders: the folder is the source of truth, the store an index of them.
 
-A run folder holds ``config.yaml``, ``metrics.jsonl`` (one JSON object per finished epoch),
-``summary.json`` (written when training ends or is interrupted), ``state.pt`` (the resumable
-state) and ``eval/*.json`` (evaluation claims). :func:`sync_run_dir` reads them and makes the
-run's rows match in one transaction (``robustscale runs sync RUN_DIR...``,
-``runs import --from-dirs DIR``); :func:`reconcile_stale` does it for every row whose process is
-gone. A run still alive in another process is never touched.
-
-Status from the folder: a ``completed`` summary -> done; an ``interrupted`` one, or a
-``state.pt`` without a summary (killed) -> interrupted (resumable); a ``diverged`` one -> failed;
-nothing resumable -> failed.
+:func:`sync_run_dir` reads a folder (``store/folder.py``) and makes the run's rows match in one
+transaction (``robustscale runs sync RUN_DIR...``, ``runs import --from-dirs DIR``): the run row,
+its epochs, and its evaluations (one per claim file; the headline by ``schema.headline``, the rule
+of the live updates too). :func:`reconcile_stale` does it for every row whose process is gone. A
+run still alive in another process is never touched.
 
 The transactions behind ``Store.sync_run`` (:func:`folder_rows_tx`) and ``Store.import_frame``
 (:func:`frame_rows_tx`, a DataFrame of finished runs) are here too.
 """
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import Connection, delete, select, update
 
 from ..errors import UserError
+from ..schema import HEADLINE_COLUMNS
+from .folder import RunFolder, read_run_folder  # noqa: F401  (RunFolder: importable here, as before)
 from .liveness import _same_process, effective_status, process_identity, utcnow
 from .records import (LOCAL_SOURCE, _coerce_value, _config_parts, _flatten, _frame_records, _identity, _jsonable,
                       _same)
-from .rows import _check_claim, _check_same_config, _insert_epoch, _refresh_headline, _select_run, _upsert_evaluation
-from .tables import RUN_VALUE_COLUMNS, STALE, RunStatus, epochs, runs
-
-
-@dataclass
-class RunFolder:
-    """What one run folder says about its run."""
-
-    path: Path
-    cfg: Any  # TrainConfig
-    status: RunStatus
-    summary: dict[str, Any] | None
-    epochs: list[dict[str, Any]] = field(default_factory=list)
-    claims: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-
-    @property
-    def name(self) -> str:
-        return str(self.cfg.name)
+from .rows import _check_claim, _check_same_config, _insert_epoch, refresh_headline, _select_run, upsert_evaluation
+from .tables import RUN_VALUE_COLUMNS, STALE, RunStatus, epochs, evaluations, runs
 
 
 @dataclass
@@ -65,36 +44,6 @@ class SyncResult:
             return f"{self.name}: run folder {self.run_dir} not found; left as it is"
         return (f"{self.name}: {self.status} ({self.outcome}; {self.epochs} epoch(s), "
                 f"{self.evaluations} evaluation(s)) from {self.run_dir}")
-
-
-def read_run_folder(run_dir: str | os.PathLike) -> RunFolder:
-    """Parse a run folder; UserError when it is not one (no config.yaml) or a file is unreadable."""
-    from .hooks import _config_of
-
-    path = Path(run_dir)
-    if not path.is_dir():
-        raise UserError(f"run folder not found: {path}")
-    cfg = _config_of(path)
-    summary = _read_json(path / "summary.json")
-    epochs = _read_metrics(path / "metrics.jsonl")
-    claims = [c for c in (_read_json(p) for p in sorted((path / "eval").glob("*.json"))
-                          if not p.name.startswith(".")) if c and c.get("attack")]
-    folder = RunFolder(path, cfg, RunStatus.FAILED, summary, epochs, claims)
-    done = summary is not None and summary.get("status") == "completed"
-    if done:
-        folder.status = RunStatus.DONE
-    elif summary is not None and summary.get("status") == "diverged":
-        folder.status, folder.error = RunStatus.FAILED, str(summary.get("error") or "training diverged")
-    elif (path / "state.pt").is_file() or (summary is not None and summary.get("status") == "interrupted"):
-        folder.status = RunStatus.INTERRUPTED
-        folder.error = f"stopped after epoch {len(epochs)}; resume with: robustscale train --resume {path}"
-    else:
-        folder.error = "stopped before its first checkpoint (no state.pt, no summary.json)"
-    if not done and epochs and (summary is None or (summary.get("epochs_done") or 0) < epochs[-1]["epoch"]):
-        # The last epoch row holds the run's cumulative compute; an older summary does not.
-        folder.summary = {**(summary or {}), **{k: v for k, v in epochs[-1].items() if v is not None},
-                          "epochs_done": epochs[-1]["epoch"]}
-    return folder
 
 
 def sync_run_dir(store, run_dir: str | os.PathLike) -> SyncResult:
@@ -132,42 +81,6 @@ def sync_all(store, run_dirs: Iterable[str | os.PathLike]) -> list[SyncResult]:
     return [sync_run_dir(store, d) for d in run_dirs]
 
 
-# ---------------------------------------------------------------------- reading
-def _read_json(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as exc:
-        raise UserError(f"cannot read {path}: not valid JSON ({exc})") from None
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    return data if isinstance(data, dict) else None
-
-
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The epochs of metrics.jsonl, last row per epoch (a resumed epoch is written again)."""
-    if not path.is_file():
-        return []
-    by_epoch: dict[int, dict[str, Any]] = {}
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            if i == len(lines) - 1:  # a line cut by a kill mid-write: the epoch is not finished
-                break
-            raise UserError(f"cannot read {path}: line {i + 1} is not valid JSON") from None
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            by_epoch[row["epoch"]] = row
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
 # ---------------------------------------------------------------------- the transactions
 def folder_rows_tx(cfg, run_dir: str | os.PathLike, *, status: RunStatus, summary: Mapping[str, Any] | None,
                    epoch_rows: Iterable[Mapping[str, Any]] = (), claims: Iterable[Mapping[str, Any]] = (),
@@ -198,7 +111,8 @@ def folder_rows_tx(cfg, run_dir: str | os.PathLike, *, status: RunStatus, summar
             values["finished_at"] = (row or {}).get("finished_at") or now
         flat = _flatten(summary)
         for key in RUN_VALUE_COLUMNS:
-            values[key] = _coerce_value(key, flat.get(key))
+            if key not in HEADLINE_COLUMNS:  # those come from the evaluations, below
+                values[key] = _coerce_value(key, flat.get(key))
         if row is None:
             conn.execute(runs.insert().values(name=name, created_at=now, **values))
             row = _select_run(conn, name, lock=True)
@@ -209,9 +123,11 @@ def folder_rows_tx(cfg, run_dir: str | os.PathLike, *, status: RunStatus, summar
         conn.execute(delete(epochs).where(epochs.c.run_id == row["id"]))
         for r in rows:
             _insert_epoch(conn, row["id"], r["epoch"], r, now)
+        # The folder's claims are the run's evaluations: a row whose claim file is gone goes too.
+        conn.execute(delete(evaluations).where(evaluations.c.run_id == row["id"]))
         for claim in claims:
-            _upsert_evaluation(conn, row["id"], claim, now)
-        _refresh_headline(conn, row["id"])
+            upsert_evaluation(conn, row["id"], claim, now)
+        refresh_headline(conn, row["id"])
         return outcome
 
     return tx

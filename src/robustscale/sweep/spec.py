@@ -211,7 +211,7 @@ def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
     _check_unique(runs, where)
 
     evaluation = _parse_evaluation(data.get("evaluation", {}), where)
-    executor = _parse_options(ExecutorOptions, data.get("executor") or {}, EXECUTOR_KEYS, "executor", where)
+    executor = _parse_executor(data.get("executor"), where)
     cost = _parse_options(CostOptions, data.get("cost") or {}, COST_KEYS, "cost", where)
     store = data.get("store")
     return SweepSpec(path=path, name=name, description=str(data.get("description") or ""), runs=runs,
@@ -404,7 +404,33 @@ def _parse_evaluation(value: Any, where: str) -> EvaluationOptions | None:
         raise UserError(f"invalid evaluation n_examples {opts.n_examples!r} in {where}: must be >= 1")
     if opts.eps is not None and not 0 <= opts.eps <= 1:
         raise UserError(f"invalid evaluation eps {opts.eps!r} in {where}: must be in [0, 1] pixel units")
+    for key in ("batch_size", "steps", "restarts"):
+        if getattr(opts, key) is not None and getattr(opts, key) < 1:
+            raise UserError(f"invalid evaluation {key} {getattr(opts, key)!r} in {where}: must be >= 1")
+    try:  # what `evaluate` would refuse after the training was spent (e.g. steps for a clean evaluation)
+        from ..evaluation.spec import EvalSpec
+
+        EvalSpec.create(attack, opts.eps, "linf", opts.steps, None, opts.restarts,
+                        256 if opts.batch_size is None else opts.batch_size, opts.seed)
+    except ImportError:
+        pass
+    except UserError as exc:
+        raise UserError(f"invalid evaluation in {where}: {exc}") from None
     return EvaluationOptions(**{**opts.__dict__, "attack": attack})
+
+
+# Executor values that must be at least 1 (0 would hang a sweep, or ask Slurm for nothing).
+_POSITIVE_EXECUTOR_KEYS = ("max_parallel", "array_parallelism", "timeout_min", "gpus_per_job", "tasks_per_job",
+                           "cpus_per_task", "mem_gb")
+
+
+def _parse_executor(value: Any, where: str) -> ExecutorOptions:
+    opts = _parse_options(ExecutorOptions, value or {}, EXECUTOR_KEYS, "executor", where)
+    for key in _POSITIVE_EXECUTOR_KEYS:
+        v = getattr(opts, key)
+        if v is not None and v <= 0:
+            raise UserError(f"invalid executor.{key} {v!r} in {where}: must be > 0")
+    return opts
 
 
 def _parse_options(cls, value: Any, keys: tuple[str, ...], section: str, where: str):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .. import rundir
 from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse, Select, TrainConfig
-from ..errors import UserError, check_writable_dir
+from ..errors import UserError, as_disk_error, check_free_space, check_writable_dir, disk_error
 from ..store import record_epoch, record_run_start
 from .backends import configure_backends, should_compile
 from .distributed import Dist, all_reduce_, batch_plan, launch_rank, setup_distributed, unwrap_ddp
@@ -80,6 +80,13 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
                                run_dir=trainer.run_dir)
         if trainer is not None and trainer.trackers is not None:  # no-op when _finish already closed them
             trainer.trackers.finish("interrupted" if isinstance(exc, KeyboardInterrupt) else "failed")
+        disk = as_disk_error(exc, getattr(trainer, "run_dir", None) or cfg.output_dir)
+        if disk is not None:  # a full / read-only disk mid-run: the last checkpoint is intact; say how to go on
+            where = getattr(trainer, "run_dir", None)
+            has_state = where is not None and (Path(where) / rundir.STATE).is_file()
+            hint = f"resume with: robustscale train --resume {where}" if has_state else \
+                "rerun the same command (no checkpoint was saved yet)"
+            raise disk_error(disk, hint) from None
         raise
     finally:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
@@ -272,6 +279,9 @@ class Trainer:
         self.layout = {"world_size": self.dinfo.world, "nodes": self.dinfo.nodes,
                        "micro_batch_size": self.plan.micro_batch_size, "accumulation_steps": self.plan.accumulation}
         self._setup()
+        if self.dinfo.main:  # a disk that cannot hold the checkpoints fails now, not after an epoch
+            check_free_space(self.run_dir, rundir.checkpoint_bytes(self.run_dir, self.model, self.optimizer),
+                             "the checkpoints", "free space or choose another --output-dir")
         if state is not None:
             counters, sums, rng = restore_state(state, self.dinfo, self.model, self.step)
             del state

@@ -95,8 +95,15 @@ def check_resume(run_dir: Path, cfg: TrainConfig | None) -> TrainConfig:
     if not run_dir.is_dir():
         raise UserError(f"resume: run directory not found: {run_dir}")
     if not cfg_path.is_file() or not state_path.is_file():
+        if cfg_path.is_file():  # started, but stopped before its first checkpoint: nothing to resume from
+            raise UserError(f"resume: {run_dir} stopped before its first checkpoint (no state.pt), so there is "
+                            f"nothing to resume; rerun the command that started it (robustscale train --config "
+                            f"{cfg_path} trains the same run)")
         raise UserError(f"resume: {run_dir} is not a resumable run (needs config.yaml and state.pt)")
     saved = TrainConfig.from_yaml(cfg_path)
+    if saved.output_dir is not None and not Path(saved.output_dir).is_absolute():
+        # Relative to where the run started, not to here: the run (and its store) live beside this folder.
+        saved = saved.replace(output_dir=str(run_dir.resolve().parent))
     if cfg is None:
         return saved
     ours, theirs = cfg.to_dict(), saved.to_dict()
