@@ -24,6 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the spec's / 1000)")
     p.add_argument("-o", "--output", help="output folder (paper runs: default paper-reproduction/)")
     p.add_argument("--markdown", help="paper runs: also write this markdown page (figures beside it)")
+    p.add_argument("--bill", action="store_true",
+                   help="print the study's wall-clock bill (training, evaluations, the planned runs; needs "
+                        "study.scaling's rates) and exit: nothing runs; exit 2 when it exceeds study.scaling.max_hours")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=run)
@@ -42,6 +45,15 @@ def run(args: argparse.Namespace) -> int:
     from ..study import format_study_table, load_study, run_study
 
     spec, opts = load_study(args.spec)
+    if args.bill:
+        from ..study.bill import format_bill, study_bill
+
+        bill = study_bill(spec, opts)
+        print(json.dumps(bill, indent=2) if args.json else format_bill(bill))
+        if bill["within_limit"] is False:
+            raise UserError(f"the bill of {args.spec} is {bill['total_hours']:.2f} h, over its study.scaling.max_hours "
+                            f"{bill['max_hours']:g} h")
+        return 0
     if args.bootstrap is not None:
         if args.bootstrap < 0:
             raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")
