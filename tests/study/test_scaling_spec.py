@@ -129,3 +129,17 @@ def test_bad_blocks_fail_with_one_line(tmp_path, cli, blocks, top, message):
     path = _tiny(tmp_path, blocks, **top)
     code, out, err = cli("sweep", "plan", str(path), "--no-cost")
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_where_selects_numbers_as_numbers():
+    """The store keeps attack_steps as floats (NaN for standard runs): `attack_steps: 2` must still select."""
+    import numpy as np
+    import pandas as pd
+
+    from robustscale.study.results import where_mask
+
+    df = pd.DataFrame({"method": ["pgd", "standard", "pgd", "pgd"], "attack_steps": [2.0, np.nan, 1.0, 2.0]})
+    assert where_mask(df, {"method": ["pgd"], "attack_steps": ["2"]}, "fit").tolist() == [True, False, False, True]
+    assert where_mask(df, {"method": ["standard"]}, "fit").tolist() == [False, True, False, False]
+    with pytest.raises(Exception, match="column 'seed'"):
+        where_mask(df, {"seed": ["0"]}, "fit")

@@ -33,10 +33,10 @@ def _spec(tmp_path, data_dir):
         "evaluation": {"attack": "clean", "n_examples": 64},
         "cost": {"device_type": "cpu"},
         "study": {
-            "evaluations": [{"attack": "apgd-ce", "n_examples": 32, "where": {"method": "pgd"}}],
+            "evaluations": [{"attack": "apgd-ce", "n_examples": 32, "steps": 5, "where": {"method": "pgd"}}],
             "fits": {"standard": {"where": {"method": "standard"}, "y": "clean_acc"},
                      "adversarial": {"where": {"method": "pgd"}, "y": "apgd_ce_robust_acc"}},
-            "compare": ["adversarial", "standard"], "laws": ["power"], "targets": [90], "bootstrap": 50,
+            "compare": ["adversarial", "standard"], "laws": ["power"], "targets": [90], "bootstrap": 20,
             "exclude_below": 0.01,
             "scaling": {"where": {"method": "pgd"}, "y": "apgd_ce_robust_acc", "budget_factor": 2,
                         "verify_seeds": [0, 1, 2], "page": str(tmp_path / "page.md"),

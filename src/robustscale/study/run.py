@@ -43,6 +43,7 @@ from typing import Any, Mapping, Sequence
 
 from ..config import load_yaml
 from ..errors import UserError
+from .results import where_mask
 from .scaling import ScalingOptions, parse_scaling, run_scaling
 from .scaling_page import write_scaling_outputs
 
@@ -62,14 +63,7 @@ class StudyFit:
     label: str
 
     def select(self, df):
-        mask = None
-        for col, values in self.where.items():
-            if col not in df.columns:
-                raise UserError(f"study fit {self.name!r} selects on column {col!r}, which the runs table lacks; "
-                                f"columns: {', '.join(map(str, df.columns))}")
-            m = df[col].astype(str).isin([str(v) for v in values])
-            mask = m if mask is None else mask & m
-        return df if mask is None else df[mask]
+        return df[where_mask(df, self.where, f"study fit {self.name!r}")]
 
 
 @dataclass

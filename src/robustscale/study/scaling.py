@@ -48,7 +48,7 @@ from ..schema import COLLAPSE_THRESHOLD_ACC
 from ..scaling.identified import SEED_SD_POINTS, seed_sd_of
 from ..sweep import run_sweep
 from ..sweep.spec import PlannedRun
-from .results import study_frame
+from .results import study_frame, where_mask
 
 SCALING_KEYS = ("where", "y", "models", "budget_factor", "verify_seeds", "similar_compute", "page",
                 "train_flop_rate", "eval_flop_rate", "max_hours", "bootstrap")
@@ -124,13 +124,8 @@ def parse_scaling(value: Any, where: str) -> ScalingOptions | None:
 
 
 def select_runs(df, where: Mapping[str, list[str]]):
-    """The rows of ``df`` whose columns take one of ``where``'s values (compared as strings)."""
-    mask = np.ones(len(df), bool)
-    for col, values in where.items():
-        if col not in df.columns:
-            raise UserError(f"study.scaling.where selects on column {col!r}, which the runs table lacks")
-        mask &= df[col].astype(str).isin(values).to_numpy()
-    return df[mask]
+    """The rows of ``df`` that ``study.scaling.where`` selects."""
+    return df[where_mask(df, where, "study.scaling.where")]
 
 
 def planned_budget(df, sc: ScalingOptions) -> float:
@@ -177,10 +172,11 @@ def verify_runs(spec, recipe: Mapping[str, Any], seeds: list[int]) -> list:
     return out
 
 
-def family_seed_sd(fits: Mapping[str, Mapping[str, Any]], family_label: str) -> dict[str, Any] | None:
-    """The seed SD (points) and its source for one family, from any of its fits (they share the runs)."""
+def family_seed_sd(fits: Mapping[str, Mapping[str, Any]], family: str) -> dict[str, Any] | None:
+    """The seed SD (points) and its source for one family (``fits[law][family]``, as ``study.fits``
+    returns them), from any of its fits: they share the runs, so the measurement is the same."""
     for by_family in fits.values():
-        fit = by_family.get(family_label)
+        fit = by_family.get(family)
         if fit is not None and hasattr(fit, "y_values"):
             sd, source = seed_sd_of(fit)
             return {"seed_sd": sd, "source": source, "assumed": source == "assumed"}
@@ -261,7 +257,7 @@ def run_scaling(spec, opts, st, runs_df, fits, evaluate, *, store: str | None, e
     grid = select_runs(runs_df, sc.where)
     doc: dict[str, Any] = {"where": sc.where, "y": sc.y, "budget_factor": sc.budget_factor,
                            "verify_seeds": sc.verify_seeds, "similar_compute": sc.similar_compute,
-                           "seed_sd": {f.name: family_seed_sd(fits, f.label) for f in opts.fits},
+                           "seed_sd": {f.name: family_seed_sd(fits, f.name) for f in opts.fits},
                            "backtest": study_backtest(grid, sc), "verify": None}
     log(f"planning: the joint law on {len(grid)} runs, budget {sc.budget_factor:g}x the largest run")
     plan = scaling_plan(runs_df, sc, opts, spec)
