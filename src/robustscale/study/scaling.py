@@ -283,7 +283,7 @@ def run_scaling(spec, opts, st, runs_df, fits, evaluate, *, store: str | None, e
     sd = (doc["seed_sd"].get(fam.name) if fam is not None else None) or {"seed_sd": None}
     seed_sd = sd["seed_sd"] if sd["seed_sd"] is not None else SEED_SD_POINTS
     doc["verify"] = {"recipe": recipe, "budget_flops": budget["budget_flops"],
-                     "largest_run_flops": plan["data_compute_range_flops"][1],
+                     "largest_run_flops": budget["budget_flops"] / sc.budget_factor,  # recorded train_flops
                      "runs_trained_now": sweep.get("submitted", 0), "runs_reused": sweep.get("done_before", 0),
                      "seed_sd_family": fam.name if fam is not None else None,
                      **(observed_vs_predicted(rows, recipe, sc.y, seed_sd, grid, budget["budget_flops"],
