@@ -17,7 +17,7 @@ Z95 = 1.959963984540054
 def _spec(tmp_path, data_dir):
     spec = {
         "name": "tiny-scaling",
-        "base": {"dataset": "fashion_mnist", "data_dir": str(data_dir), "eps": 0.1, "train_subset": 128,
+        "base": {"dataset": "fashion_mnist", "data_dir": str(data_dir), "eps": 0.03, "train_subset": 128,
                  "val_size": 32, "batch_size": 32, "lr_base": 0.4, "eval_subset": 0, "eval_attack_steps": 2,
                  "attack_steps": 1, "workers": 0, "progress": False, "energy": False},
         "blocks": [
