@@ -25,6 +25,7 @@ but a few: :func:`legacy_config_hash_v1`; :meth:`TrainConfig.matches_hash` accep
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import hashlib
 import json
@@ -33,7 +34,9 @@ import typing
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
+
+import yaml
 
 from .errors import UserError, choice
 
@@ -88,6 +91,14 @@ class SelectSplit(str, enum.Enum):
     TEST = "test"
 
 
+class Tracker(str, enum.Enum):
+    """The experiment trackers ``log_to`` may name (``robustscale.trackers`` runs them)."""
+
+    WANDB = "wandb"
+    MLFLOW = "mlflow"
+    TENSORBOARD = "tensorboard"
+
+
 _COMPILE_ALIASES = {"true": "on", "yes": "on", "1": "on", "false": "off", "no": "off", "0": "off"}
 
 
@@ -103,6 +114,22 @@ def parse_fraction(value: Any, what: str = "value") -> float:
         raise UserError(f"invalid {what} {value!r}: out of range") from None
     except (ValueError, ZeroDivisionError):
         raise UserError(f"invalid {what} {value!r}; expected a number like 0.031 or 8/255") from None
+
+
+def parse_tracker_names(names: Iterable[str] | str | None) -> list[str]:
+    """``["WandB", "mlflow"]`` or ``"wandb,mlflow"`` -> ``["wandb", "mlflow"]`` (order kept, duplicates
+    dropped); an unknown name raises UserError listing the valid ones."""
+    if names is None:
+        return []
+    if isinstance(names, str):
+        names = names.split(",")
+    out: list[str] = []
+    for name in names:
+        if str(name).strip():
+            value = choice(Tracker, name, what="log_to tracker").value
+            if value not in out:
+                out.append(value)
+    return out
 
 
 # timm scheduler names usable with a per-step schedule (``plateau`` needs a metric: not offered).
@@ -343,8 +370,6 @@ class TrainConfig:
         for f in fields(self):
             setattr(self, f.name, _coerce(f.name, f, getattr(self, f.name)))
         self.validate()
-        from .trackers import parse_tracker_names  # light: no tracker library is imported
-
         self.log_to = parse_tracker_names(self.log_to)
 
     # ------------------------------------------------------------------ derived values
@@ -578,8 +603,6 @@ _check_identity_tables()
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    import yaml
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"config file not found: {path}")
@@ -619,8 +642,6 @@ def parse_overrides(tokens: list[str]) -> dict[str, Any]:
     known = [f.name for f in fields(TrainConfig)]
     for key in out:  # blame the flag here, not the YAML file the overrides are merged into later
         if key not in known:
-            import difflib
-
             close = ([_FLAG_SYNONYMS[key]] if key in _FLAG_SYNONYMS else []) + \
                 [c for c in difflib.get_close_matches(key, known, n=3, cutoff=0.5) if c != _FLAG_SYNONYMS.get(key)]
             hint = f"did you mean {', '.join('--' + c.replace('_', '-') for c in close)}? " if close else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import tempfile
 from pathlib import Path
 from typing import Iterable, TypeVar
 
@@ -72,8 +73,6 @@ def check_writable_dir(path, what: str, hint: str = "choose a writable folder", 
 
     Root ignores permission bits, so only a real write tells (a read-only mount, a full disk).
     """
-    import tempfile
-
     path = Path(path).expanduser()
     with writing(path, what, hint):
         if create:

@@ -1,6 +1,8 @@
 """Progress over named stages of a long computation (a tqdm bar; a no-op when disabled)."""
 from __future__ import annotations
 
+from tqdm import tqdm
+
 __all__ = ["StageBar"]
 
 
@@ -14,8 +16,6 @@ class StageBar:
     def __init__(self, steps: list[str], desc: str, enabled: bool = True):
         self.bar = None
         if enabled:
-            from tqdm import tqdm
-
             self.bar = tqdm(total=len(steps), desc=desc, unit="stage", dynamic_ncols=True)
         self.started = False
 

@@ -11,6 +11,7 @@ A training run is a folder ``<output_dir>/<name>/``::
     summary.json       the run record (robustscale.schema columns + details)
     eval/              evaluation claims ``<attack>-<eps>.json`` (robustscale.evaluation.records)
 
+Optional files are read back with :func:`read_json` (None when absent), the claims with :func:`read_claims`.
 Every file of the package is written through :func:`atomic_write` (a temp file in the same folder,
 then ``os.replace``), so a crash never leaves a half-written file; whole folders (exports,
 downloads) through :func:`atomic_dir`.
@@ -27,11 +28,18 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from . import __version__
+from .config import TrainConfig
+from .data.info import dataset_info, dataset_normalization
 from .errors import UserError
+from .models import create_model
 
 __all__ = ["CONFIG", "ENV", "METRICS", "STATE", "SUMMARY", "EVAL_DIR", "CHECKPOINTS", "weights_path",
-           "checkpoint_path", "read_config", "atomic_write", "atomic_dir", "write_text", "write_bytes", "write_json",
-           "json_default", "dumps", "inner_model", "save_weights", "load_weights", "load_state_dict", "load_run",
+           "checkpoint_path", "read_config", "read_json", "read_claims", "atomic_write", "atomic_dir", "write_text",
+           "write_bytes", "write_json", "json_default", "dumps", "inner_model", "save_weights", "load_weights", "load_state_dict", "load_run",
            "build_model"]
 
 CONFIG = "config.yaml"
@@ -61,14 +69,31 @@ def checkpoint_path(run_dir: str | Path, checkpoint: str = "best") -> Path:
     return path
 
 
-def read_config(run_dir: str | Path):
+def read_config(run_dir: str | Path) -> TrainConfig:
     """The run's TrainConfig (from config.yaml); UserError when ``run_dir`` is not a run folder."""
-    from .config import TrainConfig
-
     path = Path(run_dir) / CONFIG
     if not path.is_file():
         raise UserError(f"not a run directory (no config.yaml): {run_dir}")
     return TrainConfig.from_yaml(path)
+
+
+def read_json(path: str | Path) -> Any:
+    """The JSON in ``path``, or None when the file is absent or not JSON (optional run files)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def read_claims(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The evaluation claims of a run (``eval/*.json``), each with ``file_stem`` (its file's name)."""
+    claims = []
+    for path in sorted((Path(run_dir) / EVAL_DIR).glob("*.json")):
+        claim = read_json(path)  # None: not a claim (a half-copied file); the card lists what can be read
+        if isinstance(claim, dict) and claim.get("clean_acc") is not None:
+            claims.append({**claim, "file_stem": path.stem})
+    return claims
 
 
 # ---------------------------------------------------------------------- atomic writes
@@ -180,10 +205,6 @@ def save_weights(path: str | Path, model, cfg, **metadata: Any) -> None:
     ``timm.create_model(meta["model"], num_classes=..., in_chans=...).load_state_dict(load_file(path))``
     works without robustscale; inputs must then be normalized with ``meta["mean"]`` / ``meta["std"]``.
     """
-    from safetensors.torch import save_file
-
-    from . import __version__
-
     state = {k: v.detach().to("cpu").contiguous() for k, v in inner_model(model).state_dict().items()}
     mean = getattr(model, "mean", None)
     std = getattr(model, "std", None)
@@ -226,9 +247,6 @@ def load_state_dict(model, state, source: str, model_name: str) -> None:
 def load_weights(path: str | Path, model) -> dict[str, str]:
     """Load a checkpoint written by :func:`save_weights` into ``model`` (NormalizedModel or timm model);
     returns the metadata (str -> str)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -244,10 +262,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best"):
 
     ``checkpoint``: ``"best"`` (highest per-epoch PGD accuracy; falls back to ``last`` if absent) or ``"last"``.
     """
-    from safetensors import safe_open
-
-    from .data.info import dataset_info
-
     run_dir = Path(run_dir)
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"unknown checkpoint {checkpoint!r}; valid: {', '.join(CHECKPOINTS)}")
@@ -266,9 +280,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best"):
 def build_model(cfg, num_classes: int, in_chans: int):
     """The untrained model of run config ``cfg`` (a NormalizedModel with the dataset's mean/std, and
     ``cfg.drop_rate``)."""
-    from .data.info import dataset_normalization
-    from .models import create_model
-
     kwargs = {"drop_rate": cfg.drop_rate} if cfg.drop_rate > 0 else {}
     return create_model(cfg.model, num_classes=num_classes, in_chans=in_chans, **dataset_normalization(cfg.dataset),
                         **kwargs)

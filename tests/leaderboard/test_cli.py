@@ -159,3 +159,17 @@ def test_download_without_network_is_one_line(cli, monkeypatch, tmp_path):
     code, out, err = cli("leaderboard", "--download")
     assert code == 2 and "cannot download" in err and "--model-info" in err
     assert not (tmp_path / "cache" / "robustscale" / "robustbench-cifar10-linf").exists()
+
+
+def test_json_gives_both_totals_and_linked_sources(cli, model_info):
+    code, out, err = cli("leaderboard", "--model-info", model_info, "--json", "--bootstrap", "0")
+    assert code == 0, err
+    rows = {r["name"]: r for r in json.loads(out)["entries"]}
+    rice = rows["Rice2020Overfitting"]  # loss.backward() in its attack: spent > needed
+    assert rice["implementation_status"] == "code"
+    assert rice["train_flops_needed"] < rice["train_flops"]
+    assert rice["saving"] == pytest.approx(1 - rice["train_flops_needed"] / rice["train_flops"], rel=1e-12)
+    attack = next(f for f in rice["fact_sources"] if f["fact"] == "attack_backward")
+    assert attack["value"] == "full" and attack["urls"] == [
+        "https://github.com/locuslab/robust_overfitting/blob/HEAD/train_cifar.py"]
+    assert rows["Someone2025New"]["train_flops_needed"] is None  # no recipe, no total

@@ -77,45 +77,66 @@ def cache():
     return FlopsCache(measure=hand_arch)
 
 
-def test_trades_entry_is_forward_flops_times_forward_equivalents_times_samples(entries, cache):
-    # Zhang2019Theoretically: WRN-34-10, TRADES-10, 80 epochs x 50,000 images (yaodongyu/TRADES defaults)
+def test_trades_reference_code_spends_its_recomputed_forwards(entries, cache):
+    # Zhang2019Theoretically: WRN-34-10, TRADES-10, 80 epochs x 50,000 images (yaodongyu/TRADES defaults).
+    # As spent (trades.py): 2 forwards per attack step (x_adv and x_natural), input-only attack backward,
+    # three training forwards (x_natural twice) all back-propagated: F(2K+3) + K Bin + 3B.
     e = entry_compute(entries["Zhang2019Theoretically"], entries, cache)
     F, s, samples, k = wrn_hand(34, 10), stem_flops(), 80 * 50_000, 10
-    assert e.train_flops == pytest.approx(samples * ((2 * k + 6) * F - 2 * s), rel=REL)
+    B = 2 * F - s
+    assert e.train_flops == pytest.approx(samples * ((2 * k + 3) * F + k * F + 3 * B), rel=REL)
+    assert e.train_flops_needed == pytest.approx(samples * ((k + 2) * F + k * F + 2 * B), rel=REL)
     assert e.train_flops_2024 == pytest.approx(samples * 3 * (k + 3) * F, rel=REL)  # 3F(K+3)
     assert e.train_flops_low == e.train_flops_high
 
 
-def test_largest_entry_counts_its_own_depth_width_and_schedule(entries, cache):
-    # Bartoldson2024 WRN-94-16: TRADES-10, 10,000 epochs x 50,000 images; MeanSparse adds nothing
+def test_largest_entry_counts_its_padded_epochs_and_separate_clean_forward(entries, cache):
+    # Bartoldson2024 WRN-94-16: TRADES-10, 10,000 epochs x ceil(50,000 / 2048) x 2048 = 51,200 images;
+    # core/utils/trades.py runs p_natural apart: K+3 forwards, 27F per image at Bin = F, B = 2F.
     F, s = wrn_hand(94, 16), stem_flops()
-    expected = 10_000 * 50_000 * (26 * F - 2 * s)
+    B = 2 * F - s
+    spent = 10_000 * 51_200 * (13 * F + 10 * F + 2 * B)
+    needed = 10_000 * 51_200 * (12 * F + 10 * F + 2 * B)
     for name in ("Bartoldson2024Adversarial_WRN-94-16", "Amini2024MeanSparse_S-WRN-94-16"):
-        assert entry_compute(entries[name], entries, cache).train_flops == pytest.approx(expected, rel=REL)
+        e = entry_compute(entries[name], entries, cache)
+        assert e.train_flops == pytest.approx(spent, rel=REL)
+        assert e.train_flops_needed == pytest.approx(needed, rel=REL)
 
 
 def test_two_phases_add_up(entries, cache):
-    # Hendrycks2019: PGD-10 on 1,281,167 ImageNet32 images x 100 epochs (1000 classes), then PGD-10 x 5 CIFAR epochs
+    # Hendrycks2019: PGD-10 on 1,281,167 ImageNet32 images x 100 epochs (1000 classes), then PGD-10 x 5 CIFAR
+    # epochs; attacks.py PGD_linf takes input-only gradients and the scripts run no other forward, so the
+    # total as spent is the efficient one
     k, s = 10, stem_flops()
     pgd = lambda F: (2 * k + 3) * F - s  # noqa: E731  F(K+1) + K F + (2F - s)
-    expected = 100 * 1_281_167 * pgd(wrn_hand(28, 10, 1000)) + 5 * 50_000 * pgd(wrn_hand(28, 10))
-    assert entry_compute(entries["Hendrycks2019Using"], entries, cache).train_flops == pytest.approx(expected, rel=REL)
+    e = entry_compute(entries["Hendrycks2019Using"], entries, cache)
+    big, small = 100 * 1_281_167, 5 * 50_000
+    F1, F2 = wrn_hand(28, 10, 1000), wrn_hand(28, 10)
+    assert e.train_flops_needed == pytest.approx(big * pgd(F1) + small * pgd(F2), rel=REL)
+    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(e.train_flops_needed, rel=REL),) * 2
 
 
 def test_a_sourced_range_gives_low_and_high(entries, cache):
-    # Madry2018: 80,000 steps x 128 images, PGD with 7 (paper) or 10 (config.json) steps
+    # Madry2018: 80,000 steps x 128 images, PGD with 7 (paper) or 10 (config.json) steps; train.py adds 3
+    # logging forwards every 100 steps (0.03 F per image) to the efficient step
     F, s = wrn_hand(34, 10), stem_flops()
     e = entry_compute(entries["Madry2018Towards"], entries, cache)
-    assert e.train_flops_low == pytest.approx(80_000 * 128 * (17 * F - s), rel=REL)
-    assert e.train_flops_high == pytest.approx(80_000 * 128 * (23 * F - s), rel=REL)
+    assert e.train_flops_needed_low == pytest.approx(80_000 * 128 * (17 * F - s), rel=REL)
+    assert e.train_flops_needed_high == pytest.approx(80_000 * 128 * (23 * F - s), rel=REL)
+    assert e.train_flops_low == pytest.approx(80_000 * 128 * (17.03 * F - s), rel=REL)
+    assert e.train_flops_high == pytest.approx(80_000 * 128 * (23.03 * F - s), rel=REL)
     assert e.train_flops == pytest.approx((e.train_flops_low * e.train_flops_high) ** 0.5, rel=REL)
 
 
 def test_extra_passes_and_teachers_are_added(entries, cache):
-    # Wu2020Adversarial (TRADES-AWP): TRADES-10 + 2 extra forward+backward passes, 200 epochs x 50,000
+    # Wu2020Adversarial (TRADES-AWP): TRADES-10 + AWP's 2 proxy passes in 191 of 200 epochs (1.91 per image),
+    # 200 epochs x 50,000; as spent, the TRADES reference loss (2 forwards per attack step, a second clean
+    # pass) and the proxy's second clean pass (0.955) are added
     F, s = wrn_hand(34, 10), stem_flops()
-    expected = 200 * 50_000 * ((26 * F - 2 * s) + 2 * (F + 2 * F - s))
-    assert entry_compute(entries["Wu2020Adversarial"], entries, cache).train_flops == pytest.approx(expected, rel=REL)
+    e = entry_compute(entries["Wu2020Adversarial"], entries, cache)
+    assert e.train_flops_needed == pytest.approx(200 * 50_000 * ((26 * F - 2 * s) + 1.91 * (3 * F - s)), rel=REL)
+    assert e.train_flops == pytest.approx(
+        200 * 50_000 * ((36 * F - 2 * s) + (1.91 + 1.955) * (3 * F - s)), rel=REL)
 
 
 def test_unbounded_and_excluded_entries_have_no_upper_bound(entries, cache):
@@ -128,17 +149,21 @@ def test_unbounded_and_excluded_entries_have_no_upper_bound(entries, cache):
 
 def test_real_plus_synthetic_batches_count_both_halves_and_the_clean_forward(entries, cache):
     # Sehwag2021Proxy: WRN-34-10, PGD-10, 100 epochs of 391 steps x (128 real + 128 synthetic) = 100,000
-    # images per epoch, plus the clean forward train.py computes for its accuracy (extra_forwards 1)
+    # images per epoch, plus the clean forward utils.py trainfxn computes for its accuracy (redundant)
     k, F, s = 10, wrn_hand(34, 10), stem_flops()
-    per_image = (k + 1) * F + k * F + (2 * F - s) + F
+    needed = (k + 1) * F + k * F + (2 * F - s)
     e = entry_compute(entries["Sehwag2021Proxy"], entries, cache)
-    assert e.train_flops == pytest.approx(100 * 100_000 * per_image, rel=REL)
+    assert e.train_flops == pytest.approx(100 * 100_000 * (needed + F), rel=REL)
+    assert e.train_flops_needed == pytest.approx(100 * 100_000 * needed, rel=REL)
     assert e.train_flops_low == e.train_flops_high
 
 
 def test_pretrain_prune_finetune_phases_add_up(entries, cache):
-    # Sehwag2020Hydra: WRN-28-10, TRADES-10 + one clean forward, (100 + 20 + 100) epochs x 100,000 images
+    # Sehwag2020Hydra: WRN-28-10, (100 + 20 + 100) epochs x 100,000 images; utils/adv.py trades_loss: 2
+    # forwards per attack step, the clean batch forwarded twice in the loss (both back-propagated), and
+    # trainer/adv.py's clean forward for the accuracy: F(2K+2) + K Bin + 2B + F + (F + B)
     k, F, s = 10, wrn_hand(28, 10), stem_flops()
-    per_image = (k + 2) * F + k * F + 2 * (2 * F - s) + F
+    B = 2 * F - s
     e = entry_compute(entries["Sehwag2020Hydra"], entries, cache)
-    assert e.train_flops == pytest.approx(220 * 100_000 * per_image, rel=REL)
+    assert e.train_flops == pytest.approx(220 * 100_000 * ((2 * k + 2) * F + k * F + 2 * B + F + (F + B)), rel=REL)
+    assert e.train_flops_needed == pytest.approx(220 * 100_000 * ((k + 2) * F + k * F + 2 * B), rel=REL)

@@ -11,7 +11,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-_TINY = 1e-12  # guards l2 normalisations against a zero gradient / zero perturbation
+TINY = 1e-12  # guards l2 normalisations against a zero gradient / zero perturbation
 
 
 @contextlib.contextmanager
@@ -39,7 +39,7 @@ def loss_precision(logits: torch.Tensor) -> torch.Tensor:
     return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
-def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Standard normal noise shaped like ``x``, in ``x``'s memory format (channels-last stays channels-last)."""
     if generator is None or generator.device == x.device:
         return torch.empty_like(x).normal_(generator=generator)
@@ -47,7 +47,7 @@ def _randn_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Ten
     return out.to(x.device).contiguous(memory_format=_memory_format(x))
 
 
-def _rand_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def rand_like(x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """U[0, 1) noise shaped like ``x``, in ``x``'s memory format."""
     if generator is None or generator.device == x.device:
         return torch.empty_like(x).uniform_(generator=generator)
@@ -63,7 +63,7 @@ def _memory_format(x: torch.Tensor) -> torch.memory_format:
 
 def _flat_norm(t: torch.Tensor) -> torch.Tensor:
     """Per-example l2 norm, shaped (N, 1, 1, ...) to broadcast against ``t`` (no copy for channels-last)."""
-    return torch.linalg.vector_norm(t, ord=2, dim=tuple(range(1, t.dim())), keepdim=True).clamp_min_(_TINY)
+    return torch.linalg.vector_norm(t, ord=2, dim=tuple(range(1, t.dim())), keepdim=True).clamp_min_(TINY)
 
 
 def uniform_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -73,12 +73,12 @@ def uniform_start(x: torch.Tensor, eps: float, norm: str, generator: torch.Gener
     normalised Gaussian, radius ``eps * u**(1/d)``; in image dimensions that is close to the sphere).
     """
     if norm == "linf":
-        return _rand_like(x, generator).mul_(2 * eps).sub_(eps)
+        return rand_like(x, generator).mul_(2 * eps).sub_(eps)
     if norm == "l2":
-        direction = _randn_like(x, generator)
+        direction = randn_like(x, generator)
         direction.div_(_flat_norm(direction))
         d = x[0].numel()
-        radius = _rand_like(x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)), generator)
+        radius = rand_like(x.new_empty((x.shape[0],) + (1,) * (x.dim() - 1)), generator)
         radius = radius.pow_(1.0 / d).mul_(eps)
         return direction.mul_(radius)
     raise ValueError(f"unknown norm {norm!r}; valid: linf, l2")

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import _TINY, loss_precision, uniform_start
+from ._common import TINY, loss_precision, uniform_start
 
 __all__ = ["gradient_cosine", "grad_align_penalty"]
 
@@ -40,7 +40,7 @@ def gradient_cosine(grad_a: torch.Tensor, grad_b: torch.Tensor) -> tuple[torch.T
     a, b = loss_precision(grad_a.flatten(1)), loss_precision(grad_b.flatten(1))
     norm_a, norm_b = torch.linalg.vector_norm(a, dim=1), torch.linalg.vector_norm(b, dim=1)
     valid = (norm_a > 0) & (norm_b > 0)
-    cos = (a * b).sum(1) / (norm_a.clamp_min(_TINY) * norm_b.clamp_min(_TINY))
+    cos = (a * b).sum(1) / (norm_a.clamp_min(TINY) * norm_b.clamp_min(TINY))
     return cos, valid
 
 

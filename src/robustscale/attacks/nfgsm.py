@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import _rand_like, input_grad_only, loss_precision
+from ._common import input_grad_only, loss_precision, rand_like
 
 __all__ = ["n_fgsm"]
 
@@ -38,7 +38,7 @@ def n_fgsm(
         x_adv (N, C, H, W), detached, in [0,1]; ``|x_adv - x| <= (k + 1) eps``, not projected to eps.
     """
     x = x.detach()
-    delta = _rand_like(x, generator).mul_(2 * k * eps).sub_(k * eps)
+    delta = rand_like(x, generator).mul_(2 * k * eps).sub_(k * eps)
     delta = torch.minimum(torch.maximum(delta, -x), 1 - x)  # x + eta in the image box, as the reference
     delta.requires_grad_(True)
     with input_grad_only(model), torch.enable_grad():

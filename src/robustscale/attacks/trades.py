@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._common import (_randn_like, ascent_step_, check_norm, feasible_bounds, input_grad_only, loss_precision,
-                      project_)
+from ._common import (ascent_step_, check_norm, feasible_bounds, input_grad_only, loss_precision, project_,
+                      randn_like)
 
 __all__ = ["trades_inner_max", "trades_kl"]
 
@@ -52,7 +52,7 @@ def trades_inner_max(
             clean_logits = model(x)
     target = F.softmax(loss_precision(clean_logits.detach()), dim=1)
     lo, hi = feasible_bounds(x, eps, norm)
-    delta = _randn_like(x, generator).mul_(0.001)
+    delta = randn_like(x, generator).mul_(0.001)
     delta.requires_grad_(True)
     with input_grad_only(model), torch.enable_grad():
         for _ in range(steps):

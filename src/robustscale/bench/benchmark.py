@@ -7,8 +7,17 @@ import platform
 import statistics
 from typing import Any
 
+import timm
+import torch
+
+from .. import __version__
+from ..compute import detect_device, measure_peak_flops, measure_step_flops
 from ..config import Amp, TrainConfig
+from ..data.info import dataset_info, dataset_normalization
 from ..errors import UserError
+from ..evaluation.api import resolve_device
+from ..models import create_model
+from ..train.backends import amp_dtype, enable_fast_kernels
 from .memory import MEMORY_GROWTH_LIMIT, memory_growth
 from .rounds import run_rounds
 from .steps import BASELINE_METHODS, BaselineStep, OursStep, StepFn, count_step_flops
@@ -18,8 +27,6 @@ __all__ = ["bench_train_step", "format_result"]
 
 def _check_device(device: str):
     """The device that exists here (evaluation's check); bench times CPU and CUDA only."""
-    from ..evaluation.api import resolve_device
-
     dev = resolve_device(device)
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"unknown device {device!r}; valid: cpu, cuda, cuda:N")
@@ -44,12 +51,6 @@ def bench_train_step(cfg: TrainConfig, device: str = "cpu", steps: int = 3, warm
     ``peak_memory_bytes`` (max over epochs) and per-epoch lists; ``ratio`` (median of per-round
     ours/baseline img/s) and ``ratio_rounds``; ``memory_growth`` / ``memory_flat`` for ours.
     """
-    import torch
-
-    from ..compute import measure_peak_flops
-    from ..data.info import dataset_info
-    from ..train.backends import amp_dtype, enable_fast_kernels
-
     dev = _check_device(device)
     if not cfg.deterministic:
         enable_fast_kernels(dev)  # as robustscale.train does; affects both paths
@@ -87,12 +88,6 @@ def _check_arguments(cfg: TrainConfig, dev, *, steps: int, epochs: int, warmup: 
 
 def _build_paths(cfg: TrainConfig, dev, info, seed: int, baseline: bool):
     """``(paths, flops per image, x, y)``: the steps to time, from the same initial weights, on one batch."""
-    import torch
-
-    from ..compute import measure_step_flops
-    from ..data.info import dataset_normalization
-    from ..models import create_model
-
     input_size = tuple(info.input_size)
     num_classes = info.num_classes or 1000
     torch.manual_seed(seed)
@@ -121,12 +116,6 @@ def _build_paths(cfg: TrainConfig, dev, info, seed: int, baseline: bool):
 
 def _header(cfg: TrainConfig, info, ours: OursStep, dev, peak_info: dict | None, schedule: dict) -> dict[str, Any]:
     """What was timed (``schedule``: steps, warmup, epochs, seed), where, and against which peak."""
-    import timm
-    import torch
-
-    from .. import __version__
-    from ..compute import detect_device
-
     kind, device_name = detect_device(dev)
     return {
         "model": cfg.model, "dataset": info.name.value, "input_size": list(info.input_size),

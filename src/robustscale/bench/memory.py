@@ -1,8 +1,18 @@
 """Peak memory of a benchmark window: RSS on the CPU, ``max_memory_allocated`` on CUDA, and a leak check."""
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import platform
 from typing import Sequence
+
+import torch
+
+try:
+    import resource
+except ImportError:  # pragma: no cover - Windows
+    resource = None
 
 __all__ = ["read_rss", "reset_peak_memory", "peak_memory", "memory_growth", "MEMORY_GROWTH_LIMIT", "malloc_trim"]
 
@@ -21,8 +31,8 @@ def read_rss() -> tuple[int, int]:
                     values[key] = int(value.split()[0]) * 1024
         return values["VmRSS"], values["VmHWM"]
     except (OSError, KeyError, ValueError):
-        import resource
-
+        if resource is None:  # pragma: no cover - Windows
+            return 0, 0
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return 0, peak * (1 if platform.system() == "Darwin" else 1024)
 
@@ -34,9 +44,6 @@ def malloc_trim() -> None:
     previous path (e.g. the baseline's activations), and peak RSS wobbles by ~5% from round to
     round for reasons that have nothing to do with leaks.
     """
-    import ctypes
-    import ctypes.util
-
     global _LIBC
     if _LIBC is None:
         name = ctypes.util.find_library("c")
@@ -56,10 +63,6 @@ def reset_peak_memory(device) -> bool:
     collection, ``malloc_trim``), then writes 5 to /proc/self/clear_refs (resets VmHWM, Linux >=
     4.0); CUDA: ``torch.cuda.reset_peak_memory_stats``. False where impossible (the peak then
     stays the process-lifetime peak)."""
-    import gc
-
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -76,8 +79,6 @@ def reset_peak_memory(device) -> bool:
 
 def peak_memory(device) -> int:
     """Peak memory in bytes since :func:`reset_peak_memory`: RSS on CPU, max_memory_allocated on CUDA."""
-    import torch
-
     device = torch.device(device)
     if device.type == "cuda":
         return int(torch.cuda.max_memory_allocated(device))

@@ -1,8 +1,13 @@
 """Timing rounds: every path for some epochs of steps, the order rotating, so that load hits all alike."""
 from __future__ import annotations
 
+import gc
 import statistics
 import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+from tqdm import tqdm
 
 from ..compute.timing import synchronize, time_calls
 from .memory import malloc_trim, peak_memory, read_rss, reset_peak_memory
@@ -30,11 +35,6 @@ def run_rounds(paths: dict[str, StepFn], x, y, steps: int, epochs: int, device="
     round (``cpu_seconds``: this process's CPU time, all threads; less sensitive than wall time to
     other processes competing for the cores, as long as they do not make our threads spin).
     """
-    import gc
-
-    import torch
-    from tqdm import tqdm
-
     names = list(paths)
     batch = int(x.shape[0])
     results = {name: {"seconds": [], "cpu_seconds": [], "images_per_second": [], "peak_memory_bytes": [],
@@ -69,9 +69,6 @@ def run_rounds(paths: dict[str, StepFn], x, y, steps: int, epochs: int, device="
 
 def profile_step(step: StepFn, x, y, steps: int = 1, row_limit: int = 15, device="cpu") -> str:
     """torch.profiler table of the top ops (by self time) over ``steps`` calls of ``step(x, y)``."""
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
     activities = [ProfilerActivity.CPU]
     if torch.device(device).type == "cuda":
         activities.append(ProfilerActivity.CUDA)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import torch
+import torch.nn.functional as F
+
+from ..attacks import uniform_start
+from ..compute import count_flops
 from ..config import Method, Norm, TrainConfig
+from ..data.info import dataset_info
 from ..errors import UserError
+from ..tasks import create_task
+from ..train import build_step, should_compile
 
 __all__ = ["OursStep", "BaselineStep", "BASELINE_METHODS", "StepFn", "count_step_flops"]
 
@@ -32,12 +40,6 @@ class OursStep:
     name = "ours"
 
     def __init__(self, cfg: TrainConfig, model, device="cpu", generator=None):
-        import torch
-
-        from ..data.info import dataset_info
-        from ..tasks import create_task
-        from ..train import build_step, should_compile
-
         self.cfg = cfg
         self.device = torch.device(device)
         model = model.to(self.device)
@@ -80,8 +82,6 @@ class BaselineStep:
     name = "baseline"
 
     def __init__(self, cfg: TrainConfig, model, device="cpu", generator=None):
-        import torch
-
         if cfg.method not in BASELINE_METHODS:
             raise UserError(f"--baseline implements {', '.join(m.value for m in BASELINE_METHODS)} only, "
                             f"not method {cfg.method.value!r}; valid with --baseline: "
@@ -96,11 +96,6 @@ class BaselineStep:
 
     def attack_pgd(self, x, y):
         """l-inf / l2 PGD with ``loss.backward()`` in every step. Returns x_adv (N, C, H, W), detached."""
-        import torch
-        import torch.nn.functional as F
-
-        from ..attacks import uniform_start
-
         a, model = self.attack, self.model
         eps, alpha, norm = a.eps, a.step_size, Norm(a.norm).value
         lower, upper = -x, 1 - x  # x + delta stays in [0, 1]
@@ -126,9 +121,6 @@ class BaselineStep:
         return torch.clamp(x + delta.detach(), 0, 1)
 
     def __call__(self, x, y) -> dict:
-        import torch
-        import torch.nn.functional as F
-
         model = self.model
         if self.cfg.attack_bn_eval:
             model.eval()
@@ -148,10 +140,6 @@ def count_step_flops(step_factory: Callable[[], StepFn], input_size: Sequence[in
                      batch_size: int = 2) -> float:
     """FLOPs per image (2 x MACs, FlopCounterMode) of one call of the step ``step_factory()`` builds,
     on a random CPU batch of ``batch_size``."""
-    import torch
-
-    from ..compute import count_flops
-
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         step = step_factory()

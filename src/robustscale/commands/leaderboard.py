@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     from ..scaling.format import fmt, render_table
 
     headers, rows = ledger_table(ledger, fps)
-    print(render_table(headers, rows, right=[True, False, True, False, True, True, True, True, True, False]))
+    print(render_table(headers, rows, right=[True, False, True, False, True, True, True, True, True, True, True, False, False]))
     print(f"\n{counts['entries']} entries: {counts['sourced']} with sourced recipes ({counts['verified']} read in "
           f"their sources while curating), {counts['range']} with compute ranges, {counts['excluded']} excluded, "
           f"{counts['no recipe']} without a recipe" + (f"; {counts['ours']} of our runs" if counts["ours"] else ""))

@@ -85,6 +85,8 @@ def run(args) -> int:
                      price_preset=args.price_preset, prices=args.prices, rental=args.rental,
                      epoch_images=args.epoch_images, progress=(not args.json) and sys.stderr.isatty(),
                      source=str(source))
+    for line in plan.get("warnings", []):  # e.g. the runs' FLOPs per parameter disagree with the zoo's
+        print(line, file=sys.stderr)
     if args.json:
         print(json.dumps(plan, indent=2, allow_nan=False))
     else:

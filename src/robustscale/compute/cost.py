@@ -26,6 +26,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
+from ..config import load_yaml
 from ..errors import UserError
 
 PRICE_TABLE = "prices.yaml"
@@ -191,13 +194,9 @@ class CostModel:
 # ---------------------------------------------------------------------- table loading
 def load_price_table(path: str | Path | None = None) -> dict[str, Any]:
     """The packaged price table, deep-merged with the user table at ``path`` if given."""
-    import yaml
-
     text = resources.files("robustscale.compute").joinpath(PRICE_TABLE).read_text()
     table = yaml.safe_load(text)
     if path is not None:
-        from ..config import load_yaml
-
         user = load_yaml(path)  # UserError for a missing file or bad YAML
         for key in user:
             if key not in ("device_types", "presets"):

@@ -28,6 +28,11 @@ import time
 import warnings
 from typing import Any, Mapping
 
+import torch
+import torch.distributed as dist
+
+from ..errors import one_of
+
 _log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("wall_seconds", "device_hours", "device_name", "device_count", "energy_kwh", "emissions_kg")
@@ -49,8 +54,6 @@ def cpu_model_name() -> str:
 def detect_device(device: Any = None) -> tuple[str, str]:
     """``(kind, name)`` of the device a run uses: ``("cuda", "NVIDIA H100 80GB HBM3")`` or
     ``("cpu", "AMD EPYC 7B13")``. ``device`` defaults to CUDA when available."""
-    import torch
-
     dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda" and torch.cuda.is_available():
         index = dev.index if dev.index is not None else torch.cuda.current_device()
@@ -61,8 +64,6 @@ def detect_device(device: Any = None) -> tuple[str, str]:
 def world_size() -> int:
     """Number of processes (= devices) of the run: torch.distributed's, else $WORLD_SIZE, else 1."""
     try:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             return dist.get_world_size()
     except Exception:  # pragma: no cover - torch without distributed
@@ -82,8 +83,6 @@ def _check_country(code: str) -> None:
     except Exception:  # pragma: no cover - codecarbon missing or its data unreadable: let it decide
         return
     if code not in known:
-        from ..errors import one_of
-
         preferred = [c for c in ("USA", "CAN", "GBR", "FRA", "DEU", "CHE", "NLD", "SWE", "JPN", "CHN") if c in known]
         one_of(code, preferred + sorted(c for c in known if c not in preferred),
                what="country (ISO 3166-1 alpha-3, for the grid carbon intensity)")
@@ -196,16 +195,12 @@ class ComputeTracker:
     # ------------------------------------------------------------------ internals
     def _sync(self) -> None:
         if self.device_kind == "cuda":
-            import torch
-
             torch.cuda.synchronize()
 
     def _gpu_ids(self) -> list | None:
         """This process's GPU as codecarbon wants it: the NVML index (CUDA_VISIBLE_DEVICES-aware)."""
         if self.device_kind != "cuda":
             return None
-        import torch
-
         dev = torch.device(self.device) if self.device is not None else torch.device("cuda")
         index = dev.index if dev.index is not None else torch.cuda.current_device()
         visible = [e.strip() for e in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if e.strip()]
@@ -254,8 +249,6 @@ class ComputeTracker:
 
     def _should_reduce(self) -> bool:
         try:
-            import torch.distributed as dist
-
             initialized = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
         except Exception:  # pragma: no cover
             return False
@@ -263,9 +256,6 @@ class ComputeTracker:
 
     def _all_reduce(self) -> None:
         """Sum energy/emissions over ranks (None on any rank -> None) and take the longest wall time."""
-        import torch
-        import torch.distributed as dist
-
         device = torch.device("cuda", torch.cuda.current_device()) if self.device_kind == "cuda" else torch.device("cpu")
         known = self._energy_kwh is not None and self._emissions_kg is not None
         vals = torch.tensor([self._energy_kwh or 0.0, self._emissions_kg or 0.0, 0.0 if known else 1.0],

@@ -44,8 +44,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..attacks import grad_align_penalty
 from ..config import SINGLE_STEP_DEFAULT_STEP, Method, TrainConfig
 from ..errors import UserError
+from ..tasks import create_task
 
 __all__ = ["StepFlops", "measure_step_flops", "analytic_train_step_flops", "count_flops", "effective_attack_steps",
            "estimate_eval_flops", "clear_cache"]
@@ -123,8 +130,6 @@ def analytic_train_step_flops(method: Method | str, attack_steps: int, forward_f
 
 def count_flops(fn: Callable[[], Any]) -> int:
     """Total FLOPs (2 x MACs of conv / matmul) ``fn()`` dispatches, by FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
@@ -168,8 +173,6 @@ def measure_step_flops(model, method_cfg: TrainConfig, input_size: Sequence[int]
     Raises:
         UserError: an input size the model cannot take, or a bad batch size.
     """
-    import torch
-
     model = _unwrap(model)
     if not isinstance(method_cfg, TrainConfig):  # a plain mapping of TrainConfig keys
         method_cfg = TrainConfig.from_dict(dict(method_cfg), source="method_cfg")
@@ -201,12 +204,6 @@ def measure_step_flops(model, method_cfg: TrainConfig, input_size: Sequence[int]
 
 
 def _measure(model, cfg: TrainConfig, input_size: tuple[int, int, int], batch_size: int, device: str) -> StepFlops:
-    import torch
-    import torch.nn.functional as F
-
-    from ..attacks import grad_align_penalty
-    from ..tasks import create_task
-
     x = torch.rand((batch_size, *input_size), device=device)
     y = torch.zeros(batch_size, dtype=torch.long, device=device)  # class 0 exists for every head
     model.train()
@@ -252,8 +249,6 @@ def _measure(model, cfg: TrainConfig, input_size: tuple[int, int, int], batch_si
 
 # ---------------------------------------------------------------------- helpers
 def _unwrap(model):
-    from torch import nn
-
     while True:
         if isinstance(model, nn.parallel.DistributedDataParallel):
             model = model.module
@@ -270,9 +265,6 @@ def _copy_to(model, device: str):
     use new tensors for every parameter and buffer, so copying a GPU model to meta costs nothing.
     A meta source copied to CPU gets placeholder values (FLOPs do not depend on them).
     """
-    import torch
-    from torch import nn
-
     memo: dict[int, Any] = {}
     for name, p in model.named_parameters(remove_duplicate=True):
         memo[id(p)] = nn.Parameter(_convert(p, device, name), requires_grad=p.requires_grad)
@@ -284,8 +276,6 @@ def _copy_to(model, device: str):
 
 
 def _convert(t, device: str, name: str):
-    import torch
-
     dtype = torch.float32 if t.is_floating_point() else t.dtype
     if device == "meta":
         return torch.empty(t.shape, dtype=dtype, device="meta")
@@ -329,8 +319,6 @@ def _check_input_size(size) -> tuple[int, int, int]:
 
 def _check_forward(model, name: str, input_size: tuple[int, int, int]) -> None:
     """Raise a one-line UserError if ``model`` cannot take images of ``input_size``."""
-    import torch
-
     was_training = model.training
     model.eval()
     try:

@@ -1,6 +1,9 @@
 """The measured dense-kernel peak of a device (FLOP/s), the yardstick of model-FLOPs utilisation."""
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+
 from .timing import time_calls
 
 __all__ = ["measure_peak_flops"]
@@ -20,9 +23,6 @@ def measure_peak_flops(device="cpu", dtype=None, n: int | None = None, iters: in
     only ever slows a trial down.
     Returns ``{"peak_flops_per_second", "dtype", "kernel", "n", "iters", "trials"}``.
     """
-    import torch
-    import torch.nn.functional as F
-
     device = torch.device(device)
     cuda = device.type == "cuda"
     dtype = dtype or (torch.bfloat16 if cuda else torch.float32)

@@ -4,21 +4,19 @@ from __future__ import annotations
 import time
 from typing import Callable
 
+import torch
+
 __all__ = ["synchronize", "time_calls"]
 
 
 def synchronize(device) -> None:
     """Wait for the device's queued kernels (no-op on the CPU)."""
-    import torch
-
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def time_calls(fn: Callable[[], object], n: int, device) -> float:
     """Seconds for ``n`` calls of ``fn()`` on ``device``."""
-    import torch
-
     if torch.device(device).type == "cuda":
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         synchronize(device)

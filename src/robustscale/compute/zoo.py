@@ -2,15 +2,15 @@
 planner's compute model reads)."""
 from __future__ import annotations
 
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..data.info import dataset_info, dataset_normalization
+from ..models import check_model_name, count_parameters, create_model
+
 
 def model_rows(names: list[str], dataset: str, num_classes: int | None = None) -> list[dict]:
     """Parameter count and forward FLOPs per image of each model at the dataset's input size."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ..data.info import dataset_info, dataset_normalization
-    from ..models import check_model_name, count_parameters, create_model
-
     info = dataset_info(dataset)
     in_chans, h, w = info.input_size
     classes = num_classes or info.num_classes or 1000

@@ -19,6 +19,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from .datasets import TensorImageDataset, load_dataset, subset_indices
+from .info import dataset_info
+from .sampler import derive_seed
 
 DEFAULT_VAL_MAX = 1000  # images; SE <= 1.6 points on an accuracy
 DEFAULT_VAL_SHARE = 0.10  # of the training images
@@ -53,8 +56,6 @@ def class_quotas(counts: np.ndarray, k: int) -> np.ndarray:
 def stratified_sample(labels: torch.Tensor, k: int, seed: int, *stream: int) -> torch.Tensor:
     """``k`` distinct positions of ``labels`` with each class's share kept (:func:`class_quotas`),
     uniformly at random within a class under ``(seed, *stream)``; sorted int64."""
-    from .sampler import derive_seed
-
     labels = torch.as_tensor(labels, dtype=torch.int64)
     if len(labels) == 0 or k == 0:
         return torch.empty(0, dtype=torch.int64)
@@ -91,8 +92,6 @@ def train_val_indices(labels: torch.Tensor, train_subset: int | None, val_size: 
     if n_val == 0 and train_subset is not None:
         # No validation split: the subset robustscale 0.1.0 drew (uniform, unstratified), so that a
         # config asking for 0.1.0's training (config.V1_TRAINING) trains on the very same images.
-        from .datasets import subset_indices
-
         return subset_indices(n, int(train_subset), seed), torch.empty(0, dtype=torch.int64)
     val = stratified_sample(labels, n_val, seed, _VAL_STREAM)
     rest = torch.ones(n, dtype=torch.bool)
@@ -112,9 +111,6 @@ def split_of(cfg, real):
 def load_val_tensors(cfg):
     """The validation images of ``cfg`` as ``(x float32 (n, C, H, W) in [0, 1], y int64 (n,))``, without
     augmentation (image folders: resize + center crop). ``n`` may be 0 (``val_size: 0``)."""
-    from .datasets import TensorImageDataset, load_dataset
-    from .info import dataset_info
-
     info = dataset_info(cfg.dataset)
     real = load_dataset(info.name, "train", cfg.data_dir, cfg.download, input_size=getattr(cfg, "input_size", None))
     _, val = split_of(cfg, real)

@@ -4,10 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from .. import rundir
-from ..errors import UserError
+from ..config import TrainConfig
+from ..data import load_eval_tensors
+from ..errors import UserError, check_writable_dir
+from ..trackers import log_run_records
+from .checkpoints import load_model, load_timm_folder
 from .core import evaluate
-from .records import build_claim, claim_path, record_in_store, state_path, update_summary
+from .records import build_claim, claim_path, eval_dir, record_in_store, state_path, update_summary
 from .spec import EvalSpec
 
 CHECKPOINTS = rundir.CHECKPOINTS
@@ -17,10 +23,6 @@ def _evaluate_model(model, info: dict, spec: EvalSpec, out_dir: Path, *, n_examp
                     data_dir: str | None, download: bool, progress: bool, energy: bool, max_batches: int | None,
                     run: dict | None, price_preset: str, resume: bool) -> dict[str, Any]:
     """Load the first N test images, evaluate, and write the claim (when complete)."""
-    from ..data import load_eval_tensors
-    from ..errors import check_writable_dir
-    from .records import eval_dir
-
     x, y = load_eval_tensors(info["dataset"], n_examples, data_dir, download)
     if x.shape[1] != info["in_chans"]:
         raise UserError(f"dataset {info['dataset']} has {x.shape[1]}-channel images but the checkpoint's model "
@@ -58,13 +60,9 @@ def evaluate_checkpoint(checkpoint: str | Path, model_name: str | None = None, d
     Returns the claim (``complete=True``), or for a run stopped by ``max_batches`` the partial result
     (``complete=False`` and ``state_path``; call again to continue).
     """
-    from .checkpoints import load_model
-
     dev = resolve_device(device)
     spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
     if Path(checkpoint).is_dir():  # a timm-layout folder (config.json + model.safetensors); eval/ goes inside
-        from ..hub import load_timm_folder
-
         model, info = load_timm_folder(checkpoint, model_name, dataset, num_classes=num_classes)
         default_out = Path(checkpoint).resolve()
     else:
@@ -90,9 +88,6 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
     attached to ``<run_dir>/summary.json`` (pgd_robust_acc / aa_robust_acc / aa_n_examples) and
     recorded in the results store (``store`` URL, else the run's, if the store module is present).
     """
-    from ..config import TrainConfig
-    from .checkpoints import load_model
-
     dev = resolve_device(device)
     run_dir = Path(run_dir)
     cfg_path = run_dir / rundir.CONFIG
@@ -116,16 +111,12 @@ def evaluate_run(run_dir: str | Path, attack: str = "pgd", eps: Any = None, n_ex
         update_summary(run_dir, claim, spec.file_stem)
         record_in_store(run_dir, claim, store=store)
         if cfg.log_to:  # the run's experiment trackers get the claim too (the same W&B / MLflow runs)
-            from ..trackers import log_run_records
-
             log_run_records(run_dir, cfg)
     return claim
 
 
 def resolve_device(device: str | None):
     """``--device`` as a torch device that exists here (UserError naming it and the valid ones)."""
-    import torch
-
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

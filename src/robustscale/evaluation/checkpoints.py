@@ -1,4 +1,4 @@
-"""Load a classifier from a checkpoint file: ours (safetensors) or timm's (.pth / .pth.tar).
+"""Load a classifier from a checkpoint file, ours (safetensors) or timm's (.pth / .pth.tar), or a timm-layout folder.
 
 Accepted layouts (all end up as the INNER timm model's state dict):
 
@@ -8,6 +8,10 @@ Accepted layouts (all end up as the INNER timm model's state dict):
   ``state_dict_ema`` / ``model_ema`` (preferred unless ``use_ema=False``) or ``state_dict`` / ``model``.
 - Key prefixes of wrappers are removed: DDP ``module.``, ``torch.compile``'s ``_orig_mod.``, and our
   :class:`~robustscale.models.NormalizedModel`'s ``model.`` (only when that makes the keys match).
+
+- A timm-layout folder (:func:`load_timm_folder`; ``robustscale export`` writes them, the Hub holds
+  them): ``config.json`` (architecture, model_args, mean/std) beside ``model.safetensors`` or
+  ``pytorch_model.bin``.
 
 Files are read with ``weights_only=True`` (no arbitrary code from pickles; timm's argparse
 ``args`` entry is allowed, as timm itself does).
@@ -20,12 +24,19 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+import torch
+from safetensors import SafetensorError, safe_open
+from timm.models import clean_state_dict
+
+from ..data.info import dataset_info
 from ..errors import UserError
-from ..rundir import load_state_dict
+from ..models import create_model
+from ..rundir import load_state_dict, read_json
 
 EMA_KEYS = ("state_dict_ema", "model_ema")
 MODEL_KEYS = ("state_dict", "model")
 META_KEYS = ("model", "dataset", "num_classes", "in_chans", "mean", "std")
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm / the Hub name a folder's weights
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -42,14 +53,10 @@ def read_checkpoint(path: str | Path, use_ema: bool | None = None) -> tuple[dict
 
     Raises UserError for a missing file or one that holds no state dict.
     """
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError, safe_open
-
         try:
             with safe_open(str(path), framework="pt", device="cpu") as fh:
                 meta = _parse_meta(fh.metadata() or {})
@@ -97,8 +104,6 @@ def _parse_meta(raw: Mapping[str, str]) -> dict[str, Any]:
 
 
 def _clean(state: Mapping[str, Any]) -> dict:
-    from timm.models import clean_state_dict
-
     return clean_state_dict(dict(state))
 
 
@@ -114,9 +119,6 @@ def load_model(checkpoint: str | Path, model_name: str | None = None, dataset: s
         ``(model, info)`` with info = ``{"model", "dataset", "num_classes", "in_chans", "mean", "std",
         "checkpoint", "checkpoint_sha256", "weights"}``.
     """
-    from ..data.info import dataset_info
-    from ..models import create_model
-
     state, meta, weights = read_checkpoint(checkpoint, use_ema=use_ema)
     model_name = model_name or meta.get("model")
     dataset = dataset or meta.get("dataset")
@@ -139,3 +141,45 @@ def load_model(checkpoint: str | Path, model_name: str | None = None, dataset: s
                    "in_chans": in_chans, "mean": list(map(float, model.mean.flatten())),
                    "std": list(map(float, model.std.flatten())), "checkpoint": str(checkpoint),
                    "checkpoint_sha256": file_sha256(checkpoint), "weights": weights}
+
+
+def load_timm_folder(folder: str | Path, model_name: str | None = None, dataset: str | None = None,
+                     num_classes: int | None = None):
+    """``(model, info)`` from a timm-layout folder (ours, or any with mean/std in its config.json).
+
+    ``model`` is a :class:`~robustscale.models.NormalizedModel` in eval mode taking [0,1] pixels; ``info``
+    has the keys of :func:`load_model`'s. The architecture must be a timm model
+    (robustscale's included); ``dataset`` defaults to our config's ``robustscale.dataset``.
+    """
+    folder = Path(folder)
+    config = read_json(folder / "config.json")
+    if not isinstance(config, dict):
+        raise UserError(f"{folder} is not a timm-layout folder (no readable config.json)")
+    pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else config
+    ours = config.get("robustscale") or {}
+    model_name = model_name or config.get("architecture")
+    dataset = dataset or ours.get("dataset")
+    if not model_name:
+        raise UserError(f"{folder}/config.json names no architecture; pass --model NAME")
+    if not dataset:
+        raise UserError(f"{folder}/config.json does not name its dataset; pass --dataset NAME")
+    mean, std = pretrained.get("mean"), pretrained.get("std")
+    if not mean or not std:
+        raise UserError(f"{folder}/config.json has no mean/std in its pretrained_cfg: the input normalization "
+                        f"is unknown")
+    args = dict(config.get("model_args") or {})
+    num_classes = int(num_classes or args.pop("num_classes", None) or config.get("num_classes")
+                      or dataset_info(dataset).num_classes)
+    args.pop("num_classes", None)
+    in_chans = int(args.pop("in_chans", None) or (pretrained.get("input_size") or [len(mean)])[0])
+    weights_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
+    if weights_file is None:
+        raise UserError(f"{folder} has no weights file; expected one of {', '.join(WEIGHT_FILES)}")
+    state, _, kind = read_checkpoint(weights_file)
+    model = create_model(model_name, num_classes=num_classes, in_chans=in_chans, mean=mean, std=std, **args)
+    load_state_dict(model.model, state, str(weights_file), model_name)
+    model.eval()
+    return model, {"model": model_name, "dataset": dataset_info(dataset).name.value, "num_classes": num_classes,
+                   "in_chans": in_chans, "mean": list(map(float, model.mean.flatten())),
+                   "std": list(map(float, model.std.flatten())), "checkpoint": str(folder),
+                   "checkpoint_sha256": file_sha256(weights_file), "weights": ours.get("weights_kind") or kind}

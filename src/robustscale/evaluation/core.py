@@ -16,7 +16,6 @@ input-only backwards).
 from __future__ import annotations
 
 import hashlib
-import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..attacks import input_grad_only
+from ..compute import ComputeTracker, add_summaries, measure_step_flops
+from ..config import Method, TrainConfig
 from ..errors import UserError
 from .counting import AutocastModel, PassCounter, gradient_check, masking_warning
 from .runner import load_state, run_stages, save_state
@@ -87,9 +89,6 @@ def evaluate(
         ``wall_seconds`` / ``device_hours`` / ``energy_kwh`` ... (all sessions), ``warnings``,
         ``gradient_check`` and the per-example ``clean_flags`` / ``robust_flags`` (bool tensors).
     """
-    from ..attacks import input_grad_only
-    from ..compute import ComputeTracker, add_summaries
-
     if spec is None:
         spec = EvalSpec.create(attack, eps, norm, steps, step_size, restarts, batch_size, seed, amp)
     x, y = _select(x, y, n_examples)
@@ -225,9 +224,6 @@ def tensors_sha256(*tensors: torch.Tensor) -> str:
 
 def _flops_per_image(model: nn.Module, input_size: tuple, model_name: str | None) -> tuple[float, float] | None:
     """(forward, input-only backward) FLOPs per image, measured by robustscale.compute."""
-    from ..compute import measure_step_flops
-    from ..config import Method, TrainConfig
-
     try:
         step = measure_step_flops(model, TrainConfig(model=model_name or type(model).__name__,
                                                      method=Method.STANDARD), input_size)

@@ -15,9 +15,19 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .. import rundir
+import torch
+
+from .. import __version__, rundir
+from ..compute import CostModel
+from ..intervals import with_interval
 from ..schema import COLLAPSE_THRESHOLD_ACC, collapsed_at_selected
+from ..store import record_evaluation
 from .spec import Attack, EvalSpec
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: no advisory locks
+    fcntl = None
 
 CLAIM_SCHEMA = "robustscale.eval/1"
 COST_KEYS = ("electricity_usd", "electricity_basis", "cloud_usd_low", "cloud_usd_high", "device_type")
@@ -38,8 +48,6 @@ def state_path(out_dir: str | Path, spec: EvalSpec) -> Path:
 
 
 def attack_version(spec: EvalSpec) -> str:
-    from .. import __version__
-
     if spec.is_autoattack:
         import pyautoattack
 
@@ -51,10 +59,6 @@ def attack_version(spec: EvalSpec) -> str:
 def build_claim(result: Mapping[str, Any], spec: EvalSpec, model_info: Mapping[str, Any],
                 run: Mapping[str, Any] | None = None, price_preset: str = "default") -> dict[str, Any]:
     """The JSON claim of a complete evaluation ``result`` (from :func:`~.core.evaluate`)."""
-    import torch
-
-    from .. import __version__
-
     claim: dict[str, Any] = {
         "schema": CLAIM_SCHEMA,
         # RobustBench fields
@@ -92,8 +96,6 @@ def build_claim(result: Mapping[str, Any], spec: EvalSpec, model_info: Mapping[s
 
 def accuracy_intervals(claim: Mapping[str, Any], n: int | None) -> dict[str, Any]:
     """``<metric>_n_examples`` and ``<metric>_ci`` (Wilson 95 %, percent) of a claim's accuracies."""
-    from ..intervals import with_interval
-
     out: dict[str, Any] = {}
     for metric in ("clean_acc", "robust_acc", "autoattack_acc"):
         if metric in claim:
@@ -104,8 +106,6 @@ def accuracy_intervals(claim: Mapping[str, Any], n: int | None) -> dict[str, Any
 def _costs(result: Mapping[str, Any], preset: str) -> dict[str, Any]:
     """Dollars of the evaluation from the compute cost model (measured energy, else estimated)."""
     try:
-        from ..compute import CostModel
-
         model = CostModel.from_yaml(preset=preset)
         device_type = model.device_type_for(result.get("device_name"))
         hours = float(result.get("device_hours") or 0.0)
@@ -125,9 +125,7 @@ def _costs(result: Mapping[str, Any], preset: str) -> dict[str, Any]:
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive advisory lock on ``path`` (POSIX; a no-op where fcntl is missing)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows
+    if fcntl is None:  # pragma: no cover - Windows
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,22 +180,14 @@ def update_summary(run_dir: str | Path, claim: Mapping[str, Any], stem: str) -> 
 
 def _headline_interval(metric: str, claim: Mapping[str, Any]) -> dict[str, Any]:
     """``<metric>``, ``<metric>_n_examples`` and ``<metric>_ci`` of the claim's robust accuracy."""
-    from ..intervals import with_interval
-
     return with_interval({metric: claim.get("robust_acc")}, metric, claim.get("n_examples"))
 
 
 def record_in_store(run_dir: str | Path, claim: Mapping[str, Any], store: str | None = None) -> bool:
-    """Record the claim in the results store (if that module exists); True when recorded.
+    """Record the claim in the results store; True when recorded.
 
     A store that cannot be reached only warns: the claim is already on disk.
     """
-    try:
-        from ..store import record_evaluation
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("robustscale.store"):
-            return False
-        raise
     try:
         record_evaluation(Path(run_dir), dict(claim), store=store)
     except Exception as exc:  # noqa: BLE001

@@ -20,8 +20,10 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from .. import rundir
+from ..attacks import pgd
 from .counting import PassCounter
 from .spec import Attack, EvalSpec
 
@@ -101,8 +103,6 @@ def autoattack_checks(aa, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> 
 def pgd_perturb(model: nn.Module, spec: EvalSpec, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator) -> torch.Tensor:
     """PGD with restarts, evaluation-style: a restart only attacks the points no restart has fooled yet."""
-    from ..attacks import pgd
-
     x_adv = x.clone()
     todo = torch.arange(x.shape[0], device=x.device)
     for r in range(spec.restarts):
@@ -166,8 +166,6 @@ def run_stages(model: PassCounter, spec: EvalSpec, x: torch.Tensor, y: torch.Ten
             how far it got); None runs to the end.
         on_before_attacks: called once (per evaluation, not per session) after the clean pass.
     """
-    from tqdm.auto import tqdm
-
     device = _model_device(model)
     stages = ("clean",) + spec.stages
     n = x.shape[0]

@@ -6,9 +6,12 @@ Every accuracy carries its sample size and a Wilson score 95 % interval (scipy's
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from pathlib import Path
 from typing import Any, Mapping
+
+from ..config import Method
+from ..evaluation.spec import eps_text
+from ..intervals import accuracy_interval
 
 LEVEL = 0.95
 
@@ -16,31 +19,8 @@ LEVEL = 0.95
 def wilson_interval(acc: float, n: int, level: float = LEVEL) -> tuple[float, float]:
     """Wilson score interval, in percent, of an accuracy ``acc`` (percent) measured on ``n`` images
     (the project's one interval: :func:`robustscale.intervals.accuracy_interval`)."""
-    from ..intervals import accuracy_interval
-
     lo, hi = accuracy_interval(acc, n, level)
     return float(lo), float(hi)
-
-
-def read_json(path: str | Path) -> Any:
-    """The JSON in ``path``, or None when the file is absent or not JSON (optional run files)."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        return None
-
-
-def read_claims(run_dir: str | Path) -> list[dict[str, Any]]:
-    """The evaluation claims of a run (``eval/*.json``), each with ``file_stem`` (its file's name)."""
-    from ..rundir import EVAL_DIR
-
-    claims = []
-    for path in sorted((Path(run_dir) / EVAL_DIR).glob("*.json")):
-        claim = read_json(path)  # None: not a claim (a half-copied file); the card lists what can be read
-        if isinstance(claim, dict) and claim.get("clean_acc") is not None:
-            claims.append({**claim, "file_stem": path.stem})
-    return claims
 
 
 def _g(value: Any, unit: str = "") -> str:
@@ -114,9 +94,6 @@ def compute_rows(summary: Mapping[str, Any], cost_model) -> list[tuple[str, str]
 
 
 def recipe_rows(cfg, summary: Mapping[str, Any] | None) -> list[tuple[str, str]]:
-    from ..config import Method
-    from ..evaluation.spec import eps_text
-
     steps = {Method.STANDARD: "", Method.FGSM_RS: " (1 step)"}.get(cfg.method, f"-{cfg.attack_steps}")
     attack = "none" if cfg.method is Method.STANDARD else (
         f"{_threat(cfg.norm.value, eps_text(cfg.eps))}, step {cfg.attack_config().step_size:.3g}"

@@ -1,4 +1,5 @@
-"""timm-layout folders: write one from a run (:func:`export_run`), read any (:func:`load_timm_folder`).
+"""timm-layout folders: write one from a run (:func:`export_run`); read any with :func:`load_timm_folder`
+(``robustscale.evaluation.checkpoints``, which reads every checkpoint format).
 
 A folder holds ``model.safetensors`` (the inner timm model's state dict), ``config.json`` (written by
 timm's own ``save_for_hf``: ``architecture``, ``num_classes``, ``model_args`` and the ``pretrained_cfg``
@@ -22,12 +23,21 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .. import rundir
+import timm
+import torch
+from safetensors import safe_open
+from timm.models import save_for_hf
+
+from .. import __version__, rundir
+from ..compute import RUN_COMPUTE_KEYS, CostModel
+from ..data.info import dataset_info
+from ..data.transforms import CROP_PCT
 from ..errors import UserError
-from .card import read_json
+from ..evaluation.checkpoints import file_sha256
+from ..evaluation.spec import eps_text
+from .card import render_card
 
 WEIGHTS = ("best", "last", "ema")
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # what timm / the Hub name a folder's weights
 FOLDER_FILES = ("model.safetensors", "config.json", "README.md")  # what export writes
 
 
@@ -61,8 +71,6 @@ def _check_target(target: Path, force: bool) -> None:
 
 
 def _metadata(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
     with safe_open(str(path), framework="pt") as fh:
         raw = fh.metadata() or {}
     out = {}
@@ -76,8 +84,6 @@ def _metadata(path: Path) -> dict[str, Any]:
 
 def _epoch_check(run_dir: Path, cfg, epoch: Any) -> dict[str, Any] | None:
     """The per-epoch clean / PGD check of ``epoch`` from metrics.jsonl (None if absent)."""
-    from ..evaluation.spec import eps_text
-
     path = run_dir / rundir.METRICS
     rows = [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
     row = next((r for r in rows if str(r.get("epoch")) == str(epoch)), None)
@@ -91,8 +97,6 @@ def _epoch_check(run_dir: Path, cfg, epoch: Any) -> dict[str, Any] | None:
 
 def _input_shape(cfg, summary: dict | None, in_chans: int) -> tuple[int, int, int]:
     """(C, H, W) the run trained on: measured in summary.json, else the dataset's."""
-    from ..data.info import dataset_info
-
     shape = ((summary or {}).get("step_flops") or {}).get("input_size")
     if shape:
         return tuple(int(s) for s in shape)
@@ -102,9 +106,6 @@ def _input_shape(cfg, summary: dict | None, in_chans: int) -> tuple[int, int, in
 
 
 def _robustscale_entry(cfg, weights: str, meta: dict, summary: dict | None, claims: list[dict]) -> dict[str, Any]:
-    from .. import __version__
-    from ..compute import RUN_COMPUTE_KEYS
-
     keep = ("attack", "attack_version", "threat_model", "eps", "eps_text", "norm", "n_examples", "clean_acc",
             "robust_acc", "dataset", "checkpoint_sha256", "created_at")
     return {
@@ -118,9 +119,6 @@ def _robustscale_entry(cfg, weights: str, meta: dict, summary: dict | None, clai
 
 def _timm_reload_matches(folder: Path, inner) -> bool:
     """Whether plain ``timm.create_model("local-dir:...", pretrained=True)`` gives back these weights."""
-    import timm
-    import torch
-
     try:
         again = timm.create_model(f"local-dir:{folder}", pretrained=True)
     except Exception:  # noqa: BLE001  (an architecture whose entry point bypasses timm's builder)
@@ -138,30 +136,19 @@ def export_run(run_dir: str | Path, to: str | Path, weights: str = "best", *, fo
     id to upload the folder to afterwards (huggingface_hub; needs network and a token).
     Returns ``{"path", "weights", "epoch", "source", "timm_loadable", "claims", "pushed"}``.
     """
-    import timm
-    import torch
-    from timm.models import save_for_hf
-
-    from .. import __version__
-    from ..compute import CostModel
-    from ..evaluation.checkpoints import file_sha256
-    from .card import read_claims, render_card
-
     run_dir, target = Path(run_dir), Path(to)
     source = _source_checkpoint(run_dir, weights)
     _check_target(target, force)
     cfg, model = rundir.load_run(run_dir, "last" if weights == "ema" else weights)  # source exists: no fallback
     meta = _metadata(source)
-    summary = read_json(run_dir / rundir.SUMMARY)
+    summary = rundir.read_json(run_dir / rundir.SUMMARY)
     sha = file_sha256(source)
-    all_claims = read_claims(run_dir)
+    all_claims = rundir.read_claims(run_dir)
     claims = [c for c in all_claims if c.get("checkpoint_sha256") == sha]  # claims about these very weights
     inner = model.model
     mean, std = [float(v) for v in model.mean.flatten()], [float(v) for v in model.std.flatten()]
     shape = _input_shape(cfg, summary, len(mean))
     num_classes = int(model.num_classes)
-    from ..data.transforms import CROP_PCT
-
     crop_pct = CROP_PCT if cfg.dataset == "imagefolder" else 1.0  # fixed-size datasets are fed uncropped
     with rundir.atomic_dir(target, replace=True, mkdir=True) as tmp:
         # timm's own writer, its reader's layout; data_config describes the trained weights (the registry's
@@ -204,50 +191,3 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool = False) -> s
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"push to the Hub repo {repo_id} failed ({reason}); the folder is kept at {folder}") from None
     return str(getattr(info, "commit_url", info))
-
-
-# ---------------------------------------------------------------------------------------------- load
-def load_timm_folder(folder: str | Path, model_name: str | None = None, dataset: str | None = None,
-                     num_classes: int | None = None):
-    """``(model, info)`` from a timm-layout folder (ours, or any with mean/std in its config.json).
-
-    ``model`` is a :class:`~robustscale.models.NormalizedModel` in eval mode taking [0,1] pixels; ``info``
-    has the keys of :func:`robustscale.evaluation.load_model`'s. The architecture must be a timm model
-    (robustscale's included); ``dataset`` defaults to our config's ``robustscale.dataset``.
-    """
-    from ..data.info import dataset_info
-    from ..evaluation.checkpoints import file_sha256, read_checkpoint
-    from ..models import create_model
-
-    folder = Path(folder)
-    config = read_json(folder / "config.json")
-    if not isinstance(config, dict):
-        raise UserError(f"{folder} is not a timm-layout folder (no readable config.json)")
-    pretrained = config.get("pretrained_cfg") if isinstance(config.get("pretrained_cfg"), dict) else config
-    ours = config.get("robustscale") or {}
-    model_name = model_name or config.get("architecture")
-    dataset = dataset or ours.get("dataset")
-    if not model_name:
-        raise UserError(f"{folder}/config.json names no architecture; pass --model NAME")
-    if not dataset:
-        raise UserError(f"{folder}/config.json does not name its dataset; pass --dataset NAME")
-    mean, std = pretrained.get("mean"), pretrained.get("std")
-    if not mean or not std:
-        raise UserError(f"{folder}/config.json has no mean/std in its pretrained_cfg: the input normalization "
-                        f"is unknown")
-    args = dict(config.get("model_args") or {})
-    num_classes = int(num_classes or args.pop("num_classes", None) or config.get("num_classes")
-                      or dataset_info(dataset).num_classes)
-    args.pop("num_classes", None)
-    in_chans = int(args.pop("in_chans", None) or (pretrained.get("input_size") or [len(mean)])[0])
-    weights_file = next((folder / f for f in WEIGHT_FILES if (folder / f).is_file()), None)
-    if weights_file is None:
-        raise UserError(f"{folder} has no weights file; expected one of {', '.join(WEIGHT_FILES)}")
-    state, _, kind = read_checkpoint(weights_file)
-    model = create_model(model_name, num_classes=num_classes, in_chans=in_chans, mean=mean, std=std, **args)
-    rundir.load_state_dict(model.model, state, str(weights_file), model_name)
-    model.eval()
-    return model, {"model": model_name, "dataset": dataset_info(dataset).name.value, "num_classes": num_classes,
-                   "in_chans": in_chans, "mean": list(map(float, model.mean.flatten())),
-                   "std": list(map(float, model.std.flatten())), "checkpoint": str(folder),
-                   "checkpoint_sha256": file_sha256(weights_file), "weights": ours.get("weights_kind") or kind}

@@ -1,19 +1,28 @@
 """Training FLOPs of a recipe: measured forward/backward FLOPs per image x forward-equivalents x samples seen.
 
 Per architecture (and input size) we measure, with ``robustscale.compute.measure_step_flops`` on the
-meta device, the forward ``F``, the input-only backward ``Bin`` (an attack step's backward) and the
-training backward ``B``. A method's step then costs, per image (the identities of
+meta device, the forward ``F``, the input-only backward ``Bin`` (an efficient attack step's backward) and
+the training backward ``B``. A method's step then costs, per image, **as needed** (robustscale's
+efficient step: input-only attack gradients, no redundant forwards; the identities of
 ``robustscale.compute.flops``, checked against a measured step in the tests):
 
 - standard: ``F + B``
 - pgd / fgsm_rs with K steps: ``F (K+1) + K Bin + B`` (fgsm_rs: K = 1)
-- trades with K steps: ``F (K+2) + K Bin + 2 B``
-- plus ``extra_forwards x F`` (a teacher / helper) and ``extra_train_passes x (F + B)``.
+- trades with K steps: ``F (K+2) + K Bin + 2 B`` (the clean training forward is the KL target)
+- plus ``extra_forwards x F`` (a teacher / helper) and ``extra_train_passes x (F + B)`` (AWP, a helper loss).
+
+**As spent** is what the authors' code runs (the implementation facts of ``recipes.py``): each attack
+step makes ``attack_forwards`` model calls and back-propagates ``Bx`` = ``Bin`` (``attack_backward:
+input``) or ``B`` (``full``: ``loss.backward()`` computes weight gradients too; the first layer's input
+gradient it adds is not counted, < 1 % of B for the CIFAR nets); and the code adds
+``redundant_forwards x F + redundant_train_passes x (F + B)``:
+
+- pgd: ``F (K a + 1) + K Bx + B``; trades: ``F (K a + 2) + K Bx + 2 B``.
 
 The 2024 study's convention from the same ``F``: ``analytic_train_step_flops`` (3F per pass) plus
-``extra_forwards x F + extra_train_passes x 3F``. Architectures that cannot be built here (a WRN with
-its own stage widths, or an explicit FLOPs value) use ``Bin = F`` and ``B = 2F``, the convnet ratios
-(measured within a few percent on our WRNs).
+``extra_forwards x F + extra_train_passes x 3F`` (a convention of the recipe, the same for both totals).
+Architectures that cannot be built here (a WRN with its own stage widths, or an explicit FLOPs value)
+use ``Bin = F`` and ``B = 2F``, the convnet ratios (measured within a few percent on our WRNs).
 """
 from __future__ import annotations
 
@@ -24,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from ..errors import UserError
-from .recipes import METHODS, Entry, Fact, Phase
+from .recipes import IMPLEMENTATION, METHODS, Entry, Fact, Phase
 
 WRN_NAME = re.compile(r"^wrn-(\d+)-(\d+)$")
 DEFAULT_FLOPS_PER_SECOND = 1.0e14  # achieved training FLOP/s per GPU: an A100 at ~1/3 of its 312 TFLOP/s bf16 peak
@@ -143,29 +152,35 @@ def measure_architecture(spec: Any, input_size: int, num_classes: int) -> ArchFl
 
 # ---------------------------------------------------------------------- per-image step cost
 def step_flops(arch: ArchFlops, method: str, k: int, extra_forwards: float = 0.0,
-               extra_train_passes: float = 0.0) -> tuple[float, float]:
-    """(measured, 2024 convention) FLOPs per training image of one step."""
+               extra_train_passes: float = 0.0, attack_backward: str = "input", attack_forwards: float = 1.0,
+               redundant_forwards: float = 0.0, redundant_train_passes: float = 0.0) -> tuple[float, float]:
+    """(measured, 2024 convention) FLOPs per training image of one step; the defaults of the
+    implementation arguments are robustscale's efficient step (the total *as needed*)."""
     from ..compute import analytic_train_step_flops
 
     F, Bin, B = arch.forward, arch.input_backward, arch.full_backward
+    Bx = {"input": Bin, "full": B}.get(attack_backward)
+    if Bx is None:
+        raise UserError(f"unknown attack_backward {attack_backward!r}; valid: input, full")
     if method == "standard":
         measured, k = F + B, 0
     elif method in ("pgd", "fgsm_rs"):
         k = 1 if method == "fgsm_rs" else k
-        measured = F * (k + 1) + k * Bin + B
+        measured = F * (k * attack_forwards + 1) + k * Bx + B
     elif method == "trades":
-        measured = F * (k + 2) + k * Bin + 2 * B
+        measured = F * (k * attack_forwards + 2) + k * Bx + 2 * B
     else:
         raise UserError(f"unknown method {method!r}; valid: {', '.join(METHODS)}")
     analytic = analytic_train_step_flops(method, max(k, 1) if method != "standard" else 0, F)
-    measured += extra_forwards * F + extra_train_passes * (F + B)
+    measured += (extra_forwards + redundant_forwards) * F + (extra_train_passes + redundant_train_passes) * (F + B)
     analytic += extra_forwards * F + extra_train_passes * 3 * F
     return measured, analytic
 
 
 @dataclass
 class PhaseCompute:
-    train_flops: tuple[float, float]  # (low, high), measured convention
+    train_flops: tuple[float, float]  # (low, high), measured convention, as spent by the authors' code
+    train_flops_needed: tuple[float, float]  # (low, high), the same recipe on the efficient step
     train_flops_2024: tuple[float, float]
     flops_per_image: tuple[float, float]  # training-step FLOPs per image
     forward_flops: tuple[float, float]
@@ -193,16 +208,20 @@ def phase_compute(phase: Phase, cache: FlopsCache) -> PhaseCompute:
     else:
         samples = [float(e) * float(n) for e in _ends(phase.get("epochs"))
                    for n in _ends(phase.get("images_per_epoch"))]
-    totals, totals_2024, per_image = [], [], []
+    impl = [_ends(phase.get(name)) for name in IMPLEMENTATION]
+    totals, needed, totals_2024, per_image = [], [], [], []
     for arch, m, k, f, t in itertools.product(arch_ends.values(), methods, steps, ef, et):
-        measured, analytic = step_flops(arch, m, int(k), float(f), float(t))
-        per_image.append(measured)
-        for s in samples:
-            totals.append(measured * s)
-            totals_2024.append(analytic * s)
+        efficient, analytic = step_flops(arch, m, int(k), float(f), float(t))
+        for ab, af, rf, rt in itertools.product(*impl):
+            spent, _ = step_flops(arch, m, int(k), float(f), float(t), str(ab), float(af), float(rf), float(rt))
+            per_image.append(spent)
+            totals += [spent * s for s in samples]
+        needed += [efficient * s for s in samples]
+        totals_2024 += [analytic * s for s in samples]
     arch_lo = arch_ends["low"]
     arch_hi = arch_ends.get("high", arch_lo)
-    return PhaseCompute((min(totals), max(totals)), (min(totals_2024), max(totals_2024)),
+    return PhaseCompute((min(totals), max(totals)), (min(needed), max(needed)),
+                        (min(totals_2024), max(totals_2024)),
                         (min(per_image), max(per_image)), (arch_lo.forward, arch_hi.forward),
                         (min(samples), max(samples)), arch_lo.label if not model.is_range else
                         f"{arch_lo.label} .. {arch_hi.label}", arch_lo.params)
@@ -210,10 +229,15 @@ def phase_compute(phase: Phase, cache: FlopsCache) -> PhaseCompute:
 
 @dataclass
 class EntryCompute:
-    """An entry's training compute; ``None`` ends mean unknown (excluded, no recipe, or unbounded)."""
+    """An entry's training compute; ``None`` ends mean unknown (excluded, no recipe, or unbounded).
+
+    ``train_flops*`` is *as spent* (the authors' code); ``train_flops_needed*`` the same recipe on the
+    efficient step; ``train_flops_2024*`` the 2024 study's convention of the recipe."""
 
     train_flops_low: float | None
     train_flops_high: float | None
+    train_flops_needed_low: float | None
+    train_flops_needed_high: float | None
     train_flops_2024_low: float | None
     train_flops_2024_high: float | None
     flops_per_image: float | None  # training-step FLOPs per image of the dominant phase (point)
@@ -226,6 +250,10 @@ class EntryCompute:
     def train_flops(self) -> float | None:
         """Point estimate: the value, or the geometric mean of a range; None when unbounded or unknown."""
         return geometric_mid(self.train_flops_low, self.train_flops_high)
+
+    @property
+    def train_flops_needed(self) -> float | None:
+        return geometric_mid(self.train_flops_needed_low, self.train_flops_needed_high)
 
     @property
     def train_flops_2024(self) -> float | None:
@@ -245,12 +273,12 @@ def entry_compute(entry: Entry, entries: Mapping[str, Entry], cache: FlopsCache,
         return None
     if entry.name in _seen:
         raise UserError(f"recipe table: based_on cycle through {entry.name}")
-    lo = hi = lo24 = hi24 = 0.0
+    lo = hi = nlo = nhi = lo24 = hi24 = 0.0
     best, fpi, fwd, samples, params, label = -1.0, None, None, None, None, ""
-    base = None
     if entry.based_on is not None:
         base = entry_compute(entries[entry.based_on.value], entries, cache, _seen + (entry.name,))
         lo, hi = base.train_flops_low, base.train_flops_high
+        nlo, nhi = base.train_flops_needed_low, base.train_flops_needed_high
         lo24, hi24 = base.train_flops_2024_low, base.train_flops_2024_high
         fpi, fwd, samples, params, label = base.flops_per_image, base.forward_flops, base.samples_seen, base.params, \
             base.arch_label
@@ -260,6 +288,8 @@ def entry_compute(entry: Entry, entries: Mapping[str, Entry], cache: FlopsCache,
         pc = phase_compute(phase, cache)
         lo += members * pc.train_flops[0]
         hi = None if hi is None else hi + members * pc.train_flops[1]
+        nlo += members * pc.train_flops_needed[0]
+        nhi = None if nhi is None else nhi + members * pc.train_flops_needed[1]
         lo24 += members * pc.train_flops_2024[0]
         hi24 = None if hi24 is None else hi24 + members * pc.train_flops_2024[1]
         point = geometric_mid(*pc.train_flops)
@@ -267,10 +297,10 @@ def entry_compute(entry: Entry, entries: Mapping[str, Entry], cache: FlopsCache,
             best, fpi, fwd = point, geometric_mid(*pc.flops_per_image), geometric_mid(*pc.forward_flops)
             samples, params, label = geometric_mid(*pc.samples), pc.params, pc.arch_label
     if entry.unbounded_extra:
-        hi = hi24 = None
+        hi = nhi = hi24 = None
     if members != 1 and params is not None:
         params *= members
-    return EntryCompute(lo, hi, lo24, hi24, fpi, fwd, samples, params, label)
+    return EntryCompute(lo, hi, nlo, nhi, lo24, hi24, fpi, fwd, samples, params, label)
 
 
 def device_hours(train_flops: float | None, flops_per_second: float = DEFAULT_FLOPS_PER_SECOND) -> float | None:

@@ -2,8 +2,10 @@
 
 :func:`build_ledger` returns a DataFrame sorted by AutoAttack accuracy with, per entry, the recipe
 status (``sourced``, ``range``, ``no recipe``, ``excluded``), training FLOPs ``[low, high]`` in our
-measured convention and in the 2024 study's, FLOPs per image, samples seen, parameters and GPU-hours
-at a stated throughput. :func:`add_store_runs` appends our own evaluated runs; :func:`export_table`
+measured convention *as spent* by the authors' code (``train_flops*``, what the frontier and laws use)
+and *as needed* on the efficient step (``train_flops_needed*``, with the ``saving`` fraction), the 2024
+study's convention, the implementation facts' status, FLOPs per image, samples seen, parameters,
+GPU-hours at a stated throughput and every fact with the links of its source (``fact_sources``). :func:`add_store_runs` appends our own evaluated runs; :func:`export_table`
 and :func:`export_model_info` write the joined table and RobustBench-style JSON with compute fields.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..schema import finite_float as _num
 from .compute import DEFAULT_FLOPS_PER_SECOND, FlopsCache, device_hours, entry_compute
 from .model_info import ModelInfo
 from .recipes import Entry, load_recipes
+from .sources import entry_sources, paper_links
 
 STATUS_SOURCED, STATUS_RANGE, STATUS_NONE, STATUS_EXCLUDED = "sourced", "range", "no recipe", "excluded"
 COMPUTE_FIELDS = ("train_flops", "train_flops_low", "train_flops_high", "flops_per_image", "recipe_source")
@@ -37,6 +40,17 @@ def recipe_status(entry: Entry | None, entries: Mapping[str, Entry]) -> tuple[st
         if base_status != STATUS_SOURCED and not base_missing:
             missing.append(f"{entry.based_on.value}: {base_status}")
     return (STATUS_SOURCED if not missing else STATUS_RANGE), missing
+
+
+def implementation_status(entry: Entry | None, entries: Mapping[str, Entry]) -> tuple[str | None, list[str]]:
+    """("code" | "range", implementation facts no source states), following ``based_on``; None: no recipe."""
+    if entry is None or entry.excluded is not None:
+        return None, []
+    missing = entry.implementation_missing()
+    if entry.based_on is not None:
+        base = implementation_status(entries[entry.based_on.value], entries)[1]
+        missing += [f"{entry.based_on.value}: {m}" for m in base]
+    return ("code" if not missing else "range"), missing
 
 
 def fully_verified(entry: Entry, entries: Mapping[str, Entry]) -> bool:
@@ -63,11 +77,14 @@ def build_ledger(infos: Iterable[ModelInfo], recipes: Mapping[str, Entry] | None
 
         bar = tqdm(total=len(infos), desc="training FLOPs", unit="entry", leave=False, dynamic_ncols=True)
     rows = []
+    papers = paper_links(infos)
     for info in infos:
         entry = recipes.get(info.name)
         status, missing = recipe_status(entry, recipes)
         comp = entry_compute(entry, recipes, cache) if status in (STATUS_SOURCED, STATUS_RANGE) else None
-        rows.append(_row(info, entry, status, missing, comp, recipes, flops_per_second))
+        row = _row(info, entry, status, missing, comp, recipes, flops_per_second)
+        row["fact_sources"] = entry_sources(entry, papers, info.raw.get("link")) if entry is not None else []
+        rows.append(row)
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -81,6 +98,8 @@ def _row(info: ModelInfo, entry: Entry | None, status: str, missing: list[str], 
     lo = comp.train_flops_low if comp else None
     hi = comp.train_flops_high if comp else None
     point = comp.train_flops if comp else None
+    needed = comp.train_flops_needed if comp else None
+    impl, impl_missing = implementation_status(entry, recipes) if comp else (None, [])
     return {
         "name": info.name, "source": "robustbench", "year": info.year, "venue": info.raw.get("venue"),
         "architecture": info.architecture, "model": comp.arch_label if comp else None,
@@ -93,6 +112,12 @@ def _row(info: ModelInfo, entry: Entry | None, status: str, missing: list[str], 
         "excluded_reason": missing[0] if status == STATUS_EXCLUDED else None,
         "method_name": (entry.method_name if entry else None),
         "train_flops": point, "train_flops_low": lo, "train_flops_high": hi,
+        "train_flops_needed": needed,
+        "train_flops_needed_low": comp.train_flops_needed_low if comp else None,
+        "train_flops_needed_high": comp.train_flops_needed_high if comp else None,
+        "saving": (1.0 - needed / point) if needed and point else None,
+        "implementation_status": impl,
+        "implementation_unsourced": "; ".join(impl_missing) if impl_missing else None,
         "train_flops_2024": comp.train_flops_2024 if comp else None,
         "train_flops_2024_low": comp.train_flops_2024_low if comp else None,
         "train_flops_2024_high": comp.train_flops_2024_high if comp else None,
@@ -144,6 +169,9 @@ def export_table(ledger, path: str | os.PathLike) -> Path:
         raise UserError(f"invalid --export {path.name!r}: the table is written as .csv or .parquet")
     if not path.parent.is_dir():
         raise UserError(f"folder {path.parent} does not exist (for --export {path.name})")
+    if "fact_sources" in ledger.columns:  # a list of dicts per row: one JSON string in a flat file
+        ledger = ledger.assign(fact_sources=ledger["fact_sources"].map(
+            lambda v: json.dumps(v, default=str) if isinstance(v, list) else None))
     if suffix == ".csv":
         atomic_write(path, lambda tmp: ledger.to_csv(tmp, index=False))
     else:
@@ -160,7 +188,9 @@ def model_info_with_compute(info: ModelInfo, row: Mapping[str, Any]) -> dict[str
         "train_flops_high": _num(row.get("train_flops_high")),
         "flops_per_image": _num(row.get("flops_per_image")),
         "recipe_source": row.get("recipe_source"),
-        "train_flops_convention": "measured torch.utils.flop_counter (2 x MACs) of forward + attack + backward",
+        "train_flops_convention": "measured torch.utils.flop_counter (2 x MACs) of forward + attack + backward, "
+                                  "as spent by the authors' code",
+        "train_flops_needed": _num(row.get("train_flops_needed")),
         "train_flops_2024": _num(row.get("train_flops_2024")),
         "recipe_status": row.get("recipe_status"),
     })

@@ -11,6 +11,8 @@ import json
 import math
 import os
 import re
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,9 +98,6 @@ def download_model_info(dest: str | os.PathLike | None = None, timeout: float = 
     Lists the folder with the GitHub contents API, then fetches each file from raw.githubusercontent.com.
     The files land in a temporary folder renamed into place, so a broken download leaves nothing behind.
     """
-    import urllib.error
-    import urllib.request
-
     dest = Path(dest) if dest else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / \
         "robustscale" / "robustbench-cifar10-linf"
 

@@ -4,6 +4,12 @@ Every fact carries its ``source`` (or, when nobody could source it, ``value: nul
 ``low``/``high`` with the ``reason``). :func:`load_recipes` resolves the shared recipes into one
 :class:`Entry` per leaderboard name, with its phases; :attr:`Entry.sourced` tells whether every
 compute-deciding fact of every phase has a source.
+
+Implementation facts (:data:`IMPLEMENTATION`) say what the authors' code spends beyond the recipe: whether
+the attack's backward computes weight gradients (``attack_backward``: ``input`` / ``full``), model calls
+per attack step (``attack_forwards``), and forwards / training passes an efficient step would not run
+(``redundant_forwards``, ``redundant_train_passes``). An entry that does not state one gets
+:func:`implementation_default`: an unsourced range with its reason, so an unread code widens the total.
 """
 from __future__ import annotations
 
@@ -14,8 +20,9 @@ from pathlib import Path
 from typing import Any, Mapping
 
 TABLE = "recipes.yaml"
+IMPLEMENTATION = ("attack_backward", "attack_forwards", "redundant_forwards", "redundant_train_passes")
 PHASE_FACTS = ("model", "input_size", "num_classes", "method", "attack_steps", "epochs", "images_per_epoch",
-               "train_steps", "batch_size", "data", "extra_forwards", "extra_train_passes")
+               "train_steps", "batch_size", "data", "extra_forwards", "extra_train_passes") + IMPLEMENTATION
 TEXT_KEYS = ("method_name", "notes")
 ENTRY_KEYS = PHASE_FACTS + TEXT_KEYS + ("recipe", "phases", "based_on", "members", "excluded", "unbounded_extra")
 FACT_KEYS = ("value", "low", "high", "source", "verified", "reason", "kind")
@@ -23,6 +30,24 @@ METHODS = ("standard", "fgsm_rs", "pgd", "trades")  # cheapest to dearest at equ
 # Facts an entry needs sourced to count as "sourced" (epochs may be given as train_steps).
 REQUIRED = ("model", "method", "attack_steps", "batch_size", "data")
 DEFAULTS = {"input_size": 32, "num_classes": 10, "extra_forwards": 0, "extra_train_passes": 0}
+ATTACK_BACKWARDS = ("input", "full")  # input-only gradients (the efficient step) / weight gradients too
+# What an unread code may do, per fact: (low, high, reason) for attack methods; (value, reason) otherwise.
+NOT_READ = "the authors' training code was not read here"
+UNREAD = {
+    "attack_backward": ("input", "full", f"{NOT_READ}: input-only gradients (torch.autograd.grad w.r.t. the "
+                        "input) and a full loss.backward() inside the attack are both common in this literature"),
+    "attack_forwards": {"trades": (1, 2, f"{NOT_READ}: TRADES' reference code (yaodongyu/TRADES trades.py) and "
+                                   "several descendants recompute model(x_natural) at every attack step"),
+                        "default": (1, 1, f"{NOT_READ}: a PGD step needs one forward; no PGD code read here "
+                                    "ran more")},
+    "redundant_forwards": (0, 1, f"{NOT_READ}: a separate clean forward (TRADES' p_natural, a clean forward "
+                           "for the training accuracy) is common"),
+    "redundant_train_passes": {"trades": (0, 1, f"{NOT_READ}: TRADES' reference code back-propagates a second "
+                                          "forward of the clean batch"),
+                               "default": (0, 0, f"{NOT_READ}; no PGD code read here back-propagated more "
+                                           "than one pass")},
+}
+EFFICIENT = {"attack_backward": "input", "attack_forwards": 1, "redundant_forwards": 0, "redundant_train_passes": 0}
 
 
 class RecipeTableError(ValueError):
@@ -65,6 +90,20 @@ def default_fact(name: str) -> Fact:
     return Fact(name, v, v, v, source="default (not a recipe fact)", verified=True)
 
 
+def implementation_default(name: str, method: str) -> Fact:
+    """An implementation fact nobody read: the range an unread code may spend, with the reason.
+
+    Standard training has no attack: its attack facts are the efficient values (nothing to spend)."""
+    if method == "standard":
+        v = EFFICIENT[name]
+        return Fact(name, v, v, v, source="standard training has no attack", verified=True)
+    spec = UNREAD[name]
+    if isinstance(spec, dict):
+        spec = spec.get(method, spec["default"])
+    low, high, reason = spec
+    return Fact(name, None, low, high, reason=reason)
+
+
 @dataclass
 class Phase:
     """One training stage (e.g. ImageNet pre-training, then CIFAR-10 fine-tuning)."""
@@ -77,7 +116,13 @@ class Phase:
             return self.facts[name]
         if name in DEFAULTS:
             return default_fact(name)
+        if name in IMPLEMENTATION:
+            return implementation_default(name, self.facts["method"].high)
         raise KeyError(name)
+
+    def implementation_missing(self) -> list[str]:
+        """Implementation facts without a source (stated as a range, or not stated at all)."""
+        return [name for name in IMPLEMENTATION if not self.get(name).sourced]
 
     def missing_sources(self) -> list[str]:
         """Names of compute-deciding facts without a source (or absent)."""
@@ -118,6 +163,19 @@ class Entry:
             out.append("unbounded extra component")
         return out
 
+    def implementation_missing(self) -> list[str]:
+        """Implementation facts of any phase that no source states (see :data:`IMPLEMENTATION`)."""
+        out = []
+        for i, p in enumerate(self.phases):
+            prefix = f"phase {i + 1} " if len(self.phases) > 1 else ""
+            out += [prefix + m for m in p.implementation_missing()]
+        return out
+
+    def facts(self) -> list[Fact]:
+        """Every fact the entry states itself (its phases', its base's and its members'), in table order."""
+        out = [f for p in self.phases for f in p.facts.values()]
+        return out + [f for f in (self.based_on, self.members) if f is not None]
+
     @property
     def own_sourced(self) -> bool:
         """Sourced apart from the entry it is based on."""
@@ -126,9 +184,7 @@ class Entry:
     def sources(self) -> list[str]:
         """Every distinct source cited by this entry (for the exported ``recipe_source``)."""
         seen: list[str] = []
-        facts = [f for p in self.phases for f in p.facts.values()]
-        facts += [f for f in (self.based_on, self.members) if f is not None]
-        for f in facts:
+        for f in self.facts():
             if f.source and f.source not in seen:
                 seen.append(f.source)
         return seen
@@ -210,6 +266,10 @@ def _phase(where: str, raw: Mapping[str, Any]) -> Phase:
     for v in {m.low, m.high}:
         if v not in METHODS:
             raise RecipeTableError(f"{where}: method {v!r}; valid: {', '.join(METHODS)}")
+    if "attack_backward" in facts:
+        for v in {facts["attack_backward"].low, facts["attack_backward"].high}:
+            if v not in ATTACK_BACKWARDS:
+                raise RecipeTableError(f"{where}: attack_backward {v!r}; valid: {', '.join(ATTACK_BACKWARDS)}")
     if "attack_steps" not in facts and m.high != "standard":
         raise RecipeTableError(f"{where}: method {m.high} needs attack_steps")
     return Phase(facts, method_name=raw.get("method_name"))

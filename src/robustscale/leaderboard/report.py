@@ -228,7 +228,8 @@ def plot_with_paper_runs(ledger, paper_runs):
 def ledger_table(ledger, flops_per_second: float) -> tuple[list[str], list[list[str]]]:
     """Headers and rows (strings, 3 significant digits) of the printed / HTML table."""
     headers = ["#", "entry", "year", "architecture", "params [M]", "AA [%]", "clean [%]",
-               "train FLOPs [low, high]", f"GPU-h @ {fmt(flops_per_second)} FLOP/s", "recipe"]
+               "train FLOPs as spent [low, high]", "as needed [FLOPs]", "saving [%]",
+               f"GPU-h @ {fmt(flops_per_second)} FLOP/s", "recipe", "code"]
     rows = []
     for i, r in enumerate(ledger.to_dict("records"), 1):
         lo, hi = r.get("train_flops_low"), r.get("train_flops_high")
@@ -244,9 +245,33 @@ def ledger_table(ledger, flops_per_second: float) -> tuple[list[str], list[list[
         year = r.get("year")
         rows.append([str(i), r["name"], "-" if year is None or year != year else str(int(year)),
                      str(r.get("architecture")), fmt(params / 1e6) if params == params and params else "-",
-                     fmt(r["aa_robust_acc"]), fmt(r.get("clean_acc")), flops, fmt(r.get("device_hours")),
-                     str(r.get("recipe_status"))])
+                     fmt(r["aa_robust_acc"]), fmt(r.get("clean_acc")), flops, fmt(r.get("train_flops_needed")),
+                     fmt(100 * r["saving"]) if _finite(r.get("saving")) else "-", fmt(r.get("device_hours")),
+                     str(r.get("recipe_status")), str(r.get("implementation_status") or "-")])
     return headers, rows
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def sources_html(ledger) -> str:
+    """Every entry's facts, each with its source (linked where it names a repository file or a paper)
+    or, unsourced, its range and reason."""
+    import html
+
+    parts = []
+    for r in ledger.to_dict("records"):
+        facts = r.get("fact_sources")
+        if not isinstance(facts, list) or not facts:
+            continue
+        items = []
+        for f in facts:
+            text = html.escape(f["source"] or f"unsourced: {f['reason']}")
+            links = " ".join(f'<a href="{html.escape(u)}">[{i + 1}]</a>' for i, u in enumerate(f["urls"]))
+            items.append(f"<li><b>{html.escape(f['fact'])}</b> = {html.escape(str(f['value']))}: {text} {links}</li>")
+        parts.append(f"<details><summary>{html.escape(str(r['name']))}</summary><ul>{''.join(items)}</ul></details>")
+    return "".join(parts)
 
 
 def write_leaderboard_report(directory: str | Path, ledger, fits: dict[str, Any], extrapolations: dict[str, list],
@@ -292,12 +317,17 @@ def write_leaderboard_report(directory: str | Path, ledger, fits: dict[str, Any]
                 html=f"<ul>{laws}</ul>" + ex_html),
         Section("Figures", figures=figures),
         Section("The ledger", html=table_html(ledger_table(ledger, flops_per_second))),
+        Section("Sources of every fact", html=sources_html(ledger)),
         Section("Method", text=(
             "Recipes come from the packaged table (robustscale/leaderboard/recipes.yaml): every fact cites a "
             "paper section or a public repository file; unsourced facts carry a plausible range and its reason, and "
-            "their entries get a compute range. Per image, a training step costs F(K+1) + K Bin + B (PGD-K), "
-            "F(K+2) + K Bin + 2B (TRADES-K) or F + B (standard), with F, Bin (input-only backward) and B (training "
-            "backward) measured on the meta device, plus teacher forwards and extra training passes. Data "
+            "their entries get a compute range. Training FLOPs are given twice. As spent (the frontier and the "
+            "laws use it): what the authors' code runs, per attack step attack_forwards forwards and a backward "
+            "that is input-only (Bin) or full (B, loss.backward() inside the attack), plus the redundant forwards "
+            "and passes their code makes (a separate clean forward, a logging forward). As needed: the same recipe "
+            "on robustscale's efficient step, F(K+1) + K Bin + B (PGD-K), F(K+2) + K Bin + 2B (TRADES-K) or F + B "
+            "(standard); the saving column is 1 - needed / spent. F, Bin and B are measured on the meta device; "
+            "teacher forwards and extra training passes (AWP, helper losses) count in both. Data "
             "generation, evaluation and weight averaging are not counted. The frontier fits resample the entries "
             "and recompute the frontier in every resample.")),
     ]

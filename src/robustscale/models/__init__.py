@@ -5,6 +5,8 @@ Importing ``robustscale`` registers ``wide_resnet{16_1,...,106_16}[_dm]``, ``res
 """
 from __future__ import annotations
 
+import difflib
+import re
 from typing import Sequence
 
 import timm
@@ -22,24 +24,17 @@ _OUR_MODULES = ("wide_resnet", "resnet_cifar")  # timm keys modules by their las
 
 
 def our_models() -> list[str]:
-    """Names of the models this package registers (in registry order)."""
-    from timm.models import _registry
-
-    return sorted((n for n, mod in _registry._model_to_module.items() if mod in _OUR_MODULES),
-                  key=_natural_key)
+    """Names of the models this package registers, in natural order (``wide_resnet16_1`` before ``wide_resnet106_16``)."""
+    return sorted(timm.list_models(module=list(_OUR_MODULES)), key=_natural_key)
 
 
 def _natural_key(name: str):
-    import re
-
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
 def check_model_name(name: str) -> str:
     """Raise UserError unless ``name`` is a timm model (ours included)."""
     if not timm.is_model(name):
-        import difflib
-
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise UserError(f"unknown model {name!r}; ours: {', '.join(our_models())}; or any name from "

@@ -16,6 +16,12 @@ its architectures: forward FLOPs per image ~ ``c N``, with ``c`` the geometric m
 the candidate architectures (wide ResNets at 32x32: 282-303 FLOPs per parameter, so within a few
 percent), and the step as ``r0 + r1 k`` forward passes, the mean over architectures of the
 measured ``step(k) / F``. Concrete recipes use each architecture's own measured FLOPs.
+
+Runs that record their ``train_flops`` set the constant instead (:meth:`ComputeModel.calibrate`): each
+gives ``c_i = train_flops / ((r0 + r1 k) N D)``, FLOPs per parameter per image per forward-equivalent of
+its own step; ``c`` is their geometric mean (the spread is reported) and those runs keep their recorded
+FLOPs. The zoo's constant prices only runs that record none, and when the runs' ``c`` and the zoo's
+differ by more than :data:`DISAGREEMENT` the plan carries one warning line.
 """
 from __future__ import annotations
 
@@ -30,6 +36,7 @@ from ..scaling.joint import ComputeCoefficients
 
 CONVENTIONS = ("measured", "paper-2024")
 ATTACK_METHODS = ("pgd", "trades")  # methods whose step grows with the attack steps
+DISAGREEMENT = 0.20  # runs' FLOPs per parameter vs the zoo's: beyond this relative gap, one warning line
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class ComputeModel:
     dataset: str = "cifar10"
     convention: str = "measured"
     cache: object = None
+    runs_calibration: dict | None = None  # set by calibrate(): the constant the runs' train_flops give
     _steps: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -123,10 +131,49 @@ class ComputeModel:
             self._steps[key] = float(self.cache.get(cfg))
         return self._steps[key]
 
-    def flops_per_parameter(self) -> tuple[float, float, float]:
-        """``(c, min, max)`` of forward FLOPs per image per parameter over the architectures."""
+    def zoo_flops_per_parameter(self) -> tuple[float, float, float]:
+        """``(c, min, max)`` of forward FLOPs per image per parameter over the zoo's architectures."""
         ratios = np.array([a.forward_flops / a.parameters for a in self.architectures.values()])
         return float(np.exp(np.mean(np.log(ratios)))), float(ratios.min()), float(ratios.max())
+
+    def flops_per_parameter(self) -> tuple[float, float, float]:
+        """``(c, min, max)``: from the runs' recorded FLOPs when :meth:`calibrate` found any, else the zoo's."""
+        if self.runs_calibration is not None:
+            r = self.runs_calibration
+            return r["flops_per_parameter"], r["range"][0], r["range"][1]
+        return self.zoo_flops_per_parameter()
+
+    def calibrate(self, methods, steps, params, seen, recorded) -> dict | None:
+        """Set ``c`` from the runs' recorded ``train_flops`` (see the module docstring); None if none record it.
+
+        Returns (and keeps) ``{"flops_per_parameter", "range", "n", "zoo_flops_per_parameter", "ratio",
+        "warning"}``; ``warning`` is one line when runs and zoo disagree by more than DISAGREEMENT."""
+        rec = np.asarray(recorded, float)
+        ok = np.isfinite(rec) & (rec > 0) & np.isfinite(np.asarray(params, float)) & np.isfinite(np.asarray(seen, float))
+        if not ok.any():
+            self.runs_calibration = None
+            return None
+        self.runs_calibration = None  # the forward-equivalents below use the zoo's step structure only
+        cs = []
+        for i in np.flatnonzero(ok):
+            meth = str(methods[i])
+            k = int(steps[i]) if meth in ATTACK_METHODS else 0
+            unit = self.coefficients(meth)  # its r0 + r1 k: forward-equivalents of the run's step
+            fe = (unit.intercept + unit.per_step * k) * float(params[i]) * float(seen[i])
+            cs.append(rec[i] / fe)
+        cs = np.array(cs)
+        c = float(np.exp(np.mean(np.log(cs))))
+        zoo = self.zoo_flops_per_parameter()[0]
+        ratio = c / zoo
+        warning = None
+        if abs(ratio - 1) > DISAGREEMENT:
+            warning = (f"warning: the runs' train_flops give {c:.3g} forward FLOPs per parameter per image "
+                       f"({cs.min():.3g}-{cs.max():.3g} over {cs.size} runs), {ratio:.3g}x the zoo's {zoo:.3g}: "
+                       f"the plan prices compute as the runs recorded it")
+        self.runs_calibration = {"flops_per_parameter": c, "range": [float(cs.min()), float(cs.max())],
+                                 "n": int(cs.size), "zoo_flops_per_parameter": zoo, "ratio": ratio,
+                                 "warning": warning}
+        return self.runs_calibration
 
     def coefficients(self, method: str) -> ComputeCoefficients:
         """``C = (r0 + r1 k) c N D`` for ``method``: r0, r1 the mean over architectures of step(k)/F."""
@@ -139,13 +186,17 @@ class ComputeModel:
             r0.append(s1 - (s2 - s1))
         return ComputeCoefficients(c, float(np.mean(r0)), float(np.mean(r1)))
 
-    def run_flops(self, models, methods, steps, params, seen) -> np.ndarray:
-        """Training FLOPs of runs in this convention: the measured architecture when the run's model
-        is one of ours, else the c N fit."""
+    def run_flops(self, models, methods, steps, params, seen, recorded=None) -> np.ndarray:
+        """Training FLOPs of runs: their recorded ``train_flops`` where given (and calibrated), else in
+        this convention, the measured architecture when the run's model is one of ours, else the c N fit."""
         out = np.empty(len(params))
+        rec = np.full(len(params), np.nan) if recorded is None or self.runs_calibration is None \
+            else np.asarray(recorded, float)
         for i, (m, meth, k, n, d) in enumerate(zip(models, methods, steps, params, seen)):
             k = 0 if meth not in ATTACK_METHODS else int(k)
-            if self.resolve(str(m)) is not None:
+            if np.isfinite(rec[i]) and rec[i] > 0:
+                out[i] = rec[i]
+            elif self.resolve(str(m)) is not None:
                 out[i] = self.step_flops(str(m), meth, max(k, 1)) * float(d)
             else:
                 out[i] = float(self.coefficients(meth).flops(n, d, k))
@@ -156,6 +207,8 @@ class ComputeModel:
         coefs = {m: self.coefficients(m) for m in methods}
         return {"convention": self.convention, "dataset": self.dataset, "flops_per_parameter": c,
                 "flops_per_parameter_range": [lo, hi],
+                "flops_per_parameter_source": "runs' train_flops" if self.runs_calibration else "zoo",
+                "runs_calibration": self.runs_calibration,
                 "forward_equivalents": {m: {"intercept": v.intercept, "per_step": v.per_step} for m, v in coefs.items()},
                 "architectures": [{"model": a.name, "same_as": list(a.same_as), "parameters": a.parameters,
                                    "forward_flops_per_image": a.forward_flops} for a in self.architectures.values()]}

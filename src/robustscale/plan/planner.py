@@ -157,6 +157,7 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
                           "hours_source": hours_source, "device_type": device_type, "price_preset": costs.preset,
                           "rental": rental},
         "data_compute_range_flops": [c_lo, c_hi], "max_extrapolation": max_extrapolation,
+        "warnings": [w for w in [(compute.runs_calibration or {}).get("warning")] if w],
         "runs_flops_vs_recorded": _vs_recorded(df, run_flops),
         "law": {"formula": "100 - y = E + A*N^-alpha + B*D^-beta + G*k^-gamma",
                 "groups": [f.to_dict() for f in fits]},
@@ -217,9 +218,13 @@ def _compute_model(df, kept, models, convention, limit, cache):
                 if n_lo / limit <= a.parameters <= n_hi * limit and any(n in names for n in (a.name,) + a.same_as)}
     compute.architectures = {k: a for k, a in compute.architectures.items()
                              if k in in_reach or any(n in ours for n in (a.name,) + a.same_as)}
-    run_flops = compute.run_flops(run_models, df["method"].tolist(),
-                                  pd.to_numeric(df[K_COL], errors="coerce").fillna(0).to_numpy(), N,
-                                  pd.to_numeric(df[D_COL], errors="coerce").to_numpy(float))
+    steps = pd.to_numeric(df[K_COL], errors="coerce").fillna(0).to_numpy()
+    seen = pd.to_numeric(df[D_COL], errors="coerce").to_numpy(float)
+    recorded = pd.to_numeric(df["train_flops"], errors="coerce").to_numpy(float) if "train_flops" in df.columns \
+        else None
+    if recorded is not None:  # the runs' own compute sets the constant (kept runs only: the fitted ones)
+        compute.calibrate(df["method"].tolist(), steps, N, seen, np.where(kept, recorded, np.nan))
+    run_flops = compute.run_flops(run_models, df["method"].tolist(), steps, N, seen, recorded)
     return compute, list(in_reach.values()), run_flops
 
 

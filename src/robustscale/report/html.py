@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
+from .. import __version__
 from ..errors import UserError
 from ..rundir import write_text
+from ..scaling import extrapolate, fit_groups, pairwise_comparisons
+from ..scaling.format import comparisons_table, fits_table, fmt
+from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
+from . import plots
 from .markdown import markdown_to_html
+from .plots import figure_png, save_figure
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -82,8 +90,6 @@ def _slug(text: str) -> str:
 
 def cell_text(value) -> str:
     """A table cell: numbers to 3 significant digits (``scaling.format.fmt``), None/NaN as ``-``."""
-    from ..scaling.format import fmt
-
     if value is None or isinstance(value, bool):
         return "-" if value is None else str(value)
     if isinstance(value, (int, float)) or hasattr(value, "dtype"):
@@ -116,8 +122,6 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
 
 
 def _figures(items: Sequence, plots_dir: Path | None, used: set[str]) -> str:
-    from .plots import figure_png, save_figure
-
     out = []
     for item in items:
         if isinstance(item, tuple):
@@ -158,8 +162,6 @@ def render_sections(sections: Sequence[Section], plots_dir: Path | None = None) 
 def write_html(out_path: str | Path, title: str, sections: Sequence[Section], subtitle: str = "",
                plots_dir: str | Path | None = None) -> Path:
     """Render ``sections`` into one HTML file at ``out_path`` (atomic write); figures also to ``plots_dir``."""
-    from .. import __version__
-
     out_path = Path(out_path)
     if out_path.exists() and out_path.is_dir():
         raise UserError(f"report path {out_path} is a directory; give a file name like report.html")
@@ -176,8 +178,6 @@ def write_html(out_path: str | Path, title: str, sections: Sequence[Section], su
 
 # ---------------------------------------------------------------------- the scaling report
 def extrapolation_table(results) -> tuple[list[str], list[list[str]]]:
-    from ..scaling.format import fmt
-
     headers = ["group", "reachable", "compute [FLOPs]", "interval", "x largest run", "device-hours [h]",
                "energy [kWh]", "CO2e [kg]", "electricity [USD]", "cloud [USD]"]
     rows = []
@@ -208,10 +208,6 @@ def extrapolation_table(results) -> tuple[list[str], list[list[str]]]:
 def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, extrapolations: dict[str, list],
                      cost: bool = True, settings: dict | None = None) -> list[Section]:
     """The standard sections: data, fits per law (+ comparisons), figures, extrapolation, cost, method."""
-    from ..scaling import pairwise_comparisons
-    from ..scaling.format import comparisons_table, fits_table, fmt
-    from . import plots
-
     settings = settings or {}
     sections = []
     first = next(iter(fits_by_law.values()))
@@ -264,8 +260,6 @@ def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, ext
     if cost and "train_flops" in df.columns:
         cols = [c for c in ("energy_kwh", "electricity_usd") if c in df.columns]
         if cols:
-            import numpy as np
-
             usable = [c for c in cols if (np.asarray(df[c], float) > 0).sum() >= 3]
             if usable:
                 sections.append(Section("Cost of compute", figures=[
@@ -297,9 +291,6 @@ def write_report(df, out_path: str | Path, sections: Sequence[Section] | None = 
     ``sections``. ``exclude_below="auto"`` drops collapsed runs (y < 10) for robust accuracies.
     With ``plots_dir`` every figure is also written there as PNG and SVG. ``seed_sd``: see ``fit_law``.
     """
-    from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
-    from ..scaling import extrapolate, fit_groups
-
     all_sections: list[Section] = []
     if include_scaling:
         if exclude_below == "auto":

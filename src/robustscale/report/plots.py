@@ -24,7 +24,9 @@ from typing import Sequence
 import numpy as np
 
 from ..rundir import write_bytes
+from ..scaling import fit_law
 from ..scaling.format import fmt, unit_of
+from ..scaling.frontier import pareto_frontier
 from ..scaling.identified import LACK_OF_FIT, OK, identify
 
 LABELS = {
@@ -187,8 +189,6 @@ def _bands_note(fits) -> str:
 
 def plot_scaling(df, fits: Sequence, title: str | None = None, show_frontier: bool = True):
     """Runs and fitted laws over the range of the data (log-log), one color per group."""
-    from ..scaling.frontier import pareto_frontier
-
     fig, (ax,) = new_figure(7.5, 5.6)
     x = _x_column(fits[0])
     y = fits[0].y
@@ -306,8 +306,6 @@ def plot_residuals(fits: Sequence, title: str | None = None):
 def plot_cost(df, x: str = "train_flops", columns: Sequence[str] = ("energy_kwh", "electricity_usd"),
               fits: dict | None = None, title: str | None = None):
     """``columns`` vs ``x`` on log-log axes, each with a power-law fit over all runs (``fits[col]`` if given)."""
-    from ..scaling import fit_law
-
     columns = [c for c in columns if c in df.columns and np.isfinite(np.asarray(df[c], float)).any()]
     fig, axes = new_figure(4.2 * max(len(columns), 1), 3.8, ncols=max(len(columns), 1))
     for ax, col in zip(axes, columns):

@@ -16,18 +16,20 @@ lost to its logging. Where records go is each library's own setting (``WANDB_MOD
 ``<run_dir>/wandb``, TensorBoard events to ``<run_dir>/tensorboard``. The tracker run ids are kept in
 ``<run_dir>/trackers.json`` so that ``train --resume`` continues the same W&B and MLflow runs.
 
-This module imports no tracker library (``TrainConfig`` validates names through it).
+No tracker library is imported until a run starts one. The tracker names (:class:`Tracker`,
+:func:`parse_tracker_names`) are the config's vocabulary (``robustscale.config``); they are re-exported here.
 """
 from __future__ import annotations
 
-import enum
-import math
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from .. import rundir
-from ..errors import UserError, choice
+from ..config import Tracker, parse_tracker_names
+from ..errors import UserError
+from .backends import BACKENDS
+from .metrics import claim_metrics, flatten, numeric_items
 
 __all__ = ["Tracker", "TrackerWarning", "Trackers", "open_trackers", "log_run_records", "parse_tracker_names",
            "flatten", "numeric_items", "claim_metrics", "IDS_FILE"]
@@ -35,67 +37,8 @@ __all__ = ["Tracker", "TrackerWarning", "Trackers", "open_trackers", "log_run_re
 IDS_FILE = "trackers.json"
 
 
-class Tracker(str, enum.Enum):
-    WANDB = "wandb"
-    MLFLOW = "mlflow"
-    TENSORBOARD = "tensorboard"
-
-
 class TrackerWarning(UserWarning):
     """A tracker could not start or stopped working; the run goes on without it."""
-
-
-def parse_tracker_names(names: Iterable[str] | str | None) -> list[str]:
-    """``["WandB", "mlflow"]`` or ``"wandb,mlflow"`` -> ``["wandb", "mlflow"]`` (order kept, duplicates
-    dropped); an unknown name raises UserError listing the valid ones."""
-    if names is None:
-        return []
-    if isinstance(names, str):
-        names = names.split(",")
-    out: list[str] = []
-    for name in names:
-        if str(name).strip():
-            value = choice(Tracker, name, what="log_to tracker").value
-            if value not in out:
-                out.append(value)
-    return out
-
-
-def flatten(data: Mapping[str, Any], prefix: str = "", sep: str = "/") -> dict[str, Any]:
-    """Nested dicts -> one level with ``a/b`` keys (lists and scalars are kept as they are)."""
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name, sep))
-        else:
-            out[name] = value
-    return out
-
-
-def numeric_items(data: Mapping[str, Any]) -> dict[str, float]:
-    """The finite numbers of a flat dict as floats (booleans as 0/1); None, text and NaN are left out."""
-    out = {}
-    for key, value in data.items():
-        if isinstance(value, bool):
-            out[key] = float(value)
-        elif isinstance(value, (int, float)) and math.isfinite(value):
-            out[key] = float(value)
-    return out
-
-
-def claim_metrics(claims: Iterable[Mapping[str, Any]]) -> dict[str, float]:
-    """``eval/<attack>-<eps>/<field>`` numbers of evaluation claims (accuracies, n, eps, compute)."""
-    out: dict[str, float] = {}
-    for claim in claims:
-        # file_stem: the claim file's name (eval/<file_stem>.json), added by robustscale.hub.read_claims
-        stem = claim.get("file_stem") or claim.get("attack_label") or claim.get("attack")
-        fields = {k: claim.get(k) for k in ("clean_acc", "robust_acc", "autoattack_acc", "n_examples", "eps",
-                                            "eval_flops", "wall_seconds", "device_hours", "energy_kwh",
-                                            "emissions_kg", "cloud_usd_low", "cloud_usd_high")}
-        fields.update({f"stage_acc/{k}": v for k, v in (claim.get("stage_acc") or {}).items()})
-        out.update({f"eval/{stem}/{k}": v for k, v in numeric_items(fields).items()})
-    return out
 
 
 class Trackers:
@@ -157,8 +100,6 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
     run_dir = Path(run_dir) if run_dir is not None else None
     if rank != 0 or not names:
         return Trackers([], run_dir)
-    from .backends import BACKENDS
-
     ids = _read_ids(run_dir)
     started = []
     for name in names:
@@ -184,19 +125,15 @@ def open_trackers(names: Iterable[str], config: Mapping[str, Any], run_name: str
 def log_run_records(run_dir: str | Path, cfg) -> None:
     """Send a finished run's summary.json and evaluation claims to its trackers (``cfg.log_to``), continuing
     the same W&B / MLflow runs (``trackers.json``): ``evaluate --run`` calls this after each claim."""
-    from ..hub import read_claims, read_json
-
     run_dir = Path(run_dir)
-    summary = read_json(run_dir / rundir.SUMMARY) or {}
+    summary = rundir.read_json(run_dir / rundir.SUMMARY) or {}
     with open_trackers(cfg.log_to, cfg.to_dict(), cfg.name or run_dir.name, run_dir) as trackers:
-        trackers.log_summary(summary, read_claims(run_dir))
+        trackers.log_summary(summary, rundir.read_claims(run_dir))
         trackers.finish(summary.get("status") or "completed")
 
 
 def _read_ids(run_dir: Path | None) -> dict[str, str]:
-    from ..hub import read_json
-
-    ids = read_json(run_dir / IDS_FILE) if run_dir is not None else None
+    ids = rundir.read_json(run_dir / IDS_FILE) if run_dir is not None else None
     return {str(k): str(v) for k, v in ids.items()} if isinstance(ids, dict) else {}
 
 

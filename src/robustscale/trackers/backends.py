@@ -1,4 +1,4 @@
-"""The three trackers, each through its library's public API; imported only when a run asks for one.
+"""The three trackers, each through its library's public API, imported only when a run starts that tracker.
 
 Each backend has ``start(config, run_name, run_dir, run_id)``, ``log_epoch(metrics, step)``,
 ``log_summary(summary, claims)``, ``finish(status)`` and ``run_id`` (None if the tracker has none).
@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import claim_metrics, flatten, numeric_items
+from .. import __version__
+from .metrics import claim_metrics, flatten, numeric_items
 
 PROJECT = "robustscale"  # W&B project / MLflow experiment unless WANDB_PROJECT / MLFLOW_EXPERIMENT_NAME is set
 _MLFLOW_STATUS = {"completed": "FINISHED", "interrupted": "KILLED"}  # anything else: FAILED
@@ -86,8 +87,6 @@ class MlflowTracker:
             self.run_id = run_id
             client.update_run(run_id, status="RUNNING")
             return
-        from .. import __version__
-
         run = client.create_run(experiment_id, run_name=run_name,
                                 tags={"robustscale.version": __version__, "robustscale.run_dir": str(run_dir or "")})
         self.run_id = run.info.run_id
