@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..compute.zoo import model_rows
 from ..config import TrainConfig
 from ..data.splits import resolve_val_size
 from ..errors import UserError
@@ -35,8 +36,6 @@ class MeasuredFlops:
 
     def forward(self, model: str) -> float:
         if model not in self._forward:
-            from ..compute.zoo import model_rows
-
             self._forward[model] = float(model_rows([model], self.dataset)[0]["forward_flops_per_image"])
         return self._forward[model]
 
