@@ -313,7 +313,7 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/plan.py": ("commands.fit errors plan plan.render scaling scaling.published_runs", _CLI),
     "commands/runs.py": ("errors evaluation.records rundir scaling schema store store.records store.sync "
                          "store.tables", _CLI),
-    "commands/study.py": ("errors study study.next study.paper", _CLI),
+    "commands/study.py": ("errors study study.bill study.next study.paper", _CLI),
     "commands/sweep.py": ("commands.runs errors store sweep", _CLI),
     "commands/train.py": ("compute compute.energy config data errors models store train", _CLI),
     "leaderboard/compute.py": ("compute config models models.wide_resnet", _LEADERBOARD),
@@ -330,6 +330,8 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
     "study/next.py": ("plan scaling.format schema", _STUDY),
     "study/paper/figures.py": ("report.plots", _STUDY),
+    "study/scaling.py": ("models", "robustscale.models imports torch and timm: only a spec with study.scaling.models "
+                                   "pays for them"),
     "study/paper/reproduce.py": ("compute report report.plots scaling scaling.extrapolate", _STUDY),
     "study/paper/result.py": ("scaling.format", _STUDY),
     "study/paper/tables.py": ("scaling", _STUDY),

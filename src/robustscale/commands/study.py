@@ -20,6 +20,15 @@ def run(args: argparse.Namespace) -> int:
     from ..study import format_study_table, load_study, run_study
 
     spec, opts = load_study(args.spec)
+    if args.bill:
+        from ..study.bill import format_bill, study_bill
+
+        bill = study_bill(spec, opts)
+        print(json.dumps(bill, indent=2) if args.json else format_bill(bill))
+        if bill["within_limit"] is False:
+            raise UserError(f"the bill of {args.spec} is {bill['total_hours']:.2f} h, over its study.scaling.max_hours "
+                            f"{bill['max_hours']:g} h")
+        return 0
     if args.bootstrap is not None:
         if args.bootstrap < 0:
             raise UserError(f"invalid --bootstrap {args.bootstrap}: must be >= 0")

@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..errors import UserError
 from ..intervals import accuracy_interval, correct_count, wilson_interval
 from ..scaling.fit import _num
 
@@ -98,6 +99,26 @@ def study_frame(st, spec, opts) -> Any:
     return df
 
 
+def where_mask(df, where: Mapping[str, Sequence[Any]], what: str):
+    """Rows of the runs table whose columns take one of ``where``'s values: numbers compare as numbers
+    (the store keeps ``attack_steps`` as a float column, where NaN marks standard training), all else as text.
+    UserError (naming ``what``) for a column the table lacks."""
+    import numpy as np
+    import pandas as pd
+
+    mask = np.ones(len(df), bool)
+    for col, values in where.items():
+        if col not in df.columns:
+            raise UserError(f"{what} selects on column {col!r}, which the runs table lacks; "
+                            f"columns: {', '.join(map(str, df.columns))}")
+        text = df[col].astype(str).isin([str(v) for v in values]).to_numpy().copy()
+        numbers = pd.to_numeric(pd.Series([str(v) for v in values]), errors="coerce").dropna()
+        if len(numbers) and pd.api.types.is_numeric_dtype(df[col]):
+            text |= df[col].isin(numbers.tolist()).to_numpy()
+        mask &= text
+    return mask
+
+
 def run_records(df) -> list[dict[str, Any]]:
     """study.json's ``runs``: identity, compute, selection and every accuracy with ``_n_examples`` / ``_ci``."""
     out = []
@@ -179,4 +200,4 @@ def sort_fits(fits: list[dict]) -> list[dict]:
 
 
 __all__ = ["ATTACK_METRICS", "ACC_METRICS", "MIN_FIT_EXAMPLES", "metric_of", "accuracy_columns", "selection_info",
-           "study_frame", "run_records", "autoattack_gaps", "format_gap", "write_study_json"]
+           "study_frame", "where_mask", "run_records", "autoattack_gaps", "format_gap", "write_study_json"]

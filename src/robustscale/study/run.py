@@ -16,6 +16,8 @@ A study spec is a sweep spec (see ``robustscale.sweep.spec``) plus a ``study:`` 
       seed: 0
       eval_workers: 2               # extra evaluations in N processes at once (CPU studies; default 1)
       seed_sd: 1.0                  # seed-to-seed SD (points) the lack-of-fit test allows (default: assumed 1)
+      scaling: {...}                # the joint law, a planned run trained and checked, a markdown page
+                                    # (robustscale.study.scaling)
 
 ``strongest: k`` gives an extra evaluation only to the k runs (of those ``where`` selects) with the
 highest robust accuracy (``by: <column>``; default: the sweep's evaluation if it is an attack, else
@@ -41,9 +43,12 @@ from typing import Any, Mapping, Sequence
 
 from ..config import load_yaml
 from ..errors import UserError
+from .results import where_mask
+from .scaling import ScalingOptions, parse_scaling, run_scaling
+from .scaling_page import write_scaling_outputs
 
 STUDY_KEYS = ("evaluations", "fits", "compare", "laws", "targets", "bootstrap", "seed", "x", "exclude_below",
-              "device_type", "price_preset", "report", "eval_workers", "seed_sd")
+              "device_type", "price_preset", "report", "eval_workers", "seed_sd", "scaling")
 FIT_KEYS = ("where", "y", "label")
 DEFAULT_LAWS = ("power", "saturating")
 
@@ -58,14 +63,7 @@ class StudyFit:
     label: str
 
     def select(self, df):
-        mask = None
-        for col, values in self.where.items():
-            if col not in df.columns:
-                raise UserError(f"study fit {self.name!r} selects on column {col!r}, which the runs table lacks; "
-                                f"columns: {', '.join(map(str, df.columns))}")
-            m = df[col].astype(str).isin([str(v) for v in values])
-            mask = m if mask is None else mask & m
-        return df if mask is None else df[mask]
+        return df[where_mask(df, self.where, f"study fit {self.name!r}")]
 
 
 @dataclass
@@ -84,6 +82,7 @@ class StudyOptions:
     report: str | None = None  # default: <output_dir>/report.html
     eval_workers: int = 1  # processes for the extra evaluations (each gets cores // workers threads)
     seed_sd: float | None = None  # lack-of-fit test's seed SD in points (None: identified.SEED_SD_POINTS)
+    scaling: ScalingOptions | None = None  # the joint law and its planned run (robustscale.study.scaling)
 
 
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None):
@@ -205,6 +204,7 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
     from ..scaling.identified import check_seed_sd
 
     opts.seed_sd = check_seed_sd(study.get("seed_sd"), "study.seed_sd", f" in {where}")
+    opts.scaling = parse_scaling(study.get("scaling"), where)
     return opts
 
 
@@ -225,13 +225,16 @@ class StudyResult:
     wall_seconds: float
     sweep: dict[str, Any]
     next: list[dict[str, Any]] = field(default_factory=list)  # what to run next (study.next)
+    scaling: dict[str, Any] | None = None  # scaling.json (study.scaling), with "page": the markdown written
 
     def to_dict(self) -> dict[str, Any]:
         return {"study": self.spec_name, "report": str(self.report_path), "study_json": str(self.json_path),
                 "n_runs": self.n_runs, "wall_seconds": self.wall_seconds,
                 "sweep": {k: v for k, v in self.sweep.items() if k != "outcomes"},
                 "runs": self.runs, "fits": self.records, "comparisons": self.comparison_records,
-                "autoattack_gaps": self.gaps, "warnings": self.warnings, "next": self.next}
+                "autoattack_gaps": self.gaps, "warnings": self.warnings, "next": self.next,
+                "scaling": None if self.scaling is None else {"json": self.scaling.get("json"),
+                                                              "page": self.scaling.get("page")}}
 
 
 def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: str = "local",
@@ -278,8 +281,14 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
         "seed": opts.seed, "seed_sd": opts.seed_sd if opts.seed_sd is not None else SEED_SD_POINTS,
         "seed_sd_assumed": opts.seed_sd is None, "comparisons": comps, "autoattack_gaps": gaps, "warnings": warnings, "next": nxt,
         "backtests": backtest_records(backtests)})
+    scaling = None
+    if opts.scaling is not None:
+        scaling = run_scaling(spec, opts, st, runs_df, fits, run_extra_evaluations, store=store, executor=executor,
+                              max_parallel=max_parallel, progress=progress, log=log, backtests=backtests)
+        scaling = write_scaling_outputs(scaling, spec, opts, runs, records, comps, sweep,
+                                        time.perf_counter() - start, out_dir)
     return StudyResult(spec.name, report, json_path, len(runs_df), fits, comparisons, extrapolations, runs, records,
-                       comps, gaps, warnings, time.perf_counter() - start, sweep, nxt)
+                       comps, gaps, warnings, time.perf_counter() - start, sweep, nxt, scaling)
 
 
 def metric_of_spec(spec) -> str | None:

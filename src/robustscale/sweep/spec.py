@@ -20,7 +20,10 @@ A spec is YAML::
                array_parallelism: 16, sbatch: {account: myproj}}
     cost: {device_type: A100-80GB, price_preset: default, throughput: null, flop_rate: null}
 
-``zip`` may also be a list of such groups. Every expanded run is a validated ``TrainConfig``
+``zip`` may also be a list of such groups. A design that is not one product (a full grid of sizes x
+lengths plus attack steps on a subset plus extra seeds on a few configurations) is a list of
+``blocks``, each with its own ``base`` (over the top-level one), ``grid``, ``zip`` and ``seeds``;
+the runs are the blocks' runs in order (top-level grid / zip / seeds then must be absent). Every expanded run is a validated ``TrainConfig``
 (bad values fail when the spec is loaded, before anything runs); names must be unique.
 """
 from __future__ import annotations
@@ -36,8 +39,9 @@ from typing import Any, Mapping
 from ..config import Method, TrainConfig, load_yaml, parse_fraction
 from ..errors import UserError
 
-SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "name_template", "output_dir",
-             "store", "evaluation", "executor", "cost", "study")  # study: read by `robustscale study`
+SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "blocks", "name_template", "output_dir",
+             "store", "evaluation", "executor", "cost", "study")
+BLOCK_KEYS = ("base", "grid", "zip", "seeds")  # study: read by `robustscale study`
 EVALUATION_KEYS = ("attack", "eps", "n_examples", "batch_size", "steps", "restarts", "seed")
 EXECUTOR_KEYS = ("partition", "gpus_per_job", "tasks_per_job", "nodes", "gpus_per_node", "tasks_per_node",
                  "cpus_per_task", "mem_gb", "timeout_min", "array_parallelism", "max_parallel", "sbatch", "setup",
@@ -152,7 +156,7 @@ def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
     for key in data:
         if key not in SPEC_KEYS:
             raise UserError(f"unknown key {key!r} in {where}; valid: {', '.join(SPEC_KEYS)}")
-    if not any(data.get(k) for k in ("recipe", "base", "grid", "zip", "seeds")) and \
+    if not any(data.get(k) for k in ("recipe", "base", "grid", "zip", "seeds", "blocks")) and \
             not any(k in data for k in ("grid", "zip")):
         raise UserError(f"sweep spec {where} defines no runs: give a recipe or base (the TrainConfig of every run) "
                         f"and axes to vary, e.g. grid: {{model: [wide_resnet16_1, wide_resnet16_2]}}")
@@ -177,17 +181,70 @@ def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
             raise UserError(f"unknown TrainConfig key {key!r} in base of {where}; valid: {', '.join(config_keys)}")
     base = {str(k).replace("-", "_"): v for k, v in base.items()}
 
-    axes = _parse_axes(data, where, config_keys)
-    seeds = _parse_seeds(data.get("seeds"), where)
-    if seeds is not None and any(a.key == "seed" for group in axes for a in group):
-        raise UserError(f"seed is varied by both `seeds` and an axis in {where}; use one")
     output_dir = str(data.get("output_dir") or base.get("output_dir") or Path("runs") / name)
     template = str(data.get("name_template") or DEFAULT_TEMPLATE)
+    runs: list[PlannedRun] = []
+    axis_names: list[str] = []
+    overrides = {str(k).replace("-", "_"): v for k, v in (overrides or {}).items()}
+    for part, part_base, part_where in _blocks(data, base, where):
+        part_base.update(overrides)  # --set wins over a block's base too
+        axes = _parse_axes(part, part_where, config_keys)
+        seeds = _parse_seeds(part.get("seeds"), part_where)
+        if seeds is not None and any(a.key == "seed" for group in axes for a in group):
+            raise UserError(f"seed is varied by both `seeds` and an axis in {part_where}; use one")
+        runs += _expand(part_base, axes, seeds, output_dir, template, name, where, len(runs))
+        axis_names += [a.key for g in axes for a in g] + (["seed"] if seeds is not None else [])
+    _check_unique(runs, where)
 
+    evaluation = _parse_evaluation(data.get("evaluation", {}), where)
+    executor = _parse_executor(data.get("executor"), where)
+    cost = _parse_options(CostOptions, data.get("cost") or {}, COST_KEYS, "cost", where)
+    store = data.get("store")
+    return SweepSpec(path=path, name=name, description=str(data.get("description") or ""), runs=runs,
+                     axes=list(dict.fromkeys(axis_names)),
+                     evaluation=evaluation, executor=executor, cost=cost, output_dir=output_dir,
+                     store=None if store is None else str(store))
+
+
+def _blocks(data: Mapping[str, Any], base: dict[str, Any], where: str):
+    """``(axes mapping, base, where)`` of each block of runs: the spec itself, or each of its ``blocks``."""
+    blocks = data.get("blocks")
+    if blocks is None:
+        return [(data, base, where)]
+    if not isinstance(blocks, list) or not blocks:
+        raise UserError(f"`blocks` in {where} must be a non-empty list of mappings with keys {', '.join(BLOCK_KEYS)}")
+    clash = [k for k in ("grid", "zip", "seeds") if k in data]
+    if clash:
+        raise UserError(f"{', '.join(clash)} in {where} go inside each of its blocks (the spec has `blocks`)")
+    out = []
+    for i, block in enumerate(blocks):
+        what = f"{where}: block {i}"
+        if not isinstance(block, Mapping):
+            raise UserError(f"{what} must be a mapping with keys {', '.join(BLOCK_KEYS)}")
+        for key in block:
+            if key not in BLOCK_KEYS:
+                raise UserError(f"unknown key {key!r} in {what}; valid: {', '.join(BLOCK_KEYS)}")
+        inline = block.get("base") or {}
+        if not isinstance(inline, Mapping):
+            raise UserError(f"`base` in {what} must be a mapping of TrainConfig keys")
+        merged = dict(base)
+        for key, value in inline.items():
+            key = str(key).replace("-", "_")
+            if key not in {f.name for f in fields(TrainConfig)}:
+                raise UserError(f"unknown TrainConfig key {key!r} in base of {what}")
+            merged[key] = value
+        out.append((block, merged, what))
+    return out
+
+
+def _expand(base: dict[str, Any], axes: list[list["_Axis"]], seeds: list[int] | None, output_dir: str,
+            template: str, sweep: str, where: str, start: int) -> list[PlannedRun]:
+    """The runs of one product of axes (and seeds) over ``base``; indices from ``start``."""
     runs: list[PlannedRun] = []
     groups = [list(range(len(g[0].labels))) for g in axes]
     seed_values = seeds if seeds is not None else [None]
-    for index, (combo, seed) in enumerate(itertools.product(itertools.product(*groups), seed_values)):
+    for offset, (combo, seed) in enumerate(itertools.product(itertools.product(*groups), seed_values)):
+        index = start + offset
         values = dict(base)
         labels: dict[str, str] = {}
         for group, i in zip(axes, combo):
@@ -204,20 +261,11 @@ def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
             cfg = TrainConfig.from_dict(values, source=what)
         except UserError as exc:  # name the run and its axis values (the recipe alone may be fine)
             raise UserError(str(exc) if what in str(exc) else f"{what}: {exc}") from None
-        run_name = _render_name(template, cfg, labels, index, name, where)
+        run_name = _render_name(template, cfg, labels, index, sweep, where)
         cfg = cfg.replace(name=run_name)
         _check_run(cfg, what)
         runs.append(PlannedRun(index=index, name=run_name, cfg=cfg, axes=labels, config_hash=cfg.config_hash()))
-    _check_unique(runs, where)
-
-    evaluation = _parse_evaluation(data.get("evaluation", {}), where)
-    executor = _parse_executor(data.get("executor"), where)
-    cost = _parse_options(CostOptions, data.get("cost") or {}, COST_KEYS, "cost", where)
-    store = data.get("store")
-    return SweepSpec(path=path, name=name, description=str(data.get("description") or ""), runs=runs,
-                     axes=[a.key for g in axes for a in g] + (["seed"] if seeds is not None else []),
-                     evaluation=evaluation, executor=executor, cost=cost, output_dir=output_dir,
-                     store=None if store is None else str(store))
+    return runs
 
 
 # ---------------------------------------------------------------------- axes

@@ -22,6 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples (default: the spec's / 1000)")
     p.add_argument("-o", "--output", help="output folder (paper runs: default paper-reproduction/)")
     p.add_argument("--markdown", help="paper runs: also write this markdown page (figures beside it)")
+    p.add_argument("--bill", action="store_true",
+                   help="print the study's wall-clock bill (training, evaluations, the planned runs; needs "
+                        "study.scaling's rates) and exit: nothing runs; exit 2 when it exceeds study.scaling.max_hours")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler="run")
