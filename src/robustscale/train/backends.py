@@ -16,7 +16,7 @@ __all__ = ["AUTO_COMPILE_MIN_TRAIN_FLOPS", "should_compile", "configure_backends
 AUTO_COMPILE_MIN_TRAIN_FLOPS = 3e13
 
 
-def _have_cpp_compiler() -> bool:
+def have_cpp_compiler() -> bool:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
@@ -44,7 +44,7 @@ def should_compile(cfg: TrainConfig, device_type: str, train_flops: float | None
     if train_flops is not None and train_flops < AUTO_COMPILE_MIN_TRAIN_FLOPS:
         return False, (f"compile auto: eager, a short CPU run ({train_flops:.2g} training FLOPs < "
                        f"{AUTO_COMPILE_MIN_TRAIN_FLOPS:.0e} would not repay the compile warm-up)")
-    if not _have_cpp_compiler():
+    if not have_cpp_compiler():
         return False, "compile auto: eager, no C++ compiler found for torch.compile on CPU"
     return True, "compile auto: compiled (long CPU run)"
 
