@@ -294,7 +294,6 @@ def test_known_cycles_are_gone(cycle):
 _CLI = ("the CLI layer: a command imports its library inside run() so that `robustscale --help` imports no torch "
         "(#27 replaces these with one documented mechanism)")
 _COMMANDS = "commands/ is #27's while #28's phase 1 runs: make the name public there"
-_CHECK_COUNTRY = "rename compute.energy._check_country to check_country here and there together (commands/ is #27's)"
 _STORE = "store/ is #25's while #28's phase 1 runs: imports to the top, private names public, then delete"
 _TRAIN = "train/ is #30's while #28's phase 1 runs: imports to the top (loop.py: rundir.read_claims, not hub's)"
 _STUDY = "study/ was being edited by another helper in #28's phase 1: imports to the top, then delete"
@@ -344,7 +343,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
 # file under src/robustscale -> (the private names it imports from other modules, why)
 PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs._fmt", _COMMANDS),
-    "commands/train.py": ("compute.energy._check_country", _CHECK_COUNTRY),
     "store/core.py": ("store.liveness._ago store.liveness._process_alive store.liveness._process_start "
                       "store.liveness._same_process store.liveness._versions store.records._coerce_value "
                       "store.records._config_parts store.records._flatten store.records._identity "
