@@ -292,14 +292,10 @@ def test_known_cycles_are_gone(cycle):
 _CLI = ("the CLI layer: a command imports its library inside run() so that `robustscale --help` imports no torch "
         "(#27 replaces these with one documented mechanism)")
 _COMMANDS = "commands/ is #27's while #28's phase 1 runs: make the name public there"
-_CHECK_COUNTRY = "rename compute.energy._check_country to check_country here and there together (commands/ is #27's)"
-_SCALING = "scaling/ is #24's while #28's phase 1 runs: imports to the top, private names public, then delete"
 _STORE = "store/ is #25's while #28's phase 1 runs: imports to the top, private names public, then delete"
 _TRAIN = "train/ is #30's while #28's phase 1 runs: imports to the top (loop.py: rundir.read_claims, not hub's)"
-_PLAN = "plan/ was being edited by another helper in #28's phase 1: imports to the top, then delete"
 _STUDY = "study/ was being edited by another helper in #28's phase 1: imports to the top, then delete"
 _SWEEP = "sweep/ was being edited by another helper in #28's phase 1: imports to the top, then delete"
-_LEADERBOARD = "leaderboard/ was being edited by #26 in #28's phase 1: imports to the top, then delete"
 
 # file under src/robustscale -> (the package modules it imports inside functions, why)
 LAZY_IMPORTS: dict[str, tuple[str, str]] = {
@@ -316,15 +312,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/study.py": ("errors study study.bill study.next study.paper", _CLI),
     "commands/sweep.py": ("commands.runs errors store sweep", _CLI),
     "commands/train.py": ("compute compute.energy config data errors models store train", _CLI),
-    "leaderboard/compute.py": ("compute config models models.wide_resnet", _LEADERBOARD),
-    "leaderboard/report.py": ("errors report report.html report.plots scaling scaling.extrapolate scaling.frontier", _LEADERBOARD),
-    "plan/compute.py": ("compute compute.zoo config models sweep.estimate", _PLAN),
-    "plan/planner.py": ("compute models scaling.extrapolate scaling.io", _PLAN),
-    "scaling/extrapolate.py": ("compute", _SCALING),
-    "scaling/fit.py": ("schema", _SCALING),
-    "scaling/frontier.py": ("scaling.io", _SCALING),
-    "scaling/io.py": ("scaling.published_runs store", _SCALING),
-    "scaling/laws.py": ("errors", _SCALING),
     "store/liveness.py": ("robustscale", _STORE),
     "store/query.py": ("config store.tables", _STORE),
     "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
@@ -344,16 +331,13 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "sweep/job.py": ("evaluation store train", _SWEEP),
     "sweep/runner.py": ("store store.liveness sweep.job sweep.local", _SWEEP),
     "sweep/spec.py": ("data.info errors evaluation.spec models", _SWEEP),
-    "train/evaluate.py": ("attacks.fgsm attacks.pgd", _TRAIN),
     "train/loop.py": ("compute config data data.info errors hub models robustscale store store.hooks store.sync "
                       "tasks trackers train.collapse", _TRAIN),
-    "train/summary.py": ("config intervals robustscale", _TRAIN),
 }
 
 # file under src/robustscale -> (the private names it imports from other modules, why)
 PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs._fmt", _COMMANDS),
-    "commands/train.py": ("compute.energy._check_country", _CHECK_COUNTRY),
     "store/core.py": ("store.liveness._ago store.liveness._process_alive store.liveness._process_start store.liveness._same_process store.liveness._versions store.records._coerce_value store.records._config_parts store.records._flatten store.records._identity store.records._jsonable store.records._known_hashes store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch store.rows._select_run", _STORE),
     "store/rows.py": ("store.records._coerce_value store.records._float store.records._robust_of", _STORE),
     "store/sync.py": ("store.liveness._same_process store.records._coerce_value store.records._config_parts store.records._flatten store.records._frame_records store.records._identity store.records._jsonable store.records._same store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch store.rows._select_run", _STORE),
@@ -372,11 +356,9 @@ PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
                                 "study.paper.tables._gain_display study.paper.tables._levels_display", _STUDY),
     "study/paper/tables.py": ("study.paper.result._group_key study.paper.result._interval study.paper.result._num "
                               "study.paper.result._pct", _STUDY),
-    "study/results.py": ("scaling.fit._num", _STUDY),
     "study/run.py": ("sweep.spec._parse_evaluation", _STUDY),
     "sweep/local.py": ("store.liveness._process_alive store.liveness._process_start", _SWEEP),
     "sweep/runner.py": ("store.liveness._process_alive", _SWEEP),
-    "train/__init__.py": ("train.backends._have_cpp_compiler", _TRAIN),
 }
 
 

@@ -247,11 +247,11 @@ def test_cli_bench_cuda_without_cuda(cli):
 
 def test_ours_step_follows_train_compile_default():
     """`robustscale bench` times what a long run gets: `compile: auto` compiles (when a C++ compiler exists)."""
-    from robustscale.train import _have_cpp_compiler
+    from robustscale.train import have_cpp_compiler
 
     cfg = TrainConfig(**{**TINY, "compile": "auto"}, attack_steps=1, eps=0.1, batch_size=4)
     ours = OursStep(cfg, _tiny_model())  # torch.compile is lazy: nothing is compiled until a call
-    assert ours.compiled is _have_cpp_compiler()
+    assert ours.compiled is have_cpp_compiler()
     assert hasattr(ours.task.trainable_module, "_orig_mod") is ours.compiled
     eager = OursStep(cfg.replace(compile=False), _tiny_model())
     assert eager.compiled is False and not hasattr(eager.task.trainable_module, "_orig_mod")

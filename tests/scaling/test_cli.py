@@ -9,6 +9,7 @@ import pytest
 
 from robustscale.compute import CostModel
 from robustscale.scaling import extrapolate, fit_law, load_runs
+from robustscale.scaling import io as scaling_io
 
 
 @pytest.fixture
@@ -57,14 +58,12 @@ def test_fit_reads_parquet_mapping_and_store(cli, runs, tmp_path, monkeypatch):
     assert code == 0, err
     assert json.loads(out)["fits"][0]["params"]["alpha"] == pytest.approx(0.3, rel=0.1)
 
-    import robustscale.store as store
-
     class FakeStore:
         def runs_frame(self):
             return runs("power", n=12, seed=4)
 
     opened = []
-    monkeypatch.setattr(store, "open_store", lambda url, **kw: opened.append(url) or FakeStore())
+    monkeypatch.setattr(scaling_io, "open_store", lambda url, **kw: opened.append(url) or FakeStore())
     for url in ("sqlite:///tmp/x.db", "postgresql://u@h/db", str(tmp_path / "r.db")):
         assert len(load_runs(url)) == 12
     assert opened == ["sqlite:///tmp/x.db", "postgresql://u@h/db", str(tmp_path / "r.db")]

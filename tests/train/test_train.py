@@ -304,7 +304,7 @@ def test_compile_setting_accepts_booleans_and_auto(value, expected):
 
 
 def test_compile_auto_decision(monkeypatch):
-    monkeypatch.setattr(train_module, "_have_cpp_compiler", lambda: True)
+    monkeypatch.setattr(train_module, "have_cpp_compiler", lambda: True)
     auto = TrainConfig(method="pgd", attack_steps=10)
     assert should_compile(auto, "cuda", train_flops=1.0)[0] is True  # GPUs always compile
     assert should_compile(auto, "cpu", train_flops=AUTO_COMPILE_MIN_TRAIN_FLOPS * 0.99)[0] is False
@@ -314,7 +314,7 @@ def test_compile_auto_decision(monkeypatch):
     assert should_compile(auto, "mps", train_flops=None)[0] is False
     assert should_compile(auto.replace(compile="on"), "cpu", train_flops=1.0)[0] is True
     assert should_compile(auto.replace(compile="off"), "cuda", train_flops=None)[0] is False
-    monkeypatch.setattr(train_module, "_have_cpp_compiler", lambda: False)
+    monkeypatch.setattr(train_module, "have_cpp_compiler", lambda: False)
     compiled, why = should_compile(auto, "cpu", train_flops=None)
     assert not compiled and "no C++ compiler" in why
 

@@ -65,9 +65,9 @@ def check_inputs(cfg) -> None:
     if cfg.amp is Amp.FP16 and not torch.cuda.is_available():
         raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
     if cfg.energy:
-        from ..compute.energy import _check_country
+        from ..compute.energy import check_country
 
-        _check_country(cfg.country)
+        check_country(cfg.country)
     prices = CostModel.from_yaml(preset=cfg.price_preset)
     if cfg.device_type is not None:
         prices.price(cfg.device_type)

@@ -198,8 +198,6 @@ THROUGHPUT_TABLE = "throughput.yaml"
 def default_flop_rate(device_type: str | None) -> tuple[float, str, str] | None:
     """``(FLOP/s, entry, source)`` of ``device_type`` in the packaged throughput.yaml (its own entry, else its
     kind's: ``gpu`` for any GPU type, ``cpu``), or None if neither is listed."""
-    import yaml
-
     table = yaml.safe_load(resources.files("robustscale.compute").joinpath(THROUGHPUT_TABLE).read_text())
     devices = table.get("devices") or {}
     kind = "cpu" if device_type in (None, "cpu") else "gpu"

@@ -74,7 +74,7 @@ def world_size() -> int:
         return 1
 
 
-def _check_country(code: str) -> None:
+def check_country(code: str) -> None:
     """UserError unless codecarbon's offline energy-mix table knows ``code`` (ISO 3166-1 alpha-3)."""
     try:
         from codecarbon.input import DataSource
@@ -122,7 +122,7 @@ class ComputeTracker:
         self.reduce = reduce
         self.device_kind, self.device_name = detect_device(device)
         if self.energy:
-            _check_country(self.country)
+            check_country(self.country)
         self._start: float | None = None
         self._wall: float | None = None
         self._tracker = None

@@ -32,7 +32,13 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+import timm
+import torch
+
+from ..compute import analytic_train_step_flops, measure_step_flops
+from ..config import TrainConfig
 from ..errors import UserError
+from ..models import check_model_name, wide_resnet
 from .recipes import IMPLEMENTATION, METHODS, Entry, Fact, Phase
 
 WRN_NAME = re.compile(r"^wrn-(\d+)-(\d+)$")
@@ -107,10 +113,6 @@ class FlopsCache:
 
 def build_model(spec: Any, num_classes: int):
     """A torch model for a model fact's value (on the current default device); None for formula specs."""
-    import timm
-
-    from ..models import check_model_name, wide_resnet
-
     if isinstance(spec, str):
         m = WRN_NAME.match(spec)
         if m:
@@ -131,11 +133,6 @@ def measure_architecture(spec: Any, input_size: int, num_classes: int) -> ArchFl
         label = "WRN stages " + "/".join(map(str, s["widths"]))
         return ArchFlops(label, f, f, 2 * f, wrn_stage_params(s["stem"], s["widths"], s["blocks"], num_classes),
                          "conv formula")
-    import torch
-
-    from ..compute import measure_step_flops
-    from ..config import TrainConfig
-
     label = spec if isinstance(spec, str) else spec["timm"] + "".join(
         f" {k}={v}" for k, v in (spec.get("kwargs") or {}).items())
     try:
@@ -156,8 +153,6 @@ def step_flops(arch: ArchFlops, method: str, k: int, extra_forwards: float = 0.0
                redundant_forwards: float = 0.0, redundant_train_passes: float = 0.0) -> tuple[float, float]:
     """(measured, 2024 convention) FLOPs per training image of one step; the defaults of the
     implementation arguments are robustscale's efficient step (the total *as needed*)."""
-    from ..compute import analytic_train_step_flops
-
     F, Bin, B = arch.forward, arch.input_backward, arch.full_backward
     Bx = {"input": Bin, "full": B}.get(attack_backward)
     if Bx is None:

@@ -15,6 +15,9 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+import pandas as pd
+from tqdm import tqdm
+
 from ..errors import UserError
 from ..rundir import atomic_dir, atomic_write
 from ..schema import finite_float as _num
@@ -68,15 +71,11 @@ def build_ledger(infos: Iterable[ModelInfo], recipes: Mapping[str, Entry] | None
                  cache: FlopsCache | None = None, flops_per_second: float = DEFAULT_FLOPS_PER_SECOND,
                  progress: bool = False):
     """One row per model-info entry, sorted by AutoAttack accuracy (best first)."""
-    import pandas as pd
-
     recipes = load_recipes() if recipes is None else recipes
     cache = cache or FlopsCache()
     infos = list(infos)
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=len(infos), desc="training FLOPs", unit="entry", leave=False, dynamic_ncols=True)
     rows = []
     papers = paper_links(infos)
@@ -136,8 +135,6 @@ def _row(info: ModelInfo, entry: Entry | None, status: str, missing: list[str], 
 
 def add_store_runs(ledger, runs, flops_per_second: float = DEFAULT_FLOPS_PER_SECOND):
     """Append our evaluated runs (a runs frame with ``aa_robust_acc`` and ``train_flops``) to the ledger."""
-    import pandas as pd
-
     if runs is None or len(runs) == 0:
         return ledger
     aa = pd.to_numeric(runs.get("aa_robust_acc"), errors="coerce")

@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
+import yaml
+
 TABLE = "recipes.yaml"
 IMPLEMENTATION = ("attack_backward", "attack_forwards", "redundant_forwards", "redundant_train_passes")
 PHASE_FACTS = ("model", "input_size", "num_classes", "method", "attack_steps", "epochs", "images_per_epoch",
@@ -192,8 +194,6 @@ class Entry:
 
 # ---------------------------------------------------------------------- loading
 def load_table(path: str | Path | None = None) -> dict[str, Any]:
-    import yaml
-
     if path is None:
         text = resources.files("robustscale.leaderboard").joinpath(TABLE).read_text(encoding="utf-8")
     else:

@@ -8,13 +8,21 @@ plus every figure as PNG and SVG.
 """
 from __future__ import annotations
 
+import html
 import math
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
+from ..errors import UserError
+from ..report import Section, write_html
+from ..report.html import table_html
+from ..report.plots import COLORS, axis_label, new_figure, plot_extrapolation
+from ..scaling import extrapolate, fit_law
 from ..scaling.format import fmt, fmt_ci
+from ..scaling.frontier import pareto_frontier
 from ..scaling.identified import LACK_OF_FIT, identify
 from .compute import DEFAULT_FLOPS_PER_SECOND
 from .recipes import load_recipes
@@ -28,8 +36,6 @@ EXCLUDE_BELOW = 10.0  # AutoAttack % under which an entry is a broken defense, n
 
 def field_points(ledger):
     """Leaderboard entries with a bounded compute estimate (x = point estimate, measured convention)."""
-    import pandas as pd
-
     df = ledger[(ledger["source"] == "robustbench")].copy()
     df["train_flops"] = pd.to_numeric(df["train_flops"], errors="coerce")
     return df[df["train_flops"].notna() & (df["train_flops"] > 0)]
@@ -38,9 +44,6 @@ def field_points(ledger):
 def fit_field(ledger, laws: Sequence[str] = LAWS, bootstrap: int = 1000, seed: int = 0, n_jobs: int | None = None,
               progress: bool = False) -> dict[str, Any]:
     """law -> FitResult on the field's compute frontier (entries with AutoAttack >= 10 %)."""
-    from ..errors import UserError
-    from ..scaling import fit_law
-
     df = field_points(ledger)
     fits = {}
     for law in laws:
@@ -56,8 +59,6 @@ def fit_field(ledger, laws: Sequence[str] = LAWS, bootstrap: int = 1000, seed: i
 def field_extrapolations(fits: dict[str, Any], ledger, targets: Sequence[float] = TARGETS,
                          flops_per_second: float = DEFAULT_FLOPS_PER_SECOND, device_type: str = "A100-80GB"):
     """{law: [Extrapolation per target]} for the fits that exist (strings are fits that could not run)."""
-    from ..scaling import extrapolate
-
     df = field_points(ledger)
     out = {}
     for law, fit in fits.items():
@@ -146,9 +147,6 @@ def _scatter_ledger(ax, df, x: str, lo: str, hi: str) -> None:
 
 def plot_field(ledger, fits: dict[str, Any] | None = None, title: str | None = None):
     """AutoAttack accuracy vs training compute of every entry, its frontier and the fitted laws."""
-    from ..report.plots import COLORS, axis_label, new_figure
-    from ..scaling.frontier import pareto_frontier
-
     fig, (ax,) = new_figure(8.0, 5.8)
     df = ledger[ledger["train_flops"].notna() & (ledger["aa_robust_acc"] >= EXCLUDE_BELOW)]
     _scatter_ledger(ax, df, "train_flops", "train_flops_low", "train_flops_high")
@@ -185,8 +183,6 @@ def plot_field(ledger, fits: dict[str, Any] | None = None, title: str | None = N
 
 def frontier_over_time(ledger):
     """Per year: the best entry up to that year (AutoAttack) and its training compute."""
-    import pandas as pd
-
     df = field_points(ledger)
     df = df[df["year"].notna()]
     rows = []
@@ -201,8 +197,6 @@ def frontier_over_time(ledger):
 
 def plot_frontier_over_time(ledger):
     """Year vs the training compute of the best entry so far (log), every entry faint behind it."""
-    from ..report.plots import axis_label, new_figure
-
     fig, (ax,) = new_figure(7.5, 5.0)
     df = field_points(ledger)
     df = df[df["year"].notna() & (df["aa_robust_acc"] >= EXCLUDE_BELOW)]
@@ -226,8 +220,6 @@ def plot_frontier_over_time(ledger):
 
 def plot_with_paper_runs(ledger, paper_runs):
     """The field and the 2024 study's runs on one axis (the study's FLOP convention for both)."""
-    from ..report.plots import axis_label, new_figure
-
     fig, (ax,) = new_figure(7.5, 5.4)
     runs = paper_runs[paper_runs["aa_robust_acc"] >= EXCLUDE_BELOW]
     for synth, color in ((False, "#9467bd"), (True, "#8c564b")):
@@ -283,8 +275,6 @@ def _finite(v) -> bool:
 def sources_html(ledger) -> str:
     """Every entry's facts, each with its source (linked where it names a repository file or a paper)
     or, unsourced, its range and reason."""
-    import html
-
     parts = []
     for r in ledger.to_dict("records"):
         facts = r.get("fact_sources")
@@ -302,10 +292,6 @@ def sources_html(ledger) -> str:
 def write_leaderboard_report(directory: str | Path, ledger, fits: dict[str, Any], extrapolations: dict[str, list],
                              flops_per_second: float, paper_runs=None, counts: dict[str, int] | None = None) -> Path:
     """``<directory>/leaderboard.html`` plus every figure as PNG and SVG in ``directory``."""
-    from ..report import Section, write_html
-    from ..report.html import table_html
-    from ..report.plots import plot_extrapolation
-
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     counts = counts or {}
@@ -318,8 +304,6 @@ def write_leaderboard_report(directory: str | Path, ledger, fits: dict[str, Any]
                         plot_with_paper_runs(ledger, paper_runs), "field-and-2024-runs"))
     converged = [f for f in fits.values() if drawable(f)]
     if converged:
-        import pandas as pd
-
         by_law = pd.concat([field.assign(law=f.group["law"]) for f in converged])  # plot_extrapolation groups by law
         figures.append(("The laws carried to 75 % (shaded: beyond the data)",
                         plot_extrapolation(by_law, converged, 75.0, title=(

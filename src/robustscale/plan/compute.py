@@ -31,8 +31,13 @@ from typing import Iterable
 
 import numpy as np
 
+from ..compute import analytic_train_step_flops
+from ..compute.zoo import model_rows
+from ..config import TrainConfig
 from ..errors import UserError
+from ..models import check_model_name, our_models
 from ..scaling.joint import ComputeCoefficients
+from ..sweep.estimate import StepFlopsCache
 
 CONVENTIONS = ("measured", "paper-2024")
 ATTACK_METHODS = ("pgd", "trades")  # methods whose step grows with the attack steps
@@ -57,8 +62,6 @@ def family(name: str) -> str:
 def zoo_candidates(run_models: Iterable[str], names: Iterable[str] | None = None) -> list[str]:
     """Zoo models for recipes: ``names`` if given, else our models of the runs' families (wide ResNets
     when none of the runs' models is ours)."""
-    from ..models import check_model_name, our_models
-
     if names:
         return [check_model_name(n) for n in names]
     ours = our_models()
@@ -81,9 +84,6 @@ class ComputeModel:
     def from_zoo(cls, names: Iterable[str], dataset: str = "cifar10", convention: str = "measured",
                  cache=None) -> "ComputeModel":
         """Parameters and forward FLOPs of ``names`` (``robustscale models``); equal pairs share a row."""
-        from ..compute.zoo import model_rows
-        from ..sweep.estimate import StepFlopsCache
-
         if convention not in CONVENTIONS:
             raise UserError(f"unknown FLOPs convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
         archs: dict[str, Architecture] = {}
@@ -108,8 +108,6 @@ class ComputeModel:
 
     def step_flops(self, model: str, method: str, k: int) -> float:
         """Training FLOPs per image of one step (see the module docstring)."""
-        from ..compute import analytic_train_step_flops
-
         arch = self.resolve(model)
         if arch is None:
             raise UserError(f"model {model!r} is not among the planner's architectures: "
@@ -124,8 +122,6 @@ class ComputeModel:
     def _measured(self, name: str, method: str, k: int) -> float:
         key = (name, method, k)
         if key not in self._steps:
-            from ..config import TrainConfig
-
             cfg = TrainConfig.from_dict({"model": name, "dataset": self.dataset, "method": method,
                                          "attack_steps": k}, source="plan")
             self._steps[key] = float(self.cache.get(cfg))

@@ -26,11 +26,16 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
+from ..compute import CostModel
 from ..errors import UserError
+from ..models import our_models
 from ..schema import finite_float as _num
 from ..scaling.allocation import frontier_allocation
+from ..scaling.extrapolate import default_device_type
 from ..scaling.identified import BEYOND_REACH, MAX_EXTRAPOLATION, NOT_IDENTIFIED, OK, identify_optimum, reach
+from ..scaling.io import require_columns, resolve_columns
 from ..scaling.joint import D_COL, K_COL, N_COL, JointFit, Role, fit_joint_groups, interval
 from .compute import ComputeModel, zoo_candidates
 from .recipes import outside_factor, recipes_for
@@ -76,8 +81,6 @@ def parse_budgets(flops: Iterable[str] = (), gpu_hours: Iterable[str] = (), usd:
 
 
 def _group_columns(df, group_by) -> list[str]:
-    from ..scaling.io import require_columns, resolve_columns
-
     if group_by is None:
         return [c for c in DEFAULT_GROUPS if c in df.columns and df[c].nunique(dropna=False) > 1]
     cols = [] if str(group_by).lower() in ("", "none") else resolve_columns(group_by)
@@ -86,8 +89,6 @@ def _group_columns(df, group_by) -> list[str]:
 
 
 def _kept(df, y: str, exclude_below: float | None) -> np.ndarray:
-    import pandas as pd
-
     acc = pd.to_numeric(df[y], errors="coerce").to_numpy(float)
     ok = np.isfinite(acc)
     for c in (N_COL, D_COL, K_COL):
@@ -101,8 +102,6 @@ def _hours_per_flop(df, run_flops, flops_per_second) -> tuple[float | None, str]
             raise UserError(f"invalid --flops-per-second {flops_per_second!r}: must be > 0")
         return 1.0 / (flops_per_second * 3600.0), f"{flops_per_second:.3g} FLOP/s per device (given)"
     if "device_hours" in df.columns:
-        import pandas as pd
-
         h = pd.to_numeric(df["device_hours"], errors="coerce").to_numpy(float)
         ok = np.isfinite(h) & (h > 0) & np.isfinite(run_flops) & (run_flops > 0)
         if ok.any():
@@ -131,9 +130,6 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
               prices=None, rental: str = "low", epoch_images: int | None = None, flops_cache=None,
               progress: bool = False, source: str = "") -> dict[str, Any]:
     """The plan for each budget (see the module docstring). UserError for bad input, before any fit."""
-    from ..compute import CostModel
-    from ..scaling.extrapolate import default_device_type
-
     if not (1 <= max_extrapolation <= MAX_EXTRAPOLATION):
         raise UserError(f"invalid --max-extrapolation {max_extrapolation!r}: must be in [1, {MAX_EXTRAPOLATION:g}] "
                         f"(the rulebook's refusal limit, scaling.identified.MAX_EXTRAPOLATION)")
@@ -195,8 +191,6 @@ def _budget_entries(budgets, hpf, usd_per_hour, c_lo, c_hi, limit) -> list[dict]
 
 def _prepare_runs(df, y: str, group_by, exclude_below):
     """Checked copy of the runs (positional index, lower-case methods), group columns, kept-runs mask."""
-    from ..scaling.io import require_columns
-
     require_columns(df, list(REQUIRED) + [y])
     cols = _group_columns(df, group_by)
     df = df.reset_index(drop=True)
@@ -215,8 +209,6 @@ def _prepare_runs(df, y: str, group_by, exclude_below):
 def _compute_model(df, kept, models, convention, limit, cache):
     """The compute model over the zoo architectures within ``limit`` x of the runs' model sizes (and the
     runs' own models), the recipe candidates among them, and every run's FLOPs in that convention."""
-    import pandas as pd
-
     N = pd.to_numeric(df[N_COL], errors="coerce").to_numpy(float)
     n_lo, n_hi = float(np.nanmin(N[kept])), float(np.nanmax(N[kept]))
     run_models = df["model"].astype(str).tolist() if "model" in df.columns else [""] * len(df)
@@ -241,8 +233,6 @@ def _compute_model(df, kept, models, convention, limit, cache):
 
 def _vs_recorded(df, run_flops) -> dict | None:
     """The planner's FLOPs of each run / the run's recorded ``train_flops`` (median, min, max)."""
-    import pandas as pd
-
     if "train_flops" not in df.columns:
         return None
     rec = pd.to_numeric(df["train_flops"], errors="coerce").to_numpy(float)
@@ -263,14 +253,10 @@ def _constant(df, fit: JointFit, col: str):
 
 
 def _is_ours(name: str) -> bool:
-    from ..models import our_models
-
     return name in our_models()
 
 
 def _epoch_images(df, given: int | None) -> int:
-    import pandas as pd
-
     if given is not None:
         if int(given) < 1:
             raise UserError(f"invalid --epoch-images {given!r}: must be >= 1")

@@ -22,6 +22,9 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
 
 from ..rundir import write_bytes
 from ..scaling import fit_law
@@ -78,8 +81,6 @@ def group_label(fit, fits) -> str:
 
 
 def new_figure(width: float = 7.5, height: float = 5.0, ncols: int = 1):
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width, height), dpi=110, layout="constrained")
     axes = fig.subplots(1, ncols, squeeze=False)[0]
     return fig, list(axes)
@@ -117,8 +118,6 @@ def _y_limits(fits, target: float | None = None) -> tuple[float, float]:
 
 
 def _log_y(ax, y: str, lo: float, hi: float) -> None:
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
-
     ax.set_yscale("log")
     ax.set_ylim(lo, hi)
     if unit_of(y) == "%":
@@ -182,8 +181,6 @@ def _fit_line(ax, fit, i: int, x_lo: float, x_hi: float, n: int = 200, band: boo
 
 
 def _legend(fig, ax, fits, hollow: bool, floor: float) -> None:
-    from matplotlib.lines import Line2D
-
     handles, labels = ax.get_legend_handles_labels()
     if hollow:
         handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="0.3"))

@@ -12,6 +12,8 @@ import contextlib
 import ctypes
 import sys
 
+import scipy.optimize  # noqa: F401  (loads scipy's own OpenBLAS, so that single_threaded_blas finds it too)
+
 _PREFIXES = ("scipy_openblas", "openblas")
 _SUFFIXES = ("64_", "_64_", "", "_")
 _by_path: dict[str, tuple | None] = {}
@@ -51,8 +53,6 @@ def _resolve(path: str) -> tuple | None:
 @contextlib.contextmanager
 def single_threaded_blas():
     """Within the block, every loaded OpenBLAS uses one thread."""
-    import scipy.optimize  # noqa: F401  (loads scipy's own OpenBLAS, so that it is found too)
-
     saved = []
     for get, set_ in _openblas_handles():
         try:

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
+from scipy.stats import beta
 
 from ..errors import UserError
 from ..schema import finite_float, n_examples_column
@@ -72,8 +74,6 @@ class Backtest:
 
     def coverage_ci(self) -> tuple[float, float] | None:
         """Clopper-Pearson 95 % interval of the coverage share (None without predictions)."""
-        from scipy.stats import beta
-
         k, m = self.coverage()
         if not m:
             return None
@@ -117,8 +117,6 @@ class Backtest:
 
 def split_runs(df, split: str, x: str, fraction: float = DEFAULT_FRACTION, cutoff: float | None = None):
     """``(train, test, text)`` of ``df`` for ``split`` (see the module docstring); UserError for a bad split."""
-    import pandas as pd
-
     if split not in SPLITS:
         raise UserError(f"invalid --split {split!r}; valid: {', '.join(SPLITS)}")
     if split == "compute":
@@ -151,8 +149,6 @@ def backtest(df, split: str, laws: Sequence[str] = ("power", "saturating"), grou
     """Back-test every law on every group (see the module docstring). UserError, before any fit, when a split
     leaves a group fewer fitted runs than a law needs to be identified (``identified.min_runs``) or nothing to
     predict, naming the split, the group and the counts."""
-    import pandas as pd
-
     x = resolve_columns([x])[0]
     y = resolve_columns([y])[0]
     require_columns(df, [x, y])
@@ -189,8 +185,6 @@ def backtest(df, split: str, laws: Sequence[str] = ("power", "saturating"), grou
 
 
 def _n_fitted(train, x: str, y: str, frontier: bool) -> int:
-    import pandas as pd
-
     xs = pd.to_numeric(train[x], errors="coerce").to_numpy(float)
     ys = pd.to_numeric(train[y], errors="coerce").to_numpy(float)
     ok = np.isfinite(xs) & np.isfinite(ys) & (xs > 0)
@@ -200,8 +194,6 @@ def _n_fitted(train, x: str, y: str, frontier: bool) -> int:
 def _later_frontier(part, train, test, x: str, y: str):
     """The held-out entries that advanced the frontier: better than every entry (fitted or held out) at or below
     their compute. A frontier law predicts the best accuracy at a compute, not every entry's."""
-    import pandas as pd
-
     xs = pd.to_numeric(part[x], errors="coerce")
     ys = pd.to_numeric(part[y], errors="coerce")
     keep = []
@@ -213,8 +205,6 @@ def _later_frontier(part, train, test, x: str, y: str):
 
 
 def _predict_held_out(fit, test, split: str, text: str, x: str, y: str, level: float) -> Backtest:
-    import pandas as pd
-
     ident = identify(fit) if fit.converged else None
     status = ident.status if ident else "did not converge"
     reason = (ident.reason if ident else fit.message) or ""

@@ -17,6 +17,7 @@ from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 import numpy as np
+from tqdm import tqdm
 
 from ._threads import single_threaded_blas
 from .frontier import frontier_weights
@@ -90,8 +91,6 @@ def bootstrap_fit(law: Law, prep: Prepared, theta0: np.ndarray, n_resamples: int
     iterative = not isinstance(law, PowerLaw)  # closed forms (power, error-power): one batch
     bar = None
     if progress:
-        from tqdm import tqdm
-
         bar = tqdm(total=n_resamples, desc=desc, unit="fit", leave=False, dynamic_ncols=True)
     parallel = (iterative and n_jobs > 1 and n_resamples >= MIN_PARALLEL_RESAMPLES
                 # fork: workers inherit the imported modules (spawn would re-import torch through the

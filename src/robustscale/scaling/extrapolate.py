@@ -25,7 +25,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 
+from ..compute import CostModel
 from ..errors import UserError
 from ..schema import finite_float as _num
 from .fit import FitResult
@@ -120,8 +122,6 @@ class Extrapolation:
 
 
 def _median_ratio(df, rows, num: str, den: str) -> float:
-    import pandas as pd
-
     if df is None or num not in df.columns or den not in df.columns:
         return float("nan")
     part = df.loc[rows] if rows is not None else df
@@ -199,8 +199,6 @@ def extrapolate(fits: FitResult | Sequence[FitResult], target: float, df=None, *
     ``CostModel.from_yaml(prices_path, preset=price_preset)``. ``backtested_reach``: the compute factor over
     which a back-test of these runs held (``robustscale backtest``), for the labels.
     """
-    from ..compute import CostModel
-
     fits = [fits] if isinstance(fits, FitResult) else list(fits)
     for f in fits:
         target = check_target(target, f.y, error_law=f._law is not None and f._law.error_law)

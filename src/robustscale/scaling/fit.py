@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
 from ..errors import UserError
+from ..schema import CONFIG_COLUMNS, n_examples_column
 from ..schema import finite_float as _num
 from ._threads import single_threaded_blas
 from .bootstrap import bootstrap_fit
@@ -219,8 +221,6 @@ class FitResult:
 
 # ---------------------------------------------------------------------- fitting
 def numeric_column(df, col: str) -> np.ndarray:
-    import pandas as pd
-
     values = pd.to_numeric(df[col], errors="coerce")
     if values.isna().all() and df[col].notna().any():
         raise UserError(f"column {col!r} is not numeric (e.g. {df[col].dropna().iloc[0]!r})")
@@ -369,8 +369,6 @@ def _fit_law(df, law, x, y, bootstrap, seed, frontier, exclude_below, level, n_j
 def _replicate_groups(df, xcols: list[str], rows: np.ndarray) -> np.ndarray | None:
     """Group ids of the fitted rows: runs equal in x and in every ``schema.CONFIG_COLUMNS`` the table has, i.e.
     seeds of one configuration (runs equal in compute alone, e.g. with and without generated data, are not)."""
-    from ..schema import CONFIG_COLUMNS
-
     if "seed" not in df.columns or not len(rows):
         return None
     cols = list(xcols) + [c for c in CONFIG_COLUMNS if c in df.columns and c not in xcols]
@@ -380,8 +378,6 @@ def _replicate_groups(df, xcols: list[str], rows: np.ndarray) -> np.ndarray | No
 
 def _point_examples(df, y: str, rows: np.ndarray) -> np.ndarray | None:
     """``<y>_n_examples`` (or its alias) of the fitted rows when the table has it for every one of them."""
-    from ..schema import n_examples_column
-
     col = n_examples_column(y, df.columns)
     if col is None:
         return None

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .io import require_columns
+
 
 def frontier_mask(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Boolean ``(m,)``: run i is on the frontier iff no run with ``x <= x_i`` has ``y >= y_i`` (ties: first).
@@ -38,8 +40,6 @@ def pareto_frontier(df, x: str = "train_flops", y: str = "aa_robust_acc"):
 
     Rows with NaN ``x`` or ``y`` are ignored. Returns a copy of those rows.
     """
-    from .io import require_columns
-
     require_columns(df, [x, y])
     mask = frontier_mask(df[x].to_numpy(float), df[y].to_numpy(float))
     return df.loc[mask].sort_values(x).copy()

@@ -71,6 +71,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy.stats import chi2
 
 from ..errors import UserError
 from ..schema import finite_float
@@ -199,8 +200,6 @@ def lack_of_fit(fit, p_threshold: float = LACK_OF_FIT_P, seed_sd: float | None =
     dof = fit.n - fit.law_form.n_params
     if n is None or dof < 1 or len(n) != len(fit.residuals):
         return None
-    from scipy.stats import chi2
-
     seed_sd, source = seed_sd_of(fit, seed_sd)
     resid = np.asarray(fit.residuals, float)
     q = np.clip((np.asarray(fit.y_values, float) - resid) / 100.0, 0.5 / n, 1 - 0.5 / n)

@@ -10,8 +10,12 @@ import os
 from pathlib import Path
 from typing import Iterable, Mapping
 
+import pandas as pd
+
 from ..errors import UserError
 from ..schema import COLLAPSE_THRESHOLD_ACC, PAPER_ALIASES, resolve_column
+from ..store import open_store
+from .published_runs import is_paper_table, paper_to_runs
 
 STORE_PREFIXES = ("sqlite://", "postgresql://", "postgresql+psycopg://", "postgres://")
 
@@ -45,8 +49,6 @@ def load_runs(source, mapping: Mapping[str, str] | None = None):
     ``method``, ...) are applied where our name is absent. A ``collapsed`` column is added from
     ``aa_robust_acc`` when missing.
     """
-    import pandas as pd
-
     if isinstance(source, pd.DataFrame):
         df = source.copy()
     else:
@@ -65,8 +67,6 @@ def load_runs(source, mapping: Mapping[str, str] | None = None):
             raise UserError(f"--map names column(s) {', '.join(missing)} that the table lacks; "
                             f"columns: {', '.join(map(str, df.columns))}")
         df = df.rename(columns=dict(mapping))
-    from .published_runs import is_paper_table, paper_to_runs
-
     if is_paper_table(df):
         df = paper_to_runs(df)
     renames = {old: new for old, new in PAPER_ALIASES.items() if old in df.columns and new not in df.columns}
@@ -78,8 +78,6 @@ def load_runs(source, mapping: Mapping[str, str] | None = None):
 
 
 def _load_file(path: Path):
-    import pandas as pd
-
     if not path.exists():
         raise UserError(f"runs table not found: {path}")
     suffix = path.suffix.lower()
@@ -95,8 +93,6 @@ def _load_file(path: Path):
 
 
 def _load_store(url: str):
-    from ..store import open_store  # lazy: SQLAlchemy only when a store is read
-
     return open_store(url, readonly=True).runs_frame()
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import choice
 from .optim import huber, irls_batch, lbfgs_multistart
 
 ACC_MAX = 100.0  # accuracies are percentages
@@ -447,6 +448,4 @@ def get_law(name: str | LawName | Law) -> Law:
     """The law object for ``name`` (UserError listing the valid names)."""
     if isinstance(name, Law):
         return name
-    from ..errors import choice
-
     return LAWS[choice(LawName, name, what="law").value]

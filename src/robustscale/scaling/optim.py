@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+from scipy.optimize import minimize
 
 HUBER_DELTA = 1e-3  # Chinchilla's delta, on log residuals
 
@@ -116,8 +117,6 @@ def lbfgs_multistart(log_pred_jac: LogPredJac, starts: np.ndarray, target: np.nd
     Screening the grid first (one vectorised evaluation of all G starts) keeps the cost of a fit
     low while keeping the multi-start protection against local minima.
     """
-    from scipy.optimize import minimize
-
     lp, _ = log_pred_jac(starts)
     screen = (huber(lp - target) * w).sum(axis=1)
     screen[~np.isfinite(screen)] = np.inf

@@ -18,7 +18,12 @@ Unit conversions (from the study's code and README):
 from __future__ import annotations
 
 import io
+import urllib.error
+import urllib.request
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from ..errors import UserError, read_text_file
 from ..schema import COLLAPSE_THRESHOLD_ACC, RUN_COLUMNS
@@ -47,8 +52,6 @@ def load_paper_runs(path_or_url: str | Path = PAPER_URL):
 
     Returns a DataFrame with ``schema.RUN_COLUMNS`` plus ``emissions_kg_cumulative_unreliable``.
     """
-    import pandas as pd
-
     text = str(path_or_url)
     if text.startswith(("http://", "https://")):
         df = pd.read_csv(io.BytesIO(_download(text)))
@@ -65,9 +68,6 @@ def load_paper_runs(path_or_url: str | Path = PAPER_URL):
 
 
 def _download(url: str) -> bytes:
-    import urllib.error
-    import urllib.request
-
     try:
         with urllib.request.urlopen(url, timeout=60) as resp:  # noqa: S310 (user-given URL)
             return resp.read()
@@ -84,9 +84,6 @@ def _as_bool(series):
 
 def paper_to_runs(raw):
     """Convert a results.csv DataFrame (study layout) into the run schema; see the module docstring."""
-    import numpy as np
-    import pandas as pd
-
     epochs = pd.to_numeric(raw["epochs"], errors="coerce")
     synthetic = _as_bool(raw["synthetic_data"])
     electricity = pd.to_numeric(raw["train_electricity_cost"], errors="coerce") * epochs

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 
 from ..errors import UserError
 from ..intervals import accuracy_interval, correct_count, wilson_interval
-from ..scaling.fit import _num
+from ..schema import finite_float as _num
 
 ATTACK_METRICS = {"pgd": "pgd_robust_acc", "apgd-ce": "apgd_ce_robust_acc", "aa-standard": "aa_robust_acc",
                   "aa-rand": "aa_rand_robust_acc"}

@@ -22,7 +22,7 @@ bench``), ``state`` (counters, state.pt, RNG), ``distributed``, ``interrupts``, 
 cuDNN, autocast), ``evaluate`` (the per-epoch check), ``summary`` (metrics.jsonl, summary.json).
 """
 from ..rundir import load_run, load_weights, save_weights
-from .backends import AUTO_COMPILE_MIN_TRAIN_FLOPS, _have_cpp_compiler, should_compile  # noqa: F401
+from .backends import AUTO_COMPILE_MIN_TRAIN_FLOPS, have_cpp_compiler, should_compile  # noqa: F401
 from .interrupts import TrainingDiverged
 from .loop import run_name, train
 from .state import STATE_VERSION

@@ -4,6 +4,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+import torch
+
 from ..config import Amp, Compile, TrainConfig
 
 __all__ = ["AUTO_COMPILE_MIN_TRAIN_FLOPS", "should_compile", "configure_backends", "enable_fast_kernels",
@@ -16,7 +18,7 @@ __all__ = ["AUTO_COMPILE_MIN_TRAIN_FLOPS", "should_compile", "configure_backends
 AUTO_COMPILE_MIN_TRAIN_FLOPS = 3e13
 
 
-def _have_cpp_compiler() -> bool:
+def have_cpp_compiler() -> bool:
     try:
         from torch._inductor.cpp_builder import get_cpp_compiler
 
@@ -44,15 +46,13 @@ def should_compile(cfg: TrainConfig, device_type: str, train_flops: float | None
     if train_flops is not None and train_flops < AUTO_COMPILE_MIN_TRAIN_FLOPS:
         return False, (f"compile auto: eager, a short CPU run ({train_flops:.2g} training FLOPs < "
                        f"{AUTO_COMPILE_MIN_TRAIN_FLOPS:.0e} would not repay the compile warm-up)")
-    if not _have_cpp_compiler():
+    if not have_cpp_compiler():
         return False, "compile auto: eager, no C++ compiler found for torch.compile on CPU"
     return True, "compile auto: compiled (long CPU run)"
 
 
 def enable_fast_kernels(device) -> None:
     """On CUDA: cudnn.benchmark (fixed shapes: pick the fastest conv kernels once) and TF32."""
-    import torch
-
     if torch.device(device).type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -61,8 +61,6 @@ def enable_fast_kernels(device) -> None:
 
 def configure_backends(cfg: TrainConfig, device) -> None:
     """Deterministic algorithms when ``cfg.deterministic``, else the fast kernels."""
-    import torch
-
     if cfg.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -74,15 +72,11 @@ def configure_backends(cfg: TrainConfig, device) -> None:
 
 def amp_dtype(amp: Amp):
     """The autocast dtype of ``amp`` (None: off)."""
-    import torch
-
     return {Amp.OFF: None, Amp.BF16: torch.bfloat16, Amp.FP16: torch.float16}[Amp(amp)]
 
 
 def autocast(cfg: TrainConfig, device):
     """The autocast context of ``cfg.amp`` on ``device`` (a null context when off)."""
-    import torch
-
     dtype = amp_dtype(cfg.amp)
     if dtype is None:
         return contextlib.nullcontext()

@@ -20,6 +20,10 @@ import socket
 import zlib
 from typing import Any, Mapping
 
+import torch
+import torch.distributed as dist
+from torch import nn
+
 from ..config import DistBackend, TrainConfig
 from ..errors import UserError
 
@@ -142,8 +146,6 @@ def launch_rank(environ: Mapping[str, str] | None = None) -> int:
 
 def _backend(cfg: TrainConfig | None, local_rank: int) -> str:
     """``nccl`` or ``gloo`` for this node; UserError for NCCL without a GPU for this rank."""
-    import torch
-
     wanted = cfg.dist_backend if cfg is not None else DistBackend.AUTO
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if wanted is DistBackend.GLOO:
@@ -159,9 +161,6 @@ def _backend(cfg: TrainConfig | None, local_rank: int) -> str:
 
 def setup_distributed(cfg: TrainConfig | None = None) -> Dist:
     """Join the process group (torchrun's or a Slurm step's) when there are several processes."""
-    import torch
-    import torch.distributed as dist
-
     if not os.environ.get("WORLD_SIZE"):
         slurm = slurm_environment()
         if slurm is not None:
@@ -193,8 +192,6 @@ def setup_distributed(cfg: TrainConfig | None = None) -> Dist:
 def all_reduce_(tensor, dinfo: Dist):
     """Sum ``tensor`` over ranks in place (no-op in one process); returns it."""
     if dinfo.world > 1:
-        import torch.distributed as dist
-
         dist.all_reduce(tensor)
     return tensor
 
@@ -203,9 +200,6 @@ def broadcast_(tensors: list, dinfo: Dist, src: int = 0) -> None:
     """Overwrite ``tensors`` on every rank with rank ``src``'s (one collective per dtype)."""
     if dinfo.world == 1 or not tensors:
         return
-    import torch
-    import torch.distributed as dist
-
     by_dtype: dict = {}
     for t in tensors:
         by_dtype.setdefault(t.dtype, []).append(t)
@@ -222,14 +216,10 @@ def gather_objects(obj, dinfo: Dist) -> list:
     """``obj`` of every rank, in rank order."""
     if dinfo.world == 1:
         return [obj]
-    import torch.distributed as dist
-
     out = [None] * dinfo.world
     dist.all_gather_object(out, obj)
     return out
 
 
 def unwrap_ddp(module):
-    from torch import nn
-
     return module.module if isinstance(module, nn.parallel.DistributedDataParallel) else module

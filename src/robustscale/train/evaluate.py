@@ -7,6 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
+from ..attacks import fgsm, pgd
 from ..config import TrainConfig
 from .distributed import Dist, all_reduce_
 
@@ -25,10 +28,6 @@ class EpochEval:
 
 def evaluate_subset(model, x_eval, y_eval, cfg: TrainConfig, dinfo: Dist, autocast) -> EpochEval:
     """Clean, PGD-k and FGSM accuracy on this rank's shard of the eval subset, reduced over ranks."""
-    import torch
-
-    from ..attacks import fgsm, pgd
-
     k = cfg.eval_attack_steps
     attacked = k > 0 and cfg.eps > 0
     device = dinfo.device

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 
 from ..errors import UserError
 
@@ -35,8 +36,6 @@ class Interrupts:
         self._previous: dict[int, object] = {}
 
     def __enter__(self):
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             for sig in _signals():
                 self._previous[sig] = signal.getsignal(sig)

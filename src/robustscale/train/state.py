@@ -8,8 +8,13 @@ states are only needed to continue on the same ranks bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
 
 from .. import rundir
 from ..config import NON_SEMANTIC_KEYS, TrainConfig
@@ -53,9 +58,6 @@ def new_sums() -> dict:
 
 # ---------------------------------------------------------------------- RNG
 def rng_state(device) -> dict:
-    import numpy as np
-    import torch
-
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if device is not None and device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -63,9 +65,6 @@ def rng_state(device) -> dict:
 
 
 def set_rng_state(state: dict, device) -> None:
-    import numpy as np
-    import torch
-
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -74,9 +73,6 @@ def set_rng_state(state: dict, device) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -139,15 +135,11 @@ def collect_state(cfg: TrainConfig, dinfo: Dist, model, step, sampler, counters:
 
 
 def save_state(run_dir: Path, state: dict) -> None:
-    import torch
-
     rundir.atomic_write(run_dir / rundir.STATE, lambda tmp: torch.save(state, tmp))
 
 
 def load_state(run_dir: Path, cfg: TrainConfig) -> dict:
     """``state.pt`` of ``run_dir`` (on the CPU), checked to belong to ``cfg``; read before any setup."""
-    import torch
-
     path = run_dir / rundir.STATE
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -201,8 +193,6 @@ class _SkipSampler:
         self.sampler, self.n = sampler, n
 
     def __iter__(self):
-        import itertools
-
         return itertools.islice(iter(self.sampler), self.n, None)
 
     def __len__(self):
@@ -213,8 +203,6 @@ def loader_from(loader, skip: int):
     """``loader`` starting at batch ``skip`` of the current epoch (same dataset, workers, seeding)."""
     if skip <= 0:
         return loader
-    from torch.utils.data import DataLoader
-
     return DataLoader(loader.dataset, batch_size=None, sampler=_SkipSampler(loader.sampler, skip),
                       num_workers=loader.num_workers, collate_fn=loader.collate_fn, pin_memory=loader.pin_memory,
                       worker_init_fn=loader.worker_init_fn, generator=loader.generator)

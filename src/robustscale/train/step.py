@@ -12,6 +12,10 @@ import contextlib
 import dataclasses
 from typing import Any, Callable, Sequence
 
+import torch
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+
 from ..config import SGD_OPTS, Amp, TrainConfig
 from .backends import autocast as make_autocast
 from .distributed import Dist, broadcast_
@@ -50,8 +54,6 @@ class SlotZeroRunningStats:
 
     def end(self) -> None:
         """Set the first slot's statistics on every rank (a collective)."""
-        import torch
-
         with torch.no_grad():
             if self._kept is not None:
                 for b, k in zip(self.buffers, self._kept):
@@ -100,8 +102,6 @@ class TrainStep:
         backward is done and before the weights change; ``no_sync``: DDP's context that skips the gradient
         all-reduce (entered for every micro-batch but the last).
         """
-        import torch
-
         n = len(batches)
         self.optimizer.zero_grad(set_to_none=True)
         if running_stats is not None:
@@ -131,8 +131,6 @@ class TrainStep:
 
     def _update(self) -> None:
         """Clip and step on the accumulated gradients."""
-        import torch
-
         if self.scaler is not None:
             if self.clip_grad:
                 self.scaler.unscale_(self.optimizer)
@@ -149,10 +147,6 @@ def build_step(cfg: TrainConfig, model, task, device, updates_per_epoch: int) ->
     """The :class:`TrainStep` of ``cfg`` for ``model`` / ``task`` (timm optimizer and scheduler factories,
     per-update LR schedule over ``cfg.epochs`` epochs of ``updates_per_epoch`` updates; EMA set up on
     ``task`` when ``cfg.ema_decay``)."""
-    import torch
-    from timm.optim import create_optimizer_v2
-    from timm.scheduler import create_scheduler_v2
-
     if cfg.ema_decay is not None:
         task.setup_ema(decay=cfg.ema_decay)
     lr = cfg.learning_rate

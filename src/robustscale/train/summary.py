@@ -9,8 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from .. import rundir
-from ..config import SINGLE_STEP_DEFAULT_STEP, Method, TrainConfig
+import numpy
+import timm
+import torch
+import yaml
+
+from .. import __version__, rundir
+from ..config import SINGLE_STEP_DEFAULT_STEP, Method, Select, TrainConfig
+from ..intervals import with_interval
 from ..schema import RUN_COLUMNS, collapsed_at_selected
 from .distributed import Dist
 
@@ -25,12 +31,6 @@ _COMPUTE_COLUMNS = ("train_flops", "train_flops_per_image", "eval_flops", "wall_
 
 def environment(dinfo: Dist) -> dict:
     """Versions, host, device and command line of this session (one entry of env.json)."""
-    import numpy
-    import timm
-    import torch
-
-    from .. import __version__
-
     device_name = torch.cuda.get_device_name(dinfo.device) if dinfo.device.type == "cuda" else platform.processor() \
         or platform.machine()
     return {
@@ -45,8 +45,6 @@ def environment(dinfo: Dist) -> dict:
 
 def write_config_and_env(run_dir: Path, cfg: TrainConfig, dinfo: Dist) -> None:
     """config.yaml (exactly what runs) and env.json (one more session appended)."""
-    import yaml
-
     run_dir.mkdir(parents=True, exist_ok=True)
     rundir.write_text(run_dir / rundir.CONFIG, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     env_path = run_dir / rundir.ENV
@@ -99,9 +97,6 @@ def selection_record(cfg: TrainConfig, split: str | None, counters, selected: di
     """Which checkpoint the run reports and why: ``selected_epoch``, ``selection_split`` (``val``, ``test`` or
     None for ``select: last``), ``selection_metric``, and the selected epoch's accuracies on that split
     (``selection_<metric>`` with ``_n_examples`` and Wilson ``_ci``). ``best.safetensors`` holds that epoch."""
-    from ..config import Select
-    from ..intervals import with_interval
-
     if cfg.select is Select.LAST or split is None:
         out = {"selected_epoch": counters.epoch if counters.epoch else None, "selection_split": None,
                "selection_metric": "last epoch"}
