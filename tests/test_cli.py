@@ -243,3 +243,5 @@ def test_plan_on_a_study_store_is_the_studys_what_to_run_next(tmp_path, capsys, 
                      "--y", "apgd_ce_robust_acc", "--conditional"]) == 0
     text = capsys.readouterr().out
     assert "AutoAttack" not in text and "APGD-CE robust accuracy" in text
+    assert cli.main(["plan", "--runs", db, "--budget-flops", budgets, "--group-by", "model"]) == 2
+    assert "--group-by model on a results store goes with --y" in capsys.readouterr().err

@@ -26,6 +26,9 @@ def run(args) -> int:
     if args.bootstrap is None:
         args.bootstrap = FAMILY_BOOTSTRAP if per_family else PLAIN_BOOTSTRAP
     check_common(args)
+    if per_family and args.group_by is not None:  # one law per method already; another grouping needs one metric
+        raise UserError(f"--group-by {args.group_by} on a results store goes with --y: without it each training "
+                        f"method is planned on its own metric, one law per method")
     if args.path and not args.paper_runs:
         raise UserError("--path goes with --paper-runs; for another table use --runs SOURCE")
     if args.paper_runs:
