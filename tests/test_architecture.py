@@ -306,7 +306,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/flops.py": ("compute config errors models", _CLI),
     "commands/leaderboard.py": ("compute errors leaderboard leaderboard.report scaling scaling.format", _CLI),
     "commands/models.py": ("compute.zoo data.info models", _CLI),
-    "commands/plan.py": ("commands.fit errors plan plan.render scaling scaling.published_runs", _CLI),
     "commands/runs.py": ("errors evaluation.records rundir scaling schema store store.records store.sync "
                          "store.tables", _CLI),
     "commands/study.py": ("errors study study.bill study.next study.paper", _CLI),
@@ -315,7 +314,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "store/liveness.py": ("robustscale", _STORE),
     "store/query.py": ("config store.tables", _STORE),
     "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
-    "study/next.py": ("plan scaling.format schema", _STUDY),
     "study/paper/figures.py": ("report.plots", _STUDY),
     "study/scaling.py": ("models", "robustscale.models imports torch and timm: only a spec with study.scaling.models "
                                    "pays for them"),

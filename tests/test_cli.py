@@ -189,3 +189,59 @@ def test_defaults_on_a_study_store_fit_each_family_with_its_own_metric(tmp_path,
     # --y still means one metric for every group, and a plain table keeps the old defaults
     assert cli.main(["fit", db, "--bootstrap", "0", "--y", "clean_acc", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["y"] == "clean_acc"
+
+
+def test_plan_on_a_study_store_is_the_studys_what_to_run_next(tmp_path, capsys, monkeypatch):
+    """`plan --runs runs.db` with no --y plans each method as the study's "what to run next" does (one computation,
+    plan.plan_family): the same recipes and predictions on the same runs; labels follow the metric planned."""
+    from robustscale.plan import FAMILY_BOOTSTRAP
+    from robustscale.scaling import load_runs
+    from robustscale.store import open_store
+    from robustscale.study.next import NEXT_FACTORS, next_runs
+    from robustscale.study.run import StudyFit, StudyOptions
+
+    monkeypatch.setenv("ROBUSTSCALE_FLOPS_CACHE", str(tmp_path / "flops.json"))
+    assert StudyOptions().bootstrap == FAMILY_BOOTSTRAP  # the same default resamples in both
+    st = open_store(None, output_dir=str(tmp_path / "runs"))
+    for i, epochs in enumerate((2, 3, 5, 8, 13, 20)):  # one model, k = 10: D varies, from 1024-image epochs
+        cfg = TrainConfig(name=f"pgd-e{epochs}", method="pgd", train_subset=1024, epochs=epochs,
+                          dataset="fashion_mnist", model="wide_resnet16_1", eps=0.1, output_dir=str(tmp_path / "runs"))
+        st.start_run(cfg, None)
+        seen = 1024 * epochs
+        st.finish_run(cfg.name, {"train_images_seen": seen, "train_images": 1024, "model_parameters": 175_066,
+                                 "train_flops": 3.3e8 * seen, "wall_seconds": seen / 100, "clean_acc": 80.0,
+                                 "clean_acc_n_examples": 1000})
+        st.record_evaluation(cfg.name, {"attack": "apgd-ce", "eps": 0.1, "n_examples": 1000,
+                                        "robust_acc": 100 - (20 + 60 * (seen / 1024) ** -0.3) + (-1) ** i * 0.2,
+                                        "claim_path": "eval/apgd-ce-0.1.json"})
+    db = str(tmp_path / "runs" / "runs.db")
+    df = load_runs(db)
+    opts = StudyOptions(fits=[StudyFit("adversarial", {"method": ["pgd"]}, "apgd_ce_robust_acc", "pgd")],
+                        bootstrap=40, seed=0)
+    (rec,) = next_runs(df, opts)
+    largest = float(df["train_flops"].max())
+    budgets = ",".join(repr(f * largest) for f in NEXT_FACTORS)
+    assert cli.main(["plan", "--runs", db, "--budget-flops", budgets, "--bootstrap", "40", "--top", "3",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["y_per_method"] == {"pgd": "apgd_ce_robust_acc"}
+    (fam,) = out["families"]
+    assert fam["status"] == "ok" and fam["plan"]["y"] == "apgd_ce_robust_acc"
+    assert fam["plan"]["compute_model"]["epoch_images"] == rec["epoch_images"] == 1024  # the family's training set
+    keys = ("identified", "status", "model_parameters", "samples_seen", "epochs", "attack_steps", "predicted_acc",
+            "predicted_acc_ci", "recipes")
+    assert len(fam["plan"]["budgets"]) == len(rec["budgets"]) == len(NEXT_FACTORS)
+    for ours, theirs in zip(fam["plan"]["budgets"], rec["budgets"]):
+        assert {k: ours.get(k) for k in keys} == {k: theirs.get(k) for k in keys}
+        assert ours["by_group"][0].get("conditional") == theirs["by_group"][0].get("conditional")
+    assert any(b["recipes"] or b["by_group"][0].get("conditional") for b in rec["budgets"])  # numbers compared
+    # the text names the metric planned, never AutoAttack
+    assert cli.main(["plan", "--runs", db, "--budget-flops", budgets, "--bootstrap", "40"]) == 0
+    text = capsys.readouterr().out
+    assert "method=pgd, judged on APGD-CE robust accuracy" in text and "AutoAttack" not in text
+    assert cli.main(["plan", "--runs", db, "--budget-flops", budgets, "--bootstrap", "40",
+                     "--y", "apgd_ce_robust_acc", "--conditional"]) == 0
+    text = capsys.readouterr().out
+    assert "AutoAttack" not in text and "APGD-CE robust accuracy" in text
+    assert cli.main(["plan", "--runs", db, "--budget-flops", budgets, "--group-by", "model"]) == 2
+    assert "--group-by model on a results store goes with --y" in capsys.readouterr().err

@@ -84,3 +84,20 @@ def test_report_cli(cli, runs_df, tmp_path):
     assert code == 2 and err.strip().startswith("error: invalid -o") and len(err.strip().splitlines()) == 1
     code, _, err = cli("report", path, "-o", tmp_path / "r.html", "--law", "cubic")
     assert code == 2 and "unknown law 'cubic'" in err
+
+
+def test_the_method_section_describes_the_laws_fitted_and_no_other(runs_df, tmp_path):
+    """Only error-power fitted: the Method paragraph describes it, not the power or saturating law (#27)."""
+    def method(laws):
+        out = write_report(runs_df, tmp_path / "r.html", laws=laws, group_by="method", bootstrap=0, target=None)
+        text = out.read_text()
+        start = text.index("<h2>Method</h2>")
+        return text[start:text.index("</p>", start)]
+
+    only = method(("error-power",))
+    assert "error-power: 100 - y = A x^-alpha" in only and "least squares of log(100 - y)" in only
+    assert "saturating" not in only and "Huber" not in only and "chinchilla" not in only
+    assert not re.search(r"(?<!error-)power:", only) and "bound (0 or 5)" not in only  # closed form: no bounds
+    both = method(("power", "saturating"))
+    assert "power: y = C x^alpha" in both and "saturating: error = 100 - y = E + A x^-alpha" in both
+    assert "Huber" in both and "saturating fit whose exponent runs to its bound" in both and "error-power" not in both

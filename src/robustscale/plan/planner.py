@@ -31,6 +31,7 @@ import pandas as pd
 from ..compute import CostModel
 from ..errors import UserError
 from ..models import our_models
+from ..schema import COLLAPSE_THRESHOLD_ACC
 from ..schema import finite_float as _num
 from ..scaling.allocation import frontier_allocation
 from ..scaling.extrapolate import default_device_type
@@ -45,6 +46,8 @@ DEFAULT_GROUPS = ("method", "synthetic_data")
 BUDGET_KINDS = ("flops", "gpu_hours", "usd")
 # Bartoldson et al. (2024), approach 3 on their CIFAR-10 runs, as quoted in issue 18.
 BARTOLDSON_2024 = {"a": 0.48, "b": 0.52}
+# Bootstrap resamples of a family's plan: a study's default (study.run.StudyOptions) and plan's on a study's store.
+FAMILY_BOOTSTRAP = 500
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,26 @@ def make_plan(df, budgets: Sequence[BudgetSpec], *, y: str = "aa_robust_acc", gr
         "reference": {"bartoldson2024": BARTOLDSON_2024},
         "budgets": entries,
     }
+
+
+def plan_family(df, budgets: Sequence[BudgetSpec], *, y: str, bootstrap: int = FAMILY_BOOTSTRAP, seed: int = 0,
+                exclude_below: float | None = None, models: Iterable[str] | None = None,
+                epoch_images: int | None = None, **kw) -> dict[str, Any]:
+    """The plan of one family of runs (one training method, judged on its own metric ``y``), as a study's
+    "what to run next" and ``robustscale plan`` on a study's store both make it, so that they agree: one law
+    for the family (no grouping), recipes from the family's own architectures (a law fitted on these runs says
+    nothing about other ones), an epoch of the family's largest training set (what a next, larger run would
+    train on), the collapse threshold on a robust accuracy, and the conditional plan where the optimum is not
+    identified (labelled, never the optimum). ``kw`` goes to :func:`make_plan`."""
+    if models is None and "model" in df.columns:
+        models = sorted(set(df["model"].dropna().astype(str)))
+    if epoch_images is None and "train_images" in df.columns and df["train_images"].notna().any():
+        epoch_images = int(df["train_images"].max())
+    if exclude_below is None and y.endswith("robust_acc"):
+        exclude_below = COLLAPSE_THRESHOLD_ACC
+    kw.setdefault("conditional", True)
+    return make_plan(df, budgets, y=y, group_by="none", models=models, epoch_images=epoch_images,
+                     bootstrap=bootstrap, seed=seed, exclude_below=exclude_below, **kw)
 
 
 def _budget_entries(budgets, hpf, usd_per_hour, c_lo, c_hi, limit) -> list[dict]:

@@ -1,7 +1,13 @@
 """The plan as text for people: the law per group, the allocation exponents, then each budget."""
 from __future__ import annotations
 
+from ..report.plots import LABELS
 from ..scaling.format import fmt, fmt_ci, render_table
+
+
+def metric_words(y: str) -> str:
+    """``"apgd_ce_robust_acc"`` -> ``"APGD-CE robust accuracy"``: the metric a plan predicts, in words."""
+    return LABELS.get(y, y.replace("_", " "))
 
 
 def _ci(value, ci) -> str:
@@ -44,7 +50,7 @@ def _allocation_table(plan: dict) -> str:
                          "frontier runs"], rows)
 
 
-def _budget_lines(b: dict, level: str) -> list[str]:
+def _budget_lines(b: dict, level: str, y: str) -> list[str]:
     lines = [f"budget {b['budget_given']['text']} = {fmt(b['budget_flops'])} FLOPs ({b['extrapolation']})"]
     if not b["identified"]:
         lines.append(f"  optimum: {b.get('status', 'not identified')}: {b['reason']}")
@@ -55,7 +61,7 @@ def _budget_lines(b: dict, level: str) -> list[str]:
             if c:
                 lines.append(f"  {g['label']}, {c['label']}: N = {_ci(c['model_parameters'], None)} parameters, "
                              f"D = {_ci(c['samples_seen'], None)} images ({fmt(c['epochs'])} epochs), "
-                             f"k = {_ci(c['attack_steps'], None)}; predicted AutoAttack accuracy "
+                             f"k = {_ci(c['attack_steps'], None)}; predicted {metric_words(y)} "
                              f"{_ci(c['predicted_acc'], c['predicted_acc_ci'])} %")
     else:
         on = ", ".join(f"{k} = {fmt(v)}" for k, v in (b.get("on_levels") or {}).items())
@@ -64,7 +70,7 @@ def _budget_lines(b: dict, level: str) -> list[str]:
         lines.append(f"  optimum ({b['label']}): N* = {_ci(b['model_parameters'], b['model_parameters_ci'])} "
                      f"parameters, D* = {_ci(b['samples_seen'], b['samples_seen_ci'])} images "
                      f"({fmt(b['epochs'])} epochs), k* = {_ci(b['attack_steps'], b['attack_steps_ci'])}")
-        lines.append(f"  predicted AutoAttack accuracy {_ci(b['predicted_acc'], b['predicted_acc_ci'])} %"
+        lines.append(f"  predicted {metric_words(y)} {_ci(b['predicted_acc'], b['predicted_acc_ci'])} %"
                      + (f"; on observed levels {on}" if on else "") + (f"; {ext}" if ext else ""))
         for g in b["by_group"]:
             if g["label"] != b["label"]:
@@ -80,7 +86,7 @@ def _budget_lines(b: dict, level: str) -> list[str]:
         rows.append([r["model"], r["method"], str(r["attack_steps"]), str(r["epochs"]), synth,
                      _ci(r["predicted_acc"], r["predicted_acc_ci"]), fmt(r["train_flops"]),
                      f"{100 * r['budget_share']:.0f}%", fmt(r["device_hours"]), usd])
-    table = render_table(["model", "method", "k", "epochs", "generated", f"AA [%] ({level})", "FLOPs", "of budget",
+    table = render_table(["model", "method", "k", "epochs", "generated", f"predicted [%] ({level})", "FLOPs", "of budget",
                           "device-h", "cloud USD"], rows,
                          right=[False, False, True, True, False, True, True, True, True, True])
     return lines + ["  top recipes:"] + ["    " + t for t in table.splitlines()]
@@ -92,7 +98,7 @@ def render_plan(plan: dict) -> str:
     c_lo, c_hi = cm["flops_per_parameter_range"]
     steps = "; ".join(f"{m} step = {fmt(v['intercept'])} + {fmt(v['per_step'])} k forward passes"
                       for m, v in cm["forward_equivalents"].items())
-    out = [f"joint law {plan['law']['formula']}   (y = {plan['y']} [%], N parameters, D samples seen, k attack steps)",
+    out = [f"joint law {plan['law']['formula']}   (y = {metric_words(plan['y'])} [%], N parameters, D samples seen, k attack steps)",
            f"{plan['n_runs']} runs in {plan['source']}; {plan['n_fitted']} fitted, {plan['n_excluded']} with y < "
            f"{fmt(plan['exclude_below'])} excluded (collapsed); {plan['bootstrap']} bootstrap resamples, {level} intervals",
            f"compute ({cm['convention']} convention): forward FLOPs per image = {fmt(cm['flops_per_parameter'])} x N "
@@ -107,5 +113,5 @@ def render_plan(plan: dict) -> str:
             if a.get(k):
                 out.append(f"  approach 1, {a['label']}: {k[0]} not identified ({a[k]})")
     for b in plan["budgets"]:
-        out += [""] + _budget_lines(b, level)
+        out += [""] + _budget_lines(b, level, plan["y"])
     return "\n".join(out)

@@ -229,6 +229,31 @@ def extrapolation_table(results) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+# How each law is fitted, for the report's Method section (only the laws a report fitted are described).
+HUBER_FIT = ("fitted Chinchilla-style (Huber loss, delta 1e-3, on log error; log-sum-exp parametrisation; L-BFGS-B "
+             "from the best points of a grid of starts, polished by iteratively re-weighted Levenberg-Marquardt)")
+LAW_METHODS = {
+    "power": "power: y = C x^alpha, least squares of log y on log x.",
+    "error-power": "error-power: 100 - y = A x^-alpha (the error falls towards 0), least squares of log(100 - y) "
+                   "on log x.",
+    "saturating": f"saturating: error = 100 - y = E + A x^-alpha, {HUBER_FIT}.",
+    "chinchilla": f"chinchilla: error = E + A/N^alpha + B/D^beta with the compute-optimal split under C = k N D, "
+                  f"{HUBER_FIT}.",
+}
+
+
+def method_text(fits_by_law: dict) -> str:
+    """The Method section: how each fitted law was fitted, then the bootstrap and the exponent bound."""
+    names = [str(law) for law in fits_by_law]
+    text = [LAW_METHODS.get(law, f"{law} law.") for law in names]
+    text.append("Bootstrap: runs resampled with replacement and every fit redone (the frontier too, for frontier fits).")
+    bounded = [law for law in names if law in ("saturating", "chinchilla")]  # the iteratively fitted laws
+    if bounded:
+        text.append(f"A {' or '.join(bounded)} fit whose exponent runs to its bound (0 or 5) is reported as not "
+                    f"converged.")
+    return " ".join(text)
+
+
 def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, extrapolations: dict[str, list],
                      cost: bool = True, settings: dict | None = None) -> list[Section]:
     """The standard sections: data, fits per law (+ comparisons), figures, extrapolation, cost, method."""
@@ -295,13 +320,7 @@ def scaling_sections(df, fits_by_law: dict[str, list], target: float | None, ext
                 sections.append(Section("Cost of compute", figures=[
                     ("energy and electricity vs training compute (power-law fits over all runs)",
                      plots.plot_cost(df, "train_flops", usable), "cost")]))
-    sections.append(Section("Method", text=(
-        "power: least squares of log y on log x. saturating: error = 100 - y = E + A x^-alpha, fitted "
-        "Chinchilla-style (Huber loss, delta 1e-3, on log error; log-sum-exp parametrisation; L-BFGS-B from "
-        "the best points of a grid of starts, polished by iteratively re-weighted Levenberg-Marquardt). "
-        "chinchilla: error = E + A/N^alpha + B/D^beta with the compute-optimal split under C = k N D. "
-        "Bootstrap: runs resampled with replacement and every fit redone (the frontier too, for frontier fits). "
-        "A fit whose exponent runs to its bound (0 or 5) is reported as not converged.")))
+    sections.append(Section("Method", text=method_text(fits_by_law)))
     return sections
 
 

@@ -1,6 +1,6 @@
 """The study report's "what to run next": ``robustscale plan`` on the study's own runs.
 
-For each family fitted on a robust accuracy, the planner (:func:`robustscale.plan.make_plan`, the
+For each family fitted on a robust accuracy, the planner (:func:`robustscale.plan.plan_family`, the
 joint law ``100 - y = E + A N^-alpha + B D^-beta + G k^-gamma`` with its bootstrap) is asked what to
 train at :data:`NEXT_FACTORS` times the family's largest run: model size, samples seen (epochs of the
 training set), attack steps, and the predicted accuracy with its interval. Recipes come from the
@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import UserError
+from ..plan import BudgetSpec, plan_family
+from ..scaling.format import fmt, fmt_ci, render_table
 
 NEXT_FACTORS = (2.0, 4.0, 10.0)  # budgets: multiples of the family's largest run's compute
 NEXT_TOP = 3  # recipes per budget
@@ -21,12 +23,9 @@ NEXT_TOP = 3  # recipes per budget
 def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
     """study.json's ``next``: per robust family ``{"family", "label", "y", "status", "reason", "budgets"}``;
     each budget as in ``robustscale plan --json`` plus ``factor_vs_largest_run``."""
-    from ..plan import BudgetSpec, make_plan
-    from ..schema import COLLAPSE_THRESHOLD_ACC
-
     device_type = opts.device_type or (spec.cost.device_type if spec is not None else None)
     out = []
-    for i, fam in enumerate(opts.fits):
+    for fam in opts.fits:
         if not fam.y.endswith("robust_acc"):
             continue
         sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
@@ -36,16 +35,10 @@ def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
             if sub.empty or not (sub["train_flops"] > 0).any():
                 raise UserError(f"no finished run of family {fam.name} with measured train_flops")
             largest = float(sub["train_flops"].max())
-            models = sorted(set(sub["model"].astype(str))) if "model" in sub.columns else None
-            # epochs of the family's largest training set: the data a next, larger run would use
-            epoch_images = int(sub["train_images"].max()) if "train_images" in sub.columns and \
-                sub["train_images"].notna().any() else None
-            plan = make_plan(sub, [BudgetSpec("flops", f * largest) for f in NEXT_FACTORS], y=fam.y,
-                             group_by="none", models=models, top=NEXT_TOP, epoch_images=epoch_images, bootstrap=opts.bootstrap,
-                             seed=opts.seed + 100 + i, device_type=device_type,
-                             exclude_below=COLLAPSE_THRESHOLD_ACC if opts.exclude_below is None else opts.exclude_below,
-                             conditional=True,
-                             source=f"study {spec.name if spec else ''}")
+            # the same computation as `robustscale plan --runs <the study's store>` (plan.plan_family)
+            plan = plan_family(sub, [BudgetSpec("flops", f * largest) for f in NEXT_FACTORS], y=fam.y,
+                               top=NEXT_TOP, bootstrap=opts.bootstrap, seed=opts.seed, device_type=device_type,
+                               exclude_below=opts.exclude_below, source=f"study {spec.name if spec else ''}")
         except UserError as exc:
             rec.update(status="not identified", reason=str(exc))
             out.append(rec)
@@ -67,8 +60,6 @@ def next_runs(df, opts, spec=None) -> list[dict[str, Any]]:
 
 def next_table(records) -> tuple[list[str], list[list[str]]]:
     """The report's table: one row per family and budget (numbers only where the optimum is identified)."""
-    from ..scaling.format import fmt, fmt_ci
-
     def ci(v, c):
         if v is None:
             return "-"
@@ -105,8 +96,6 @@ def next_table(records) -> tuple[list[str], list[list[str]]]:
 
 def format_next_table(records) -> str:
     """The terminal's version: the table without the recipe column, a family's reason on its own line."""
-    from ..scaling.format import render_table
-
     if not records:
         return ""
     headers, rows = next_table(records)

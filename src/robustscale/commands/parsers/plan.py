@@ -23,7 +23,9 @@ def add_parser(subparsers) -> None:
                    help="budget in device-hours (via the runs' device-hours per FLOP or --flops-per-second)")
     p.add_argument("--budget-usd", action="append", default=[], metavar="U",
                    help="budget in dollars of cloud rental (--rental price of --device-type)")
-    p.add_argument("--y", default="aa_robust_acc", help="accuracy column (default aa_robust_acc [%%])")
+    p.add_argument("--y", default=None,
+                   help="accuracy column (default on a results store: each training method on its own metric, "
+                        "planned as the study's 'what to run next'; else aa_robust_acc [%%])")
     p.add_argument("--group-by", default=None, metavar="COLS",
                    help="one law per group (default: method,synthetic_data where they vary; 'none': one law)")
     p.add_argument("--levels", default="", metavar="COLS",
@@ -34,12 +36,14 @@ def add_parser(subparsers) -> None:
     p.add_argument("--models", default=None, metavar="NAMES",
                    help="zoo models for recipes, comma list (default: our models of the runs' families)")
     p.add_argument("--top", type=int, default=5, help="recipes shown per budget (default 5)")
-    p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=None, metavar="B",
+                   help="bootstrap resamples (default 500 on a results store, as a study; else 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--level", type=float, default=0.95, help="interval level (default 0.95)")
     p.add_argument("--jobs", type=int, default=None, help="bootstrap worker processes (default: the idle cores)")
-    p.add_argument("--exclude-below", type=float, default=10.0, metavar="Y",
-                   help="drop runs with y below Y (default 10: collapsed runs); counted in the output")
+    p.add_argument("--exclude-below", type=float, default=None, metavar="Y",
+                   help="drop runs with y below Y (default 10 for a robust accuracy: collapsed runs); counted in "
+                        "the output")
     p.add_argument("--max-extrapolation", type=float, default=10.0, metavar="X",
                    help="refuse budgets, optima and recipes more than X times outside the runs' range (default and "
                         "maximum: the rulebook's refusal limit, 10; see docs/backtests.md)")
