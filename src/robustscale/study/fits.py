@@ -22,6 +22,15 @@ from ..scaling.identified import BEYOND_REACH, NOT_IDENTIFIED, OK, asymptote, id
 TARGET_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_high")
 
 
+def family_runs(df, fam, opts):
+    """``(runs of family fam, exclude_below)``: a robust accuracy drops collapsed runs unless the study says."""
+    sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
+    exclude = opts.exclude_below
+    if exclude is None and fam.y.endswith("robust_acc"):
+        exclude = COLLAPSE_THRESHOLD_ACC
+    return sub, exclude
+
+
 def study_backtests(df, opts) -> dict[str, dict[str, Any]]:
     """The study's own back-test (``scaling.backtest``, split by compute: fit the cheapest two thirds of each
     family, predict the rest): ``{law: {family: Backtest | reason}}``, a reason where the split leaves too few runs."""
@@ -29,10 +38,7 @@ def study_backtests(df, opts) -> dict[str, dict[str, Any]]:
     for law in opts.laws:
         out[law] = {}
         for i, fam in enumerate(opts.fits):
-            sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
-            exclude = opts.exclude_below
-            if exclude is None and fam.y.endswith("robust_acc"):
-                exclude = COLLAPSE_THRESHOLD_ACC
+            sub, exclude = family_runs(df, fam, opts)
             try:
                 (bt,) = backtest(sub, "compute", laws=[law], x=opts.x, y=fam.y, bootstrap=opts.bootstrap,
                                  seed=opts.seed + 200 + i, exclude_below=exclude, seed_sd=opts.seed_sd)
@@ -71,10 +77,7 @@ def fit_study(df, opts, spec=None, backtests: dict[str, dict[str, Any]] | None =
     for law in opts.laws:
         fits[law] = {}
         for i, fam in enumerate(opts.fits):
-            sub = df[df["family"] == fam.label] if "family" in df.columns else fam.select(df)
-            exclude = opts.exclude_below
-            if exclude is None and fam.y.endswith("robust_acc"):
-                exclude = COLLAPSE_THRESHOLD_ACC
+            sub, exclude = family_runs(df, fam, opts)
             try:
                 fit = fit_law(sub, law=law, x=opts.x, y=fam.y, bootstrap=opts.bootstrap, seed=opts.seed + i,
                               exclude_below=exclude, group={"family": fam.label}, seed_sd=opts.seed_sd)
