@@ -1,7 +1,11 @@
-"""Two `sweep run` of one spec on one store at once share `max_parallel` and never redo a run."""
+"""Two `sweep run` of one spec on one store at once share `max_parallel` and never redo a run.
+
+(Without the store's slots the two sweeps ran four jobs at once against max_parallel 2.)"""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 
@@ -27,9 +31,14 @@ def test_two_sweeps_share_max_parallel_and_do_each_run_once(tmp_path, mnist_like
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("ROBUSTSCALE_STORE", None)
     cmd = [sys.executable, "-m", "robustscale", "sweep", "run", str(spec), "--no-progress"]
-    sweeps = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-              for _ in range(2)]
-    texts = [p.communicate(timeout=300)[0] for p in sweeps]
+    sweeps = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True) for _ in range(2)]
+    try:
+        texts = [p.communicate(timeout=300)[0] for p in sweeps]
+    finally:  # a hung sweep must not leave its jobs running
+        for p in sweeps:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGKILL)
     assert [p.returncode for p in sweeps] == [0, 0], texts
 
     st = open_store(out / "runs.db", readonly=True)
