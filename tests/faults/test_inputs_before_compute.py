@@ -23,7 +23,8 @@ def tiny_train(data_dir, out, *extra) -> list[str]:
 @pytest.mark.parametrize("extra,fragments", [
     # 512 - val_size training images: an "epoch" of batch 4096 would be several passes, billed as one.
     (["--train-subset", "64", "--batch-size", "128"], ["batch_size 128", "64 training images"]),
-    (["--eval-subset", "100000"], ["eval_subset 100000", "256 test images"]),  # the synthetic test split
+    # The per-epoch check on test images (with select_split val, the default, eval_subset is not read).
+    (["--eval-subset", "100000", "--select-split", "test"], ["100000 test images", "has 256"]),
 ])
 def test_train_refuses_more_images_than_the_data_has(cli, tmp_path, mnist_like_dir, extra, fragments):
     out = tmp_path / "out"

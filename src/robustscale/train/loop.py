@@ -184,7 +184,7 @@ class Trainer:
         from the training images (default), or, only when asked, the first ``eval_subset`` test images.
         """
         from ..config import SelectSplit
-        from ..data import build_mixup, build_train_loader, load_dataset, load_eval_tensors, load_val_tensors
+        from ..data import build_mixup, build_train_loader, load_eval_tensors, load_val_tensors
         from ..data.info import dataset_info
 
         cfg, dinfo = self.cfg, self.dinfo
@@ -201,10 +201,6 @@ class Trainer:
         image_shape = tuple(getattr(real, "image_shape", None) or info.input_size)
         self.x_eval = self.y_eval = self.eval_split = None
         if cfg.select_split is SelectSplit.VAL:
-            test_images = len(load_dataset(cfg.dataset, "test", cfg.data_dir, cfg.download, input_size=cfg.input_size))
-            if cfg.eval_subset > test_images:
-                raise UserError(f"eval_subset {cfg.eval_subset} is larger than the {test_images} test images of "
-                                f"{cfg.dataset}; lower --eval-subset")
             x, y = load_val_tensors(cfg)
             if len(x):
                 self.x_eval, self.y_eval, self.eval_split = x, y, "val"
