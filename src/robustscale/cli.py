@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import re
 import sys
 import warnings
 
@@ -66,9 +67,26 @@ def _subparser(parser: argparse.ArgumentParser, args: argparse.Namespace) -> arg
     return chosen
 
 
+# argparse reads "-1" and "-0.5" as values but "-1e15" or "-inf" as an unknown option ("expected one argument").
+_NEGATIVE_NUMBER = re.compile(r"-(\d+\.?\d*|\.\d+)[eE][-+]?\d+|-inf(inity)?|-nan", re.IGNORECASE)
+
+
+def glue_negative_numbers(argv: list[str]) -> list[str]:
+    """``--opt -1e15`` -> ``--opt=-1e15``: the option gets its value and the command's own check says what is
+    wrong with it (a negative budget, ...)."""
+    out: list[str] = []
+    for token in argv:
+        prev = out[-1] if out else ""
+        if prev.startswith("--") and "=" not in prev and _NEGATIVE_NUMBER.fullmatch(token):
+            out[-1] = f"{prev}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
+    args, extra = parser.parse_known_args(glue_negative_numbers(sys.argv[1:] if argv is None else list(argv)))
     command = _subparser(parser, args)
     if extra:  # only commands that take `--key value` config overrides (e.g. train) accept unknown flags
         if not getattr(args, "accepts_overrides", False):

@@ -34,7 +34,7 @@ def test_train_on_a_disk_too_small_for_its_checkpoints_stops_before_training(tmp
     out.mkdir()
     cfg = tmp_path / "cfg.yaml"
     cfg.write_text(yaml.safe_dump({"dataset": "fashion_mnist", "data_dir": str(mnist_like_dir), "model": "wide_resnet16_1",
-                                   "train_subset": 64, "epochs": 1, "eps": 0.1, "attack_steps": 1, "workers": 0,
+                                   "train_subset": 64, "batch_size": 64, "epochs": 1, "eps": 0.1, "attack_steps": 1, "workers": 0,
                                    "energy": False, "progress": False, "name": "r", "output_dir": str(out)}))
     # 256 KB: more than a 1-byte probe needs, less than WRN-16-1's weights (~0.7 MB) twice over plus its state
     train = shlex.join([sys.executable, "-m", "robustscale", "train", "--config", str(cfg)])

@@ -7,10 +7,10 @@ import sys
 
 from ..errors import UserError
 from ..scaling import load_runs, pairwise_comparisons, parse_mapping
-from ..scaling.fit import fit_groups_partial, group_label
+from ..scaling.fit import CHINCHILLA_X, DEFAULT_X, fit_groups_partial, group_label
 from ..scaling.format import comparisons_table, fits_table, render_table, with_unit
 from ..scaling.identified import EXTRA_RUNS, SEED_SD_POINTS, check_seed_sd
-from ..scaling.io import is_store_source
+from ..scaling.io import check_fit_columns, is_store_source, resolve_columns
 from ..schema import COLLAPSE_THRESHOLD_ACC, resolve_column
 
 
@@ -58,6 +58,9 @@ def fit_runs(args, df, law: str, on_store: bool):
                   level=args.level, n_jobs=args.jobs, seed_sd=args.seed_sd,
                   progress=(not getattr(args, "json", False)) and sys.stderr.isatty())
     families = family_metrics(df) if args.y is None and on_store and "method" in df.columns else {}
+    ys = [resolve_column(args.y)] if args.y else list(families.values()) or [DEFAULT_Y]
+    xs = resolve_columns(args.x) or [DEFAULT_X, *CHINCHILLA_X]
+    check_fit_columns(df, ys + xs, accuracies=ys)  # text, inf or fractions: refused before any fit
     if len(families) <= 1:  # one metric for all: --y, a plain table, or a store of one training method
         y = args.y or next(iter(families.values()), DEFAULT_Y)
         return fit_groups_partial(df, args.group_by, y=y, exclude_below=exclude_threshold(args, y), **common)

@@ -155,6 +155,8 @@ def run_run(args) -> int:
         ran = result["submitted"] + result.get("adopted", 0)
         waiting = ran - len(result["outcomes"])
         stopped = f", {result['interrupted']} interrupted" if result.get("interrupted") else ""
+        skipped = sum(v == "skipped" for v in result["outcomes"].values())
+        stopped += f", {skipped} skipped (done or running in another sweep run)" if skipped else ""
         print(f"{done} done, {result['failed']} failed{stopped}" + (f", {waiting} submitted" if waiting else "")
               + f" of {ran} run(s); `robustscale sweep status {args.spec}` for the table")
     return 1 if result["failed"] else 0

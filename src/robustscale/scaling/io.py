@@ -96,6 +96,29 @@ def _load_store(url: str):
     return open_store(url, readonly=True).runs_frame()
 
 
+def check_fit_columns(df, columns: Iterable[str], accuracies: Iterable[str] = ()) -> None:
+    """Refuse a table whose fitted columns hold text (``abc``) or infinities, naming the column and count
+    (empty cells are missing values: the fit leaves those rows out and says how many), and accuracies
+    given as fractions: every value <= 1 (accuracies are percentages, 0-100; a clean accuracy below 1 %
+    is below chance and a robust one below the collapse threshold, so such rows could not be fitted anyway)."""
+    import numpy as np
+    import pandas as pd
+
+    for col in dict.fromkeys(c for c in columns if c in df.columns):
+        raw = df[col]
+        values = pd.to_numeric(raw, errors="coerce").astype(float)
+        bad = raw.notna() & ~np.isfinite(values)
+        if bad.any():
+            shown = ", ".join(repr(str(v)) for v in list(dict.fromkeys(raw[bad].astype(str)))[:3])
+            raise UserError(f"column {col!r}: {int(bad.sum())} of {len(raw)} value(s) are not finite numbers "
+                            f"({shown}); fix them, or empty those cells to leave the rows out")
+    for col in dict.fromkeys(c for c in accuracies if c in df.columns):
+        values = pd.to_numeric(df[col], errors="coerce").dropna()
+        if len(values) and 0 < values.max() <= 1:
+            raise UserError(f"column {col!r} looks like fractions (all {len(values)} values <= 1, max "
+                            f"{values.max():g}); accuracies are percentages (0-100): multiply the column by 100")
+
+
 def require_columns(df, columns: Iterable[str], what: str = "runs table") -> None:
     """UserError naming the missing columns and listing the ones that exist."""
     missing = [c for c in columns if c not in df.columns]

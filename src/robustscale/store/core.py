@@ -27,6 +27,7 @@ from sqlalchemy.pool import NullPool
 
 from ..errors import UserError
 from ..schema import CLEAN_ATTACK, EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
+from .leases import attach_job_tx, held_tx, release_tx, renew_tx, take_tx
 from .liveness import _ago, _same_process, _versions, effective_status, process_identity, utcnow
 from .location import mask_url, resolve_store_url, sqlite_path
 from .migrations import check_version, ensure_schema, read_version
@@ -349,6 +350,23 @@ class Store:
             return True
 
         return self._run(tx)
+
+    # ------------------------------------------------------------------ slots shared by concurrent sweeps
+    def take_slot(self, pool: str, limit: int, run: str) -> str:
+        """Take one of ``limit`` slots of ``pool`` for ``run``: ``go``, ``full`` or ``busy`` (see store/leases.py)."""
+        return self._run(take_tx(pool, int(limit), run))
+
+    def attach_job(self, pool: str, run: str, job_pid: int, job_process_start: str | None) -> None:
+        self._run(attach_job_tx(pool, run, job_pid, job_process_start))
+
+    def release_slot(self, pool: str, run: str | None = None) -> None:
+        self._run(release_tx(pool, run))
+
+    def renew_slots(self, pool: str) -> None:
+        self._run(renew_tx(pool))
+
+    def held_slots(self, pool: str) -> list[dict[str, Any]]:
+        return self._run(held_tx(pool))
 
     # ------------------------------------------------------------------ reads
     def get_run(self, name: str, *, details: bool = True) -> dict[str, Any] | None:

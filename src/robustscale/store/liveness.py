@@ -41,6 +41,16 @@ def effective_status(row: Mapping[str, Any], now: dt.datetime | None = None,
     return RunStatus.RUNNING.value
 
 
+def holder_alive(row: Mapping[str, Any], now: dt.datetime | None = None) -> bool:
+    """Is a lease (``leases`` row) still held? On this host: its sweep process or its job's process is
+    alive; elsewhere: a heartbeat within ``STALE_AFTER_S``."""
+    if row.get("host") == socket.gethostname():
+        procs = ((row.get("pid"), row.get("process_start")), (row.get("job_pid"), row.get("job_process_start")))
+        return any(pid and _process_alive(int(pid), start) for pid, start in procs)
+    beat = row.get("heartbeat_at")
+    return beat is not None and ((now or utcnow()) - beat).total_seconds() <= STALE_AFTER_S
+
+
 def process_identity() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid())}
 

@@ -20,7 +20,7 @@ from sqlalchemy import Connection, select
 
 from ..errors import UserError
 from .rows import refresh_headline
-from .tables import SCHEMA_VERSION, meta, metadata, runs
+from .tables import SCHEMA_VERSION, leases, meta, metadata, runs
 
 
 def _v1_to_v2(conn: Connection) -> None:
@@ -40,7 +40,12 @@ def _v2_to_v3(conn: Connection) -> None:
         refresh_headline(conn, run_id)
 
 
-MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+def _v3_to_v4(conn: Connection) -> None:
+    """Slots of a sweep's max_parallel shared by concurrent sweeps (the leases table)."""
+    leases.create(conn, checkfirst=True)
+
+
+MIGRATIONS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 VERSION_KEY = "schema_version"
 

@@ -1,6 +1,6 @@
 """Tables of the results store (SQLAlchemy Core; the same DDL on SQLite and PostgreSQL).
 
-Three tables plus a key/value table holding the schema version:
+Four tables plus a key/value table holding the schema version:
 
 - ``runs``: one row per run, keyed by ``name``. The full resolved ``TrainConfig`` as JSON and
   its ``config_hash``; ``status`` (queued / running / done / failed / interrupted); where and with what it ran
@@ -12,6 +12,9 @@ Three tables plus a key/value table holding the schema version:
 - ``evaluations``: one row per (run, attack, eps, n_examples): clean and robust accuracy
   (percent), the per-attack breakdown and the compute the evaluation spent.
 
+- ``leases``: the slots of a pool (a sweep's ``max_parallel``) held by live processes, so that
+  concurrent ``sweep run`` of one spec share the cap (``store/leases.py``).
+
 Units are in the column names (``train_flops``, ``energy_kwh``, ``wall_seconds``, ``*_usd``);
 accuracies are percentages (0-100); ``eps`` is in [0, 1] pixel units; timestamps are naive UTC.
 """
@@ -22,7 +25,7 @@ import enum
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
                         String, Table, Text, UniqueConstraint)
 
-SCHEMA_VERSION = 3  # bump with a migration in store/migrations.py when a table changes
+SCHEMA_VERSION = 4  # bump with a migration in store/migrations.py when a table changes
 
 
 class RunStatus(str, enum.Enum):
@@ -166,3 +169,19 @@ evaluations = Table(
 # Per-epoch metric keys copied into typed columns (the whole dict is kept in `metrics`).
 EPOCH_VALUE_COLUMNS = ("train_loss", "train_adv_acc", "train_clean_acc", "clean_acc", "pgd_robust_acc",
                        "fgsm_robust_acc", "lr", "images_per_second", "train_images_seen", "train_flops", "wall_seconds")
+
+# One row per taken slot of a pool (``sweep:<name>``): who holds it (the sweep process and, once submitted,
+# its job's process) and when it last said so. A slot whose holders are gone is reclaimed (store/leases.py).
+leases = Table(
+    "leases", metadata,
+    Column("pool", String(255), primary_key=True),
+    Column("slot", Integer, primary_key=True),
+    Column("run", String(255), nullable=False),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    Column("process_start", String(32)),
+    Column("job_pid", Integer),
+    Column("job_process_start", String(32)),
+    Column("heartbeat_at", DateTime, nullable=False),
+    UniqueConstraint("pool", "run", name="uq_leases_pool_run"),
+)

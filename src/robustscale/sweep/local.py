@@ -172,7 +172,7 @@ class LocalRunner:
     """submitit.LocalExecutor with a cap on concurrent jobs (adopted orphans included) and GPUs per job."""
 
     def __init__(self, folder: Path, opts: ExecutorOptions, orphans: list[Orphan] | None = None,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, slots=None):
         import submitit
 
         self.opts, self.log = opts, log
@@ -187,6 +187,9 @@ class LocalRunner:
         self.per_job = per_job
         self.executor.update_parameters(timeout_min=opts.timeout_min, signal_delay_s=min(opts.signal_delay_s, 60))
         self.active: dict[Any, tuple[Any, list[int]]] = {}
+        # Shared with other sweeps of the store (runner.SweepSlots): claim(job) -> "go" / "full" / "busy" /
+        # ("skip", why), started(job, controller_pid), release(job), tick(), close().
+        self.slots = slots
 
     def run(self, jobs, *, on_submit, on_done, on_adopted_done, wait: bool, poll_s: float) -> None:
         pending = deque(jobs)
@@ -198,22 +201,49 @@ class LocalRunner:
                     self.orphans.remove(orphan)
                     free.extend(g for g in orphan.gpus if g in self.gpus)
                     on_adopted_done(orphan.name)
-                while (pending and len(self.active) + len(self.orphans) < self.opts.max_parallel
+                busy = 0  # runs another sweep holds: tried again on the next poll
+                while (pending and busy < len(pending) and len(self.active) + len(self.orphans) < self.opts.max_parallel
                        and len(free) >= self.per_job):
                     job = pending.popleft()
+                    verdict = self.slots.claim(job) if self.slots is not None else "go"
+                    if verdict == "full":
+                        pending.appendleft(job)
+                        break
+                    if verdict == "busy":
+                        pending.append(job)
+                        busy += 1
+                        continue
+                    if verdict != "go":
+                        on_done(job, "skipped", verdict[1])
+                        continue
                     mine, free = free[:self.per_job], free[self.per_job:]
-                    sjob = self._submit(job, mine)
+                    try:
+                        sjob = self._submit(job, mine)
+                    except BaseException:
+                        if self.slots is not None:
+                            self.slots.release(job)
+                        raise
                     self.active[sjob] = (job, mine)
+                    if self.slots is not None and str(sjob.job_id).isdigit():
+                        self.slots.started(job, int(sjob.job_id), _process_start(int(sjob.job_id)))
                     on_submit(job, local_job_id(int(sjob.job_id)) if str(sjob.job_id).isdigit() else str(sjob.job_id))
                 for sjob in [j for j in self.active if j.done()]:
                     job, mine = self.active.pop(sjob)
                     free.extend(mine)
-                    on_done(job, *job_outcome(sjob))
+                    outcome = job_outcome(sjob)
+                    if self.slots is not None:
+                        self.slots.release(job)  # the job's rows are final: the next sweep to take it sees them
+                    on_done(job, *outcome)
+                if self.slots is not None:
+                    self.slots.tick()
                 if pending or self.active or self.orphans:
                     time.sleep(poll_s)
         except KeyboardInterrupt:
             self.stop_all()
             raise
+        finally:
+            if self.slots is not None:
+                self.slots.close()
 
     def _submit(self, job, gpus: list[int]):
         """Submit with SIGINT blocked: the controller and its task inherit the mask (see the module docstring)."""

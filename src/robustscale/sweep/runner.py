@@ -217,7 +217,7 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     elif executor == "local":
         from .local import LocalRunner
 
-        runner = LocalRunner(folder, opts, orphans, log=log)
+        runner = LocalRunner(folder, opts, orphans, log=log, slots=SweepSlots(st, spec, opts.max_parallel))
     else:
         runner = _SlurmRunner(folder, opts, spec.name)
 
@@ -228,7 +228,7 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
 
     def finished(name: str, outcome: str, info: str) -> None:
         outcomes[name] = outcome
-        if outcome != "done":
+        if outcome not in ("done", "skipped"):  # skipped: another sweep did it or is doing it
             _end_if_running(st, name, outcome, info)
         if bar is not None:
             bar.update(1)
@@ -258,6 +258,68 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     failed = sum(v == "failed" for v in outcomes.values())
     interrupted = sum(v == "interrupted" for v in outcomes.values())
     return {**counts, "outcomes": outcomes, "failed": failed, "interrupted": interrupted}
+
+
+class SweepSlots:
+    """The spec's ``max_parallel`` as slots in the store, shared by every ``sweep run`` of it (local executor).
+
+    Before a job starts, a slot is taken for its run (``busy`` when another sweep holds that run) and
+    the store is read again: a run that another sweep finished (and evaluated) meanwhile, or that is
+    alive in another process, is skipped rather than redone.
+    """
+
+    RENEW_S = 30.0  # heartbeat of the slots: what a sweep on another host judges them by
+
+    def __init__(self, store, spec: SweepSpec, limit: int):
+        self.store, self.spec, self.limit = store, spec, limit
+        self.pool = f"sweep:{spec.name}"
+        self.runs = {r.name: r for r in spec.runs}
+        self.renewed = time.monotonic()
+
+    def claim(self, job):
+        verdict = self.store.take_slot(self.pool, self.limit, job.name)
+        if verdict != "go":
+            return verdict
+        why = self.done_elsewhere(job.name)
+        if why:
+            self.store.release_slot(self.pool, job.name)
+            return "skip", why
+        return "go"
+
+    def done_elsewhere(self, name: str) -> str | None:
+        """Why ``name`` needs no job now (read from the store just before starting it), or None."""
+        row = self.store.get_run(name, details=False)
+        if row is None:
+            return None
+        status = row["effective_status"]
+        if status == "running":
+            return f"running in another process ({row.get('host')}, pid {row.get('pid')})"
+        if status == "queued" and _job_alive(row):
+            return f"queued in another sweep's job {row.get('job_id')}"
+        if status != "done":
+            return None
+        evaluation, run = self.spec.evaluation, self.runs.get(name)
+        if evaluation is None or run is None:
+            return "done by another sweep run"
+        eps = evaluation.eps if evaluation.eps is not None else run.cfg.eps
+        if self.store.evaluation_exists(name, evaluation.attack, eps, evaluation.n_examples):
+            return "done and evaluated by another sweep run"
+        return None
+
+    def started(self, job, controller_pid: int, controller_start: str | None) -> None:
+        """The job's controller holds the slot too: a job left running by a killed sweep keeps it."""
+        self.store.attach_job(self.pool, job.name, controller_pid, controller_start)
+
+    def release(self, job) -> None:
+        self.store.release_slot(self.pool, job.name)
+
+    def tick(self) -> None:
+        if time.monotonic() - self.renewed >= self.RENEW_S:
+            self.store.renew_slots(self.pool)
+            self.renewed = time.monotonic()
+
+    def close(self) -> None:
+        self.store.release_slot(self.pool)
 
 
 class _RaisedBySigterm(KeyboardInterrupt):

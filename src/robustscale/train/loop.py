@@ -20,8 +20,8 @@ from .ledger import close_segment, epoch_figures, next_session, sessions
 from .state import (Counters, check_resume, collect_state, load_state, loader_from, new_sums, restore_state,
                     rng_state, run_micro_batch_size, save_state, seed_everything, seed_slot, set_rng_state)
 from .step import SlotZeroRunningStats, build_step, eps_at
-from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, selection_record, truncate_metrics,
-                      write_config_and_env)
+from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, metrics_lines, selection_record,
+                      truncate_metrics, write_config_and_env)
 
 __all__ = ["train", "run_name", "Trainer"]
 
@@ -53,6 +53,7 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
     resume_dir = Path(resume) if resume is not None else None
     if resume_dir is not None:
         cfg = check_resume(resume_dir, cfg)
+        metrics_lines(resume_dir)  # a garbage line fails now, before anything is rewritten
         done = finished_summary(resume_dir, cfg)
         if done is not None:
             return done
@@ -192,6 +193,9 @@ class Trainer:
         self.loader = build_train_loader(cfg, dinfo.rank, dinfo.world, micro_batch_size=plan.micro_batch_size)
         real = self.loader.dataset.real
         self.train_images = len(self.loader.dataset)
+        if cfg.batch_size > len(real):  # an "epoch" would be several passes, billed as one
+            raise UserError(f"batch_size {cfg.batch_size} is larger than the {len(real)} training images "
+                            f"(after train_subset / val_size); lower --batch-size or use more training images")
         self.steps_per_epoch = self.loader.sampler.steps_per_epoch
         num_classes = info.num_classes or len(real.classes)
         image_shape = tuple(getattr(real, "image_shape", None) or info.input_size)
@@ -200,7 +204,7 @@ class Trainer:
             x, y = load_val_tensors(cfg)
             if len(x):
                 self.x_eval, self.y_eval, self.eval_split = x, y, "val"
-        elif cfg.eval_subset > 0:
+        elif cfg.eval_subset > 0:  # load_eval_tensors refuses more images than the test set has
             self.x_eval, self.y_eval = load_eval_tensors(cfg.dataset, cfg.eval_subset, cfg.data_dir, cfg.download,
                                                          input_size=cfg.input_size)
             self.eval_split = "test"

@@ -16,6 +16,7 @@ import yaml
 
 from .. import __version__, rundir
 from ..config import SINGLE_STEP_DEFAULT_STEP, Method, Select, TrainConfig
+from ..errors import UserError
 from ..intervals import with_interval
 from ..schema import RUN_COLUMNS, collapsed_at_selected
 from .distributed import Dist
@@ -56,22 +57,47 @@ def write_config_and_env(run_dir: Path, cfg: TrainConfig, dinfo: Dist) -> None:
     rundir.write_json(env_path, {"sessions": sessions})
 
 
+def metrics_lines(run_dir: Path) -> list[tuple[str, dict]]:
+    """The rows of metrics.jsonl as ``(line, row)``. A last line cut by a kill mid-write is left out (its
+    epoch did not finish); any other line that is not a JSON object is a UserError naming the file and line."""
+    path = run_dir / rundir.METRICS
+    if not path.is_file():
+        return []
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+            if i == len(lines) - 1:
+                break
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {i + 1} is not a JSON object ({line.strip()[:40]!r}); remove or fix that "
+                            f"line (one JSON object per epoch) and resume again")
+        out.append((line, row))
+    return out
+
+
 def append_metrics(run_dir: Path, row: dict) -> None:
     """Add the row of epoch ``row["epoch"]`` to metrics.jsonl (replacing that epoch and later ones)."""
-    path = run_dir / rundir.METRICS
-    lines = path.read_text().splitlines() if path.is_file() else []
-    lines = [ln for ln in lines if ln.strip() and json.loads(ln).get("epoch", 0) < row["epoch"]]
+    lines = [ln for ln, old in metrics_lines(run_dir) if old.get("epoch", 0) < row["epoch"]]
     lines.append(rundir.dumps(row))
-    rundir.write_text(path, "\n".join(lines) + "\n")
+    rundir.write_text(run_dir / rundir.METRICS, "\n".join(lines) + "\n")
 
 
 def truncate_metrics(run_dir: Path, epochs_done: int) -> None:
     """Drop metrics.jsonl rows of epochs after ``epochs_done`` (a resume redoes them)."""
     path = run_dir / rundir.METRICS
     if path.is_file():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= epochs_done]
-        if len(kept) != len(lines):
+        rows = metrics_lines(run_dir)
+        kept = [ln for ln, row in rows if row.get("epoch", 0) <= epochs_done]
+        if len(kept) != sum(1 for ln in path.read_text().splitlines() if ln.strip()):
             rundir.write_text(path, "".join(ln + "\n" for ln in kept))
 
 

@@ -50,14 +50,15 @@ def reproduce_paper(source: str | Path = PAPER_URL, out_dir: Path | str = "paper
     figures_dir = Path(figures_dir) if figures_dir is not None else None
 
     steps = ["load"] + [f"fit {law}" for law in LAWS] + ["electricity", "tables", "figures", "write"]
-    bar = StageBar(steps, "paper reproduction", progress)
-    bar.step("load")
     from ...compute import CostModel
     from ...scaling import load_paper_runs
 
+    # Read before the bar is drawn: a missing or bad file is one line of its own, not glued to a bar.
     runs = _prepare_runs(load_paper_runs(source))
     if not len(runs):
         raise UserError(f"{source} holds no runs")
+    bar = StageBar(steps, "paper reproduction", progress)
+    bar.step("load")
     cost_model = CostModel.from_yaml(preset=PRICE_PRESET)
     fit_kw = {"bootstrap": bootstrap, "level": level, "n_jobs": n_jobs, "progress": progress}
     groups = _fit_groups(runs, targets, cost_model, seed, bar, **fit_kw)
