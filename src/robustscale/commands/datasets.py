@@ -9,9 +9,11 @@ from pathlib import Path
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
 
-    if args.data_dir is not None and not Path(args.data_dir).expanduser().is_dir():
-        what = "not a folder" if Path(args.data_dir).expanduser().exists() else "not found"
-        raise UserError(f"--data-dir {args.data_dir}: {what}; give the folder that holds the dataset files")
+    # A file is a mistake; a missing folder is what --download fills (and, without it, the dataset's own
+    # "not found ... --download" line says where it looked).
+    if args.data_dir is not None and Path(args.data_dir).expanduser().exists() \
+            and not Path(args.data_dir).expanduser().is_dir():
+        raise UserError(f"--data-dir {args.data_dir}: not a folder; give the folder that holds the dataset files")
     if args.name is None:
         if args.download:
             raise UserError("--download needs a dataset NAME (e.g. robustscale datasets cifar10 --download)")
