@@ -1,40 +1,44 @@
-"""The training loop: ``train(cfg)`` and the :class:`Trainer` it runs, a short loop over named steps."""
+"""The training loop: ``train(cfg)`` and the :class:`Trainer` it runs, a short loop over named steps.
+
+The Trainer's setup (run folder, data, model, task, step) is :class:`robustscale.train.setup.RunSetup`; what
+happens after the last step of an epoch (check, selection, checkpoints) is
+:class:`robustscale.train.epoch_end.EpochEnd`."""
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .. import rundir
-from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, OnCollapse, Select, TrainConfig
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .. import __version__, rundir
+from ..compute import ComputeTracker
+from ..config import Method, OnCollapse, Select, TrainConfig
 from ..errors import UserError, as_disk_error, check_free_space, check_writable_dir, disk_error
-from ..store import record_epoch, record_run_start
-from .backends import configure_backends, should_compile
-from .distributed import Dist, all_reduce_, batch_plan, launch_rank, setup_distributed, unwrap_ddp
-from .evaluate import evaluate_subset
+from ..models import count_parameters
+from ..store import record_run_end, record_run_start, store_for
+from ..store.hooks import StoreWarning, sync_hint
+from ..store.sync import sync_run_dir
+from ..trackers import open_trackers
+from .distributed import Dist, all_reduce_, batch_plan, launch_rank, setup_distributed
+from .epoch_end import EpochEnd
 from .interrupts import Interrupts, StopRequested, TrainingDiverged
-from .ledger import close_segment, epoch_figures, next_session, sessions
-from .state import (Counters, check_resume, collect_state, load_state, loader_from, new_sums, restore_state,
-                    rng_state, run_micro_batch_size, save_state, seed_everything, seed_slot, set_rng_state)
-from .step import SlotZeroRunningStats, build_step, eps_at
-from .summary import (append_metrics, build_summary, collapse_fields, epoch_line, metrics_lines, selection_record,
-                      truncate_metrics, write_config_and_env)
+from .ledger import close_segment, next_session, sessions
+from .setup import RunSetup, run_name
+from .state import (Counters, check_resume, load_state, loader_from, new_sums, restore_state, rng_state,
+                    run_micro_batch_size, seed_slot, set_rng_state)
+from .step import eps_at
+from .summary import (build_summary, collapse_fields, metrics_lines, selection_record, truncate_metrics,
+                      write_config_and_env)
 
 __all__ = ["train", "run_name", "Trainer"]
-
-
-def run_name(cfg: TrainConfig) -> str:
-    """Default run name: ``<model>-<dataset>-<method><steps>-<hash8>``, e.g. ``wide_resnet28_10-cifar10-pgd10-1a2b3c4d``."""
-    if cfg.method is Method.STANDARD:
-        method = "standard"
-    elif cfg.method in SINGLE_STEP_DEFAULT_STEP:
-        method = cfg.method.value
-    else:
-        method = f"{cfg.method.value}{cfg.attack_steps}"
-    return f"{cfg.model}-{cfg.dataset}-{method}-{cfg.config_hash()[:8]}"
 
 
 def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
@@ -57,10 +61,6 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
         done = finished_summary(resume_dir, cfg)
         if done is not None:
             return done
-    import torch
-
-    from ..store import record_run_end
-
     dinfo = setup_distributed(cfg)
     # Backend switches are process-global: restore them so that a library caller is left as it was.
     saved_flags = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
@@ -93,8 +93,6 @@ def train(cfg: TrainConfig | None, resume: str | Path | None = None) -> dict:
         torch.use_deterministic_algorithms(saved_flags[0], warn_only=saved_flags[1])
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved_flags[2:]
         if dinfo.owns_group:
-            import torch.distributed as dist
-
             with contextlib.suppress(Exception):
                 dist.destroy_process_group()
 
@@ -105,8 +103,6 @@ def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict | None:
     Never a reset: nothing is trained or rewritten. A store row that missed the end (an outage) is
     rebuilt from the folder on the way.
     """
-    import json
-
     path = run_dir / rundir.SUMMARY
     try:
         summary = json.loads(path.read_text())
@@ -123,24 +119,17 @@ def finished_summary(run_dir: Path, cfg: TrainConfig) -> dict | None:
 
 def _resync_store(run_dir: Path, cfg: TrainConfig) -> None:
     """Make the store's row of a complete run say so (it may have missed the end); warn if it cannot."""
-    import warnings
-
-    from ..store import store_for
-    from ..store.sync import sync_run_dir
-
     try:
         store = store_for(cfg)
         row = store.get_run(cfg.name, details=False) if store is not None else None
         if store is not None and (row is None or row["status"] != "done"):
             sync_run_dir(store, run_dir)
     except Exception as exc:  # noqa: BLE001  (the run is complete in its folder either way)
-        from ..store.hooks import StoreWarning, sync_hint
-
         warnings.warn(f"results store: {cfg.name} not recorded ({str(exc).split('; ')[0]}); record it later with: "
                       f"{sync_hint(run_dir, None, cfg)}", StoreWarning, stacklevel=2)
 
 
-class Trainer:
+class Trainer(RunSetup, EpochEnd):
     """One training run: set up from ``cfg``, then epochs of steps, per-epoch checks and checkpoints."""
 
     def __init__(self, cfg: TrainConfig, dinfo: Dist, resume_dir: Path | None):
@@ -150,126 +139,6 @@ class Trainer:
         self.last_clean = self.last_robust = self.last_n = None
         self.in_store = False
         self.trackers = None  # experiment trackers (cfg.log_to), opened once the run folder exists
-
-    # ------------------------------------------------------------------ setup
-    def _prepare_run_dir(self) -> Path:
-        cfg = self.cfg
-        if self.resume_dir is not None:
-            self.cfg = cfg.replace(name=cfg.name or self.resume_dir.name)
-            return self.resume_dir
-        if cfg.name is None:
-            self.cfg = cfg = cfg.replace(name=run_name(cfg))
-        run_dir = Path(cfg.output_dir) / cfg.name
-        if self.dinfo.main and ((run_dir / rundir.STATE).exists() or (run_dir / rundir.SUMMARY).exists()):
-            raise UserError(f"run directory {run_dir} already holds a run; continue it with --resume {run_dir} "
-                            f"or pick another --name")
-        return run_dir
-
-    def _check_setup(self) -> None:
-        from timm.optim import list_optimizers
-
-        from ..errors import one_of
-        from ..models import check_model_name
-
-        cfg, dinfo = self.cfg, self.dinfo
-        check_model_name(cfg.model)
-        one_of(cfg.opt.lower(), list_optimizers(), "opt")
-        if cfg.amp is Amp.FP16 and dinfo.device.type == "cpu":
-            raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
-
-    def _setup_data(self) -> tuple[int, tuple]:
-        """Train loader, the per-epoch check's images, mixup; returns (num_classes, image_shape).
-
-        The per-epoch check (and ``select: best``) runs on ``cfg.select_split``: the validation split carved
-        from the training images (default), or, only when asked, the first ``eval_subset`` test images.
-        """
-        from ..config import SelectSplit
-        from ..data import build_mixup, build_train_loader, load_eval_tensors, load_val_tensors
-        from ..data.info import dataset_info
-
-        cfg, dinfo = self.cfg, self.dinfo
-        info = dataset_info(cfg.dataset)
-        plan = self.plan
-        self.loader = build_train_loader(cfg, dinfo.rank, dinfo.world, micro_batch_size=plan.micro_batch_size)
-        real = self.loader.dataset.real
-        self.train_images = len(self.loader.dataset)
-        if cfg.batch_size > len(real):  # an "epoch" would be several passes, billed as one
-            raise UserError(f"batch_size {cfg.batch_size} is larger than the {len(real)} training images "
-                            f"(after train_subset / val_size); lower --batch-size or use more training images")
-        self.steps_per_epoch = self.loader.sampler.steps_per_epoch
-        num_classes = info.num_classes or len(real.classes)
-        image_shape = tuple(getattr(real, "image_shape", None) or info.input_size)
-        self.x_eval = self.y_eval = self.eval_split = None
-        if cfg.select_split is SelectSplit.VAL:
-            x, y = load_val_tensors(cfg)
-            if len(x):
-                self.x_eval, self.y_eval, self.eval_split = x, y, "val"
-        elif cfg.eval_subset > 0:  # load_eval_tensors refuses more images than the test set has
-            self.x_eval, self.y_eval = load_eval_tensors(cfg.dataset, cfg.eval_subset, cfg.data_dir, cfg.download,
-                                                         input_size=cfg.input_size)
-            self.eval_split = "test"
-        self.mixup = build_mixup(cfg, num_classes, dinfo.world, micro_batch_size=plan.micro_batch_size)
-        return num_classes, image_shape
-
-    def _setup(self) -> None:
-        import torch
-
-        from ..compute import CostModel, measure_step_flops
-        from ..tasks import create_task
-
-        cfg, dinfo = self.cfg, self.dinfo
-        self._check_setup()
-        configure_backends(cfg, dinfo.device)
-        num_classes, image_shape = self._setup_data()
-        seed_everything(cfg.seed)  # same initial weights on every rank
-        model = rundir.build_model(cfg, num_classes, image_shape[0]).to(dinfo.device)
-        if cfg.channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        self.model, self.num_classes = model, num_classes
-        self.task = create_task(cfg, model, soft_targets=self.mixup is not None)
-        self.step = build_step(cfg, model, self.task, dinfo.device, self.steps_per_epoch)
-        self.optimizer, self.autocast = self.step.optimizer, self.step.autocast
-        # FLOPs of one training step, measured once (meta tensors: no compute spent); prices checked up front.
-        self.step_flops = measure_step_flops(model, cfg, image_shape)
-        self.cost_model = CostModel.from_yaml(preset=cfg.price_preset)
-        self._setup_compile()
-        if dinfo.world > 1:
-            self.task.prepare_distributed(device_ids=[dinfo.local_rank] if dinfo.device.type == "cuda" else None)
-        # BatchNorm statistics independent of the batch's spread; one slot per step needs nothing.
-        self.running_stats = SlotZeroRunningStats(model, dinfo) if dinfo.world * self.plan.accumulation > 1 else None
-        # Randomness outside the steps differs by rank, reproducibly (each step's slots seed their own: seed_slot).
-        seed_everything(cfg.seed + 1_000_003 * (dinfo.rank + 1))
-
-    def _setup_compile(self) -> None:
-        cfg, dinfo = self.cfg, self.dinfo
-        rank_images = cfg.epochs * self.steps_per_epoch * self.plan.per_rank
-        self.compiled, self.compile_reason = should_compile(cfg, dinfo.device.type,
-                                                            rank_images * self.step_flops.train_step_flops)
-        if self.compiled:
-            if cfg.compile is Compile.AUTO:
-                import torch._dynamo
-
-                torch._dynamo.config.suppress_errors = True  # auto: a graph that fails to compile runs eagerly
-            self.task.compile()
-        if dinfo.main and cfg.progress:
-            print(self.compile_reason, file=sys.stderr, flush=True)
-
-    def _eval_model(self):
-        if self.task.has_ema():
-            return self.task.get_trainable_module(ema=True).module
-        task = self.task
-        model = task.attack_model if hasattr(task, "attack_model") else unwrap_ddp(task.trainable_module)
-        # Eager for the per-epoch check: a compiled model would recompile for the eval batch size (measured:
-        # 5.5 s eager vs 18.8 s compiled for PGD-10 on 256 images of WRN-16-2), for a few seconds of work.
-        return getattr(model, "_orig_mod", model)
-
-    # ------------------------------------------------------------------ state
-    def _state(self, counters: Counters, sums: dict, rng: dict) -> dict:
-        return collect_state(self.cfg, self.dinfo, self.model, self.step, self.loader.sampler, counters, sums, rng)
-
-    def _save_state(self, state: dict) -> None:
-        if self.dinfo.main:
-            save_state(self.run_dir, state)
 
     # ------------------------------------------------------------------ main
     def run(self) -> dict:
@@ -295,8 +164,6 @@ class Trainer:
             counters, sums = Counters(), new_sums()
         counters.micro_batch_size = self.plan.micro_batch_size
         self.session = next_session(counters)
-        from ..trackers import open_trackers
-
         # Before the store row and the run's files: a required tracker that cannot start leaves nothing behind.
         self.trackers = open_trackers(self.cfg.log_to, self.cfg.to_dict(), self.cfg.name, self.run_dir,
                                       required=self.cfg.log_to_required, rank=self.dinfo.rank)
@@ -305,8 +172,6 @@ class Trainer:
         if self.dinfo.main:
             write_config_and_env(self.run_dir, self.cfg, self.dinfo)
             truncate_metrics(self.run_dir, counters.epoch)
-        from ..compute import ComputeTracker
-
         tracker = ComputeTracker(self.cfg, device=self.dinfo.device)
         with Interrupts() as interrupts:
             self.interrupts = interrupts
@@ -362,8 +227,6 @@ class Trainer:
 
     def _train_epoch(self, counters: Counters, sums: dict) -> None:
         """The steps of epoch ``counters.epoch`` from step ``counters.step`` on; ``sums`` accumulates."""
-        from tqdm import tqdm
-
         cfg, device = self.cfg, self.dinfo.device
         self.loader.sampler.set_epoch(counters.epoch)
         accumulation = self.plan.accumulation
@@ -400,8 +263,6 @@ class Trainer:
     def _train_step(self, counters: Counters, sums: dict, micro: list) -> tuple[int, bool]:
         """One optimizer update on this rank's micro-batches ``[(x, y), ...]``; returns (images over all ranks,
         whether some rank asked to stop)."""
-        import torch
-
         cfg, dinfo, sampler = self.cfg, self.dinfo, self.loader.sampler
         if cfg.method is not Method.STANDARD:
             self.task.set_eps(eps_at(cfg, counters.epoch, counters.step, self.steps_per_epoch))
@@ -450,8 +311,6 @@ class Trainer:
     @staticmethod
     def _micro_counts(out: dict, target, passes: int):
         """(loss / passes, adversarial correct, clean correct) of one micro-batch, float64."""
-        import torch
-
         zero = torch.zeros((), dtype=torch.float64, device=target.device)
         clean = out.get("clean_output")
         adv_correct = (out["output"].detach().argmax(1) == target).sum() if out.get("x_adv") is not None else zero
@@ -464,8 +323,6 @@ class Trainer:
         ``local``: this rank's (mean loss, adversarial correct, clean correct). One sync per step, so that
         all ranks agree on the bar, the NaN check and where to stop.
         """
-        import torch
-
         dinfo = self.dinfo
         stop = 1.0 if self.interrupts.requested else 0.0
         flags = torch.cat([local, torch.tensor([stop], dtype=torch.float64, device=local.device)])
@@ -490,144 +347,9 @@ class Trainer:
         window[:] = [now, 0]
         return post
 
-    def _close_epoch(self, counters: Counters, sums: dict, tracker) -> None:
-        """Evaluate, checkpoint and save the state after the last step of an epoch; stop if asked to."""
-        import torch
-
-        device, epoch = self.dinfo.device, counters.epoch
-        # Training of this epoch is done; an interrupt during eval resumes straight into eval.
-        self._safe_point = (dataclasses.replace(counters), dict(sums), rng_state(device))
-        self._end_epoch(counters, sums, tracker)
-        counters.epoch, counters.step = epoch + 1, 0
-        sums.clear()
-        sums.update(new_sums())
-        state = self._state(counters, sums, rng_state(device))
-        self._save_state(state)
-        self._safe_point = (dataclasses.replace(counters), dict(sums), state["rng"][self.dinfo.rank])
-        stop = torch.tensor(float(self.interrupts.requested), device=device)
-        if all_reduce_(stop, self.dinfo).item() and epoch + 1 < self.cfg.epochs:
-            raise StopRequested(*self._safe_point)
-
-    def _end_epoch(self, counters: Counters, sums: dict, tracker) -> None:
-        """The per-epoch check, the metrics row, and the last/best checkpoints."""
-        from ..compute import estimate_eval_flops
-
-        cfg = self.cfg
-        clean = robust = None
-        n_eval = 0
-        t_eval = time.perf_counter()
-        fgsm = None
-        if self.x_eval is not None:
-            ev = evaluate_subset(self._eval_model(), self.x_eval, self.y_eval, cfg, self.dinfo, self.autocast)
-            clean, robust, fgsm, n_eval = ev.clean_acc, ev.pgd_robust_acc, ev.fgsm_robust_acc, ev.images
-            counters.eval_flops += estimate_eval_flops(self.step_flops, n_eval,
-                                                       cfg.eval_attack_steps if robust is not None else 0,
-                                                       fgsm=fgsm is not None)
-        eval_seconds = time.perf_counter() - t_eval
-        # The epoch's work ends here: close its ledger segment, saved with the checkpoint that follows.
-        close_segment(counters, tracker, self.session, layout=self.layout)
-        self.last_clean, self.last_robust, self.last_n = clean, robust, n_eval
-        # select: best keeps the epoch with the highest selection metric on the check's split (ties: the earlier).
-        score = {"clean_acc": clean, "pgd_robust_acc": robust}[cfg.selection_metric]
-        is_best = score is None or counters.best_robust_acc is None or score > counters.best_robust_acc
-        if is_best:
-            counters.best_robust_acc, counters.best_epoch = score, counters.epoch + 1
-            counters.best_eval = {"clean_acc": clean, "pgd_robust_acc": robust, "n_examples": n_eval}
-        selected = is_best and cfg.select is Select.BEST  # select: last writes no best.safetensors
-        row = self._epoch_row(counters, sums, clean, robust, n_eval, eval_seconds, selected)
-        row["fgsm_robust_acc"] = fgsm
-        if self.dinfo.main:
-            self._save_epoch(row, selected)
-        self._check_collapse(counters, row)
-
-    def _check_collapse(self, counters: Counters, row: dict) -> None:
-        """Feed the epoch's PGD / FGSM accuracies to the detector; say so (one line) at the flagged epoch.
-
-        Every rank decides alike: the accuracies are reduced over ranks before they get here.
-        """
-        from .collapse import CollapseThresholds, detect_collapse
-
-        if row["pgd_robust_acc"] is None:
-            return
-        entry = {k: row[k] for k in ("epoch", "pgd_robust_acc", "fgsm_robust_acc", "eval_images")}
-        counters.eval_history = counters.eval_history + [entry]  # a new list: safe points keep the old one
-        if counters.collapse is not None:
-            return
-        found = detect_collapse(counters.eval_history, CollapseThresholds(self.cfg.collapse_ratio,
-                                                                          self.cfg.collapse_gap))
-        if found is None:
-            return
-        counters.collapse = found.to_record()
-        if self.dinfo.main:
-            then = "stopping (on_collapse: stop)" if self.cfg.on_collapse is OnCollapse.STOP else \
-                "training goes on (on_collapse: warn)"
-            print(f"warning: {found.message()}; {then}", file=sys.stderr, flush=True)
-
-    def _collapse_at_selected(self, counters: Counters, selected_epoch, monitored: bool) -> bool | None:
-        """Is the reported checkpoint's epoch itself flagged? A run can recover after a flag, and selection can
-        pick an epoch before it. None: not monitored; an epoch the check never saw counts as flagged."""
-        from .collapse import CollapseThresholds, flagged_at
-
-        if not monitored:
-            return None
-        if counters.collapse is None:
-            return False
-        at = flagged_at(counters.eval_history, selected_epoch,
-                        CollapseThresholds(self.cfg.collapse_ratio, self.cfg.collapse_gap)) \
-            if selected_epoch is not None else None
-        return True if at is None else at
-
-    def _epoch_row(self, counters: Counters, t: dict, clean, robust, n_eval: int, eval_seconds: float,
-                   is_best: bool) -> dict:
-        """The metrics.jsonl row of the epoch (``t``: sums, already totals over ranks)."""
-        cfg, seconds = self.cfg, t["seconds"]
-        return {
-            "epoch": counters.epoch + 1,
-            "train_loss": t["loss"] / max(t["n"], 1),
-            "train_adv_acc": 100 * t["adv_correct"] / t["n"] if cfg.method is not Method.STANDARD and t["n"] else None,
-            "train_clean_acc": 100 * t["clean_correct"] / t["clean_n"] if t["clean_n"] else None,
-            "clean_acc": clean, "pgd_robust_acc": robust, "eval_images": n_eval, "eval_split": self.eval_split,
-            "eval_attack": f"pgd{cfg.eval_attack_steps}-{cfg.norm.value}" if robust is not None else None,
-            "lr": self.optimizer.param_groups[0]["lr"],
-            "eps": self.task.eps if hasattr(self.task, "eps") else cfg.eps,
-            "images_per_second": t["n"] / max(seconds, 1e-9),
-            "epoch_seconds": seconds, "eval_seconds": eval_seconds,
-            "train_images_seen": counters.images_seen,
-            # Compute so far (cumulative: the ledger the checkpoint of this epoch holds), and this epoch's own.
-            **self._compute(counters, counters.compute_pieces),
-            "session": self.session, **epoch_figures(counters, counters.epoch + 1),
-            "best": is_best,
-        }
-
-    def _save_epoch(self, row: dict, is_best: bool) -> None:
-        """Rank 0: last (and best) weights, the metrics row, the store, the epoch line."""
-        cfg = self.cfg
-        weights = "ema" if self.task.has_ema() else "raw"
-        meta = {"epoch": str(row["epoch"]), "weights": weights,
-                "clean_acc": rundir.dumps(row["clean_acc"]), "pgd_robust_acc": rundir.dumps(row["pgd_robust_acc"])}
-        rundir.save_weights(rundir.weights_path(self.run_dir, "last"), self._eval_model(), cfg, **meta)
-        if is_best:
-            rundir.save_weights(rundir.weights_path(self.run_dir, "best"), self._eval_model(), cfg, **meta)
-        append_metrics(self.run_dir, row)
-        record_epoch(cfg, row["epoch"], row)
-        self.trackers.log_epoch(row, step=row["epoch"])
-        if cfg.progress:
-            print(epoch_line(cfg, row), file=sys.stderr, flush=True)
-
     # ------------------------------------------------------------------ records
-    def _compute(self, counters: Counters, pieces: list) -> dict:
-        """FLOPs / time / energy / dollars of the run so far (``robustscale.compute.summarize_run_compute``)."""
-        from ..compute import add_summaries, summarize_run_compute
-
-        return summarize_run_compute(self.step_flops, counters.num_updates, self.cfg.batch_size, counters.eval_flops,
-                                     add_summaries(*pieces), self.cost_model, device_type=self.cfg.device_type,
-                                     images_seen=counters.images_seen)
-
     def _finish(self, counters: Counters, status: str, pieces: list, error: str | None = None) -> dict:
         """The run's summary (written to summary.json by rank 0)."""
-        from .. import __version__
-        from ..models import count_parameters
-
         cfg = self.cfg
         compute = self._compute(counters, pieces)
         details = {
@@ -660,8 +382,6 @@ class Trainer:
         if self.dinfo.main:
             rundir.write_json(self.run_dir / rundir.SUMMARY, summary)
         if self.trackers is not None:  # the summary (every compute field) and the run's claims, then close
-            from ..hub import read_claims
-
-            self.trackers.log_summary(summary, read_claims(self.run_dir))
+            self.trackers.log_summary(summary, rundir.read_claims(self.run_dir))
             self.trackers.finish(status)
         return summary
