@@ -18,7 +18,9 @@ from robustscale.plan.compute import ComputeModel
 from robustscale.store import open_store
 from robustscale.study import load_study
 from robustscale.study.run import run_extra_evaluations
+from robustscale.scaling.format import fmt
 from robustscale.study.scaling import close_the_loop, scaling_plan, study_trainer
+from robustscale.study.scaling_page import render_page
 
 Z95 = 1.959963984540054
 EPOCH_IMAGES = 16  # the template run's train_subset (its validation images are held out besides)
@@ -188,6 +190,19 @@ def test_the_recipe_is_trained_with_three_seeds_and_the_verdict_is_what_the_stor
     assert gb["difference_ci"] == pytest.approx([gb["difference"] - Z95 * se_diff, gb["difference"] + Z95 * se_diff],
                                                 rel=1e-12)
     assert gb["beat"] == (gb["difference"] - Z95 * se_diff > 0)
+
+    # the page prints those numbers
+    page = render_page({"study": spec.name, "spec": None, "json": "scaling.json", "plan": plan, "y": "apgd_ce_robust_acc",
+                        "study_wall_seconds": 60.0, "grid_trained_now": 0, "grid_reused": len(grid), "fits": [],
+                        "comparisons": [], "seed_sd": {}, "backtest": {"status": "not available", "reason": "planted"},
+                        "budget_factor": 2.0, "similar_compute": 4.0, "verify": verify})
+    assert f"Observed mean over 3 seeds: {fmt(acc.mean())}%" in page
+    assert f"[{fmt(lo - Z95 * se)}, {fmt(hi + Z95 * se)}]" in page
+    assert f"`{best['name']}`" in page and f"`{recipe['model']}`" in page
+    assert ("**inside**" if verify["inside_prediction_interval"] else "**OUTSIDE**") in page
+    assert "| model size N | 4 | identified (power law) |" in page
+    assert "| samples seen D | 4 | identified (power law) |" in page
+    assert "Bartoldson et al. 2024 | 0.48 | 0.52" in page
 
 
 def test_a_second_call_trains_nothing_and_reports_the_same(closing):
