@@ -68,9 +68,10 @@ def _spec(tmp_path, data_dir):
 
 
 def planted_grid(seed=0, noise=0.005) -> pd.DataFrame:
-    """PGD runs of the four sizes at 1-8 epochs of 16 images and k 1/2/4 whose measured training FLOPs stay within those of
-    the longest WRN-10-1 run (so the planned budget buys a small net seconds of training), accuracies from
-    ``TRUTH`` with log-normal noise, each measured on 1,000 test images, as the study's frame holds them."""
+    """PGD runs of the four sizes at 1-8 epochs of 16 images and k 1/2/4 whose measured training FLOPs stay
+    within those of the longest WRN-10-1 run (so the planned budget buys a small net seconds of training),
+    accuracies from ``TRUTH`` with log-normal noise, each measured on 1,000 test images, as the study's frame
+    holds them."""
     compute = ComputeModel.from_zoo(list(MODELS), "fashion_mnist")
     cap = compute.step_flops("wide_resnet10_1", "pgd", 4) * LONGEST * EPOCH_IMAGES
     rng = np.random.default_rng(seed)
@@ -109,7 +110,7 @@ def closing(tmp_path_factory, mnist_like_dir, flops_cache):
         return study_trainer(spec, opts, st, run_extra_evaluations, store=db, executor="inline", max_parallel=None,
                              progress=False, log=logs.append)
 
-    seed_sd = 1.5
+    seed_sd = 1.5  # points; the study passes its measured one (study.scaling.family_seed_sd), here any value
     verify = close_the_loop(grid, plan, sc, seed_sd, trainer(), log=logs.append)
     return tmp_path, spec, grid, plan, verify, st, seed_sd, trainer
 
@@ -209,8 +210,8 @@ def test_the_recipe_is_trained_with_three_seeds_and_the_verdict_is_what_the_stor
 
 def test_a_second_call_trains_nothing_and_reports_the_same(closing):
     tmp_path, spec, grid, plan, verify, st, seed_sd, trainer = closing
-    opts_sc = load_study(tmp_path / "study.yaml")[1].scaling
-    again = close_the_loop(grid, plan, opts_sc, seed_sd, trainer(), log=lambda *a: None)
+    sc = load_study(tmp_path / "study.yaml")[1].scaling
+    again = close_the_loop(grid, plan, sc, seed_sd, trainer(), log=lambda *a: None)
     assert again["runs_trained_now"] == 0 and again["runs_reused"] == 3
     assert again["recipe"] == verify["recipe"] and again["mean"] == verify["mean"]
     assert json.dumps(again["runs"]) == json.dumps(verify["runs"])

@@ -25,9 +25,12 @@ After the grid, its evaluations and the per-family fits of ``robustscale study``
    model, so everything but model, attack steps, epochs and seed is the grid's) and evaluated with the
    study's evaluations. Names start ``plan-``; runs already done in the store are reused.
 3. Observed vs predicted: the mean over seeds against the law's interval for the mean accuracy, and
-   against the prediction interval of a mean of the seeds (the law's interval widened in quadrature by
+   against the prediction interval of a mean of the seeds (the law's interval widened on each side by
    1.96 x the standard error of that mean: the measured seed SD and each run's binomial variance);
    and against the grid's best run within ``similar_compute`` below the budget.
+
+Steps 2-3 are :func:`close_the_loop`, a function of the grid's runs, the plan and a train-and-evaluate
+callable (the study's is :func:`study_trainer`), so they are tested on a planted grid.
 
 Everything lands in ``scaling.json`` beside ``study.json``; :mod:`robustscale.study.scaling_page`
 writes the page from it.
