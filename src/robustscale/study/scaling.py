@@ -25,9 +25,12 @@ After the grid, its evaluations and the per-family fits of ``robustscale study``
    model, so everything but model, attack steps, epochs and seed is the grid's) and evaluated with the
    study's evaluations. Names start ``plan-``; runs already done in the store are reused.
 3. Observed vs predicted: the mean over seeds against the law's interval for the mean accuracy, and
-   against the prediction interval of a mean of the seeds (the law's interval widened in quadrature by
+   against the prediction interval of a mean of the seeds (the law's interval widened on each side by
    1.96 x the standard error of that mean: the measured seed SD and each run's binomial variance);
    and against the grid's best run within ``similar_compute`` below the budget.
+
+Steps 2-3 are :func:`close_the_loop`, a function of the grid's runs, the plan and a train-and-evaluate
+callable (the study's is :func:`study_trainer`), so they are tested on a planted grid.
 
 Everything lands in ``scaling.json`` beside ``study.json``; :mod:`robustscale.study.scaling_page`
 writes the page from it.
@@ -138,18 +141,19 @@ def planned_budget(df, sc: ScalingOptions) -> float:
     return sc.budget_factor * float(flops.max())
 
 
-def scaling_plan(df, sc: ScalingOptions, opts, spec) -> dict[str, Any]:
-    """``robustscale plan`` on the ``where`` runs for the planned budget (its ``--json`` document)."""
+def scaling_plan(df, sc: ScalingOptions, *, bootstrap: int, seed: int, device_type: str | None,
+                 exclude_below: float | None, source: str) -> dict[str, Any]:
+    """``robustscale plan`` on the ``where`` runs for the planned budget (its ``--json`` document);
+    ``exclude_below`` None: the store's collapse threshold."""
     sub = select_runs(df, sc.where)
     budget = planned_budget(sub, sc)
     models = sc.models or sorted(set(sub["model"].astype(str)))
     epoch_images = int(sub["train_images"].max()) if "train_images" in sub.columns and \
         sub["train_images"].notna().any() else None
     return make_plan(sub, [BudgetSpec("flops", budget)], y=sc.y, group_by="none", models=models, top=5,
-                     epoch_images=epoch_images, bootstrap=opts.bootstrap if sc.bootstrap is None else sc.bootstrap,
-                     seed=opts.seed, device_type=opts.device_type or spec.cost.device_type,
-                     exclude_below=COLLAPSE_THRESHOLD_ACC if opts.exclude_below is None else opts.exclude_below,
-                     max_extrapolation=2 * BUDGET_FACTOR_RANGE[1], source=f"study {spec.name}")
+                     epoch_images=epoch_images, bootstrap=bootstrap, seed=seed, device_type=device_type,
+                     exclude_below=COLLAPSE_THRESHOLD_ACC if exclude_below is None else exclude_below,
+                     max_extrapolation=2 * BUDGET_FACTOR_RANGE[1], source=source)
 
 
 def verify_runs(spec, recipe: Mapping[str, Any], seeds: list[int]) -> list:
@@ -251,6 +255,45 @@ def study_backtest(backtests: dict[str, dict[str, Any]] | None) -> dict[str, Any
     return {"status": "ok", "text": format_backtests(done)}
 
 
+def study_trainer(spec, opts, st, evaluate, *, store: str | None, executor: str, max_parallel: int | None,
+                  progress: bool, log):
+    """The study's train-and-evaluate for :func:`close_the_loop`: ``(recipe, seeds) -> (rows, trained_now,
+    reused)``; the recipe as runs of ``spec`` (:func:`verify_runs`), swept into the store and evaluated with
+    the study's evaluations (``evaluate``: ``run.run_extra_evaluations``); ``rows``: their study frame."""
+    def train_and_evaluate(recipe: Mapping[str, Any], seeds: list[int]):
+        vspec = replace(spec, name=f"{spec.name}-plan", runs=verify_runs(spec, recipe, seeds))
+        sweep = run_sweep(vspec, executor=executor, store=store, max_parallel=max_parallel, progress=progress,
+                          log=log)
+        evaluate(vspec, opts, st, progress=progress, log=log)
+        return study_frame(st, vspec, opts), sweep.get("submitted", 0), sweep.get("done_before", 0)
+    return train_and_evaluate
+
+
+def close_the_loop(grid, plan: Mapping[str, Any], sc: ScalingOptions, seed_sd: float, train_and_evaluate,
+                   log=print) -> dict[str, Any]:
+    """Steps 2-3 of the module docstring: the plan's best recipe trained with ``sc.verify_seeds`` through
+    ``train_and_evaluate(recipe, seeds) -> (rows, trained_now, reused)`` (``rows``: the planned runs with
+    ``sc.y`` and ``{y}_n_examples``), against its prediction and ``grid``'s best run of similar compute.
+    ``{"reason": ...}`` where the plan has no recipe."""
+    budget = plan["budgets"][0]
+    recipes = budget.get("recipes") or []
+    if not recipes:
+        return {"reason": budget.get("reason") or "the planner found no recipe within the budget"}
+    recipe = recipes[0]
+    log(f"planned recipe: {recipe['model']}, {recipe['attack_steps']} attack steps, {recipe['epochs']} epochs "
+        f"({recipe['train_flops']:.3g} FLOPs), predicted {sc.y} {recipe['predicted_acc']:.1f}%; "
+        f"training it with seeds {', '.join(map(str, sc.verify_seeds))}")
+    rows, trained_now, reused = train_and_evaluate(recipe, sc.verify_seeds)
+    out = {"recipe": recipe, "budget_flops": budget["budget_flops"],
+           "largest_run_flops": budget["budget_flops"] / sc.budget_factor,  # recorded train_flops
+           "runs_trained_now": trained_now, "runs_reused": reused,
+           "wall_seconds_runs": float(rows["wall_seconds"].fillna(0).sum())
+           if "wall_seconds" in getattr(rows, "columns", ()) else 0.0}
+    out.update(observed_vs_predicted(rows, recipe, sc.y, seed_sd, grid, budget["budget_flops"], sc.similar_compute)
+               if not rows.empty else {"mean": None, "reason": "no planned run finished"})
+    return out
+
+
 def run_scaling(spec, opts, st, runs_df, fits, evaluate, *, store: str | None, executor: str,
                 max_parallel: int | None, progress: bool, log,
                 backtests: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
@@ -264,34 +307,20 @@ def run_scaling(spec, opts, st, runs_df, fits, evaluate, *, store: str | None, e
                            "seed_sd": {f.name: family_seed_sd(fits, f.name) for f in opts.fits},
                            "backtest": study_backtest(backtests), "verify": None}
     log(f"planning: the joint law on {len(grid)} runs, budget {sc.budget_factor:g}x the largest run")
-    plan = scaling_plan(runs_df, sc, opts, spec)
-    doc["plan"] = plan
-    budget = plan["budgets"][0]
-    recipes = budget.get("recipes") or []
-    if not recipes:
-        doc["verify_reason"] = budget.get("reason") or "the planner found no recipe within the budget"
-        doc["wall_seconds"] = time.perf_counter() - start
-        return doc
-    recipe = recipes[0]
-    runs = verify_runs(spec, recipe, sc.verify_seeds)
-    vspec = replace(spec, name=f"{spec.name}-plan", runs=runs)
-    log(f"planned recipe: {recipe['model']}, {recipe['attack_steps']} attack steps, {recipe['epochs']} epochs "
-        f"({recipe['train_flops']:.3g} FLOPs), predicted {sc.y} {recipe['predicted_acc']:.1f}%; "
-        f"training it with seeds {', '.join(map(str, sc.verify_seeds))}")
-    sweep = run_sweep(vspec, executor=executor, store=store, max_parallel=max_parallel, progress=progress, log=log)
-    evaluate(vspec, opts, st, progress=progress, log=log)
-    rows = study_frame(st, vspec, opts)
-    walls = [runs_df.get("wall_seconds"), rows.get("wall_seconds")]
-    doc["train_wall_seconds"] = float(sum(w.fillna(0).sum() for w in walls if w is not None))
+    doc["plan"] = scaling_plan(runs_df, sc, bootstrap=opts.bootstrap if sc.bootstrap is None else sc.bootstrap,
+                               seed=opts.seed, device_type=opts.device_type or spec.cost.device_type,
+                               exclude_below=opts.exclude_below, source=f"study {spec.name}")
     fam = next((f for f in opts.fits if f.y == sc.y), None)
     sd = (doc["seed_sd"].get(fam.name) if fam is not None else None) or {"seed_sd": None}
     seed_sd = sd["seed_sd"] if sd["seed_sd"] is not None else SEED_SD_POINTS
-    doc["verify"] = {"recipe": recipe, "budget_flops": budget["budget_flops"],
-                     "largest_run_flops": budget["budget_flops"] / sc.budget_factor,  # recorded train_flops
-                     "runs_trained_now": sweep.get("submitted", 0), "runs_reused": sweep.get("done_before", 0),
-                     "seed_sd_family": fam.name if fam is not None else None,
-                     **(observed_vs_predicted(rows, recipe, sc.y, seed_sd, grid, budget["budget_flops"],
-                                              sc.similar_compute) if not rows.empty else
-                        {"mean": None, "reason": "no planned run finished"})}
+    trainer = study_trainer(spec, opts, st, evaluate, store=store, executor=executor, max_parallel=max_parallel,
+                            progress=progress, log=log)
+    verify = close_the_loop(grid, doc["plan"], sc, seed_sd, trainer, log=log)
+    if "recipe" not in verify:
+        doc["verify_reason"] = verify["reason"]
+    else:
+        doc["train_wall_seconds"] = float(runs_df["wall_seconds"].fillna(0).sum()
+                                          if "wall_seconds" in runs_df.columns else 0.0) + verify.pop("wall_seconds_runs")
+        doc["verify"] = {**verify, "seed_sd_family": fam.name if fam is not None else None}
     doc["wall_seconds"] = time.perf_counter() - start
     return doc
