@@ -250,11 +250,6 @@ def _private_imports(src: Path, package: str) -> dict[str, set[str]]:
 
 EDGES = _edges(SRC, "robustscale")
 
-# Cycles being removed by the helper that owns their area; a fixed one XPASSes, which fails: delete its entry.
-KNOWN_CYCLES = {
-}
-
-
 def test_the_module_graph_sees_lazy_and_package_cycles(tmp_path):
     # The checker itself, on a package with one cycle through a function-level import and one through an
     # __init__ (b imports a.x, which runs a/__init__, which imports b), and one clean module.
@@ -277,13 +272,7 @@ def test_the_module_graph_sees_lazy_and_package_cycles(tmp_path):
 def test_no_import_cycles():
     cycles = [" ".join(c) for c in _cycles(EDGES)]
     assert len(EDGES) > 50 and "robustscale.rundir" in EDGES["robustscale.trackers"]
-    assert [c for c in cycles if c not in KNOWN_CYCLES] == [], "import cycle (imports inside functions count)"
-
-
-@pytest.mark.parametrize("cycle", [pytest.param(c, marks=pytest.mark.xfail(strict=True, reason=why))
-                                   for c, why in KNOWN_CYCLES.items()])
-def test_known_cycles_are_gone(cycle):
-    assert cycle not in [" ".join(c) for c in _cycles(EDGES)]
+    assert cycles == [], "import cycle (imports inside functions count)"
 
 
 # ---------------------------------------------------------------------------------------------- allowed exceptions
