@@ -279,12 +279,14 @@ def test_no_import_cycles():
 # An intra-package import inside a function hides a dependency from the top of the module; a private name imported
 # by another module is a public function that has not admitted it. Phase 1 of #28 converted every area but those
 # other helpers were editing at the time; their current lists follow, to shrink as each area merges.
-_CLI = ("the CLI layer: a command imports its library inside run() so that `robustscale --help` imports no torch "
-        "(#27 replaces these with one documented mechanism)")
-_COMMANDS = "commands/ is #27's while #28's phase 1 runs: make the name public there"
-_STORE = "store/ is #25's while #28's phase 1 runs: imports to the top, private names public, then delete"
-_STUDY = "study/ was being edited by another helper in #28's phase 1: imports to the top, then delete"
-_SWEEP = "sweep/ was being edited by another helper in #28's phase 1: imports to the top, then delete"
+# Not yet converted (issue #28 stays open for these): move each import to its module's top, make each private
+# name public, then delete the entry. Since the parsers moved to commands/parsers/, nothing here is needed for a
+# fast `--help`.
+_CLI = "commands/: not yet converted; cli.py imports a command module only when it runs, so this can go to the top"
+_COMMANDS = "commands/: not yet converted; make the name public"
+_STORE = "store/: not yet converted; imports to the top, private names public"
+_STUDY = "study/: not yet converted; imports to the top, private names public"
+_SWEEP = "sweep/: not yet converted; imports to the top, private names public"
 
 # file under src/robustscale -> (the package modules it imports inside functions, why)
 LAZY_IMPORTS: dict[str, tuple[str, str]] = {
