@@ -52,11 +52,12 @@ def test_a_yaml_key_given_twice_is_refused(cli, tmp_path):
 @pytest.mark.parametrize("sections, fragment", [
     ({"executor": {"max_parallel": 0}}, "executor.max_parallel 0"),
     ({"executor": {"timeout_min": 0}}, "executor.timeout_min 0"),
+    ({"executor": {"gpus_per_job": -1}}, "executor.gpus_per_job -1"),  # 0 is a CPU job (tests/sweep/test_slurm.py)
     ({"evaluation": {"attack": "pgd", "batch_size": 0}}, "evaluation batch_size 0"),
     ({"evaluation": {"attack": "pgd", "steps": 0}}, "evaluation steps 0"),
     ({"evaluation": {"attack": "apgd-ce", "restarts": 0}}, "evaluation restarts 0"),
     ({"evaluation": {"attack": "clean", "steps": 5}}, "does not apply to attack clean"),
-], ids=["max_parallel", "timeout", "batch_size", "steps", "restarts", "clean-steps"])
+], ids=["max_parallel", "timeout", "gpus", "batch_size", "steps", "restarts", "clean-steps"])
 def test_spec_values_sweep_run_would_fail_on_are_refused_by_plan(cli, tmp_path, mnist_like_dir, sections, fragment):
     path = _spec(tmp_path, mnist_like_dir, **sections)
     one_error_line(*cli("sweep", "plan", path), fragment)
