@@ -52,7 +52,7 @@ def test_a_yaml_key_given_twice_is_refused(cli, tmp_path):
 @pytest.mark.parametrize("sections, fragment", [
     ({"executor": {"max_parallel": 0}}, "executor.max_parallel 0"),
     ({"executor": {"timeout_min": 0}}, "executor.timeout_min 0"),
-    ({"executor": {"gpus_per_job": -1}}, "executor.gpus_per_job -1"),  # 0 is a CPU job (tests/sweep/test_slurm.py)
+    ({"executor": {"gpus_per_job": -1}}, "non-negative integer"),  # 0 is a CPU job (tests/sweep/test_slurm.py)
     ({"evaluation": {"attack": "pgd", "batch_size": 0}}, "evaluation batch_size 0"),
     ({"evaluation": {"attack": "pgd", "steps": 0}}, "evaluation steps 0"),
     ({"evaluation": {"attack": "apgd-ce", "restarts": 0}}, "evaluation restarts 0"),

@@ -467,11 +467,10 @@ def _parse_evaluation(value: Any, where: str) -> EvaluationOptions | None:
     return EvaluationOptions(**{**opts.__dict__, "attack": attack})
 
 
-# Executor values that must be at least 1 (0 would hang a sweep, or ask Slurm for nothing); GPU counts may be 0
-# (a CPU job), never negative.
+# Executor values that must be at least 1 (0 would hang a sweep, or ask Slurm for nothing). GPU counts may be 0
+# (a CPU job); the type check already refuses a negative one.
 _POSITIVE_EXECUTOR_KEYS = ("max_parallel", "array_parallelism", "timeout_min", "tasks_per_job", "cpus_per_task",
                            "mem_gb")
-_COUNT_EXECUTOR_KEYS = ("gpus_per_job",)
 
 
 def _parse_executor(value: Any, where: str) -> ExecutorOptions:
@@ -480,10 +479,6 @@ def _parse_executor(value: Any, where: str) -> ExecutorOptions:
         v = getattr(opts, key)
         if v is not None and v <= 0:
             raise UserError(f"invalid executor.{key} {v!r} in {where}: must be > 0")
-    for key in _COUNT_EXECUTOR_KEYS:
-        v = getattr(opts, key)
-        if v is not None and v < 0:
-            raise UserError(f"invalid executor.{key} {v!r} in {where}: must be >= 0 (0: a CPU job)")
     return opts
 
 
