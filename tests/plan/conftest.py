@@ -24,18 +24,3 @@ def grid_runs(N, D, k, noise=0.01, seed=0, truth=TRUTH, **cols) -> pd.DataFrame:
     for c, v in cols.items():
         df[c] = v(df) if callable(v) else v
     return df
-
-
-@pytest.fixture(scope="session")
-def flops_cache(tmp_path_factory):
-    """One measured-FLOPs cache for the whole folder (outside every test's own tmp_path)."""
-    import os
-
-    path = tmp_path_factory.mktemp("flops-cache") / "step-flops.json"
-    old = os.environ.get("ROBUSTSCALE_FLOPS_CACHE")
-    os.environ["ROBUSTSCALE_FLOPS_CACHE"] = str(path)
-    yield path
-    if old is None:
-        os.environ.pop("ROBUSTSCALE_FLOPS_CACHE", None)
-    else:
-        os.environ["ROBUSTSCALE_FLOPS_CACHE"] = old
