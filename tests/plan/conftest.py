@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 # error = E + A N^-alpha + B D^-beta + G k^-gamma (percent)
 TRUTH = {"E": 15.0, "A": 12 * 1e7 ** 0.35, "alpha": 0.35, "B": 15 * 1e8 ** 0.3, "beta": 0.3, "G": 8.0, "gamma": 0.8}
