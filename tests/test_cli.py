@@ -33,10 +33,10 @@ def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) 
 COMMAND_LINES = _subcommands(cli.build_parser())
 
 
-def _imported(args: list[str]) -> set[str]:
+def _imported(args: list[str], python_args: tuple[str, ...] = ("-m", "robustscale")) -> set[str]:
     """Top-level modules ``python -X importtime -m robustscale ARGS`` imports (read from its stderr)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "robustscale", *args], capture_output=True,
+    proc = subprocess.run([sys.executable, "-X", "importtime", *python_args, *args], capture_output=True,
                           text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     names = set()
@@ -66,6 +66,15 @@ def test_every_subcommand_help_imports_no_heavy_library():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "[]", f"sub-command --help imported {proc.stdout.strip()}"
     assert len(COMMAND_LINES) >= len(cli.COMMANDS) + 6  # runs and sweep actions were walked too
+
+
+def test_fitting_and_pricing_import_no_training_code():
+    # `fit` and `extrapolate` price compute with the cost model but train nothing: running them (their command
+    # modules, the fitting package, the price table) imports neither torch nor timm (docs/architecture.md).
+    script = ("import robustscale.scaling, robustscale.cost, robustscale.commands.fit, "
+              "robustscale.commands.extrapolate; robustscale.cost.CostModel.from_yaml(preset='paper-2024')")
+    heavy = _imported([], ("-c", script)) & {"torch", "timm"}
+    assert not heavy, f"the fitting code imports {sorted(heavy)}"
 
 
 def test_every_subcommand_has_a_description():

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from ..compute import CostModel
+from ..cost import CostModel
 from ..errors import UserError, check_writable_dir
 from ..report import Section, write_report
 from ..scaling import load_runs, parse_mapping

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from ..compute.cost import default_flop_rate
+from ..cost import default_flop_rate
 
 
 # ---------------------------------------------------------------------- helpers

@@ -15,7 +15,7 @@ with codecarbon's ``OfflineEmissionsTracker``:
 
 codecarbon reads NVML on NVIDIA GPUs, RAPL on Intel/AMD CPUs when readable, and otherwise a
 power model of the CPU (its TDP x load). Its PUE stays at 1: ``energy_kwh`` is IT energy; the
-cost model applies PUE (see ``robustscale.compute.cost``). With energy disabled,
+cost model applies PUE (see ``robustscale.cost``). With energy disabled,
 ``energy_kwh`` and ``emissions_kg`` are ``None`` (unknown), not 0.
 """
 from __future__ import annotations

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .cost import CostModel
+from ..cost import CostModel
 from .flops import StepFlops
 
 RUN_COMPUTE_KEYS = (

@@ -18,7 +18,7 @@ from typing import Any, Iterator, Mapping
 import torch
 
 from .. import __version__, rundir
-from ..compute import CostModel
+from ..cost import CostModel
 from ..intervals import accuracy_interval, with_interval
 from ..schema import HEADLINE_ATTACKS, N_EXAMPLES_ALIASES, TRAINING_CHECK, headline, training_check
 from ..store import record_evaluation

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..compute import CostModel
+from ..cost import CostModel
 from ..errors import UserError
 from ..models import our_models
 from ..schema import COLLAPSE_THRESHOLD_ACC

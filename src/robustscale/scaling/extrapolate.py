@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from ..compute import CostModel
+from ..cost import CostModel
 from ..errors import UserError
 from ..schema import finite_float as _num
 from .fit import FitResult

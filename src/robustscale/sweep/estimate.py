@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..compute.cost import default_flop_rate
+from ..cost import default_flop_rate
 from ..config import TrainConfig
 from ..errors import UserError
 from ..rundir import write_text

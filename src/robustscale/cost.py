@@ -1,4 +1,8 @@
-"""Dollar cost of a run from a price table (``prices.yaml`` shipped with the package).
+"""Dollar cost of a run from a price table (``compute/prices.yaml`` shipped with the package).
+
+A module of its own, beside ``compute/`` rather than in it, so that pricing imports no torch: ``scaling``
+(``fit``, ``extrapolate``) prices compute without importing any training code. The tables stay with the
+rest of the compute accounting's data in ``compute/`` (read without importing that package).
 
 Conventions (the same for measured and imported runs):
 
@@ -28,8 +32,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..config import load_yaml
-from ..errors import UserError
+from .config import load_yaml
+from .errors import UserError
 
 PRICE_TABLE = "prices.yaml"
 WILDCARD = "*"  # a preset's device entry that applies to every device type
@@ -198,7 +202,7 @@ THROUGHPUT_TABLE = "throughput.yaml"
 def default_flop_rate(device_type: str | None) -> tuple[float, str, str] | None:
     """``(FLOP/s, entry, source)`` of ``device_type`` in the packaged throughput.yaml (its own entry, else its
     kind's: ``gpu`` for any GPU type, ``cpu``), or None if neither is listed."""
-    table = yaml.safe_load(resources.files("robustscale.compute").joinpath(THROUGHPUT_TABLE).read_text())
+    table = yaml.safe_load(_table(THROUGHPUT_TABLE).read_text())
     devices = table.get("devices") or {}
     kind = "cpu" if device_type in (None, "cpu") else "gpu"
     entry = device_type if device_type in devices else kind
@@ -208,9 +212,15 @@ def default_flop_rate(device_type: str | None) -> tuple[float, str, str] | None:
 
 
 # ---------------------------------------------------------------------- table loading
+def _table(name: str):
+    """A packaged table in ``compute/``, found through ``robustscale`` (``resources.files("robustscale.compute")``
+    would import that package, and torch with it)."""
+    return resources.files("robustscale") / "compute" / name
+
+
 def load_price_table(path: str | Path | None = None) -> dict[str, Any]:
     """The packaged price table, deep-merged with the user table at ``path`` if given."""
-    text = resources.files("robustscale.compute").joinpath(PRICE_TABLE).read_text()
+    text = _table(PRICE_TABLE).read_text()
     table = yaml.safe_load(text)
     if path is not None:
         user = load_yaml(path)  # UserError for a missing file or bad YAML
