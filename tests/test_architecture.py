@@ -303,8 +303,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/study.py": ("errors study study.bill study.next study.paper", _CLI),
     "commands/sweep.py": ("commands.runs errors store sweep", _CLI),
     "commands/train.py": ("compute compute.energy config data errors models store train", _CLI),
-    "store/liveness.py": ("robustscale", _STORE),
-    "store/query.py": ("config store.tables", _STORE),
     "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
     "study/paper/figures.py": ("report.plots", _STUDY),
     "study/scaling.py": ("models", "robustscale.models imports torch and timm: only a spec with study.scaling.models "
@@ -326,9 +324,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
 # file under src/robustscale -> (the private names it imports from other modules, why)
 PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs._fmt", _COMMANDS),
-    "store/core.py": ("store.liveness._ago store.liveness._process_alive store.liveness._process_start store.liveness._same_process store.liveness._versions store.records._coerce_value store.records._config_parts store.records._flatten store.records._identity store.records._jsonable store.records._known_hashes store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch store.rows._select_run", _STORE),
-    "store/rows.py": ("store.records._coerce_value store.records._float store.records._robust_of", _STORE),
-    "store/sync.py": ("store.liveness._same_process store.records._coerce_value store.records._config_parts store.records._flatten store.records._frame_records store.records._identity store.records._jsonable store.records._same store.rows._check_claim store.rows._check_same_config store.rows._insert_epoch store.rows._select_run", _STORE),
     "study/paper/analysis.py": ("study.paper.result._arch_label study.paper.result._group_key "
                                 "study.paper.result._group_label", _STUDY),
     "study/paper/figures.py": ("study.paper.analysis._archs_by_size study.paper.result._arch_label "
@@ -345,8 +340,6 @@ PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "study/paper/tables.py": ("study.paper.result._group_key study.paper.result._interval study.paper.result._num "
                               "study.paper.result._pct", _STUDY),
     "study/run.py": ("sweep.spec._parse_evaluation", _STUDY),
-    "sweep/local.py": ("store.liveness._process_alive store.liveness._process_start", _SWEEP),
-    "sweep/runner.py": ("store.liveness._process_alive", _SWEEP),
 }
 
 

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from robustscale.store import open_store
-from robustscale.store.core import _process_start
+from robustscale.store.core import process_start
 from robustscale.sweep import load_spec
 
 TINY = {"dataset": "fashion_mnist", "model": "wide_resnet16_1", "train_subset": 256, "epochs": 4, "batch_size": 32,
@@ -77,7 +77,7 @@ def test_sweep_adopts_an_orphan_then_ctrl_c_stops_its_run_cleanly(tmp_path, mnis
     gone.wait()
     st = open_store(db)
     st.start_run(spec.runs[1].cfg, spec.runs[1].run_dir, status="queued", sweep="sig")
-    st.set_job("s1", "local", f"{controller.pid}@{_process_start(controller.pid)}:{gone.pid}@1")
+    st.set_job("s1", "local", f"{controller.pid}@{process_start(controller.pid)}:{gone.pid}@1")
     st.close()
 
     log = tmp_path / "sweep.log"

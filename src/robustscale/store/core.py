@@ -28,19 +28,19 @@ from sqlalchemy.pool import NullPool
 from ..errors import UserError
 from ..schema import CLEAN_ATTACK, EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
 from .leases import attach_job_tx, held_tx, release_tx, renew_tx, take_tx
-from .liveness import _ago, _same_process, _versions, effective_status, process_identity, utcnow
+from .liveness import ago, effective_status, process_identity, same_process, utcnow, versions
 from .location import mask_url, resolve_store_url, sqlite_path
 from .migrations import check_version, ensure_schema, read_version
 from .query import apply_where
-from .records import (LOCAL_SOURCE, _coerce_value, _config_parts, _flatten, _identity, _jsonable, _known_hashes,
+from .records import (LOCAL_SOURCE, coerce_value, config_parts, flatten, identity, jsonable, known_hashes,
                       run_record)
-from .rows import _check_claim, _check_same_config, _insert_epoch, refresh_headline, _select_run, \
+from .rows import check_claim, check_same_config, insert_epoch, refresh_headline, select_run, \
     upsert_evaluation
 from .sync import folder_rows_tx, frame_rows_tx
 from .tables import RUN_VALUE_COLUMNS, RunStatus, epochs, evaluations, runs
 
 # Names that lived here before the store was split, kept importable as ``robustscale.store.core.X``.
-from .liveness import STALE_AFTER_S, _process_alive, _process_start  # noqa: F401
+from .liveness import STALE_AFTER_S, process_alive, process_start  # noqa: F401
 from .records import IDENTITY_COLUMNS, attack_steps_of  # noqa: F401
 from .rows import AA_ATTACKS, PGD_ATTACKS  # noqa: F401
 
@@ -184,32 +184,32 @@ class Store:
         evaluations and results; a resume keeps them. Raises UserError when the name is taken
         by a different config or the run is alive in another process.
         """
-        cfg_dict, name, chash = _config_parts(cfg)
-        known = _known_hashes(cfg)
+        cfg_dict, name, chash = config_parts(cfg)
+        known = known_hashes(cfg)
         status = RunStatus(status)
         now = utcnow()
         me = process_identity()
 
         def tx(conn: Connection) -> None:
-            row = _select_run(conn, name, lock=True)
+            row = select_run(conn, name, lock=True)
             if row is not None:
-                _check_same_config(row, name, chash, known)
-                if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
+                check_same_config(row, name, chash, known)
+                if effective_status(row, now) == RunStatus.RUNNING.value and not same_process(row, me):
                     if status is RunStatus.QUEUED:
                         return
                     raise UserError(f"run {name!r} is already running on {row['host']} (pid {row['pid']}, "
-                                    f"heartbeat {_ago(row['heartbeat_at'], now)}); wait for it or pick another name")
+                                    f"heartbeat {ago(row['heartbeat_at'], now)}); wait for it or pick another name")
                 if status is RunStatus.QUEUED and row["status"] == RunStatus.DONE.value:
                     return  # retraining a done run needs an explicit start
             values: dict[str, Any] = {
                 "status": status.value, "config_hash": chash, "config": cfg_dict, "source": LOCAL_SOURCE,
                 "run_dir": None if run_dir is None else str(Path(run_dir).resolve()),
-                **_identity(cfg_dict),
+                **identity(cfg_dict),
             }
             if sweep is not None:
                 values["sweep"] = sweep
             if status is RunStatus.RUNNING:
-                values.update(**me, **_versions(), heartbeat_at=now, finished_at=None, error=None)
+                values.update(**me, **versions(), heartbeat_at=now, finished_at=None, error=None)
                 if not resumed or row is None or row["started_at"] is None:
                     values["started_at"] = now
             if row is None:
@@ -242,15 +242,15 @@ class Store:
         ``energy_kwh``, ``train_images_seen``) update the run row so that ``sweep status`` shows
         what a running run has spent so far; its status is unchanged.
         """
-        metrics = _jsonable(dict(metrics))
+        metrics = jsonable(dict(metrics))
         now = utcnow()
 
         def tx(conn: Connection) -> None:
-            row = _select_run(conn, name, lock=True)
+            row = select_run(conn, name, lock=True)
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}; record_run_start first")
             conn.execute(delete(epochs).where(epochs.c.run_id == row["id"], epochs.c.epoch == int(epoch)))
-            _insert_epoch(conn, row["id"], epoch, metrics, now)
+            insert_epoch(conn, row["id"], epoch, metrics, now)
             n = conn.execute(select(func.count()).select_from(epochs).where(epochs.c.run_id == row["id"])).scalar()
             values: dict[str, Any] = {"epochs_done": int(n)}
             if row["status"] == RunStatus.RUNNING.value:
@@ -258,7 +258,7 @@ class Store:
             if row["status"] != RunStatus.DONE.value:
                 for key in ("wall_seconds", "train_flops", "device_hours", "energy_kwh", "train_images_seen"):
                     if metrics.get(key) is not None:
-                        values[key] = _coerce_value(key, metrics[key])
+                        values[key] = coerce_value(key, metrics[key])
             conn.execute(update(runs).where(runs.c.id == row["id"]).values(**values))
 
         self._run(tx)
@@ -272,28 +272,28 @@ class Store:
         be inserted whole.
         """
         status = RunStatus(status)
-        summary = _jsonable(dict(summary or {}))
+        summary = jsonable(dict(summary or {}))
         now = utcnow()
 
         def tx(conn: Connection) -> None:
-            row = _select_run(conn, name, lock=True)
+            row = select_run(conn, name, lock=True)
             if row is None:
                 if cfg is None:
                     raise UserError(f"no run named {name!r} in store {self.display_url}")
-                cfg_dict, _, chash = _config_parts(cfg)
+                cfg_dict, _, chash = config_parts(cfg)
                 conn.execute(runs.insert().values(
                     name=name, created_at=now, status=RunStatus.RUNNING.value, config_hash=chash, config=cfg_dict,
                     source=LOCAL_SOURCE, run_dir=None if run_dir is None else str(Path(run_dir).resolve()),
-                    started_at=now, **_identity(cfg_dict), **process_identity(), **_versions()))
-                row = _select_run(conn, name, lock=True)
+                    started_at=now, **identity(cfg_dict), **process_identity(), **versions()))
+                row = select_run(conn, name, lock=True)
             values: dict[str, Any] = {"status": status.value, "finished_at": now, "heartbeat_at": now,
                                       "error": None if status is RunStatus.DONE else error}
             if summary:
                 values["summary"] = summary
-                flat = _flatten(summary)
+                flat = flatten(summary)
                 for key in RUN_VALUE_COLUMNS:
                     if key not in HEADLINE_COLUMNS and flat.get(key) is not None:
-                        values[key] = _coerce_value(key, flat[key])
+                        values[key] = coerce_value(key, flat[key])
                 if isinstance(flat.get("epochs_done"), (int, float)) and not isinstance(flat["epochs_done"], bool):
                     values["epochs_done"] = max(int(flat["epochs_done"]), int(row["epochs_done"] or 0))
             conn.execute(update(runs).where(runs.c.id == row["id"]).values(**values))
@@ -304,12 +304,12 @@ class Store:
     def record_evaluation(self, name: str, claim: Mapping[str, Any]) -> None:
         """Store an evaluation claim (one row per claim file, ``eval/<attack>-<eps>.json``; a claim without
         its file: per attack, eps and n_examples) and refresh the run's headline by ``schema.headline``."""
-        claim = _jsonable(dict(claim))
-        _check_claim(name, claim)
+        claim = jsonable(dict(claim))
+        check_claim(name, claim)
         now = utcnow()
 
         def tx(conn: Connection) -> None:
-            row = _select_run(conn, name, lock=True)
+            row = select_run(conn, name, lock=True)
             if row is None:
                 raise UserError(f"no run named {name!r} in store {self.display_url}")
             upsert_evaluation(conn, row["id"], claim, now)
@@ -341,7 +341,7 @@ class Store:
 
     def delete_run(self, name: str) -> bool:
         def tx(conn: Connection) -> bool:
-            row = _select_run(conn, name)
+            row = select_run(conn, name)
             if row is None:
                 return False
             conn.execute(delete(epochs).where(epochs.c.run_id == row["id"]))
@@ -372,7 +372,7 @@ class Store:
     def get_run(self, name: str, *, details: bool = True) -> dict[str, Any] | None:
         """The run row (with ``epoch_metrics`` and ``evaluations`` lists when ``details``), or None."""
         def tx(conn: Connection):
-            row = _select_run(conn, name)
+            row = select_run(conn, name)
             if row is None:
                 return None
             out = dict(row)

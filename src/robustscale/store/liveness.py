@@ -10,9 +10,11 @@ import datetime as dt
 import os
 import platform
 import socket
+from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
+from .. import __version__
 from .tables import STALE, RunStatus
 
 STALE_AFTER_S = float(os.environ.get("ROBUSTSCALE_STALE_AFTER_S", 600))  # no heartbeat for this long: stale
@@ -33,7 +35,7 @@ def effective_status(row: Mapping[str, Any], now: dt.datetime | None = None,
     if status != RunStatus.RUNNING.value:
         return status
     if row.get("host") == socket.gethostname() and row.get("pid"):
-        return RunStatus.RUNNING.value if _process_alive(int(row["pid"]), row.get("process_start")) else STALE
+        return RunStatus.RUNNING.value if process_alive(int(row["pid"]), row.get("process_start")) else STALE
     beat = row.get("heartbeat_at")
     limit = STALE_AFTER_S if stale_after_s is None else stale_after_s
     if beat is None or ((now or utcnow()) - beat).total_seconds() > limit:
@@ -46,16 +48,16 @@ def holder_alive(row: Mapping[str, Any], now: dt.datetime | None = None) -> bool
     alive; elsewhere: a heartbeat within ``STALE_AFTER_S``."""
     if row.get("host") == socket.gethostname():
         procs = ((row.get("pid"), row.get("process_start")), (row.get("job_pid"), row.get("job_process_start")))
-        return any(pid and _process_alive(int(pid), start) for pid, start in procs)
+        return any(pid and process_alive(int(pid), start) for pid, start in procs)
     beat = row.get("heartbeat_at")
     return beat is not None and ((now or utcnow()) - beat).total_seconds() <= STALE_AFTER_S
 
 
 def process_identity() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": _process_start(os.getpid())}
+    return {"host": socket.gethostname(), "pid": os.getpid(), "process_start": process_start(os.getpid())}
 
 
-def _process_start(pid: int) -> str | None:
+def process_start(pid: int) -> str | None:
     """Start time of a process in clock ticks since boot (Linux), so a reused pid is not mistaken for it."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -64,7 +66,7 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
-def _process_alive(pid: int, start: str | None) -> bool:
+def process_alive(pid: int, start: str | None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -72,7 +74,7 @@ def _process_alive(pid: int, start: str | None) -> bool:
     except PermissionError:
         return True
     if start is not None:
-        now_start = _process_start(pid)
+        now_start = process_start(pid)
         if now_start is not None and now_start != start:
             return False  # the pid was reused by another process
     if Path(f"/proc/{pid}/status").is_file():
@@ -86,15 +88,11 @@ def _process_alive(pid: int, start: str | None) -> bool:
     return True
 
 
-def _same_process(row: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
+def same_process(row: Mapping[str, Any], me: Mapping[str, Any]) -> bool:
     return row.get("host") == me["host"] and row.get("pid") == me["pid"]
 
 
-def _versions() -> dict[str, Any]:
-    from importlib import metadata
-
-    from .. import __version__
-
+def versions() -> dict[str, Any]:
     try:
         torch_version = metadata.version("torch")
     except metadata.PackageNotFoundError:
@@ -103,7 +101,7 @@ def _versions() -> dict[str, Any]:
             "python_version": platform.python_version()}
 
 
-def _ago(when: dt.datetime | None, now: dt.datetime) -> str:
+def ago(when: dt.datetime | None, now: dt.datetime) -> str:
     if when is None:
         return "never"
     return f"{(now - when).total_seconds():.0f} s ago"

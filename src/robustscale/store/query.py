@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from fractions import Fraction
 from typing import Any, Iterable
 
+from ..config import TrainConfig
 from ..errors import UserError
 from ..schema import resolve_column
+from .tables import runs, status_choices
 
 _OPS = ("!=", ">=", "<=", "=", ">", "<", "~")
 _PATTERN = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_\-]*)\s*(!=|>=|<=|==|=|>|<|~)\s*(.*?)\s*$")
@@ -55,17 +58,11 @@ class Filter:
 
 
 def valid_keys() -> list[str]:
-    from .tables import runs
-
     return [c for c in runs.c.keys() if c not in _JSON_COLUMNS and c != "id"]
 
 
 def parse_where(exprs: Iterable[str]) -> list[Filter]:
     """Parse ``--where`` expressions; UserError naming a bad one and the valid keys/operators."""
-    from dataclasses import fields
-
-    from ..config import TrainConfig
-
     columns = valid_keys()
     config_keys = [f.name for f in fields(TrainConfig)]
     out = []
@@ -87,8 +84,6 @@ def parse_where(exprs: Iterable[str]) -> list[Filter]:
         if op not in ("=", "!=", "~") and _number(value) is None:
             raise UserError(f"invalid filter {expr!r}: {op} needs a number")
         if key == "status" and op in ("=", "!="):
-            from .tables import status_choices
-
             for v in values:
                 if v.lower() not in status_choices():
                     raise UserError(f"invalid filter {expr!r}: unknown status {v!r}; valid: "
@@ -108,8 +103,6 @@ def _number(value: Any) -> float | None:
     if isinstance(value, (int, float)):
         return float(value)
     try:
-        from fractions import Fraction
-
         return float(Fraction(str(value).strip()))  # "8/255" works as an eps filter
     except (ValueError, ZeroDivisionError):
         return None

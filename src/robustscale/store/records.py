@@ -31,13 +31,13 @@ def run_record(row: Mapping[str, Any]) -> dict[str, Any]:
         if col == "status":
             out[col] = row.get("effective_status") or row.get("status")
         elif col == "train_images" and row.get(col) is None and isinstance(row.get("summary"), dict):
-            out[col] = _flatten(row["summary"]).get("train_images")
+            out[col] = flatten(row["summary"]).get("train_images")
         else:
             out[col] = row.get(col)
     return out
 
 
-def _frame_records(frame, source: str) -> list[dict[str, Any]]:
+def frame_records(frame, source: str) -> list[dict[str, Any]]:
     """Rows of an imported frame as `runs` column values (status done)."""
     frame = frame.rename(columns={c: resolve_column(c) for c in frame.columns})
     table_cols = set(runs.c.keys())
@@ -57,7 +57,7 @@ def _frame_records(frame, source: str) -> list[dict[str, Any]]:
             if key == "name":
                 continue
             if key in table_cols and key not in skip:
-                rec[key] = _coerce_value(key, value) if key in RUN_VALUE_COLUMNS else value
+                rec[key] = coerce_value(key, value) if key in RUN_VALUE_COLUMNS else value
             elif key not in skip:
                 extra[key] = value
         if rec.get("config_hash") is None:
@@ -68,7 +68,7 @@ def _frame_records(frame, source: str) -> list[dict[str, Any]]:
         if rec.get("collapsed") is None:
             robust = rec.get("aa_robust_acc")
             rec["collapsed"] = None if robust is None else bool(robust < COLLAPSE_THRESHOLD_ACC)
-        rec["extra"] = _jsonable(extra) or None
+        rec["extra"] = jsonable(extra) or None
         records.append(rec)
     return records
 
@@ -89,15 +89,15 @@ def _import_name(raw: Mapping[str, Any], source: str) -> str:
     return "-".join(parts)
 
 
-def _config_parts(cfg) -> tuple[dict[str, Any], str, str]:
+def config_parts(cfg) -> tuple[dict[str, Any], str, str]:
     if isinstance(cfg, Mapping):
         cfg = TrainConfig.from_dict(dict(cfg))
     if not cfg.name:
         raise UserError("a run recorded in the store needs a name (TrainConfig.name)")
-    return _jsonable(cfg.to_dict()), str(cfg.name), cfg.config_hash()
+    return jsonable(cfg.to_dict()), str(cfg.name), cfg.config_hash()
 
 
-def _known_hashes(cfg) -> tuple[str, ...]:
+def known_hashes(cfg) -> tuple[str, ...]:
     """Every hash a stored row of this run may carry (0.1.0's too: ``TrainConfig.known_hashes``);
     ``start_run`` then rewrites the row with today's."""
     if isinstance(cfg, Mapping):
@@ -105,7 +105,7 @@ def _known_hashes(cfg) -> tuple[str, ...]:
     return cfg.known_hashes()
 
 
-def _identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
+def identity(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out = {k: cfg.get(k) for k in IDENTITY_COLUMNS if k != "synthetic_data"}
     out["attack_steps"] = attack_steps_of(cfg.get("method"), cfg.get("attack_steps"))
     out["synthetic_data"] = bool(cfg.get("generated_data"))
@@ -127,25 +127,25 @@ def attack_steps_of(method: Any, steps: Any) -> int | None:
 _NOT_FLATTENED = ("evaluations", TRAINING_CHECK)
 
 
-def _flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
+def flatten(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Top-level keys, then keys of nested dicts (``compute``, ``final``...) that are missing or None on top."""
     flat = {k: v for k, v in summary.items() if not isinstance(v, Mapping)}
     for key, v in summary.items():
         if isinstance(v, Mapping) and key not in _NOT_FLATTENED:
-            for k2, v2 in _flatten(v).items():
+            for k2, v2 in flatten(v).items():
                 if flat.get(k2) is None:
                     flat[k2] = v2
     return flat
 
 
-def _robust_of(claim: Mapping[str, Any]):
+def robust_of(claim: Mapping[str, Any]):
     for key in ("robust_acc", "autoattack_acc", "aa_robust_acc", "pgd_robust_acc"):
         if claim.get(key) is not None:
             return claim[key]
     return None
 
 
-def _coerce_value(key: str, value: Any) -> Any:
+def coerce_value(key: str, value: Any) -> Any:
     if value is None:
         return None
     type_ = RUN_VALUE_COLUMNS.get(key)
@@ -170,17 +170,17 @@ def _isnan(value: Any) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def _jsonable(value: Any) -> Any:
+def jsonable(value: Any) -> Any:
     """A JSON-safe copy: enums -> values, paths -> str, numpy/torch scalars -> numbers, tensors dropped."""
     if isinstance(value, Mapping):
         out = {}
         for k, v in value.items():
-            j = _jsonable(v)
+            j = jsonable(v)
             if j is not _DROP:
                 out[str(k)] = j
         return out
     if isinstance(value, (list, tuple)):
-        return [x for x in (_jsonable(v) for v in value) if x is not _DROP]
+        return [x for x in (jsonable(v) for v in value) if x is not _DROP]
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (str, bool, int)) or value is None:
@@ -192,18 +192,18 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if hasattr(value, "numel") and hasattr(value, "tolist"):  # torch tensors: scalars kept, arrays dropped
-        return _jsonable(value.item()) if value.numel() == 1 else _DROP
+        return jsonable(value.item()) if value.numel() == 1 else _DROP
     if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        return _jsonable(value.item())
+        return jsonable(value.item())
     if hasattr(value, "tolist") and getattr(value, "ndim", 1) > 0:  # numpy arrays: small ones kept
-        return _jsonable(value.tolist()) if getattr(value, "size", 0) <= 64 else _DROP
+        return jsonable(value.tolist()) if getattr(value, "size", 0) <= 64 else _DROP
     return str(value)
 
 
 _DROP = object()
 
 
-def _same(a: Any, b: Any) -> bool:
+def same(a: Any, b: Any) -> bool:
     if isinstance(a, float) or isinstance(b, float):
         fa, fb = _float(a), _float(b)
         if fa is None or fb is None:

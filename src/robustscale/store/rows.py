@@ -9,8 +9,8 @@ from typing import Any, Mapping
 from sqlalchemy import Connection, delete, select, update
 
 from ..errors import UserError
-from ..schema import EPS_TOL, HEADLINE_ATTACKS, headline, training_check
-from .records import LOCAL_SOURCE, _coerce_value, _float, _robust_of
+from ..schema import EPS_TOL, HEADLINE_ATTACKS, finite_float, headline, training_check
+from .records import LOCAL_SOURCE, coerce_value, robust_of
 from .tables import EPOCH_VALUE_COLUMNS, epochs, evaluations, runs
 
 # Attacks whose result fills the run's headline columns (the others stay in `evaluations`): schema's rule.
@@ -19,7 +19,7 @@ PGD_ATTACKS = HEADLINE_ATTACKS["pgd_robust_acc"]
 APGD_CE_ATTACKS = HEADLINE_ATTACKS["apgd_ce_robust_acc"]
 
 
-def _select_run(conn: Connection, name: str, lock: bool = False) -> dict[str, Any] | None:
+def select_run(conn: Connection, name: str, lock: bool = False) -> dict[str, Any] | None:
     stmt = select(runs).where(runs.c.name == name)
     if lock and conn.dialect.name == "postgresql":
         stmt = stmt.with_for_update()
@@ -27,7 +27,7 @@ def _select_run(conn: Connection, name: str, lock: bool = False) -> dict[str, An
     return None if row is None else dict(row)
 
 
-def _check_same_config(row: Mapping[str, Any], name: str, chash: str, known: tuple[str, ...] = ()) -> None:
+def check_same_config(row: Mapping[str, Any], name: str, chash: str, known: tuple[str, ...] = ()) -> None:
     if row["source"] != LOCAL_SOURCE:
         raise UserError(f"run name {name!r} is taken by an imported run (source {row['source']}); pick another name")
     if row["config_hash"] is not None and row["config_hash"] not in (chash, *known):
@@ -35,18 +35,18 @@ def _check_same_config(row: Mapping[str, Any], name: str, chash: str, known: tup
                         f"(hash {row['config_hash']}, this one {chash}); pick another name")
 
 
-def _insert_epoch(conn: Connection, run_id: int, epoch: int, metrics: Mapping[str, Any], now: dt.datetime) -> None:
-    typed = {k: _float(metrics.get(k)) for k in EPOCH_VALUE_COLUMNS}
+def insert_epoch(conn: Connection, run_id: int, epoch: int, metrics: Mapping[str, Any], now: dt.datetime) -> None:
+    typed = {k: finite_float(metrics.get(k)) for k in EPOCH_VALUE_COLUMNS}
     if typed["train_images_seen"] is not None:
         typed["train_images_seen"] = int(typed["train_images_seen"])
     conn.execute(epochs.insert().values(run_id=run_id, epoch=int(epoch), recorded_at=now, metrics=dict(metrics),
                                         **typed))
 
 
-def _check_claim(name: str, claim: Mapping[str, Any]) -> None:
+def check_claim(name: str, claim: Mapping[str, Any]) -> None:
     if not str(claim.get("attack") or "").strip():
         raise UserError(f"an evaluation claim of {name!r} needs an `attack`")
-    if _float(claim.get("eps")) is None or claim.get("n_examples") is None:
+    if finite_float(claim.get("eps")) is None or claim.get("n_examples") is None:
         raise UserError(f"evaluation claim for {name!r} lacks eps or n_examples")
 
 
@@ -72,7 +72,7 @@ def _stored_claim(claim: Mapping[str, Any]) -> dict[str, Any]:
 def upsert_evaluation(conn: Connection, run_id: int, claim: Mapping[str, Any], now: dt.datetime) -> None:
     """Insert or replace the evaluation row of the claim's file (else of (run, attack, eps, n_examples))."""
     attack = str(claim["attack"]).strip().lower()
-    eps, n = _float(claim["eps"]), int(claim["n_examples"])
+    eps, n = finite_float(claim["eps"]), int(claim["n_examples"])
     name = claim_file(claim)
     same = []
     for r in conn.execute(select(evaluations.c.id, evaluations.c.attack, evaluations.c.eps, evaluations.c.n_examples,
@@ -84,10 +84,10 @@ def upsert_evaluation(conn: Connection, run_id: int, claim: Mapping[str, Any], n
             same.append(r["id"])
     values = dict(
         run_id=run_id, attack=attack, eps=eps, norm=claim.get("norm"), n_examples=n,
-        clean_acc=_float(claim.get("clean_acc")), robust_acc=_float(_robust_of(claim)),
+        clean_acc=finite_float(claim.get("clean_acc")), robust_acc=finite_float(robust_of(claim)),
         per_attack=claim.get("stage_acc") or claim.get("per_attack"),
-        eval_flops=_float(claim.get("eval_flops")), wall_seconds=_float(claim.get("wall_seconds")),
-        device_hours=_float(claim.get("device_hours")), energy_kwh=_float(claim.get("energy_kwh")),
+        eval_flops=finite_float(claim.get("eval_flops")), wall_seconds=finite_float(claim.get("wall_seconds")),
+        device_hours=finite_float(claim.get("device_hours")), energy_kwh=finite_float(claim.get("energy_kwh")),
         created_at=now, claim=_stored_claim(claim))
     if same[1:]:
         conn.execute(delete(evaluations).where(evaluations.c.id.in_(same[1:])))
@@ -105,4 +105,4 @@ def refresh_headline(conn: Connection, run_id: int) -> None:
              for r in conn.execute(select(evaluations).where(evaluations.c.run_id == run_id)).mappings()]
     values = headline(training_check(row["summary"]), evals, row["eps"])
     conn.execute(update(runs).where(runs.c.id == run_id).values(
-        **{k: _coerce_value(k, v) for k, v in values.items()}))
+        **{k: coerce_value(k, v) for k, v in values.items()}))

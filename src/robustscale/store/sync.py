@@ -21,10 +21,10 @@ from sqlalchemy import Connection, delete, select, update
 from ..errors import UserError
 from ..schema import HEADLINE_COLUMNS
 from .folder import RunFolder, read_run_folder  # noqa: F401  (RunFolder: importable here, as before)
-from .liveness import _same_process, effective_status, process_identity, utcnow
-from .records import (LOCAL_SOURCE, _coerce_value, _config_parts, _flatten, _frame_records, _identity, _jsonable,
-                      _same)
-from .rows import _check_claim, _check_same_config, _insert_epoch, refresh_headline, _select_run, upsert_evaluation
+from .liveness import effective_status, process_identity, same_process, utcnow
+from .records import (LOCAL_SOURCE, coerce_value, config_parts, flatten, frame_records, identity, jsonable,
+                      same)
+from .rows import check_claim, check_same_config, insert_epoch, refresh_headline, select_run, upsert_evaluation
 from .tables import RUN_VALUE_COLUMNS, STALE, RunStatus, epochs, evaluations, runs
 
 
@@ -86,43 +86,43 @@ def folder_rows_tx(cfg, run_dir: str | os.PathLike, *, status: RunStatus, summar
                    epoch_rows: Iterable[Mapping[str, Any]] = (), claims: Iterable[Mapping[str, Any]] = (),
                    error: str | None = None) -> Callable[[Connection], str]:
     """The transaction of :meth:`Store.sync_run` (bad claims raise UserError here, before it runs)."""
-    cfg_dict, name, chash = _config_parts(cfg)
+    cfg_dict, name, chash = config_parts(cfg)
     status = RunStatus(status)
-    summary = _jsonable(dict(summary or {}))
-    rows = [_jsonable(dict(r)) for r in epoch_rows]
-    claims = [_jsonable(dict(c)) for c in claims]
+    summary = jsonable(dict(summary or {}))
+    rows = [jsonable(dict(r)) for r in epoch_rows]
+    claims = [jsonable(dict(c)) for c in claims]
     for claim in claims:
-        _check_claim(name, claim)
+        check_claim(name, claim)
     now = utcnow()
     me = process_identity()
 
     def tx(conn: Connection) -> str:
-        row = _select_run(conn, name, lock=True)
+        row = select_run(conn, name, lock=True)
         if row is not None:
-            _check_same_config(row, name, chash)
-            if effective_status(row, now) == RunStatus.RUNNING.value and not _same_process(row, me):
+            check_same_config(row, name, chash)
+            if effective_status(row, now) == RunStatus.RUNNING.value and not same_process(row, me):
                 return "alive"
         values: dict[str, Any] = {
             "status": status.value, "config_hash": chash, "config": cfg_dict, "source": LOCAL_SOURCE,
             "run_dir": str(Path(run_dir).resolve()), "error": None if status is RunStatus.DONE else error,
-            "epochs_done": len(rows), "summary": summary or None, "heartbeat_at": None, **_identity(cfg_dict),
+            "epochs_done": len(rows), "summary": summary or None, "heartbeat_at": None, **identity(cfg_dict),
         }
         if status is not RunStatus.RUNNING:
             values["finished_at"] = (row or {}).get("finished_at") or now
-        flat = _flatten(summary)
+        flat = flatten(summary)
         for key in RUN_VALUE_COLUMNS:
             if key not in HEADLINE_COLUMNS:  # those come from the evaluations, below
-                values[key] = _coerce_value(key, flat.get(key))
+                values[key] = coerce_value(key, flat.get(key))
         if row is None:
             conn.execute(runs.insert().values(name=name, created_at=now, **values))
-            row = _select_run(conn, name, lock=True)
+            row = select_run(conn, name, lock=True)
             outcome = "inserted"
         else:
             conn.execute(update(runs).where(runs.c.id == row["id"]).values(**values))
             outcome = "updated"
         conn.execute(delete(epochs).where(epochs.c.run_id == row["id"]))
         for r in rows:
-            _insert_epoch(conn, row["id"], r["epoch"], r, now)
+            insert_epoch(conn, row["id"], r["epoch"], r, now)
         # The folder's claims are the run's evaluations: a row whose claim file is gone goes too.
         conn.execute(delete(evaluations).where(evaluations.c.run_id == row["id"]))
         for claim in claims:
@@ -135,7 +135,7 @@ def folder_rows_tx(cfg, run_dir: str | os.PathLike, *, status: RunStatus, summar
 
 def frame_rows_tx(frame, source: str) -> Callable[[Connection], dict[str, int]]:
     """The transaction of :meth:`Store.import_frame` (a bad frame raises UserError here, before it runs)."""
-    records = _frame_records(frame, source)
+    records = frame_records(frame, source)
     now = utcnow()
     stats = {"inserted": 0, "updated": 0, "unchanged": 0}
 
@@ -152,7 +152,7 @@ def frame_rows_tx(frame, source: str) -> Callable[[Connection], dict[str, int]]:
             if old["source"] != source:
                 raise UserError(f"run name {rec['name']!r} already exists in the store from source "
                                 f"{old['source']!r}; nothing imported")
-            changed = {k: v for k, v in rec.items() if not _same(old.get(k), v)}
+            changed = {k: v for k, v in rec.items() if not same(old.get(k), v)}
             if changed:
                 conn.execute(update(runs).where(runs.c.id == old["id"]).values(**changed))
                 counts["updated"] += 1

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
-from ..store.liveness import _process_alive, _process_start
+from ..store.liveness import process_alive, process_start
 from .spec import ExecutorOptions
 
 
@@ -39,7 +39,7 @@ def _pid_and_start(text: str | None) -> tuple[int, str | None] | None:
 def local_job_id(controller_pid: int) -> str:
     """``controller@start:driver@start``: the job's submitit controller and the sweep process that owns it."""
     me = os.getpid()
-    return f"{controller_pid}@{_process_start(controller_pid)}:{me}@{_process_start(me)}"
+    return f"{controller_pid}@{process_start(controller_pid)}:{me}@{process_start(me)}"
 
 
 def parse_local_job_id(job_id: str | None):
@@ -49,7 +49,7 @@ def parse_local_job_id(job_id: str | None):
 
 
 def _alive(proc: tuple[int, str | None] | None) -> bool:
-    return proc is not None and _process_alive(proc[0], proc[1])
+    return proc is not None and process_alive(proc[0], proc[1])
 
 
 def _children(pid: int) -> list[int]:
@@ -225,7 +225,7 @@ class LocalRunner:
                         raise
                     self.active[sjob] = (job, mine)
                     if self.slots is not None and str(sjob.job_id).isdigit():
-                        self.slots.started(job, int(sjob.job_id), _process_start(int(sjob.job_id)))
+                        self.slots.started(job, int(sjob.job_id), process_start(int(sjob.job_id)))
                     on_submit(job, local_job_id(int(sjob.job_id)) if str(sjob.job_id).isdigit() else str(sjob.job_id))
                 for sjob in [j for j in self.active if j.done()]:
                     job, mine = self.active.pop(sjob)

@@ -133,11 +133,11 @@ def _job_alive(row: dict[str, Any]) -> bool:
     if not job_id:
         return False
     if executor == "local":  # "<controller pid>@<its start time>:...": a reused pid does not match
-        from ..store.liveness import _process_alive
+        from ..store.liveness import process_alive
         from .local import parse_local_job_id
 
         controller, _ = parse_local_job_id(job_id)
-        return controller is not None and _process_alive(*controller)
+        return controller is not None and process_alive(*controller)
     if executor == "slurm":
         if shutil.which("squeue") is None:
             return True  # cannot tell from here: assume the cluster still has it
