@@ -314,11 +314,6 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "study/results.py": ("rundir", _STUDY),
     "study/run.py": ("errors evaluation scaling.identified scaling.laws study.fits study.next study.report "
                      "study.results sweep sweep.spec", _STUDY),
-    "sweep/__init__.py": ("sweep.job", _SWEEP),
-    "sweep/estimate.py": ("compute data.info models robustscale", _SWEEP),
-    "sweep/job.py": ("evaluation store train", _SWEEP),
-    "sweep/runner.py": ("store store.liveness sweep.job sweep.local", _SWEEP),
-    "sweep/spec.py": ("data.info errors evaluation.spec models", _SWEEP),
 }
 
 # file under src/robustscale -> (the private names it imports from other modules, why)
@@ -339,7 +334,6 @@ PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
                                 "study.paper.tables._gain_display study.paper.tables._levels_display", _STUDY),
     "study/paper/tables.py": ("study.paper.result._group_key study.paper.result._interval study.paper.result._num "
                               "study.paper.result._pct", _STUDY),
-    "study/run.py": ("sweep.spec._parse_evaluation", _STUDY),
 }
 
 

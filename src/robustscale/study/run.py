@@ -142,7 +142,7 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
     if not isinstance(evaluations, list) or not all(isinstance(e, Mapping) for e in evaluations):
         raise UserError(f"study.evaluations in {where} must be a list of mappings like {{attack: aa-standard, "
                         f"n_examples: 200}}")
-    from ..sweep.spec import _parse_evaluation
+    from ..sweep.spec import parse_evaluation
 
     opts.evaluations = []
     for e in evaluations:
@@ -154,7 +154,7 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
         if strongest is not None and (not isinstance(strongest, int) or isinstance(strongest, bool) or strongest < 1):
             raise UserError(f"invalid strongest {strongest!r} of a study evaluation in {where}: an integer >= 1 "
                             f"(the number of most robust runs to evaluate)")
-        ev = _parse_evaluation(e, where).kwargs()
+        ev = parse_evaluation(e, where).kwargs()
         ev["where"] = {str(k): [str(x) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in select.items()}
         ev["strongest"], ev["by"] = strongest, (str(by) if by is not None else None)
         opts.evaluations.append(ev)

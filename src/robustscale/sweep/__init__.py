@@ -7,6 +7,7 @@
 - :class:`RunJob`: the submitit job of one run (train or resume, evaluate, record).
 """
 from .estimate import RunEstimate, StepFlopsCache, estimate_runs, images_seen, totals
+from .job import RunJob
 from .runner import EXECUTORS, RunState, check_collisions, open_sweep_store, run_sweep, sweep_states
 from .spec import CostOptions, EvaluationOptions, ExecutorOptions, PlannedRun, SweepSpec, build_spec, load_spec
 
@@ -14,10 +15,3 @@ __all__ = ["load_spec", "build_spec", "SweepSpec", "PlannedRun", "EvaluationOpti
            "CostOptions", "estimate_runs", "RunEstimate", "StepFlopsCache", "images_seen", "totals", "run_sweep",
            "sweep_states", "check_collisions", "open_sweep_store", "RunState", "EXECUTORS", "RunJob"]
 
-
-def __getattr__(name):  # RunJob imports submitit: load it on first use
-    if name == "RunJob":
-        from .job import RunJob
-
-        return RunJob
-    raise AttributeError(name)

@@ -30,11 +30,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..cost import default_flop_rate
+from .. import __version__
+from ..compute import CostModel, effective_attack_steps, measure_step_flops
 from ..config import TrainConfig
+from ..cost import default_flop_rate
+from ..data.info import dataset_info
 from ..errors import UserError
-from ..rundir import write_text
 from ..evaluation.spec import DEFAULT_STEPS, Attack
+from ..models import create_model
+from ..rundir import write_text
 from .spec import PlannedRun, SweepSpec
 
 CACHE_VERSION = 2  # 2: the forward and attack-step FLOPs beside the training step's
@@ -84,8 +88,6 @@ def totals(estimates: Iterable[RunEstimate]) -> dict[str, float | None]:
 
 def images_seen(cfg: TrainConfig, world_size: int = 1) -> int | None:
     """Training images a run processes over all epochs (all ranks), as the training sampler counts them."""
-    from ..data.info import dataset_info
-
     n = cfg.train_subset or dataset_info(cfg.dataset).train_size
     if n is None:
         return None
@@ -107,9 +109,6 @@ class StepFlopsCache:
         self._loaded = False
 
     def key(self, cfg: TrainConfig) -> str:
-        from .. import __version__
-        from ..compute import effective_attack_steps
-
         steps = effective_attack_steps(cfg)
         return "|".join(map(str, (cfg.model, cfg.dataset, cfg.method.value, steps, cfg.attack_bn_eval, __version__)))
 
@@ -173,10 +172,6 @@ def measure_train_step_flops(cfg: TrainConfig) -> dict[str, float]:
     ``measure_step_flops`` on the meta device."""
     import torch
 
-    from ..compute import measure_step_flops
-    from ..data.info import dataset_info
-    from ..models import create_model
-
     info = dataset_info(cfg.dataset)
     if info.input_size is None or info.num_classes is None:
         raise UserError(f"cannot estimate FLOPs for dataset {cfg.dataset!r} without its input size; use --no-cost")
@@ -237,8 +232,6 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
                   store=None,
                   cache: StepFlopsCache | None = None, progress: bool = False) -> list[RunEstimate]:
     """The bill of each run (see the module docstring)."""
-    from ..compute import CostModel
-
     runs = spec.runs if runs is None else runs
     cache = cache or StepFlopsCache()
     preset = price_preset or spec.cost.price_preset

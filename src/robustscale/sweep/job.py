@@ -27,6 +27,9 @@ from typing import Any
 import submitit
 
 from ..config import TrainConfig
+from ..evaluation import evaluate_run
+from ..store import mark_requeued, record_evaluation, record_run_end, record_run_start, store_for
+from ..train import train
 
 
 _ENV_KEYS = ("ROBUSTSCALE_STORE", "ROBUSTSCALE_SWEEP")
@@ -71,8 +74,6 @@ class RunJob(submitit.helpers.Checkpointable):
                     os.environ[key] = value
 
     def _run(self) -> dict[str, Any]:
-        from ..store import record_run_end, record_run_start, store_for
-
         self._export_environment()
         cfg = TrainConfig.from_dict(self.cfg)
         run_dir = Path(cfg.output_dir) / cfg.name
@@ -85,8 +86,6 @@ class RunJob(submitit.helpers.Checkpointable):
             record_run_end(cfg, finished, store=self.store_url, run_dir=run_dir)
         result: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "trained_now": not trained}
         if not trained:
-            from ..train import train
-
             resume = run_dir if (run_dir / "state.pt").is_file() else None
             result["resumed"] = resume is not None
             record_run_start(cfg, run_dir, resumed=resume is not None, store=self.store_url, sweep=self.sweep)
@@ -114,8 +113,6 @@ class RunJob(submitit.helpers.Checkpointable):
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Preempted or timed out: resubmit this run; the new job resumes from ``state.pt``."""
-        from ..store import mark_requeued
-
         mark_requeued(self.name)
         return submitit.helpers.DelayedSubmission(
             RunJob(self.cfg, self.store_url, self.evaluation, self.sweep, self.threads), *args, **kwargs)
@@ -142,16 +139,12 @@ class RunJob(submitit.helpers.Checkpointable):
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
     def _evaluate(self, cfg: TrainConfig, run_dir: Path, store) -> dict[str, Any] | None:
-        from ..store import record_evaluation
-
         opts = dict(self.evaluation)
         eps = opts.get("eps")
         if eps is None:
             opts["eps"] = eps = cfg.eps
         if store is not None and store.evaluation_exists(cfg.name, opts["attack"], eps, opts.get("n_examples")):
             return None
-        from ..evaluation import evaluate_run
-
         claim = evaluate_run(run_dir, **opts, store=self.store_url)
         if claim.get("complete", True):
             record_evaluation(cfg, claim, store=self.store_url)  # evaluate_run records too; this is idempotent

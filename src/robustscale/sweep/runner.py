@@ -34,6 +34,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import UserError
+from ..store import open_store, store_url_for
+from ..store.liveness import process_alive
+from .job import RunJob
+from .local import LocalRunner, find_orphans, job_outcome, parse_local_job_id
 from .spec import ExecutorOptions, PlannedRun, SweepSpec
 
 EXECUTORS = ("local", "slurm", "inline")
@@ -52,8 +56,6 @@ class RunState:
 
 # ---------------------------------------------------------------------- store side
 def open_sweep_store(spec: SweepSpec, store: str | None = None, create: bool = True, readonly: bool = False):
-    from ..store import open_store
-
     return open_store(store or spec.store, output_dir=spec.output_dir, create=create, readonly=readonly)
 
 
@@ -133,9 +135,6 @@ def _job_alive(row: dict[str, Any]) -> bool:
     if not job_id:
         return False
     if executor == "local":  # "<controller pid>@<its start time>:...": a reused pid does not match
-        from ..store.liveness import process_alive
-        from .local import parse_local_job_id
-
         controller, _ = parse_local_job_id(job_id)
         return controller is not None and process_alive(*controller)
     if executor == "slurm":
@@ -159,8 +158,6 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
               options: ExecutorOptions | None = None, wait: bool = True, log: Callable[[str], None] = print,
               progress: bool = True, poll_s: float = 1.0) -> dict[str, Any]:
     """Submit what is not done and (by default) wait for it. Returns counts and per-run outcomes."""
-    from ..store import store_url_for
-
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     opts = options or spec.executor
@@ -180,8 +177,6 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     states = sweep_states(spec, st)
     orphans = []
     if executor == "local":
-        from .local import find_orphans
-
         orphans = find_orphans(states)
     todo = [s for s in states if s.state in TODO_STATES and not _alive_now(s)]
     _check_inputs([s.run for s in todo])
@@ -205,8 +200,6 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
         run_dir = s.run.run_dir
         if s.state != "needs_eval":
             st.start_run(s.run.cfg, run_dir, status="queued", sweep=spec.name)
-        from .job import RunJob
-
         evaluation = spec.evaluation.kwargs() if spec.evaluation is not None else None
         jobs.append(RunJob(s.run.cfg.to_dict(), url, evaluation, spec.name, threads))
 
@@ -215,8 +208,6 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     if executor == "inline":
         runner = _InlineRunner()
     elif executor == "local":
-        from .local import LocalRunner
-
         runner = LocalRunner(folder, opts, orphans, log=log, slots=SweepSlots(st, spec, opts.max_parallel))
     else:
         runner = _SlurmRunner(folder, opts, spec.name)
@@ -487,8 +478,6 @@ class _SlurmRunner:
         return []  # Slurm jobs keep running when the sweep stops waiting
 
     def run(self, jobs, *, on_submit, on_done, on_adopted_done=None, wait: bool, poll_s: float) -> None:
-        from .local import job_outcome
-
         sjobs = self.submit(jobs)
         for job, sjob in zip(jobs, sjobs):
             on_submit(job, str(sjob.job_id))

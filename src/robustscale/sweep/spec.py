@@ -37,7 +37,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import Method, TrainConfig, load_yaml, parse_fraction
-from ..errors import UserError
+from ..data.info import dataset_info
+from ..errors import UserError, choice
+from ..evaluation.spec import Attack, EvalSpec
+from ..models import check_model_name
 
 SPEC_KEYS = ("name", "description", "recipe", "base", "grid", "zip", "seeds", "blocks", "name_template", "output_dir",
              "store", "evaluation", "executor", "cost", "study")
@@ -196,7 +199,7 @@ def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
         axis_names += [a.key for g in axes for a in g] + (["seed"] if seeds is not None else [])
     _check_unique(runs, where)
 
-    evaluation = _parse_evaluation(data.get("evaluation", {}), where)
+    evaluation = parse_evaluation(data.get("evaluation", {}), where)
     executor = _parse_executor(data.get("executor"), where)
     cost = _parse_options(CostOptions, data.get("cost") or {}, COST_KEYS, "cost", where)
     store = data.get("store")
@@ -403,9 +406,6 @@ def _render_name(template: str, cfg: TrainConfig, labels: Mapping[str, str], ind
 
 def _check_run(cfg: TrainConfig, what: str) -> None:
     """What TrainConfig.validate cannot see: the model and dataset must exist."""
-    from ..data.info import dataset_info
-    from ..models import check_model_name
-
     try:
         dataset_info(cfg.dataset)
         check_model_name(cfg.model)
@@ -434,20 +434,14 @@ def _axes_text(run: PlannedRun) -> str:
 
 
 # ---------------------------------------------------------------------- options
-def _parse_evaluation(value: Any, where: str) -> EvaluationOptions | None:
+def parse_evaluation(value: Any, where: str) -> EvaluationOptions | None:
     if value is None or value is False:
         return None
     if not isinstance(value, Mapping):
         raise UserError(f"`evaluation` in {where} must be a mapping ({', '.join(EVALUATION_KEYS)}) or null")
     opts = _parse_options(EvaluationOptions, value, EVALUATION_KEYS, "evaluation", where)
     attack = str(opts.attack).strip().lower()
-    try:
-        from ..evaluation.spec import Attack
-        from ..errors import choice
-
-        attack = choice(Attack, attack, what="evaluation attack").value
-    except ImportError:  # evaluation package not installed: keep the name as given
-        pass
+    attack = choice(Attack, attack, what="evaluation attack").value
     if opts.n_examples is not None and opts.n_examples < 1:
         raise UserError(f"invalid evaluation n_examples {opts.n_examples!r} in {where}: must be >= 1")
     if opts.eps is not None and not 0 <= opts.eps <= 1:
@@ -456,12 +450,8 @@ def _parse_evaluation(value: Any, where: str) -> EvaluationOptions | None:
         if getattr(opts, key) is not None and getattr(opts, key) < 1:
             raise UserError(f"invalid evaluation {key} {getattr(opts, key)!r} in {where}: must be >= 1")
     try:  # what `evaluate` would refuse after the training was spent (e.g. steps for a clean evaluation)
-        from ..evaluation.spec import EvalSpec
-
         EvalSpec.create(attack, opts.eps, "linf", opts.steps, None, opts.restarts,
                         256 if opts.batch_size is None else opts.batch_size, opts.seed)
-    except ImportError:
-        pass
     except UserError as exc:
         raise UserError(f"invalid evaluation in {where}: {exc}") from None
     return EvaluationOptions(**{**opts.__dict__, "attack": attack})
