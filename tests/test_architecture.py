@@ -303,37 +303,13 @@ LAZY_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/study.py": ("errors study study.bill study.next study.paper", _CLI),
     "commands/sweep.py": ("commands.runs errors store sweep", _CLI),
     "commands/train.py": ("compute compute.energy config data errors models store train", _CLI),
-    "study/fits.py": ("scaling scaling.extrapolate", _STUDY),
-    "study/paper/figures.py": ("report.plots", _STUDY),
     "study/scaling.py": ("models", "robustscale.models imports torch and timm: only a spec with study.scaling.models "
                                    "pays for them"),
-    "study/paper/reproduce.py": ("compute report report.plots scaling scaling.extrapolate", _STUDY),
-    "study/paper/result.py": ("scaling.format", _STUDY),
-    "study/paper/tables.py": ("scaling", _STUDY),
-    "study/report.py": ("report report.plots scaling.identified study.next study.results", _STUDY),
-    "study/results.py": ("rundir", _STUDY),
-    "study/run.py": ("errors evaluation scaling.identified scaling.laws study.fits study.next study.report "
-                     "study.results sweep sweep.spec", _STUDY),
 }
 
 # file under src/robustscale -> (the private names it imports from other modules, why)
 PRIVATE_IMPORTS: dict[str, tuple[str, str]] = {
     "commands/sweep.py": ("commands.runs._fmt", _COMMANDS),
-    "study/paper/analysis.py": ("study.paper.result._arch_label study.paper.result._group_key "
-                                "study.paper.result._group_label", _STUDY),
-    "study/paper/figures.py": ("study.paper.analysis._archs_by_size study.paper.result._arch_label "
-                               "study.paper.result._group_key", _STUDY),
-    "study/paper/reproduce.py": ("study.paper.analysis._group_specs study.paper.analysis._prepare_runs "
-                                 "study.paper.analysis._tables study.paper.figures._figures "
-                                 "study.paper.sections._sections", _STUDY),
-    "study/paper/sections.py": ("study.paper.result._arch_label study.paper.result._interval "
-                                "study.paper.result._num study.paper.result._pct study.paper.tables._INT "
-                                "study.paper.tables._P1 study.paper.tables._P2 study.paper.tables._STR "
-                                "study.paper.tables._display study.paper.tables._exponent_comparison_table "
-                                "study.paper.tables._extrapolation_tables study.paper.tables._fit_table "
-                                "study.paper.tables._gain_display study.paper.tables._levels_display", _STUDY),
-    "study/paper/tables.py": ("study.paper.result._group_key study.paper.result._interval study.paper.result._num "
-                              "study.paper.result._pct", _STUDY),
 }
 
 

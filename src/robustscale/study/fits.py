@@ -12,12 +12,13 @@ import math
 from typing import Any, Sequence
 
 from ..errors import UserError
+from ..scaling import compare_exponents, extrapolate, fit_law
 from ..scaling.backtest import backtest
 from ..scaling.extrapolate import EXTRAPOLATION_FACTOR
-from ..schema import COLLAPSE_THRESHOLD_ACC
-from ..schema import finite_float as _num
 from ..scaling.format import p_text
 from ..scaling.identified import BEYOND_REACH, NOT_IDENTIFIED, OK, asymptote, identify
+from ..schema import COLLAPSE_THRESHOLD_ACC
+from ..schema import finite_float as _num
 
 TARGET_QUANTITIES = ("compute_flops", "device_hours", "energy_kwh", "electricity_usd", "cloud_usd_high")
 
@@ -67,8 +68,6 @@ def fit_study(df, opts, spec=None, backtests: dict[str, dict[str, Any]] | None =
     ``backtests`` (:func:`study_backtests`): each target's label says whether it lies within the reach over
     which the family's back-test held.
     """
-    from ..scaling import compare_exponents, extrapolate, fit_law
-
     fits: dict[str, dict[str, Any]] = {}
     comparisons: dict[str, Any] = {}
     extrapolations: dict[str, dict[float, list]] = {}

@@ -7,11 +7,14 @@ import html as _html
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..report import Section
+from ..report import Section, write_report
+from ..report.plots import plot_families
 from ..scaling.backtest import backtest_table
 from ..scaling.format import fmt, p_text
-from ..scaling.identified import OK
+from ..scaling.identified import OK, SEED_SD_POINTS, identify
 from .fits import asymptote_text
+from .next import NEXT_FACTORS, next_table
+from .results import format_gap
 
 ACC_LABELS = {"clean_acc": "clean", "pgd_robust_acc": "PGD", "apgd_ce_robust_acc": "APGD-CE",
               "aa_robust_acc": "AutoAttack"}
@@ -80,16 +83,12 @@ def targets_table(records: Sequence[dict[str, Any]]) -> tuple[list[str], list[li
 
 
 def _central_figure(df, opts, fits):
-    from ..report.plots import plot_families
-
     families = []
     for fam in opts.fits:
         chosen, note = None, "no law the runs identify and accept (see Laws)"
         for law in opts.laws:  # the first identified law in the spec's order is drawn
             fit = fits[law][fam.name]
             if not isinstance(fit, Exception):
-                from ..scaling.identified import identify
-
                 if identify(fit).ok:
                     chosen = fit
                     break
@@ -116,9 +115,6 @@ def _backtest_section(backtests):
 
 
 def _next_section(records):
-    from ..report import Section
-    from .next import NEXT_FACTORS, next_table
-
     text = (f"robustscale plan on this study's runs: the joint law 100 - y = E + A N^-alpha + B D^-beta + G k^-gamma "
             f"of each robust family (inputs the runs do not vary held at their value), asked for its optimum at "
             f"{', '.join(f'{f:g}x' for f in NEXT_FACTORS)} the family's largest run. Recipes use the family's own "
@@ -157,8 +153,6 @@ def _setup_text(df, spec, opts) -> str:
 
 
 def _seed_sd_text(opts) -> str:
-    from ..scaling.identified import SEED_SD_POINTS
-
     if opts.seed_sd is None:
         return (f"{SEED_SD_POINTS:g} point (assumed; measured instead where a configuration ran with several seeds, and "
                 f"study.seed_sd sets one)")
@@ -168,9 +162,6 @@ def _seed_sd_text(opts) -> str:
 def write_study_report(df, spec, opts, fits, comparisons, extrapolations, records, gaps, warnings,
                        out_path: Path, next_records: Sequence[dict[str, Any]] = (), backtests=None) -> Path:
     """Write ``out_path`` (HTML, self-contained)."""
-    from ..report import Section, write_report
-    from .results import format_gap
-
     metrics = [m for m in ACC_LABELS if m in df.columns and df[m].notna().any()]
     sections = [Section("Setup", html=_setup_text(df, spec, opts))]
     if warnings:

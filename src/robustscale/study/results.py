@@ -14,6 +14,7 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .. import rundir
 from ..errors import UserError
 from ..intervals import accuracy_interval, correct_count, wilson_interval
 from ..schema import finite_float as _num
@@ -185,8 +186,6 @@ def format_gap(g: Mapping[str, Any]) -> str:
 
 def write_study_json(path: Path, runs: list[dict], fits: list[dict], extra: Mapping[str, Any] | None = None) -> Path:
     """``study.json`` (stable key order, sorted runs and fits, so two studies diff line by line)."""
-    from .. import rundir
-
     doc = {"schema": "robustscale.study/1", **(extra or {}), "runs": sort_runs(runs), "fits": sort_fits(fits)}
     return rundir.write_json(path, doc, mkdir=True)
 

@@ -42,8 +42,17 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..config import load_yaml
-from ..errors import UserError
-from .results import where_mask
+from ..errors import UserError, choice
+from ..evaluation import evaluate_run
+from ..scaling.identified import SEED_SD_POINTS, check_seed_sd, min_runs
+from ..scaling.laws import LawName, get_law
+from ..sweep import build_spec, open_sweep_store, run_sweep
+from ..sweep.spec import parse_evaluation
+from .fits import backtest_records, comparison_records, fit_records, fit_study, study_backtests
+from .next import next_runs
+from .report import write_study_report
+from .results import (MIN_FIT_EXAMPLES, accuracy_columns, autoattack_gaps, format_gap, metric_of, run_records,
+                      sort_fits, sort_runs, study_frame, where_mask, write_study_json)
 from .scaling import ScalingOptions, parse_scaling, run_scaling
 from .scaling_page import write_scaling_outputs
 
@@ -88,8 +97,6 @@ class StudyOptions:
 def load_study(path: str | Path, overrides: Mapping[str, Any] | None = None):
     """Read a study spec: ``(SweepSpec, StudyOptions)``. Bad keys, and a grid that cannot carry a requested
     law, fail here, before any run starts."""
-    from ..sweep import build_spec
-
     path = Path(path)
     data = dict(load_yaml(path))
     study = data.pop("study", None) or {}
@@ -107,9 +114,6 @@ COMPUTE_KEYS = ("dataset", "model", "method", "attack_steps", "train_subset", "e
 def check_grid(spec, opts: StudyOptions) -> None:
     """UserError (one line, exit 2) when a family's planned runs cannot identify a requested law."""
     import pandas as pd
-
-    from ..scaling.identified import min_runs
-    from ..scaling.laws import get_law
 
     planned = pd.DataFrame([{**r.cfg.to_dict(), "name": r.name} for r in spec.runs])
     for fam in opts.fits:
@@ -129,9 +133,6 @@ def check_grid(spec, opts: StudyOptions) -> None:
 
 
 def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
-    from ..scaling.laws import LawName
-    from ..errors import choice
-
     if not isinstance(study, Mapping):
         raise UserError(f"`study` in {where} must be a mapping; valid keys: {', '.join(STUDY_KEYS)}")
     for key in study:
@@ -142,8 +143,6 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
     if not isinstance(evaluations, list) or not all(isinstance(e, Mapping) for e in evaluations):
         raise UserError(f"study.evaluations in {where} must be a list of mappings like {{attack: aa-standard, "
                         f"n_examples: 200}}")
-    from ..sweep.spec import parse_evaluation
-
     opts.evaluations = []
     for e in evaluations:
         e = dict(e)
@@ -201,8 +200,6 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
             setattr(opts, key, str(study[key]))
     if study.get("exclude_below") is not None:
         opts.exclude_below = float(study["exclude_below"])
-    from ..scaling.identified import check_seed_sd
-
     opts.seed_sd = check_seed_sd(study.get("seed_sd"), "study.seed_sd", f" in {where}")
     opts.scaling = parse_scaling(study.get("scaling"), where)
     return opts
@@ -240,14 +237,6 @@ class StudyResult:
 def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: str = "local",
               max_parallel: int | None = None, progress: bool = True, log=print) -> StudyResult:
     """Run the sweep (what is not done), the extra evaluations, the fits, the report and study.json."""
-    from ..scaling.identified import SEED_SD_POINTS
-    from ..sweep import open_sweep_store, run_sweep
-    from .fits import backtest_records, comparison_records, fit_records, fit_study, study_backtests
-    from .next import next_runs
-    from .report import write_study_report
-    from .results import (autoattack_gaps, format_gap, run_records, sort_fits, sort_runs, study_frame,
-                          write_study_json)
-
     start = time.perf_counter()
     sweep = run_sweep(spec, executor=executor, store=store, max_parallel=max_parallel, progress=progress, log=log)
     if sweep.get("failed"):
@@ -293,8 +282,6 @@ def run_study(spec, opts: StudyOptions, *, store: str | None = None, executor: s
 
 def metric_of_spec(spec) -> str | None:
     """The robust-accuracy column of the sweep's own evaluation (``apgd-ce`` -> ``apgd_ce_robust_acc``)."""
-    from .results import metric_of
-
     ev = spec.evaluation
     return metric_of(ev.attack) if ev is not None and ev.attack != "clean" else None
 
@@ -302,8 +289,6 @@ def metric_of_spec(spec) -> str | None:
 def study_warnings(df, opts: StudyOptions) -> list[str]:
     """What a reader must know: fit inputs on fewer than 1,000 images, selection on test images, runs that
     predict (almost) one class."""
-    from .results import MIN_FIT_EXAMPLES
-
     out = []
     for fam in opts.fits:
         sub = df[df["family"] == fam.label]
@@ -350,8 +335,6 @@ def pending_evaluations(spec, opts: StudyOptions, st, entries: Sequence[dict] | 
 def ranking_metric(spec, opts: StudyOptions, by: str | None = None) -> str:
     """What ``strongest`` ranks by: ``by``, else the sweep's evaluation if it is an attack, else the first
     study evaluation that is one (e.g. ``apgd_ce_robust_acc``)."""
-    from .results import metric_of
-
     if by:
         return by
     metric = metric_of_spec(spec)
@@ -365,8 +348,6 @@ def ranking_metric(spec, opts: StudyOptions, by: str | None = None) -> str:
 
 def strongest_runs(spec, opts: StudyOptions, st, runs: list, k: int, by: str | None = None) -> list:
     """The ``k`` runs with the highest ``ranking_metric`` (ties: by name); runs without it are left out."""
-    from .results import accuracy_columns
-
     metric = ranking_metric(spec, opts, by)
     evals = st.evaluations_of([r.name for r in runs])
     score = {r.name: accuracy_columns(evals.get(r.name, []), float(r.cfg.eps)).get(metric) for r in runs}
@@ -377,8 +358,6 @@ def strongest_runs(spec, opts: StudyOptions, st, runs: list, k: int, by: str | N
 def _evaluate_in_worker(run_dir: str, store: str, threads: int, ev: dict[str, Any]) -> dict[str, Any]:
     """One extra evaluation in a worker process (``threads`` intra-op threads); the claim's headline."""
     import torch
-
-    from ..evaluation import evaluate_run
 
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
@@ -411,8 +390,6 @@ def run_extra_evaluations(spec, opts: StudyOptions, st, *, progress: bool, log) 
 def _run_evaluations(todo, opts: StudyOptions, st, *, progress: bool, log) -> None:
     workers = min(opts.eval_workers, len(todo))
     if workers <= 1:
-        from ..evaluation import evaluate_run
-
         for run, ev in todo:
             t0 = time.perf_counter()
             claim = evaluate_run(run.run_dir, progress=progress, store=st.url, **ev)

@@ -4,10 +4,10 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from .result import BASELINE_ARCH, GROUP_COLUMNS, METHOD_NAMES, SYNTH_NAMES, _arch_label, _group_key, _group_label
+from .result import BASELINE_ARCH, GROUP_COLUMNS, METHOD_NAMES, SYNTH_NAMES, arch_label, group_key, group_label
 
 
-def _prepare_runs(df):
+def prepare_runs(df):
     """Add ``architecture`` (model without the DeepMind-style ``_dm`` suffix) and ``activation``."""
     df = df.copy()
     model = df["model"].astype(str)
@@ -104,7 +104,7 @@ def collapse_table(df):
     return pd.DataFrame(rows)
 
 
-def _group_specs(runs):
+def group_specs(runs):
     """``[(key, label, group dict, frame, frontier)]``: all runs, their frontier, then each grid group.
 
     The group dicts name real columns (``{}`` for all runs), as ``scaling.fit_groups`` would."""
@@ -112,11 +112,11 @@ def _group_specs(runs):
     for key, part in runs.groupby(list(GROUP_COLUMNS), sort=True):
         group = {c: (k.item() if hasattr(k, "item") else k) for c, k in zip(GROUP_COLUMNS, key)}
         group["synthetic_data"] = bool(group["synthetic_data"])
-        specs.append((_group_key(group), _group_label(group), group, part, False))
+        specs.append((group_key(group), group_label(group), group, part, False))
     return specs
 
 
-def _tables(runs) -> dict[str, Any]:
+def analysis_tables(runs) -> dict[str, Any]:
     t: dict[str, Any] = {}
     t["collapse"] = collapse_table(runs)
     t["collapsed_multistep"] = runs[runs["collapsed"] & (runs["attack_steps"] > 1)][
@@ -131,7 +131,7 @@ def _tables(runs) -> dict[str, Any]:
     t["generated_data_gain"] = _concat([gain_summary(pairs, "epochs", labels=epoch_names),
                                         gain_summary(pairs, "method", labels=METHOD_NAMES).iloc[1:]])
     # Model size: each architecture vs WRN-28-10 of the same activation, all else equal
-    archs = _archs_by_size(runs)
+    archs = archs_by_size(runs)
     t["model_levels"] = _model_levels(runs)
     pair_frames = []
     for arch in archs:
@@ -145,11 +145,11 @@ def _tables(runs) -> dict[str, Any]:
     t["model_size_pairs"] = model_pairs
     t["model_size_gain"] = _concat([
         gain_summary(model_pairs[model_pairs["architecture"] == a],
-                     label=f"{_arch_label(a)} vs {_arch_label(BASELINE_ARCH)}")
+                     label=f"{arch_label(a)} vs {arch_label(BASELINE_ARCH)}")
         for a in archs if a != BASELINE_ARCH])
     t["model_size_gain_by_data"] = _concat([
         gain_summary(model_pairs[(model_pairs["architecture"] == a) & (model_pairs["synthetic_data"] == s)],
-                     label=f"{_arch_label(a)} vs {_arch_label(BASELINE_ARCH)}, {SYNTH_NAMES[s]}")
+                     label=f"{arch_label(a)} vs {arch_label(BASELINE_ARCH)}, {SYNTH_NAMES[s]}")
         for s in (False, True) for a in archs if a != BASELINE_ARCH])
     # Training length
     t["epochs_levels"] = level_table(runs, "epochs")
@@ -176,5 +176,5 @@ def _model_levels(runs):
 
 
 
-def _archs_by_size(runs) -> list[str]:
+def archs_by_size(runs) -> list[str]:
     return runs.groupby("architecture")["model_parameters"].median().sort_values().index.tolist()

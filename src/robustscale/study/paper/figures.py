@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...report.plots import plot_cost
 from ...scaling.identified import MAX_EXTRAPOLATION, identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
-from .analysis import _archs_by_size
+from .analysis import archs_by_size
 from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, SYNTH_COLOR, SYNTH_NAMES, PaperReproduction,
-                     _arch_label, _group_key)
+                     arch_label, group_key)
 
 # report.plots draws accuracy on a log axis with collapsed runs at 0.5%, which squeezes this
 # grid's 30-61% into a sliver; these panels use a linear axis and leave collapsed runs to the
@@ -20,10 +21,8 @@ def _new_figure(w: float, h: float):
     return Figure(figsize=(w, h), dpi=110, layout="constrained")
 
 
-def _figures(result: PaperReproduction) -> dict[str, tuple[Any, str]]:
+def paper_figures(result: PaperReproduction) -> dict[str, tuple[Any, str]]:
     """``file stem -> (matplotlib Figure, caption)``."""
-    from ...report.plots import plot_cost
-
     runs = result.runs
     return {
         "aa_vs_flops": (_fig_aa_vs_flops(result), "AutoAttack accuracy vs total training FLOPs per method and "
@@ -86,7 +85,7 @@ def _fig_aa_vs_flops(result: PaperReproduction):
                 color = SYNTH_COLOR[synth]
                 ax.scatter(good["train_flops"], good["aa_robust_acc"], s=18, color=color, alpha=0.7,
                            label=f"{SYNTH_NAMES[synth]} ({len(good)} runs)")
-                g = result.group(_group_key({"method": method, "synthetic_data": synth, "epochs": ep}))
+                g = result.group(group_key({"method": method, "synthetic_data": synth, "epochs": ep}))
                 if not len(good):
                     continue
                 xs = np.geomspace(good["train_flops"].min(), good["train_flops"].max(), 100)
@@ -267,11 +266,11 @@ def _fig_effects(result: PaperReproduction):
                     for ep in sorted(p["epochs"].unique())], "generated data vs none")
     m = t["model_size_pairs"]
     m = m[~m["collapsed"]] if len(m) else m
-    archs = [a for a in _archs_by_size(result.runs) if a != BASELINE_ARCH]
-    strip(axes[1], [(f"{_arch_label(a)}\n{'gen. data' if s else 'no gen. data'}",
+    archs = [a for a in archs_by_size(result.runs) if a != BASELINE_ARCH]
+    strip(axes[1], [(f"{arch_label(a)}\n{'gen. data' if s else 'no gen. data'}",
                      m[(m["architecture"] == a) & (m["synthetic_data"] == s)]["gain"] if len(m) else [],
                      SYNTH_COLOR[s]) for a in archs for s in (False, True)],
-          f"larger model vs {_arch_label(BASELINE_ARCH)} (same activation)")
+          f"larger model vs {arch_label(BASELINE_ARCH)} (same activation)")
     e = t["epochs_pairs"]
     e = e[~e["collapsed"]]
     ep = sorted(result.runs["epochs"].unique())

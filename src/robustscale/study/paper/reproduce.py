@@ -6,14 +6,18 @@ import time
 from pathlib import Path
 from typing import Iterable
 
+from ...cost import CostModel
 from ...errors import UserError
 from ...progress import StageBar
-from ...schema import COLLAPSE_THRESHOLD_ACC
+from ...report import write_markdown, write_report
+from ...report.plots import save_figure
+from ...scaling import extrapolate, fit_law, load_paper_runs
 from ...scaling.published_runs import PAPER_URL
-from .analysis import _group_specs, _prepare_runs, _tables
-from .figures import _figures
+from ...schema import COLLAPSE_THRESHOLD_ACC
+from .analysis import analysis_tables, group_specs, prepare_runs
+from .figures import paper_figures
 from .result import DEFAULT_TARGETS, LAWS, PRICE_PRESET, REPORT_TITLE, GroupFit, PaperReproduction
-from .sections import _sections
+from .sections import paper_sections
 
 __all__ = ["reproduce_paper"]
 
@@ -50,11 +54,8 @@ def reproduce_paper(source: str | Path = PAPER_URL, out_dir: Path | str = "paper
     figures_dir = Path(figures_dir) if figures_dir is not None else None
 
     steps = ["load"] + [f"fit {law}" for law in LAWS] + ["electricity", "tables", "figures", "write"]
-    from ...compute import CostModel
-    from ...scaling import load_paper_runs
-
     # Read before the bar is drawn: a missing or bad file is one line of its own, not glued to a bar.
-    runs = _prepare_runs(load_paper_runs(source))
+    runs = prepare_runs(load_paper_runs(source))
     if not len(runs):
         raise UserError(f"{source} holds no runs")
     bar = StageBar(steps, "paper reproduction", progress)
@@ -67,12 +68,12 @@ def reproduce_paper(source: str | Path = PAPER_URL, out_dir: Path | str = "paper
 
     bar.step("tables")
     result = PaperReproduction(source=str(source), runs=runs, groups=groups, electricity=electricity,
-                               tables=_tables(runs), sections=[], targets=targets, bootstrap=bootstrap, seed=seed,
+                               tables=analysis_tables(runs), sections=[], targets=targets, bootstrap=bootstrap, seed=seed,
                                report_path=out_dir / "report.html")
     result.tables["device_hours_fit"] = device_hours_fit
     bar.step("figures")
-    figures = _figures(result)
-    result.sections = _sections(result, figures, cost_model, command or _default_command(source, out_dir, markdown,
+    figures = paper_figures(result)
+    result.sections = paper_sections(result, figures, cost_model, command or _default_command(source, out_dir, markdown,
                                                                                           bootstrap, seed, targets))
     bar.step("write")
     _write(result, out_dir, figures, figures_dir, markdown)
@@ -98,9 +99,7 @@ def _check_arguments(bootstrap, targets, level) -> tuple[int, tuple[float, ...]]
 
 def _fit_groups(runs, targets, cost_model, seed: int, bar, **fit_kw) -> list[GroupFit]:
     """The AA-vs-FLOPs fits of every group under each law, extrapolated to the targets."""
-    from ...scaling import extrapolate, fit_law
-
-    specs = _group_specs(runs)
+    specs = group_specs(runs)
     groups = [GroupFit(key, label, group, frontier, {}) for key, label, group, _, frontier in specs]
     for law in LAWS:
         bar.step(f"fit {law}")
@@ -114,8 +113,6 @@ def _fit_groups(runs, targets, cost_model, seed: int, bar, **fit_kw) -> list[Gro
 
 def _fit_costs(runs, seed: int, **fit_kw):
     """Power laws of electricity cost and GPU-hours vs FLOPs over all runs."""
-    from ...scaling import fit_law
-
     electricity = fit_law(runs, law="power", x="train_flops", y="electricity_usd", seed=seed, **fit_kw)
     device_hours = fit_law(runs, law="power", x="train_flops", y="device_hours", seed=seed + 1, **fit_kw)
     return electricity, device_hours
@@ -124,9 +121,6 @@ def _fit_costs(runs, seed: int, **fit_kw):
 def _write(result: PaperReproduction, out_dir: Path, figures: dict, figures_dir: Path | None,
            markdown: Path | None) -> None:
     """report.html (self-contained), the PNG figures, and the markdown page linking them."""
-    from ...report import write_markdown, write_report
-    from ...report.plots import save_figure
-
     out_dir.mkdir(parents=True, exist_ok=True)
     write_report(result.runs, result.report_path, result.sections, include_scaling=False, title=REPORT_TITLE,
                  source=result.source)

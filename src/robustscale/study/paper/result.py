@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...scaling.format import fmt, render_table
 from ...scaling.identified import MAX_EXTRAPOLATION, identify
 from ...schema import finite_float
 
@@ -136,22 +137,20 @@ def _tag(target: float) -> str:
 
 
 # ---------------------------------------------------------------------- formatting
-def _num(v, digits: int = 3) -> str:
+def num_text(v, digits: int = 3) -> str:
     """Compact number for tables: ``47.6``, ``3.1e+21``; None/NaN -> ``-``; inf -> ``∞``."""
-    from ...scaling.format import fmt
-
     if v is not None and isinstance(v, (int, float)) and math.isinf(v):
         return "∞"
     return fmt(v, digits)
 
 
-def _interval(point, low, high, digits: int = 3) -> str:
+def interval_text(point, low, high, digits: int = 3) -> str:
     if low is None or (isinstance(low, float) and math.isnan(low)):
-        return _num(point, digits)
-    return f"{_num(point, digits)} [{_num(low, digits)}, {_num(high, digits)}]"
+        return num_text(point, digits)
+    return f"{num_text(point, digits)} [{num_text(low, digits)}, {num_text(high, digits)}]"
 
 
-def _pct(v, digits: int = 1) -> str:
+def pct_text(v, digits: int = 1) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return "-"
     return f"{v:.{digits}f}"
@@ -162,8 +161,6 @@ def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
     exponent with its interval, asymptote, and the FLOPs (and electricity USD for the last target)
     to reach each target; where there is no number, the target's status (see the legend printed under the
     table)."""
-    from ...scaling.format import render_table
-
     if not rows:
         return "(no fits)"
     targets = [k[len("reachable_"):] for k in rows[0] if k.startswith("reachable_")]
@@ -179,16 +176,16 @@ def format_summary_table(rows: Sequence[dict[str, Any]]) -> str:
             body.append(cells)
             continue
         cells = [r["group"], r["law"], str(r["n_runs"]),
-                 _interval(r["exponent"], r["exponent_low"], r["exponent_high"]),
-                 _interval(r["asymptote_acc"], r["asymptote_acc_low"], r["asymptote_acc_high"])
+                 interval_text(r["exponent"], r["exponent_low"], r["exponent_high"]),
+                 interval_text(r["asymptote_acc"], r["asymptote_acc_low"], r["asymptote_acc_high"])
                  if r["asymptote_acc"] is not None else "-"]
         for t in targets:
-            cells.append(_num(r[f"compute_flops_{t}"]) if r[f"reachable_{t}"] else _target_short(r, t))
+            cells.append(num_text(r[f"compute_flops_{t}"]) if r[f"reachable_{t}"] else _target_short(r, t))
         if targets:
             t = targets[-1]
             reach = r[f"reachable_{t}"]
-            cells.append(_num(r[f"device_hours_{t}"]) if reach else "-")
-            cells.append(_num(r[f"electricity_usd_{t}"]) if reach else "-")
+            cells.append(num_text(r[f"device_hours_{t}"]) if reach else "-")
+            cells.append(num_text(r[f"electricity_usd_{t}"]) if reach else "-")
         body.append(cells)
     right = [False, False] + [True] * (len(headers) - 2)
     return render_table(headers, body, right) + "\n" + TARGET_LEGEND
@@ -214,17 +211,17 @@ def _target_short(row, t) -> str:
 
 
 # ---------------------------------------------------------------------- labels
-def _arch_label(arch: str) -> str:
+def arch_label(arch: str) -> str:
     """``wide_resnet34_20`` -> ``WRN-34-20``."""
     parts = arch.replace("wide_resnet", "").split("_")
     return "WRN-" + "-".join(parts) if arch.startswith("wide_resnet") else arch
 
 
-def _group_label(group: dict[str, Any]) -> str:
+def group_label(group: dict[str, Any]) -> str:
     return (f"{METHOD_NAMES.get(group['method'], group['method'])}, "
             f"{'generated data' if group['synthetic_data'] else 'no generated data'}, {group['epochs']} ep")
 
 
-def _group_key(group: dict[str, Any]) -> str:
+def group_key(group: dict[str, Any]) -> str:
     return f"{group['method']}-{'synth' if group['synthetic_data'] else 'nosynth'}-{group['epochs']}ep"
 

@@ -7,12 +7,12 @@ from ...report import Sections
 from ...scaling.identified import BEYOND_REACH, MAX_EXTRAPOLATION, identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
 from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, PARTIAL_COLLAPSE_ACC, PRICE_PRESET,
-                     PaperReproduction, _arch_label, _interval, _num, _pct)
-from .tables import (_INT, _P1, _P2, _STR, _display, _exponent_comparison_table, _extrapolation_tables,
-                     _fit_table, _gain_display, _levels_display)
+                     PaperReproduction, arch_label, interval_text, num_text, pct_text)
+from .tables import (INTEGER, PCT1, PCT2, TEXT, display_frame, exponent_comparison_table, extrapolation_tables,
+                     fit_table, gain_display, levels_display)
 
 
-def _sections(result: PaperReproduction, figures: dict, cost_model, command: str) -> Sections:
+def paper_sections(result: PaperReproduction, figures: dict, cost_model, command: str) -> Sections:
     """The report's sections in reading order (``figures``: file stem -> (Figure, caption))."""
     out = Sections()
     _overview(out, result, cost_model, command)
@@ -74,8 +74,8 @@ def _fits_section(out: Sections, result: PaperReproduction, figures: dict) -> No
                  f"less sensitive.")
     _add_figure(out, figures, "aa_vs_flops")
     for law in LAWS:
-        out.table(_fit_table(result, law), f"{LAW_TITLES[law]}")
-    comparisons = _exponent_comparison_table(result)
+        out.table(fit_table(result, law), f"{LAW_TITLES[law]}")
+    comparisons = exponent_comparison_table(result)
     if len(comparisons):
         out.table(comparisons, "power-law exponent with generated data minus without (same method and epochs), "
                   "bootstrap interval and p-value")
@@ -93,7 +93,7 @@ def _electricity_section(out: Sections, result: PaperReproduction, figures: dict
     out.text(f"Power law `electricity_usd = C · FLOPs^α` over all {fit.n} runs: exponent **{fit.params['alpha']:.3f}** "
              f"[{lo:.3f}, {hi:.3f}], R² {fit.r2:.3f}. An exponent of 1 means cost is proportional to compute. "
              f"GPU-hours vs FLOPs: exponent {dh.params['alpha']:.3f} "
-             f"[{_num(dh.ci.get('alpha', (math.nan,))[0])}, {_num(dh.ci.get('alpha', (math.nan, math.nan))[1])}]. "
+             f"[{num_text(dh.ci.get('alpha', (math.nan,))[0])}, {num_text(dh.ci.get('alpha', (math.nan, math.nan))[1])}]. "
              f"Achieved throughput: median {1 / ratio.median() / 3600 / 1e12:.1f} TFLOP/s per GPU "
              f"(range {1 / ratio.max() / 3600 / 1e12:.1f}–{1 / ratio.min() / 3600 / 1e12:.1f}).")
     _add_figure(out, figures, "electricity_vs_flops")
@@ -104,9 +104,9 @@ def _electricity_section(out: Sections, result: PaperReproduction, figures: dict
                                           params=("model_parameters", "first")).sort_values("params")
     per_model["tflops_per_gpu"] = per_model["flops"] / per_model["gpu_hours"] / 3600 / 1e12
     out.table(pd.DataFrame({"model": per_model.index, "runs": per_model["runs"].astype(str).values,
-                            "median FLOPs": [_num(v) for v in per_model["flops"]],
-                            "median GPU-hours": [_num(v) for v in per_model["gpu_hours"]],
-                            "median electricity [USD]": [_num(v) for v in per_model["usd"]],
+                            "median FLOPs": [num_text(v) for v in per_model["flops"]],
+                            "median GPU-hours": [num_text(v) for v in per_model["gpu_hours"]],
+                            "median electricity [USD]": [num_text(v) for v in per_model["usd"]],
                             "achieved TFLOP/s per GPU": [f"{v:.1f}" for v in per_model["tflops_per_gpu"]]}),
               "compute and cost per model (medians over its runs)")
 
@@ -126,21 +126,21 @@ def _collapse_section(out: Sections, result: PaperReproduction, figures: dict) -
              f"{one['collapsed_pgd40_min'].min():.1f}–{one['collapsed_pgd40_max'].max():.1f}% (catastrophic overfitting "
              f"that the weaker attack does not see). {multi_text}")
     _add_figure(out, figures, "collapse_pgd40_vs_aa")
-    out.table(_display(c, {"method": ("method", lambda v: METHOD_NAMES.get(v, v)), "attack_steps": ("steps", _INT),
-                           "epochs": ("epochs", _INT), "n_runs": ("runs", _INT), "n_collapsed": ("collapsed", _INT),
-                           "pgd40_mean": ("mean PGD-40 [%]", _P1), "aa_mean": ("mean AA [%]", _P1),
-                           "aa_max": ("max AA [%]", _P1),
-                           "collapsed_pgd40_min": ("PGD-40 of collapsed, min [%]", _P1),
-                           "collapsed_pgd40_max": ("PGD-40 of collapsed, max [%]", _P1),
-                           "gap_max": ("max PGD-40 − AA [pp]", _P1)}),
+    out.table(display_frame(c, {"method": ("method", lambda v: METHOD_NAMES.get(v, v)), "attack_steps": ("steps", INTEGER),
+                           "epochs": ("epochs", INTEGER), "n_runs": ("runs", INTEGER), "n_collapsed": ("collapsed", INTEGER),
+                           "pgd40_mean": ("mean PGD-40 [%]", PCT1), "aa_mean": ("mean AA [%]", PCT1),
+                           "aa_max": ("max AA [%]", PCT1),
+                           "collapsed_pgd40_min": ("PGD-40 of collapsed, min [%]", PCT1),
+                           "collapsed_pgd40_max": ("PGD-40 of collapsed, max [%]", PCT1),
+                           "gap_max": ("max PGD-40 − AA [pp]", PCT1)}),
               f"runs and collapsed runs (AA < {COLLAPSE_THRESHOLD_ACC:g}%) per method, attack steps and epochs")
-    out.table(_display(t["collapsed_multistep"], {"model": ("model", _STR), "method": ("method", _STR),
-                                                  "attack_steps": ("steps", _INT), "epochs": ("epochs", _INT),
-                                                  "synthetic_data": ("generated data", _STR),
-                                                  "pgd_robust_acc": ("PGD-40 [%]", _P2),
-                                                  "aa_robust_acc": ("AA [%]", _P2), "clean_acc": ("clean [%]", _P2)}),
+    out.table(display_frame(t["collapsed_multistep"], {"model": ("model", TEXT), "method": ("method", TEXT),
+                                                  "attack_steps": ("steps", INTEGER), "epochs": ("epochs", INTEGER),
+                                                  "synthetic_data": ("generated data", TEXT),
+                                                  "pgd_robust_acc": ("PGD-40 [%]", PCT2),
+                                                  "aa_robust_acc": ("AA [%]", PCT2), "clean_acc": ("clean [%]", PCT2)}),
               "collapsed runs with more than one attack step")
-    out.table(_levels_display(t["steps_levels"], "attack steps"),
+    out.table(levels_display(t["steps_levels"], "attack steps"),
               "AutoAttack accuracy per number of attack steps (statistics over non-collapsed runs)")
 
 
@@ -156,24 +156,24 @@ def _effect_sections(out: Sections, result: PaperReproduction, figures: dict) ->
              f"at a median FLOPs ratio of {g['flops_ratio']:.3g} (treated / baseline training FLOPs"
              f"{same_compute if abs(g['flops_ratio'] - 1) < 0.05 else ''}).")
     _add_figure(out, figures, "effects")
-    out.table(_levels_display(t["generated_data_levels"], "training data"),
+    out.table(levels_display(t["generated_data_levels"], "training data"),
               "AA per level (mean/median/max over non-collapsed runs)")
-    out.table(_gain_display(t["generated_data_gain"]), "paired AA gain from generated data")
+    out.table(gain_display(t["generated_data_gain"]), "paired AA gain from generated data")
 
     out.section("Effect of model size")
-    out.text(f"Each larger architecture against {_arch_label(BASELINE_ARCH)} with the same activation (ReLU or "
+    out.text(f"Each larger architecture against {arch_label(BASELINE_ARCH)} with the same activation (ReLU or "
              f"DeepMind-style Swish), method, attack steps, epochs and data.")
-    out.table(_levels_display(t["model_levels"], "model"), "AA per model (statistics over non-collapsed runs)")
-    out.table(_gain_display(t["model_size_gain"]), f"paired AA gain vs {_arch_label(BASELINE_ARCH)}")
-    out.table(_gain_display(t["model_size_gain_by_data"]), "the same, split by training data")
+    out.table(levels_display(t["model_levels"], "model"), "AA per model (statistics over non-collapsed runs)")
+    out.table(gain_display(t["model_size_gain"]), f"paired AA gain vs {arch_label(BASELINE_ARCH)}")
+    out.table(gain_display(t["model_size_gain_by_data"]), "the same, split by training data")
 
     out.section("Effect of training length")
     ep = sorted(runs["epochs"].unique())
     out.text(f"{ep[-1]}-epoch runs against {ep[0]}-epoch runs of the same model, method, attack steps and data "
              f"(the longer recipe also adds weight averaging and CutMix).")
-    out.table(_levels_display(t["epochs_levels"], "epochs"),
+    out.table(levels_display(t["epochs_levels"], "epochs"),
               "AA per training length (statistics over non-collapsed runs)")
-    out.table(_gain_display(t["epochs_gain"]), f"paired AA gain of {ep[-1]} over {ep[0]} epochs")
+    out.table(gain_display(t["epochs_gain"]), f"paired AA gain of {ep[-1]} over {ep[0]} epochs")
 
 
 def _extrapolation_section(out: Sections, result: PaperReproduction, figures: dict) -> None:
@@ -193,7 +193,7 @@ def _extrapolation_section(out: Sections, result: PaperReproduction, figures: di
              f"prediction intervals covered every held-out run, over the 1.5-3.6x reach the splits test.")
     _add_figure(out, figures, "extrapolation")
     for law in LAWS:
-        matrix, detail = _extrapolation_tables(result, law)
+        matrix, detail = extrapolation_tables(result, law)
         out.table(matrix, f"{LAW_TITLES[law]}: FLOPs to reach each target")
         if len(detail):
             out.table(detail, f"{LAW_TITLES[law]}: time, energy and cost where reachable")
@@ -216,10 +216,10 @@ def _key_numbers(result: PaperReproduction) -> str:
                                       else f"; not extrapolated ({ex.status})")
         if ex.solved and ex.reachable:
             v = ex.values
-            reach = (f"; it reaches {top:g}% AA at {_interval(*v['compute_flops'])} FLOPs ({ex.reach}), "
-                     f"{_num(v['device_hours'][0] / (24 * 365.25))} GPU-years, "
-                     f"${_num(v['electricity_usd'][0])} of electricity")
-        lines.append(f"- Power law on the Pareto frontier of all runs: α = {_interval(fp.params['alpha'], lo, hi)}"
+            reach = (f"; it reaches {top:g}% AA at {interval_text(*v['compute_flops'])} FLOPs ({ex.reach}), "
+                     f"{num_text(v['device_hours'][0] / (24 * 365.25))} GPU-years, "
+                     f"${num_text(v['electricity_usd'][0])} of electricity")
+        lines.append(f"- Power law on the Pareto frontier of all runs: α = {interval_text(fp.params['alpha'], lo, hi)}"
                      f"{reach}.")
     if fs.converged and not fs_id.ok:
         lines.append(f"- Saturating law on the same frontier: {fs_id.status} ({fs_id.reason}): no asymptote and no "
@@ -228,14 +228,14 @@ def _key_numbers(result: PaperReproduction) -> str:
         ex = front.extrapolations["saturating"][top]
         lo, hi = fs.ci.get("y_max", (math.nan, math.nan))
         share = "" if math.isnan(ex.share_reachable) else \
-            f" (reachable in {_pct(100 * ex.share_reachable, 0)}% of bootstrap fits)"
+            f" (reachable in {pct_text(100 * ex.share_reachable, 0)}% of bootstrap fits)"
         if ex.status == BEYOND_REACH:
             reach = f"{top:g}% refused: {ex.status_reason}"
         elif not ex.reachable:
             reach = f"{top:g}% is not reachable under it{share}"
         else:
-            reach = f"{top:g}% is reached at {_num(ex.values['compute_flops'][0])} FLOPs ({ex.reach})"
-        lines.append(f"- Saturating law on the same frontier: asymptote {_interval(fs.params['y_max'], lo, hi)}% AA; "
+            reach = f"{top:g}% is reached at {num_text(ex.values['compute_flops'][0])} FLOPs ({ex.reach})"
+        lines.append(f"- Saturating law on the same frontier: asymptote {interval_text(fs.params['y_max'], lo, hi)}% AA; "
                      f"{reach}.")
     grid = [g for g in result.groups if g.group and g.fits["power"].converged
             and identify(g.fits["power"]).shows_parameters]
@@ -247,7 +247,7 @@ def _key_numbers(result: PaperReproduction) -> str:
     e = result.electricity
     if e.converged and identify(e).shows_parameters:
         lo, hi = e.ci.get("alpha", (math.nan, math.nan))
-        lines.append(f"- Electricity cost grows as FLOPs^{_interval(e.params['alpha'], lo, hi)}.")
+        lines.append(f"- Electricity cost grows as FLOPs^{interval_text(e.params['alpha'], lo, hi)}.")
     g = t["generated_data_gain"].iloc[0]
     lines.append(f"- Generated data adds {g['gain_mean']:+.1f} pp AA on average over {int(g['n_pairs'])} matched pairs "
                  f"(range {g['gain_min']:+.1f} to {g['gain_max']:+.1f}).")

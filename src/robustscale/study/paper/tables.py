@@ -4,11 +4,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ...scaling import compare_exponents
 from ...scaling.identified import BEYOND_REACH, identify
-from .result import METHOD_NAMES, PaperReproduction, _group_key, _interval, _num, _pct
+from .result import METHOD_NAMES, PaperReproduction, group_key, interval_text, num_text, pct_text
 
 
-def _display(df, columns: dict[str, tuple[str, Any]]):
+def display_frame(df, columns: dict[str, tuple[str, Any]]):
     """Select and rename ``columns`` (``source -> (header, formatter)``) into display strings."""
     import pandas as pd
 
@@ -18,32 +19,32 @@ def _display(df, columns: dict[str, tuple[str, Any]]):
     return out
 
 
-_P1 = lambda v: _pct(v, 1)  # noqa: E731
-_P2 = lambda v: _pct(v, 2)  # noqa: E731
-_INT = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))  # noqa: E731
-_STR = str
+PCT1 = lambda v: pct_text(v, 1)  # noqa: E731
+PCT2 = lambda v: pct_text(v, 2)  # noqa: E731
+INTEGER = lambda v: "-" if v is None or (isinstance(v, float) and math.isnan(v)) else str(int(v))  # noqa: E731
+TEXT = str
 
 
-def _gain_display(df):
-    return _display(df, {"subset": ("comparison", _STR), "n_pairs": ("pairs", _INT),
-                         "n_collapsed_pairs": ("pairs with a collapsed run (left out)", _INT),
-                         "gain_mean": ("mean gain [pp]", _P2), "gain_median": ("median [pp]", _P2),
-                         "gain_min": ("min [pp]", _P2), "gain_max": ("max [pp]", _P2),
-                         "share_positive": ("share > 0 [%]", lambda v: _pct(100 * v, 0)),
-                         "flops_ratio": ("FLOPs ratio (median)", lambda v: _num(v, 3))})
+def gain_display(df):
+    return display_frame(df, {"subset": ("comparison", TEXT), "n_pairs": ("pairs", INTEGER),
+                         "n_collapsed_pairs": ("pairs with a collapsed run (left out)", INTEGER),
+                         "gain_mean": ("mean gain [pp]", PCT2), "gain_median": ("median [pp]", PCT2),
+                         "gain_min": ("min [pp]", PCT2), "gain_max": ("max [pp]", PCT2),
+                         "share_positive": ("share > 0 [%]", lambda v: pct_text(100 * v, 0)),
+                         "flops_ratio": ("FLOPs ratio (median)", lambda v: num_text(v, 3))})
 
 
-def _levels_display(df, level_header: str):
-    cols = {"level": (level_header, _STR)}
+def levels_display(df, level_header: str):
+    cols = {"level": (level_header, TEXT)}
     if "parameters" in df.columns:
         cols["parameters"] = ("parameters [M]", lambda v: f"{v / 1e6:.1f}")
-    cols.update({"n_runs": ("runs", _INT), "n_collapsed": ("collapsed", _INT), "aa_mean": ("mean AA [%]", _P2),
-                 "aa_median": ("median AA [%]", _P2), "aa_max": ("max AA [%]", _P2),
-                 "clean_mean": ("mean clean [%]", _P2)})
-    return _display(df, cols)
+    cols.update({"n_runs": ("runs", INTEGER), "n_collapsed": ("collapsed", INTEGER), "aa_mean": ("mean AA [%]", PCT2),
+                 "aa_median": ("median AA [%]", PCT2), "aa_max": ("max AA [%]", PCT2),
+                 "clean_mean": ("mean clean [%]", PCT2)})
+    return display_frame(df, cols)
 
 
-def _fit_table(result: PaperReproduction, law: str):
+def fit_table(result: PaperReproduction, law: str):
     import pandas as pd
 
     rows = []
@@ -60,13 +61,13 @@ def _fit_table(result: PaperReproduction, law: str):
             row.update({"α [95% CI]": f"{ident.status}: {ident.reason}"})
             rows.append(row)
             continue
-        row["α [95% CI]"] = _interval(fit.params["alpha"], *fit.ci.get("alpha", (None, None)))
+        row["α [95% CI]"] = interval_text(fit.params["alpha"], *fit.ci.get("alpha", (None, None)))
         if law == "power":
-            row["C"] = _num(fit.params["C"])
+            row["C"] = num_text(fit.params["C"])
         else:
-            row["asymptote 100 − E [%]"] = _interval(fit.params["y_max"], *fit.ci.get("y_max", (None, None)))
+            row["asymptote 100 − E [%]"] = interval_text(fit.params["y_max"], *fit.ci.get("y_max", (None, None)))
         row["R²"] = f"{fit.r2:.3f}"
-        row["FLOPs range"] = f"{_num(fit.x_range[0])} – {_num(fit.x_range[1])}"
+        row["FLOPs range"] = f"{num_text(fit.x_range[0])} – {num_text(fit.x_range[1])}"
         row["status"] = "ok" if ident.ok else f"{ident.status}: {ident.reason}"
         rows.append(row)
     return pd.DataFrame(rows).fillna("")
@@ -85,10 +86,10 @@ def _reach_cell(ex, q: str = "compute_flops") -> str:
         why = f"asymptote {ex.asymptote[0]:.1f}%" if math.isfinite(ex.asymptote[0]) else "exponent ≤ 0"
         return f"not reachable ({why}{share})"
     point, low, high = ex.values[q]
-    return _interval(point, low, high)
+    return interval_text(point, low, high)
 
 
-def _extrapolation_tables(result: PaperReproduction, law: str):
+def extrapolation_tables(result: PaperReproduction, law: str):
     """(FLOPs matrix group x target, detailed cost rows for the reachable cases)."""
     import pandas as pd
 
@@ -103,15 +104,15 @@ def _extrapolation_tables(result: PaperReproduction, law: str):
                 v = ex.values
                 detail.append({
                     "group": g.label, "target AA [%]": f"{t:g}",
-                    "FLOPs": _interval(*v["compute_flops"]),
-                    "× largest run": _num(ex.factor),
+                    "FLOPs": interval_text(*v["compute_flops"]),
+                    "× largest run": num_text(ex.factor),
                     "reach": ex.reach,
-                    "GPU-hours": _interval(*v["device_hours"]),
-                    "GPU-years": _num(v["device_hours"][0] / (24 * 365.25)),
-                    "energy [kWh]": _interval(*v["energy_kwh"]),
-                    "electricity [USD]": _interval(*v["electricity_usd"]),
-                    "cloud [USD]": f"{_num(v['cloud_usd_low'][0])} – {_num(v['cloud_usd_high'][0])}",
-                    "bootstrap share reaching": _pct(100 * ex.share_reachable, 0) + "%"
+                    "GPU-hours": interval_text(*v["device_hours"]),
+                    "GPU-years": num_text(v["device_hours"][0] / (24 * 365.25)),
+                    "energy [kWh]": interval_text(*v["energy_kwh"]),
+                    "electricity [USD]": interval_text(*v["electricity_usd"]),
+                    "cloud [USD]": f"{num_text(v['cloud_usd_low'][0])} – {num_text(v['cloud_usd_high'][0])}",
+                    "bootstrap share reaching": pct_text(100 * ex.share_reachable, 0) + "%"
                     if not math.isnan(ex.share_reachable) else "-",
                 })
         matrix.append(row)
@@ -119,17 +120,15 @@ def _extrapolation_tables(result: PaperReproduction, law: str):
 
 
 
-def _exponent_comparison_table(result: PaperReproduction):
+def exponent_comparison_table(result: PaperReproduction):
     """Generated data vs none: difference of power-law exponents per method and epochs."""
     import pandas as pd
-
-    from ...scaling import compare_exponents
 
     rows = []
     for g in result.groups:
         if g.group.get("synthetic_data") is not True:
             continue
-        b = result.group(_group_key({**g.group, "synthetic_data": False}))
+        b = result.group(group_key({**g.group, "synthetic_data": False}))
         fa, fb = g.fits["power"], b.fits["power"]
         if not all(f.converged and f.has_bootstrap and identify(f).shows_parameters for f in (fa, fb)):
             continue
