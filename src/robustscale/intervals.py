@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-__all__ = ["wilson_interval", "accuracy_interval", "correct_count", "with_interval"]
+__all__ = ["wilson_interval", "accuracy_interval", "correct_count", "with_interval", "accuracy_intervals"]
 
 
 def _z(level: float) -> float:
@@ -68,3 +68,13 @@ def with_interval(record: Mapping[str, Any], metric: str, n: int | None, level: 
     ci = accuracy_interval(acc, n, level)
     return {metric: acc, f"{metric}_n_examples": int(n) if n is not None and acc is not None else None,
             f"{metric}_ci": list(ci) if ci is not None else None}
+
+
+def accuracy_intervals(claim: Mapping[str, Any], n: int | None) -> dict[str, Any]:
+    """``<metric>_n_examples`` and ``<metric>_ci`` (Wilson 95 %, percent) of a claim's accuracies (an evaluation
+    claim or a store's evaluation row)."""
+    out: dict[str, Any] = {}
+    for metric in ("clean_acc", "robust_acc", "autoattack_acc"):
+        if metric in claim:
+            out.update({k: v for k, v in with_interval(claim, metric, n).items() if k != metric})
+    return out

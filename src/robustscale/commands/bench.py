@@ -4,12 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..bench import bench_train_step, format_result
+from ..config import TrainConfig
+from ..models import check_model_name
+
 
 def bench_config(args: argparse.Namespace):
     """The TrainConfig of the step to time: train's defaults plus the flags given."""
-    from ..config import TrainConfig
-    from ..models import check_model_name
-
     check_model_name(args.model)
     changes = {"model": args.model, "dataset": args.dataset, "method": args.method, "attack_steps": args.attack_steps,
                "eps": args.eps, "batch_size": args.batch_size, "energy": False}
@@ -20,8 +21,6 @@ def bench_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import bench_train_step, format_result
-
     cfg = bench_config(args)
     result = bench_train_step(cfg, device=args.device, steps=args.steps, warmup=args.warmup, epochs=args.epochs,
                               baseline=args.baseline, seed=args.seed, peak=args.peak, progress=not args.json)

@@ -5,10 +5,15 @@ import argparse
 import json
 from pathlib import Path
 
+import torch
+
+from ..data import dataset_info, load_dataset
+from ..data.info import DATASETS, DatasetName
+from ..data.locations import locate
+from ..errors import UserError
+
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-
     # A file is a mistake; a missing folder is what --download fills (and, without it, the dataset's own
     # "not found ... --download" line says where it looked).
     if args.data_dir is not None and Path(args.data_dir).expanduser().exists() \
@@ -33,9 +38,6 @@ def run(args: argparse.Namespace) -> int:
 
 def list_datasets(data_dir=None) -> list[dict]:
     """One dict per supported dataset: static facts plus ``found`` / ``location`` (no loading)."""
-    from ..data.info import DATASETS
-    from ..data.locations import locate
-
     rows = []
     for key, info in DATASETS.items():
         where = locate(key, data_dir)
@@ -54,12 +56,6 @@ def list_datasets(data_dir=None) -> list[dict]:
 
 def describe_dataset(name: str, data_dir=None, download: bool = False, input_size: int | None = None) -> dict:
     """Load both splits of ``name`` and summarise them (sizes, shape, classes, per-class counts)."""
-    import torch
-
-    from ..data import dataset_info, load_dataset
-    from ..data.info import DatasetName
-    from ..errors import UserError
-
     info = dataset_info(name)
     splits, counts, shape, classes, root, first_error = {}, {}, None, None, None, None
     for split in ("train", "test"):

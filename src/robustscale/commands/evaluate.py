@@ -4,13 +4,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
+from pathlib import Path
+
+from ..data import dataset_info
+from ..errors import UserError
+from ..evaluation import evaluate_checkpoint, evaluate_run
+from ..evaluation.api import resolve_device
+from ..evaluation.spec import EvalSpec, check_value
+from ..models import check_model_name
+from ..store import resolve_store_url
 
 
 def run(args: argparse.Namespace) -> int:
-    import warnings
-
-    from ..evaluation import evaluate_checkpoint, evaluate_run
-
     check_arguments(args)
     common = dict(attack=args.attack, eps=args.eps, steps=args.steps, step_size=args.step_size,
                   restarts=args.restarts, batch_size=args.batch_size, seed=args.seed, amp=args.amp,
@@ -42,11 +48,6 @@ def run(args: argparse.Namespace) -> int:
 def check_arguments(args: argparse.Namespace) -> None:
     """Every value given, in the order of the options, then their combination, then what is missing:
     a typo is named even when the command also lacks its checkpoint. Nothing is loaded or written."""
-    from pathlib import Path
-
-    from ..errors import UserError
-    from ..evaluation.spec import EvalSpec, check_value
-
     def existing(message: str, is_ok):
         def check(value):
             if not is_ok(Path(value).expanduser()):
@@ -82,32 +83,22 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def _check_model(name: str) -> None:
-    from ..models import check_model_name
-
     check_model_name(name)
 
 
 def _check_dataset(name: str) -> None:
-    from ..data import dataset_info
-
     dataset_info(name)
 
 
 def _check_device(device: str) -> None:
-    from ..evaluation.api import resolve_device
-
     resolve_device(device)  # a device that exists here: `--device cuda` without a GPU is one line
 
 
 def _check_store(url: str) -> None:
-    from ..store import resolve_store_url
-
     resolve_store_url(url)
 
 
 def _int_or_none(value, what: str):
-    from ..errors import UserError
-
     if value is None:
         return None
     try:

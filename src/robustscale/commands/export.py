@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import warnings
 
 from ..errors import UserError
+from ..hub import export_run
+
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import sys
-    import warnings
-
-    from ..hub import export_run
-
     if not str(args.to).strip():
         raise UserError("--to is empty; give the folder to write (it must be absent or empty)")
     if args.private and not args.push_to_hub:

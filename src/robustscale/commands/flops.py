@@ -4,6 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import time
+
+import torch
+
+from ..compute import measure_step_flops
+from ..config import TrainConfig
+from ..errors import UserError
+from ..models import check_model_name, create_model
 
 CONVENTION = {"standard": "3F", "pgd": "3F(K+2)", "trades": "3F(K+3)", "fgsm_rs": "3F(1+2)", "n_fgsm": "3F(1+2)",
               "grad_align": "3F(1+3)"}
@@ -12,8 +20,6 @@ _WITH_STEPS = re.compile(r"^(pgd|trades)-?(\d+)$")  # pgd10, pgd-10, trades5: a 
 
 def _configs(args: argparse.Namespace) -> list:
     """One TrainConfig per requested method (validated: a bad method or K is a one-line error)."""
-    from ..config import TrainConfig
-
     out = []
     for token in args.method:
         m = _WITH_STEPS.match(str(token).strip().lower())
@@ -24,14 +30,6 @@ def _configs(args: argparse.Namespace) -> list:
 
 
 def run(args: argparse.Namespace) -> int:
-    import time
-
-    import torch
-
-    from ..compute import measure_step_flops
-    from ..errors import UserError
-    from ..models import check_model_name, create_model
-
     start = time.perf_counter()
     check_model_name(args.model)
     if args.num_classes < 1:

@@ -6,11 +6,20 @@ import json
 import math
 import os
 
+import numpy as np
+
+from ..cost import CostModel
+from ..errors import UserError
+from ..leaderboard import (DEFAULT_FLOPS_PER_SECOND, add_store_runs, build_ledger, download_model_info,
+                           export_model_info, export_table, field_extrapolations, fit_field, read_model_info_dir,
+                           write_leaderboard_report)
+from ..leaderboard.report import extrapolation_line, inference_only, law_summary, ledger_table
+from ..scaling import load_paper_runs, load_runs
+from ..scaling.format import fmt, render_table
+
 
 def _check_outputs(args) -> None:
     """Refuse bad output paths before any work, so a mistake writes nothing."""
-    from ..errors import UserError
-
     if args.export:
         if not args.export.lower().endswith((".csv", ".parquet", ".pq")):
             raise UserError(f"invalid --export {args.export!r}: the table is written as .csv or .parquet")
@@ -41,14 +50,6 @@ def _counts(ledger) -> dict[str, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compute import CostModel
-    from ..errors import UserError
-    from ..leaderboard import (DEFAULT_FLOPS_PER_SECOND, add_store_runs, build_ledger, download_model_info,
-                               export_model_info, export_table, field_extrapolations, fit_field, read_model_info_dir,
-                               write_leaderboard_report)
-    from ..leaderboard.report import extrapolation_line, law_summary, ledger_table
-    from ..scaling import load_paper_runs, load_runs
-
     _check_outputs(args)
     if not args.model_info and not args.download:
         raise UserError("give --model-info DIR (RobustBench model_info/cifar10/Linf files) or --download")
@@ -76,8 +77,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(_as_json(ledger, fits, extrapolations, counts, fps, written), indent=2, default=str))
         return 0
-    from ..scaling.format import fmt, render_table
-
     headers, rows = ledger_table(ledger, fps)
     print(render_table(headers, rows, right=[True, False, True, False, True, True, True, True, True, True, True, False, False]))
     print(f"\n{counts['entries']} entries: {counts['sourced']} with sourced recipes ({counts['verified']} read in "
@@ -95,10 +94,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _as_json(ledger, fits, extrapolations, counts, fps, written) -> dict:
-    import numpy as np
-
-    from ..leaderboard.report import inference_only
-
     records = ledger.replace({np.nan: None}).to_dict("records")
     inference = inference_only()
     for r in records:  # an inference-time operator on another entry: its training compute is the base's

@@ -4,14 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..compute.zoo import model_rows
+from ..data.info import dataset_info
 from ..errors import UserError
+from ..models import our_models
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compute.zoo import model_rows
-    from ..data.info import dataset_info
-    from ..models import our_models
-
     if args.num_classes is not None and args.num_classes < 1:
         raise UserError(f"invalid --num-classes {args.num_classes}: must be >= 1")
     info = dataset_info(args.dataset)

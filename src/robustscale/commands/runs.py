@@ -6,9 +6,17 @@ truth: ``runs sync RUN_DIR...`` (or ``runs import --from-dirs DIR``) rebuilds th
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
+from ..errors import UserError, one_of, writing
+from ..intervals import accuracy_intervals
+from ..schema import N_EXAMPLES_ALIASES, RUN_COLUMNS
+from ..store import open_store, store_url_for
+from ..store.records import attack_steps_of
+from ..store.sync import read_run_folder, reconcile_stale, run_dirs_under, sync_run_dir
+from ..store.tables import status_choices
 from .parsers.runs import EXPORT_FORMATS, PAPER_SOURCE
 
 
@@ -17,16 +25,11 @@ _SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".json": "j
 
 # ---------------------------------------------------------------------- actions
 def _open(args, create: bool = False, readonly: bool = False):
-    from ..store import open_store
-
     return open_store(args.store, output_dir=args.output_dir, create=create, readonly=readonly)
 
 
 def _status_filter(status: str) -> str | None:
     """``--status`` checked against the statuses a run can have (None for ``all``)."""
-    from ..errors import one_of
-    from ..store.tables import status_choices
-
     return None if status == "all" else one_of(status, status_choices() + ["all"], "--status")
 
 
@@ -48,8 +51,6 @@ def run_list(args) -> int:
     if args.json:
         keys = ("name", "effective_status", "status", "source", "sweep", "config_hash", "run_dir", "host",
                 "started_at", "finished_at", "heartbeat_at", "epochs_done", "error")
-        from ..schema import RUN_COLUMNS
-
         out = [{**{k: r.get(k) for k in RUN_COLUMNS}, **{k: r.get(k) for k in keys}} for r in rows]
         for rec, r in zip(out, rows):
             rec["status"] = r["effective_status"]
@@ -67,8 +68,6 @@ def run_list(args) -> int:
 
 
 def run_show(args) -> int:
-    from ..errors import UserError
-
     store = _open(args, readonly=True)
     row = store.get_run(args.name)
     if row is None:
@@ -120,8 +119,6 @@ def run_show(args) -> int:
 
 def _with_intervals(e: dict) -> dict:
     """An evaluation row with the Wilson 95% interval of each accuracy on its ``n_examples`` images."""
-    from ..evaluation.records import accuracy_intervals
-
     return {**e, **accuracy_intervals(e, e.get("n_examples"))}
 
 
@@ -133,9 +130,6 @@ def _acc_text(e: dict, key: str) -> str | None:
 def _list_row(row: dict) -> dict:
     """A row as `runs list` shows it: k is the steps the method takes (none for standard training); each
     accuracy as ``86.0 (1,000)``, with its n (``?`` where the record does not say)."""
-    from ..schema import N_EXAMPLES_ALIASES
-    from ..store.records import attack_steps_of
-
     cells = {}
     for cell, metric in HEADLINE_CELLS:
         acc, n = row.get(metric), row.get(N_EXAMPLES_ALIASES.get(metric, f"{metric}_n_examples"))
@@ -145,8 +139,6 @@ def _list_row(row: dict) -> dict:
 
 def export_format(output: str, fmt: str | None) -> str:
     """The export format: ``--format``, else the suffix; UserError for a suffix we cannot write."""
-    from ..errors import UserError
-
     if fmt is not None:
         return fmt
     suffix = os.path.splitext(output)[1].lower()
@@ -159,8 +151,7 @@ def export_format(output: str, fmt: str | None) -> str:
 
 
 def run_export(args) -> int:
-    from ..errors import UserError, writing
-    from ..rundir import atomic_write
+    from ..rundir import atomic_write  # rundir imports torch: only `runs export` pays for it (LAZY_IMPORTS)
 
     fmt = export_format(args.output, args.format)
     status = _status_filter(args.status)
@@ -183,8 +174,6 @@ def run_export(args) -> int:
 
 
 def run_sync(args) -> int:
-    from ..store.sync import reconcile_stale
-
     if not args.run_dirs:
         store = _open(args, create=False)
         try:
@@ -195,29 +184,20 @@ def run_sync(args) -> int:
 
 
 def run_import_dirs(args) -> int:
-    from ..store.sync import run_dirs_under
-
     dirs = [d for root in args.from_dirs for d in run_dirs_under(root)]
     if not dirs:
-        from ..errors import UserError
-
         raise UserError(f"no run folders (with a config.yaml) in {', '.join(args.from_dirs)}")
     return _print_sync(args, _sync_dirs(dirs, args.store), "")
 
 
 def _sync_dirs(run_dirs, store_arg) -> list:
     """Sync each folder into ``store_arg``, else into the store its own config points at."""
-    from ..store import open_store, store_url_for
-    from ..store.sync import read_run_folder, sync_run_dir
-
     stores: dict[str, object] = {}
     results = []
     try:
         for run_dir in run_dirs:
             url = store_url_for(read_run_folder(run_dir).cfg, store_arg)
             if url is None:
-                from ..errors import UserError
-
                 raise UserError(f"the results store of {run_dir} is disabled (store: none); pass --store URL")
             if url not in stores:
                 stores[url] = open_store(url)
@@ -239,12 +219,8 @@ def _print_sync(args, results, empty: str) -> int:
 
 
 def run_import_paper(args) -> int:
-    from ..errors import UserError
+    from ..scaling import load_paper_runs  # pandas and scipy: only `runs import --paper` pays (LAZY_IMPORTS)
 
-    try:
-        from ..scaling import load_paper_runs
-    except ImportError as exc:
-        raise UserError(f"robustscale.scaling.load_paper_runs is not available in this install ({exc})") from None
     source = args.path or args.url
     if args.path and not os.path.isfile(args.path):
         raise UserError(f"paper results file not found: {args.path}")
@@ -263,7 +239,7 @@ def run_import_paper(args) -> int:
 # ---------------------------------------------------------------------- formatting
 def format_table(rows, columns, indent: int = 0) -> str:
     """Aligned text table; ``columns`` is a sequence of (header, key, format)."""
-    cells = [[_fmt(r.get(key), fmt) for _, key, fmt in columns] for r in rows]
+    cells = [[format_cell(r.get(key), fmt) for _, key, fmt in columns] for r in rows]
     headers = [h for h, _, _ in columns]
     widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(headers)]
     numeric = [fmt not in ("s",) for _, _, fmt in columns]
@@ -275,7 +251,7 @@ def format_table(rows, columns, indent: int = 0) -> str:
     return "\n".join([line(headers)] + [line(c) for c in cells])
 
 
-def _fmt(value, fmt: str) -> str:
+def format_cell(value, fmt: str) -> str:
     if value is None:
         return "-"
     if fmt == "s":
@@ -300,8 +276,6 @@ def _fmt(value, fmt: str) -> str:
 
 
 def _fmt_value(value) -> str:
-    import datetime as dt
-
     if isinstance(value, dt.datetime):
         return value.strftime("%Y-%m-%d %H:%M:%S UTC")
     if isinstance(value, float):
@@ -310,8 +284,6 @@ def _fmt_value(value) -> str:
 
 
 def _json_default(value):
-    import datetime as dt
-
     if isinstance(value, dt.datetime):
         return value.isoformat() + "Z"
     return str(value)

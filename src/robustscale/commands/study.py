@@ -5,11 +5,16 @@ import argparse
 import json
 import shlex
 import sys
+from pathlib import Path
+
+from ..errors import UserError
+from ..study import format_study_table, load_study, run_study
+from ..study.bill import format_bill, study_bill
+from ..study.next import format_next_table
+from ..study.paper import PAPER_URL, format_summary_table, reproduce_paper
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..errors import UserError
-
     if args.paper_runs:
         if args.spec:
             raise UserError(f"give either a study spec or --paper-runs, not both (got spec {args.spec!r})")
@@ -17,12 +22,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.spec:
         raise UserError("missing study spec; e.g. robustscale study configs/studies/cpu-fashion-mnist.yaml "
                         "(or --paper-runs)")
-    from ..study import format_study_table, load_study, run_study
-
     spec, opts = load_study(args.spec)
     if args.bill:
-        from ..study.bill import format_bill, study_bill
-
         bill = study_bill(spec, opts)
         print(json.dumps(bill, indent=2) if args.json else format_bill(bill))
         if bill["within_limit"] is False:
@@ -38,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"invalid --eval-workers {args.eval_workers}: must be >= 1")
         opts.eval_workers = args.eval_workers
     if args.output:
-        from pathlib import Path
-
         opts.report = str(Path(args.output) / "report.html")
     log = (lambda msg: print(msg, file=sys.stderr)) if args.json else print
     result = run_study(spec, opts, store=args.store, executor=args.executor, max_parallel=args.max_parallel,
@@ -52,8 +51,6 @@ def run(args: argparse.Namespace) -> int:
           f"({result.sweep.get('submitted', 0)} trained now, {result.sweep.get('done_before', 0)} reused)")
     print(format_study_table(result.records, result.comparison_records))
     if result.next:
-        from ..study.next import format_next_table
-
         print()
         print(format_next_table(result.next))
     print(f"\nreport: {result.report_path}\nstudy.json: {result.json_path}")
@@ -61,10 +58,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _paper(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from ..study.paper import PAPER_URL, format_summary_table, reproduce_paper
-
     source = args.path or PAPER_URL
     out_dir = Path(args.output or "paper-reproduction")
     parts = ["robustscale", "study", "--paper-runs"]

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from ..cost import default_flop_rate
+from ..errors import UserError
+from ..store import StoreNotFound
+from ..sweep import check_collisions, estimate_runs, load_spec, open_sweep_store, run_sweep, sweep_states, totals
+from .runs import format_cell, format_table
 
 
 # ---------------------------------------------------------------------- helpers
 def _load(args):
-    from ..errors import UserError
-    from ..sweep import load_spec
-
     overrides = {}
     for item in args.set:
         key, eq, value = item.partition("=")
@@ -22,33 +24,18 @@ def _load(args):
 
 def _existing_store(spec, store_arg):
     """The sweep's store if it exists already (plan/status never create one)."""
-    from ..store import StoreNotFound
-    from ..sweep import open_sweep_store
-
     try:
         return open_sweep_store(spec, store_arg, readonly=True)
     except StoreNotFound:
         return None
 
 
-def _fmt(value, fmt: str) -> str:
-    from .runs import _fmt as base
-
-    return base(value, fmt)
-
-
 # ---------------------------------------------------------------------- plan
 def run_plan(args) -> int:
-    from ..errors import UserError
-    from ..sweep import estimate_runs, totals
-    from .runs import format_table
-
     spec = _load(args)
     store = _existing_store(spec, args.store)
     statuses: dict[str, str] = {}
     if store is not None:
-        from ..sweep import check_collisions, sweep_states
-
         check_collisions(spec, store)
         statuses = {s.run.name: s.state for s in sweep_states(spec, store)}
     if args.throughput is not None and args.throughput <= 0:
@@ -94,14 +81,15 @@ def run_plan(args) -> int:
     if estimates is not None:
         sources = sorted({e.throughput_source for e in estimates})
         dev = sorted({e.device_type for e in estimates if e.device_type})
-        parts = [f"train {_fmt(total['train_flops'], 'pflops')} PFLOPs"]
+        parts = [f"train {format_cell(total['train_flops'], 'pflops')} PFLOPs"]
         if total["eval_flops"]:
-            parts.append(f"evaluation {_fmt(total['eval_flops'], 'pflops')} PFLOPs")
+            parts.append(f"evaluation {format_cell(total['eval_flops'], 'pflops')} PFLOPs")
         if total["device_hours"] is not None:
-            evals = f" ({_fmt(total['eval_device_hours'], 'n')} of them evaluating)" if total["eval_flops"] else ""
-            parts += [f"{_fmt(total['device_hours'], 'n')} device-hours ({', '.join(dev)}){evals}",
-                      f"{_fmt(total['energy_kwh'], 'n')} kWh", f"electricity ${_fmt(total['electricity_usd'], 'n')}",
-                      f"cloud ${_fmt(total['cloud_usd_low'], 'n')}-{_fmt(total['cloud_usd_high'], 'n')}"]
+            n = {k: format_cell(total[k], "n") for k in ("eval_device_hours", "device_hours", "energy_kwh",
+                                                          "electricity_usd", "cloud_usd_low", "cloud_usd_high")}
+            evals = f" ({n['eval_device_hours']} of them evaluating)" if total["eval_flops"] else ""
+            parts += [f"{n['device_hours']} device-hours ({', '.join(dev)}){evals}", f"{n['energy_kwh']} kWh",
+                      f"electricity ${n['electricity_usd']}", f"cloud ${n['cloud_usd_low']}-{n['cloud_usd_high']}"]
         else:
             parts.append("time/energy/cost unknown: give --throughput IMG_PER_S or --flops-per-second FLOPS, "
                          "or finish a run of each family")
@@ -116,18 +104,13 @@ def run_plan(args) -> int:
                   "costs less")
     if spec.evaluation is not None:
         e = spec.evaluation
-        print(f"evaluation after training: {e.attack} at eps {_fmt(e.eps, 'eps') if e.eps is not None else 'of run'} "
-              f"on {e.n_examples} test images")
+        eps = format_cell(e.eps, "eps") if e.eps is not None else "of run"
+        print(f"evaluation after training: {e.attack} at eps {eps} on {e.n_examples} test images")
     return 0
 
 
 # ---------------------------------------------------------------------- run
 def run_run(args) -> int:
-    from dataclasses import replace
-
-    from ..errors import UserError
-    from ..sweep import run_sweep
-
     spec = _load(args)
     opts = spec.executor
     changes = {k: getattr(args, k) for k in ("partition", "gpus_per_job", "cpus_per_task", "mem_gb", "timeout_min",
@@ -172,8 +155,6 @@ SPENT_KEYS = ("train_flops", "eval_flops", "wall_seconds", "device_hours", "ener
 
 
 def status_rows(spec, store) -> list[dict]:
-    from ..sweep import sweep_states
-
     if store is None:
         return [{"name": r.name, "state": "pending", "note": "", "epochs": f"0/{r.cfg.epochs}"} for r in spec.runs]
     rows = []
@@ -192,8 +173,6 @@ def status_rows(spec, store) -> list[dict]:
 
 
 def run_status(args) -> int:
-    from .runs import format_table
-
     spec = _load(args)
     store = _existing_store(spec, args.store)
     rows = status_rows(spec, store)

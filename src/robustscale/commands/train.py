@@ -1,16 +1,26 @@
 """``robustscale train``: train a (robust) classifier from a YAML recipe plus ``--key value`` overrides."""
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
+
+import torch
+from timm.optim import list_optimizers
+
+from ..compute.energy import check_country
+from ..config import Amp, TrainConfig, load_yaml, parse_overrides
+from ..cost import CostModel
+from ..data import dataset_info, find_data_root
+from ..errors import UserError, one_of
+from ..models import check_model_name
+from ..store import store_url_for
+from ..train import train
 from ..train.distributed import batch_plan, launch_world
-from ..errors import UserError
 
 
 def resolve_config(args):
     """The TrainConfig the command runs: --config (or the resumed run's config.yaml), then overrides."""
-    from pathlib import Path
-
-    from ..config import TrainConfig, load_yaml, parse_overrides
-
     overrides = parse_overrides(list(args.overrides or []))
     if args.output_dir is not None:
         overrides["output_dir"] = args.output_dir
@@ -38,18 +48,6 @@ def check_inputs(cfg) -> None:
     looks at the model, the optimizer, the data and the prices; this runs those checks first, in
     the config's order. (TrainConfig itself has already checked every value on its own.)
     """
-    from pathlib import Path
-
-    import torch
-    from timm.optim import list_optimizers
-
-    from ..compute import CostModel
-    from ..config import Amp
-    from ..data import dataset_info, find_data_root
-    from ..errors import UserError, one_of
-    from ..models import check_model_name
-    from ..store import store_url_for
-
     check_model_name(cfg.model)
     dataset_info(cfg.dataset)
     if cfg.data_dir and not cfg.download and not Path(cfg.data_dir).expanduser().is_dir():
@@ -65,8 +63,6 @@ def check_inputs(cfg) -> None:
     if cfg.amp is Amp.FP16 and not torch.cuda.is_available():
         raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
     if cfg.energy:
-        from ..compute.energy import check_country
-
         check_country(cfg.country)
     prices = CostModel.from_yaml(preset=cfg.price_preset)
     if cfg.device_type is not None:
@@ -75,11 +71,6 @@ def check_inputs(cfg) -> None:
 
 
 def run(args) -> int:
-    import json
-    import os
-
-    from ..train import train
-
     cfg = resolve_config(args)
     if cfg is not None:
         check_inputs(cfg)

@@ -19,7 +19,7 @@ import torch
 
 from .. import __version__, rundir
 from ..cost import CostModel
-from ..intervals import accuracy_interval, with_interval
+from ..intervals import accuracy_interval, accuracy_intervals
 from ..schema import HEADLINE_ATTACKS, N_EXAMPLES_ALIASES, TRAINING_CHECK, headline, training_check
 from ..store import record_evaluation
 from .spec import Attack, EvalSpec
@@ -92,15 +92,6 @@ def build_claim(result: Mapping[str, Any], spec: EvalSpec, model_info: Mapping[s
         "robustscale_version": __version__, "torch_version": torch.__version__,
     })
     return claim
-
-
-def accuracy_intervals(claim: Mapping[str, Any], n: int | None) -> dict[str, Any]:
-    """``<metric>_n_examples`` and ``<metric>_ci`` (Wilson 95 %, percent) of a claim's accuracies."""
-    out: dict[str, Any] = {}
-    for metric in ("clean_acc", "robust_acc", "autoattack_acc"):
-        if metric in claim:
-            out.update({k: v for k, v in with_interval(claim, metric, n).items() if k != metric})
-    return out
 
 
 def _costs(result: Mapping[str, Any], preset: str) -> dict[str, Any]:
