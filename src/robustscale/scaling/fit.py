@@ -22,7 +22,7 @@ from .bootstrap import bootstrap_fit
 from .frontier import frontier_mask
 from .identified import check_seed_sd, identify
 from .io import require_columns, resolve_columns
-from .laws import ACC_MAX, Law, PowerLaw, Prepared, get_law
+from .laws import ACC_MAX, FittedLaw, Law, PowerLaw, Prepared, get_law
 
 DEFAULT_X = "train_flops"
 DEFAULT_Y = "aa_robust_acc"
@@ -47,7 +47,7 @@ def percentile_interval(values: np.ndarray, level: float, axis: int = 0) -> tupl
 
 
 @dataclass
-class FitResult:
+class FitResult(FittedLaw):
     """One law fitted to one group of runs.
 
     ``params`` are in original units (x in its column's units, y in percent or its units), with
@@ -114,21 +114,6 @@ class FitResult:
     @property
     def has_bootstrap(self) -> bool:
         return self._theta_boot is not None and self.n_bootstrap - self.n_bootstrap_failed > 0
-
-    @property
-    def law_form(self) -> Law | None:
-        """The law object (its parameter names, bounds and solver); None for a fit built without one."""
-        return self._law
-
-    @property
-    def prepared(self) -> Prepared | None:
-        """The scaled data the law was fitted on."""
-        return self._prep
-
-    @property
-    def theta(self) -> np.ndarray | None:
-        """The point fit's internal parameters (the law's ``param_names`` order, internal units)."""
-        return self._theta
 
     def bootstrap_draws(self) -> tuple[np.ndarray, np.ndarray | None]:
         """Internal parameters (and extras) of the resamples that fitted."""

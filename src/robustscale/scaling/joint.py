@@ -46,7 +46,7 @@ from .bootstrap import bootstrap_fit
 from .fit import DEFAULT_Y, group_label, numeric_column, percentile_interval
 from .format import fmt
 from .io import require_columns, resolve_columns
-from .laws import ACC_MAX, EXPONENT_MAX, LOG_COEF_BOUND, Prepared, HuberLaw, lse_terms
+from .laws import ACC_MAX, EXPONENT_MAX, LOG_COEF_BOUND, FittedLaw, HuberLaw, Prepared, lse_terms
 
 N_COL, D_COL, K_COL = "model_parameters", "train_images_seen", "attack_steps"
 JOINT_INPUTS = (N_COL, D_COL, K_COL)
@@ -160,7 +160,7 @@ class JointLaw(HuberLaw):
 
 # ---------------------------------------------------------------------- the fit
 @dataclass
-class JointFit:
+class JointFit(FittedLaw):
     """The joint law fitted to one group of runs (see the module docstring).
 
     ``roles[col]``: power / levels / fixed; ``values[col]``: distinct values of the fitted runs;
@@ -201,20 +201,6 @@ class JointFit:
     def usable(self) -> bool:
         """Converged with at least one input on a power law: predictions can be made."""
         return self.converged and self._law is not None
-
-    @property
-    def law_form(self) -> JointLaw | None:
-        """The law over the inputs on a power law (None when the fit has none)."""
-        return self._law
-
-    @property
-    def prepared(self) -> Prepared | None:
-        return self._prep
-
-    @property
-    def theta(self) -> np.ndarray | None:
-        """The point fit's internal parameters (``law_form.param_names`` order)."""
-        return self._theta
 
     def axes_off_law(self) -> dict[str, str]:
         """Model size and samples seen where they do not follow a power law: symbol -> why (an optimum along them

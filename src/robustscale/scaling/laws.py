@@ -110,6 +110,31 @@ class Law:
         return np.full(theta.shape[0], np.inf)
 
 
+class FittedLaw:
+    """What a fitted law shows of its internals, the same for one law (``fit.FitResult``) and the joint law
+    (``joint.JointFit``); both are dataclasses with the fields ``_law``, ``_prep`` and ``_theta``."""
+
+    _law: Law | None
+    _prep: Prepared | None
+    _theta: np.ndarray | None
+
+    @property
+    def law_form(self) -> Law | None:
+        """The law object (its parameter names, bounds and solver; a ``JointLaw`` for a joint fit); None for a fit
+        built without one (a joint fit with no input on a power law)."""
+        return self._law
+
+    @property
+    def prepared(self) -> Prepared | None:
+        """The scaled data the law was fitted on."""
+        return self._prep
+
+    @property
+    def theta(self) -> np.ndarray | None:
+        """The point fit's internal parameters (``law_form.param_names`` order, internal units)."""
+        return self._theta
+
+
 # ---------------------------------------------------------------------- power
 class PowerLaw(Law):
     name = "power"

@@ -14,6 +14,9 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
+
 from .. import rundir
 from ..errors import UserError
 from ..intervals import accuracy_interval, correct_count, wilson_interval
@@ -77,8 +80,6 @@ def selection_info(run_dir: str | Path | None) -> dict[str, Any]:
 
 def study_frame(st, spec, opts) -> Any:
     """The finished runs of ``spec`` (store columns) with evaluation-derived accuracies and selection info."""
-    import pandas as pd
-
     df = st.runs_frame()
     df = df[df["name"].isin([r.name for r in spec.runs])].reset_index(drop=True)
     if df.empty:
@@ -104,9 +105,6 @@ def where_mask(df, where: Mapping[str, Sequence[Any]], what: str):
     """Rows of the runs table whose columns take one of ``where``'s values: numbers compare as numbers
     (the store keeps ``attack_steps`` as a float column, where NaN marks standard training), all else as text.
     UserError (naming ``what``) for a column the table lacks."""
-    import numpy as np
-    import pandas as pd
-
     mask = np.ones(len(df), bool)
     for col, values in where.items():
         if col not in df.columns:

@@ -36,10 +36,16 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
 
 from ..config import load_yaml
 from ..errors import UserError, choice
@@ -113,8 +119,6 @@ COMPUTE_KEYS = ("dataset", "model", "method", "attack_steps", "train_subset", "e
 
 def check_grid(spec, opts: StudyOptions) -> None:
     """UserError (one line, exit 2) when a family's planned runs cannot identify a requested law."""
-    import pandas as pd
-
     planned = pd.DataFrame([{**r.cfg.to_dict(), "name": r.name} for r in spec.runs])
     for fam in opts.fits:
         sub = fam.select(planned)
@@ -357,8 +361,6 @@ def strongest_runs(spec, opts: StudyOptions, st, runs: list, k: int, by: str | N
 
 def _evaluate_in_worker(run_dir: str, store: str, threads: int, ev: dict[str, Any]) -> dict[str, Any]:
     """One extra evaluation in a worker process (``threads`` intra-op threads); the claim's headline."""
-    import torch
-
     torch.set_num_threads(threads)
     t0 = time.perf_counter()
     claim = evaluate_run(run_dir, progress=False, store=store, **ev)
@@ -396,11 +398,6 @@ def _run_evaluations(todo, opts: StudyOptions, st, *, progress: bool, log) -> No
             _log_claim(log, run.name, ev["attack"], {**claim, "seconds": time.perf_counter() - t0})
         return
 
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    import torch
-    from tqdm.auto import tqdm
 
     threads = max(1, torch.get_num_threads() // workers)  # split this process's threads between the workers
     log(f"{len(todo)} evaluations in {workers} processes x {threads} thread(s)")
@@ -424,7 +421,5 @@ def _run_evaluations(todo, opts: StudyOptions, st, *, progress: bool, log) -> No
 
 def family_frame(df, opts: StudyOptions):
     """One row per (run, family) with a ``family`` column, so that fits and plots select by it."""
-    import pandas as pd
-
     parts = [fam.select(df).assign(family=fam.label) for fam in opts.fits]
     return pd.concat(parts, ignore_index=True) if parts else df.assign(family=None)

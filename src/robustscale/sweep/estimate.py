@@ -30,6 +30,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import torch
+from tqdm import tqdm
+
 from .. import __version__
 from ..compute import CostModel, effective_attack_steps, measure_step_flops
 from ..config import TrainConfig
@@ -170,8 +173,6 @@ def default_cache_path() -> Path | None:
 def measure_train_step_flops(cfg: TrainConfig) -> dict[str, float]:
     """FLOPs per image of the run's training step, forward pass and attack step (input gradient), from
     ``measure_step_flops`` on the meta device."""
-    import torch
-
     info = dataset_info(cfg.dataset)
     if info.input_size is None or info.num_classes is None:
         raise UserError(f"cannot estimate FLOPs for dataset {cfg.dataset!r} without its input size; use --no-cost")
@@ -309,6 +310,4 @@ def estimate_runs(spec: SweepSpec, runs: list[PlannedRun] | None = None, *, thro
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc="measuring step FLOPs", unit="config", leave=False)

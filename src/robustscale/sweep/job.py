@@ -16,6 +16,7 @@ SIGTERM keeps submitit's meaning: it precedes a preemption, which requeues the j
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import submitit
+import torch
 
 from ..config import TrainConfig
 from ..evaluation import evaluate_run
@@ -128,8 +130,6 @@ class RunJob(submitit.helpers.Checkpointable):
             os.environ["ROBUSTSCALE_SWEEP"] = self.sweep
         threads = self.threads or int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
         if threads:  # parallel jobs on one machine must not each start one thread per core
-            import torch
-
             torch.set_num_threads(threads)
         try:
             env = submitit.JobEnvironment()
@@ -153,8 +153,6 @@ class RunJob(submitit.helpers.Checkpointable):
 
 def _finished_summary(run_dir: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     """The run's summary.json if it records a completed training of this very config."""
-    import json
-
     try:
         summary = json.loads((run_dir / "summary.json").read_text())
     except (OSError, ValueError):

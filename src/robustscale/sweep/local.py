@@ -24,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import submitit
+import torch
+
 from ..errors import UserError
 from ..store.liveness import process_alive, process_start
 from .spec import ExecutorOptions
@@ -173,8 +176,6 @@ class LocalRunner:
 
     def __init__(self, folder: Path, opts: ExecutorOptions, orphans: list[Orphan] | None = None,
                  log: Callable[[str], None] = print, slots=None):
-        import submitit
-
         self.opts, self.log = opts, log
         self.orphans = list(orphans or [])
         self.executor = submitit.LocalExecutor(folder=str(folder), max_num_timeout=opts.max_requeues)
@@ -289,8 +290,6 @@ def visible_gpus() -> list[int]:
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return []
     try:
-        import torch
-
         return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     except Exception:  # noqa: BLE001
         return []

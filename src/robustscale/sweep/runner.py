@@ -22,6 +22,8 @@ a run with a checkpoint resumes from it.
 """
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -32,6 +34,9 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
+
+import submitit
+from tqdm import tqdm
 
 from ..errors import UserError
 from ..store import open_store, store_url_for
@@ -319,8 +324,6 @@ class _RaisedBySigterm(KeyboardInterrupt):
 
 def _sigterm_interrupts():
     """While running jobs, SIGTERM raises KeyboardInterrupt (in the main thread), like Ctrl-C."""
-    import contextlib
-
     @contextlib.contextmanager
     def ctx():
         if threading.current_thread() is not threading.main_thread():
@@ -360,8 +363,6 @@ def _end_if_running(store, name: str, status: str, info: str) -> None:
 def _bar(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
-
     return tqdm(total=total, desc="runs", unit="run", file=sys.stderr, dynamic_ncols=True)
 
 
@@ -443,9 +444,6 @@ class _SlurmRunner:
     """submitit's Slurm executor: one job (array task) per run."""
 
     def __init__(self, folder: Path, opts: ExecutorOptions, sweep: str):
-        import submitit
-
-        import logging
 
         # Without Slurm accounting every status poll warns that sacct failed; submitit falls back to squeue.
         logging.getLogger("submitit").setLevel(logging.ERROR)

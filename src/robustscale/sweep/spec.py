@@ -32,6 +32,7 @@ import itertools
 import os
 import re
 import string
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -473,8 +474,6 @@ def _parse_executor(value: Any, where: str) -> ExecutorOptions:
 
 
 def _parse_options(cls, value: Any, keys: tuple[str, ...], section: str, where: str):
-    import typing
-
     if not isinstance(value, Mapping):
         raise UserError(f"`{section}` in {where} must be a mapping; valid keys: {', '.join(keys)}")
     hints = typing.get_type_hints(cls)
@@ -488,8 +487,6 @@ def _parse_options(cls, value: Any, keys: tuple[str, ...], section: str, where: 
 
 
 def _coerce_option(key: str, raw: Any, hint: Any, what: str) -> Any:
-    import typing
-
     args = typing.get_args(hint)
     # Unwrap Optional only: dict[str, Any] and tuple[str, ...] keep their own origin (their args are not Optional).
     base = next((a for a in args if a is not type(None)), hint) if type(None) in args else hint

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
+import pandas as pd
+
 from .result import BASELINE_ARCH, GROUP_COLUMNS, METHOD_NAMES, SYNTH_NAMES, arch_label, group_key, group_label
 
 
@@ -26,8 +28,6 @@ def level_table(df, column: str, order: Iterable | None = None, labels: dict | N
     (AA < threshold), and over the non-collapsed runs ``aa_mean``, ``aa_median``, ``aa_max`` (%),
     ``clean_mean`` (%), plus ``aa_max_all`` over all runs.
     """
-    import pandas as pd
-
     levels = list(order) if order is not None else sorted(df[column].unique())
     rows = []
     for level in levels:
@@ -68,8 +68,6 @@ def gain_summary(pairs, by: str | None = None, label: str = "all pairs", order: 
     ``gain_mean``, ``gain_median``, ``gain_min``, ``gain_max`` (AA percentage points),
     ``share_positive`` (0-1), ``flops_ratio`` (median treated / baseline FLOPs).
     """
-    import pandas as pd
-
     def one(name, part):
         ok = part[~part["collapsed"]]
         g = ok["gain"]
@@ -90,8 +88,6 @@ def gain_summary(pairs, by: str | None = None, label: str = "all pairs", order: 
 def collapse_table(df):
     """Per method / attack steps / epochs: runs, collapsed runs (AA below the threshold), mean
     PGD-40 and AA (%), the PGD-40 range of the collapsed runs and the largest PGD-40 - AA gap."""
-    import pandas as pd
-
     rows = []
     for (method, steps, epochs), part in df.groupby(["method", "attack_steps", "epochs"], sort=True):
         col = part[part["collapsed"]]
@@ -162,8 +158,6 @@ def analysis_tables(runs) -> dict[str, Any]:
 
 
 def _concat(frames):
-    import pandas as pd
-
     frames = [f for f in frames if f is not None and len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

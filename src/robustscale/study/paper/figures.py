@@ -4,6 +4,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import matplotlib as mpl
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
+
 from ...report.plots import plot_cost
 from ...scaling.identified import MAX_EXTRAPOLATION, identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
@@ -16,8 +21,6 @@ from .result import (BASELINE_ARCH, LAW_TITLES, LAWS, METHOD_NAMES, SYNTH_COLOR,
 # collapse figure. The PGD-40-vs-AA and paired-gain figures have no counterpart in report.plots.
 def _new_figure(w: float, h: float):
     """An empty Agg-rendered figure (no pyplot: no display, no global state), as report.plots draws."""
-    from matplotlib.figure import Figure
-
     return Figure(figsize=(w, h), dpi=110, layout="constrained")
 
 
@@ -49,8 +52,6 @@ def paper_figures(result: PaperReproduction) -> dict[str, tuple[Any, str]]:
 def _curve(fit, xs, extrapolated: bool = False):
     """The law over ``xs``, or None where it must not be drawn: not identified (or, carried beyond the data,
     anything but ok)."""
-    import numpy as np
-
     ident = identify(fit)
     if not fit.converged or not (ident.ok if extrapolated else ident.shows_parameters):
         return None
@@ -62,8 +63,6 @@ def _missing(fit) -> str:
 
 
 def _fig_aa_vs_flops(result: PaperReproduction):
-    import numpy as np
-
     runs = result.runs
     methods = sorted(runs["method"].unique())
     epochs = sorted(runs["epochs"].unique())
@@ -113,8 +112,6 @@ def _fig_aa_vs_flops(result: PaperReproduction):
 
 def _log_x(ax) -> None:
     """Log x axis labelled at powers of ten only (minor labels collide over one decade)."""
-    from matplotlib.ticker import NullFormatter
-
     ax.set_xscale("log")
     ax.xaxis.set_minor_formatter(NullFormatter())
 
@@ -152,8 +149,6 @@ def _fig_exponents(result: PaperReproduction):
 
 
 def _fig_extrapolation(result: PaperReproduction):
-    import numpy as np
-
     runs = result.runs
     ok = runs[~runs["collapsed"]]
     shown = ["frontier"] + [g.key for g in result.groups if g.group.get("synthetic_data") is True]
@@ -207,8 +202,6 @@ def _fig_extrapolation(result: PaperReproduction):
 
 
 def _fig_collapse(result: PaperReproduction):
-    import matplotlib as mpl
-
     runs = result.runs
     fig = _new_figure(7.2, 5.8)
     ax = fig.subplots()
@@ -239,8 +232,6 @@ def _fig_collapse(result: PaperReproduction):
 
 
 def _fig_effects(result: PaperReproduction):
-    import numpy as np
-
     t = result.tables
     fig = _new_figure(13, 4.8)
     axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [2, 6, 2]})

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 from ...report import Sections
 from ...scaling.identified import BEYOND_REACH, MAX_EXTRAPOLATION, identify
 from ...schema import COLLAPSE_THRESHOLD_ACC
@@ -97,8 +99,6 @@ def _electricity_section(out: Sections, result: PaperReproduction, figures: dict
              f"Achieved throughput: median {1 / ratio.median() / 3600 / 1e12:.1f} TFLOP/s per GPU "
              f"(range {1 / ratio.max() / 3600 / 1e12:.1f}–{1 / ratio.min() / 3600 / 1e12:.1f}).")
     _add_figure(out, figures, "electricity_vs_flops")
-    import pandas as pd
-
     per_model = runs.groupby("model").agg(runs=("name", "size"), flops=("train_flops", "median"),
                                           gpu_hours=("device_hours", "median"), usd=("electricity_usd", "median"),
                                           params=("model_parameters", "first")).sort_values("params")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pandas as pd
+
 from ...scaling import compare_exponents
 from ...scaling.identified import BEYOND_REACH, identify
 from .result import METHOD_NAMES, PaperReproduction, group_key, interval_text, num_text, pct_text
@@ -11,8 +13,6 @@ from .result import METHOD_NAMES, PaperReproduction, group_key, interval_text, n
 
 def display_frame(df, columns: dict[str, tuple[str, Any]]):
     """Select and rename ``columns`` (``source -> (header, formatter)``) into display strings."""
-    import pandas as pd
-
     out = pd.DataFrame()
     for src, (header, f) in columns.items():
         out[header] = [f(v) for v in df[src]] if src in df.columns else []
@@ -45,8 +45,6 @@ def levels_display(df, level_header: str):
 
 
 def fit_table(result: PaperReproduction, law: str):
-    import pandas as pd
-
     rows = []
     for g in result.groups:
         fit = g.fits[law]
@@ -91,8 +89,6 @@ def _reach_cell(ex, q: str = "compute_flops") -> str:
 
 def extrapolation_tables(result: PaperReproduction, law: str):
     """(FLOPs matrix group x target, detailed cost rows for the reachable cases)."""
-    import pandas as pd
-
     matrix = []
     detail = []
     for g in result.groups:
@@ -122,8 +118,6 @@ def extrapolation_tables(result: PaperReproduction, law: str):
 
 def exponent_comparison_table(result: PaperReproduction):
     """Generated data vs none: difference of power-law exponents per method and epochs."""
-    import pandas as pd
-
     rows = []
     for g in result.groups:
         if g.group.get("synthetic_data") is not True:
