@@ -11,7 +11,7 @@ Compute (FLOPs) -> device-hours, one of (in this order of precedence):
 3. otherwise the group's own runs: the median of ``device_hours / train_flops`` over the runs
    that were fitted (the hardware and efficiency of the runs, carried to the target).
 
-Device-hours -> energy, emissions and dollars go through ``robustscale.compute.CostModel``:
+Device-hours -> energy, emissions and dollars go through ``robustscale.cost.CostModel``:
 ``energy_kwh = CostModel.estimate_energy_kwh(device_type, device_hours)`` (IT energy, the device's
 power draw x hours), ``emissions_kg = CostModel.emissions_kg(energy_kwh)`` and
 ``CostModel.cost(device_type, device_hours, energy_kwh)`` for electricity and cloud rental.
