@@ -29,7 +29,8 @@ from safetensors import safe_open
 from timm.models import save_for_hf
 
 from .. import __version__, rundir
-from ..compute import RUN_COMPUTE_KEYS, CostModel
+from ..compute import RUN_COMPUTE_KEYS
+from ..cost import CostModel
 from ..data.info import dataset_info
 from ..data.transforms import CROP_PCT
 from ..errors import UserError

@@ -34,9 +34,9 @@ import torch
 from tqdm import tqdm
 
 from .. import __version__
-from ..compute import CostModel, effective_attack_steps, measure_step_flops
+from ..compute import effective_attack_steps, measure_step_flops
 from ..config import TrainConfig
-from ..cost import default_flop_rate
+from ..cost import CostModel, default_flop_rate
 from ..data.info import dataset_info
 from ..errors import UserError
 from ..evaluation.spec import DEFAULT_STEPS, Attack

@@ -10,8 +10,9 @@ import torch._dynamo
 from timm.optim import list_optimizers
 
 from .. import rundir
-from ..compute import CostModel, measure_step_flops
+from ..compute import measure_step_flops
 from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, SelectSplit, TrainConfig
+from ..cost import CostModel
 from ..data import build_mixup, build_train_loader, load_eval_tensors, load_val_tensors
 from ..data.info import dataset_info
 from ..errors import UserError, one_of
