@@ -403,11 +403,11 @@ def _render_name(template: str, cfg: TrainConfig, labels: Mapping[str, str], ind
 
 def _check_run(cfg: TrainConfig, what: str) -> None:
     """What TrainConfig.validate cannot see: the model and dataset must exist."""
-    from ..data.info import dataset_info
+    from ..data.info import check_eval_subset
     from ..models import check_model_name
 
     try:
-        dataset_info(cfg.dataset)
+        check_eval_subset(cfg.dataset, cfg.eval_subset)
         check_model_name(cfg.model)
     except UserError as exc:
         raise UserError(f"{what}: {exc}") from None
