@@ -24,7 +24,9 @@ def tiny_train(data_dir, out, *extra) -> list[str]:
     # 512 - val_size training images: an "epoch" of batch 4096 would be several passes, billed as one.
     (["--train-subset", "64", "--batch-size", "128"], ["batch_size 128", "64 training images"]),
     # The per-epoch check on test images (with select_split val, the default, eval_subset is not read).
-    (["--eval-subset", "100000", "--select-split", "test"], ["100000 test images", "has 256"]),
+    (["--eval-subset", "5000", "--select-split", "test"], ["5000 test images", "has 256"]),
+    # With select_split val it is not read, but a value beyond the dataset's test set is still a mistake.
+    (["--eval-subset", "1000000"], ["eval_subset 1000000", "10,000 test images"]),
 ])
 def test_train_refuses_more_images_than_the_data_has(cli, tmp_path, mnist_like_dir, extra, fragments):
     out = tmp_path / "out"

@@ -57,7 +57,9 @@ def test_a_yaml_key_given_twice_is_refused(cli, tmp_path):
     ({"evaluation": {"attack": "pgd", "steps": 0}}, "evaluation steps 0"),
     ({"evaluation": {"attack": "apgd-ce", "restarts": 0}}, "evaluation restarts 0"),
     ({"evaluation": {"attack": "clean", "steps": 5}}, "does not apply to attack clean"),
-], ids=["max_parallel", "timeout", "gpus", "batch_size", "steps", "restarts", "clean-steps"])
+    ({"base": {"dataset": "fashion_mnist", "model": "wide_resnet16_1", "epochs": 1, "eps": 0.1,
+               "eval_subset": 1000000}}, "eval_subset 1000000"),
+], ids=["max_parallel", "timeout", "gpus", "batch_size", "steps", "restarts", "clean-steps", "eval_subset"])
 def test_spec_values_sweep_run_would_fail_on_are_refused_by_plan(cli, tmp_path, mnist_like_dir, sections, fragment):
     path = _spec(tmp_path, mnist_like_dir, **sections)
     one_error_line(*cli("sweep", "plan", path), fragment)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from robustscale.leaderboard.compute import (ArchFlops, FlopsCache, entry_compute, step_flops, wrn_stage_forward_flops,
-                                             wrn_stage_params)
+from robustscale.leaderboard.compute import (ArchFlops, FlopsCache, entry_compute, measure_architecture, step_flops,
+                                             wrn_stage_forward_flops, wrn_stage_params)
 from robustscale.leaderboard.recipes import IMPLEMENTATION, RecipeTableError, load_recipes
 from robustscale.leaderboard.sources import entry_sources, fact_links
 
@@ -137,7 +137,8 @@ def test_entries_with_code_have_every_implementation_fact_sourced(entries):
                  "Zhang2019Theoretically", "Pang2022Robustness_WRN70_16", "Wang2023Better_WRN-70-16",
                  "Bartoldson2024Adversarial_WRN-94-16", "Debenedetti2022Light_XCiT-S12", "Rice2020Overfitting",
                  "Addepalli2021Towards_RN18", "Addepalli2021Towards_WRN34", "Mustafa2019Adversarial",
-                 "Jang2019Adversarial", "Atzmon2019Controlling", "Xu2023Exploring_WRN-28-10"):
+                 "Jang2019Adversarial", "Atzmon2019Controlling", "Xu2023Exploring_WRN-28-10",
+                 "Chen2020Adversarial", "Mao2019Metric"):
         assert entries[name].implementation_missing() == [], name
 
 
@@ -339,3 +340,77 @@ def test_learned_attack_generator_counts_classifier_and_generator_passes(entries
     n = 100_000 * 100
     assert e.train_flops == pytest.approx(n * (39 * (F + B) + 3 * (F + B) + 122.7 * F), rel=REL)
     assert e.train_flops_needed == pytest.approx(n * (39 * (F + F) + 3 * (F + B) + 122.7 * F), rel=REL)
+
+
+# ------------------------------------------------------------------ self-supervised pre-training ensemble, TLA
+
+
+def bottleneck_resnet_macs(num_classes: int | None, stages: int = 4, side: int = 32) -> float:
+    """Multiply-adds of a CIFAR-stem ResNet-50 (3x3 stride-1 stem, bottleneck stages [3, 4, 6, 3]); the first
+    ``stages`` stages only (no classifier) when ``num_classes`` is None. The stride sits on the 3x3 conv."""
+    macs = side * side * 27 * 64
+    c_in, res = 64, side
+    for i, (planes, blocks) in enumerate(zip([64, 128, 256, 512][:stages], [3, 4, 6, 3][:stages])):
+        for j in range(blocks):
+            out_res = res // 2 if (i > 0 and j == 0) else res
+            macs += res * res * c_in * planes  # 1x1 reduce, at the input resolution
+            macs += out_res * out_res * 9 * planes * planes  # 3x3 (strided)
+            macs += out_res * out_res * planes * 4 * planes  # 1x1 expand
+            if j == 0:
+                macs += out_res * out_res * c_in * 4 * planes  # 1x1 projection shortcut
+            c_in, res = 4 * planes, out_res
+    return macs + (c_in * num_classes if num_classes is not None else 0)
+
+
+def resnet50_arch(spec, input_size: int, num_classes: int) -> ArchFlops:
+    """resnet50_32 by the hand formula: F, Bin = F, B = 2F minus the stem's input gradient (as hand_arch)."""
+    assert spec == "resnet50_32" and input_size == 32, spec
+    f = 2.0 * bottleneck_resnet_macs(num_classes)
+    return ArchFlops(spec, f, f, 2 * f - 2.0 * 32 * 32 * 27 * 64, None, "hand")
+
+
+def test_resnet50_hand_formula_equals_the_measured_network():
+    measured = measure_architecture("resnet50_32", 32, 10)
+    hand = resnet50_arch("resnet50_32", 32, 10)
+    assert (measured.forward, measured.input_backward, measured.full_backward) == \
+        (hand.forward, hand.input_backward, hand.full_backward)
+
+
+def test_self_supervised_ensemble_counts_each_members_pretraining_and_fine_tuning(entries):
+    # Adv-SS-Pretraining: three members, each its task's adversarial pre-training then finetune/main.py (PGD-10
+    # with autograd.grad w.r.t. the input, one training pass), 45,000 images per epoch (a 10 % validation split).
+    # Selfie: 200 epochs of PGD-10 on the patch network (ResNet-50 stages 1-3 on 16 8x8 patches = one 32x32
+    # image, then a 13-layer transformer, d_model 1024, on 13 tokens), the clean pass back-propagated too;
+    # Rotation (4 classes) and Jigsaw (31): 100 epochs, PGD-10 + the clean pass. Explicit FLOPs: Bin = F, B = 2F.
+    transformer = 13 * (13 * (4 * 1024 * 1024 + 2 * 1024 * 2048) + 2 * 16 * 13 * 13 * 64)
+    fs = 2.0 * (bottleneck_resnet_macs(None, stages=3) + transformer + 4 * 4 * 1024)
+    assert entries["Chen2020Adversarial"].phases[0].facts["model"].value == fs  # the table's number, by hand
+    e = entry_compute(entries["Chen2020Adversarial"], entries, FlopsCache(measure=resnet50_arch))
+
+    def pgd10(classes, clean_pass):
+        a = resnet50_arch("resnet50_32", 32, classes)
+        F, B = a.forward, a.full_backward
+        return 11 * F + 10 * F + B + (F + B if clean_pass else 0.0)
+
+    selfie = 200 * 45_000 * (11 * fs + 10 * fs + 2 * fs + (fs + 2 * fs))
+    rotation, jigsaw = (100 * 45_000 * pgd10(k, True) for k in (4, 31))
+    fine_tuning = 3 * 100 * 45_000 * pgd10(10, False)
+    total = selfie + rotation + jigsaw + fine_tuning
+    assert (e.train_flops_low, e.train_flops_high) == (pytest.approx(total, rel=REL), pytest.approx(total, rel=REL))
+    assert e.train_flops_needed == pytest.approx(total, rel=REL)  # their code is the efficient step
+
+
+def test_tla_counts_the_negative_bank_the_triplet_passes_and_madrys_run(entries, cache):
+    # train_update_fast_triplet.py with config_cifar.json: fine-tunes Madry's model for 80,000 steps of 50; per
+    # image a no-grad forward of mul_num 10 bank images, PGD-7 (tf.gradients w.r.t. the input), a forward of
+    # the final adversarial image for the search (recomputed by the training pass), one training pass over A', A,
+    # A1 and B, and logging forwards (4 every 100 steps, 4 every 500)
+    F, B = parts(34, 10)
+    madry = entry_compute(entries["Madry2018Towards"], entries, cache)
+    e = entry_compute(entries["Mao2019Metric"], entries, cache)
+    needed = 80_000 * 50 * (8 * F + 7 * F + B + 10 * F + 3 * (F + B))
+    spent = needed + 80_000 * 50 * (1 + 4 / 100 + 4 / 500) * F
+    assert e.train_flops_low == pytest.approx(madry.train_flops_low + spent, rel=REL)
+    assert e.train_flops_high == pytest.approx(madry.train_flops_high + spent, rel=REL)
+    assert e.train_flops_needed_low == pytest.approx(madry.train_flops_needed_low + needed, rel=REL)
+    assert e.train_flops_needed_high == pytest.approx(madry.train_flops_needed_high + needed, rel=REL)

@@ -3,6 +3,8 @@ beside aa_n_examples) and APGD-CE's headline with its count, filled from the eva
 ``fit`` so that its lack-of-fit check knows each point's binomial noise."""
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 from sqlalchemy import inspect, update
 
@@ -21,6 +23,38 @@ def _cfg(name: str, seed: int = 0) -> TrainConfig:
 def _claim(attack: str, n: int, clean: float, robust: float) -> dict:
     return {"attack": attack, "eps": 0.1, "norm": "linf", "n_examples": n, "clean_acc": clean, "robust_acc": robust,
             "complete": True}
+
+
+def _schema_2_store(path, tmp_path) -> None:
+    st = open_store(path)
+    st.start_run(_cfg("old"), tmp_path / "old")
+    st.finish_run("old", {"status": "completed", "train_flops": 3.0e12})
+    st.record_evaluation("old", _claim("pgd", 1000, 70.0, 40.0))
+    st.record_evaluation("old", _claim("apgd-ce", 500, 70.5, 39.0))
+    with st.engine.begin() as conn:
+        for col in ("clean_acc_n_examples", "pgd_robust_acc_n_examples", "apgd_ce_robust_acc",
+                    "apgd_ce_robust_acc_n_examples"):
+            conn.exec_driver_sql(f"ALTER TABLE runs DROP COLUMN {col}")
+        conn.exec_driver_sql("DROP TABLE leases")
+        conn.execute(update(meta).values(value="2"))
+    st.close()
+
+
+def test_an_older_store_reads_read_only_through_a_migrated_copy_and_stays_as_it_was(tmp_path, cli):
+    path = tmp_path / "runs.db"
+    _schema_2_store(path, tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    st = open_store(path, readonly=True)
+    assert st.schema_version == SCHEMA_VERSION
+    rec = st.runs_frame().set_index("name").loc["old"]
+    assert (rec["apgd_ce_robust_acc"], rec["apgd_ce_robust_acc_n_examples"]) == (39.0, 500)
+    st.close()
+    code, out, err = cli("runs", "list", "--store", path)
+    assert code == 0, err
+    assert "old" in out and "39" in out, out
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before  # nothing written
+    with sqlite3.connect(f"file:{path}?immutable=1", uri=True) as conn:
+        assert conn.execute("SELECT value FROM robustscale_meta").fetchone() == ("2",)
 
 
 def test_schema_2_store_is_migrated_and_backfilled(tmp_path):

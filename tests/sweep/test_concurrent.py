@@ -9,9 +9,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from robustscale.store import open_store
+from robustscale.sweep.runner import slurm_share
 
 MAX_PARALLEL = 2
 
@@ -65,3 +67,18 @@ def test_two_sweeps_share_max_parallel_and_do_each_run_once(tmp_path, mnist_like
         finishers = [t for t in texts if any(line.split()[:2] == ["done", name] for line in t.splitlines())]
         assert len(finishers) == 1, (name, texts)
     assert st.held_slots("sweep:twice") == []  # both sweeps gave their slots back
+
+
+@pytest.mark.parametrize("limit, held, parallelism, dependency", [
+    (4, [], 4, None),                                   # nothing else alive: the whole limit
+    (4, ["101_0", "101_1"], 2, None),                   # 2 held by an earlier array: this one gets the other 2
+    (2, ["101_0", "101_1"], 2, "afterany:101_0:101_1"),  # all held: start after they end, then the whole limit
+    (2, ["101_0", "101_1", "102"], 2, "afterany:101_0:101_1:102"),
+])
+def test_a_second_slurm_submission_shares_the_array_limit(limit, held, parallelism, dependency):
+    # Each Slurm array has its own % limit: at any moment the earlier submissions' alive jobs plus this array's
+    # running tasks must not exceed the spec's limit.
+    share = slurm_share(limit, held)
+    assert (share.parallelism, share.dependency) == (parallelism, dependency)
+    running_together = parallelism + (0 if dependency else len(held))
+    assert running_together <= limit

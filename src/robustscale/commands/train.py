@@ -11,7 +11,7 @@ from timm.optim import list_optimizers
 from ..compute.energy import check_country
 from ..config import Amp, TrainConfig, load_yaml, parse_overrides
 from ..cost import CostModel
-from ..data import dataset_info, find_data_root
+from ..data import check_eval_subset, find_data_root
 from ..errors import UserError, one_of
 from ..models import check_model_name
 from ..store import store_url_for
@@ -49,7 +49,7 @@ def check_inputs(cfg) -> None:
     the config's order. (TrainConfig itself has already checked every value on its own.)
     """
     check_model_name(cfg.model)
-    dataset_info(cfg.dataset)
+    check_eval_subset(cfg.dataset, cfg.eval_subset)  # also checks the dataset name
     if cfg.data_dir and not cfg.download and not Path(cfg.data_dir).expanduser().is_dir():
         raise UserError(f"data_dir {cfg.data_dir!r} is not a folder; give the folder holding {cfg.dataset}, "
                         f"or --download to fetch it there")

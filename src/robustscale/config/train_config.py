@@ -92,7 +92,7 @@ class TrainConfig:
     micro_batch_size: int | None = None  # images per forward/backward on one rank; None: batch_size / ranks
     dist_backend: DistBackend = DistBackend.AUTO
     # --- per-epoch evaluation
-    eval_subset: int = 1000  # first N test images
+    eval_subset: int = 1000  # first N test images, read only with select_split test
     eval_attack_steps: int = 10
     eval_batch_size: int = 256
     eval_step_size_factor: float = 2.5  # per-epoch PGD-k step: factor * eps / k

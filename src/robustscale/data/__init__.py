@@ -14,7 +14,7 @@ Public API::
 from .datasets import (FolderDataset, TensorImageDataset, load_dataset, load_eval_tensors,
                        subset_indices)
 from .generated import GeneratedImages, load_generated
-from .info import DATASETS, DatasetInfo, DatasetName, dataset_info, dataset_normalization
+from .info import DATASETS, DatasetInfo, DatasetName, check_eval_subset, dataset_info, dataset_normalization
 from .loader import TrainBatches, build_mixup, build_train_loader
 from .locations import find_data_root, locate
 from .sampler import BatchKey, MixedBatchSampler
@@ -22,7 +22,7 @@ from .splits import default_val_size, load_val_tensors, train_val_indices
 
 __all__ = [
     "load_dataset", "build_train_loader", "load_eval_tensors", "build_mixup", "find_data_root", "locate",
-    "dataset_info", "dataset_normalization", "DatasetName", "DatasetInfo", "DATASETS", "TensorImageDataset",
+    "dataset_info", "check_eval_subset", "dataset_normalization", "DatasetName", "DatasetInfo", "DATASETS", "TensorImageDataset",
     "FolderDataset",
     "GeneratedImages", "load_generated", "MixedBatchSampler", "BatchKey", "TrainBatches", "subset_indices",
     "load_val_tensors", "train_val_indices", "default_val_size",

@@ -4,7 +4,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
-from ..errors import choice
+from ..errors import UserError, choice
 
 
 class DatasetName(str, enum.Enum):
@@ -50,6 +50,13 @@ DATASETS: dict[DatasetName, DatasetInfo] = {
 def dataset_info(name: str | DatasetName) -> DatasetInfo:
     """Look up a dataset by name; unknown names raise UserError listing the valid ones."""
     return DATASETS[choice(DatasetName, name, what="dataset")]
+
+
+def check_eval_subset(name: str | DatasetName, eval_subset: int) -> None:
+    """Refuse a per-epoch test subset larger than the test set (it would be read as the whole set, silently)."""
+    info = dataset_info(name)
+    if info.test_size is not None and eval_subset > info.test_size:
+        raise UserError(f"invalid eval_subset {eval_subset}: {info.name.value} has {info.test_size:,} test images")
 
 
 def dataset_normalization(name: str | DatasetName) -> dict[str, tuple[float, ...]]:

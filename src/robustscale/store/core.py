@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from sqlalchemy import Connection, create_engine, delete, event, func, select, text, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from ..errors import UserError
 from ..schema import CLEAN_ATTACK, EPS_TOL, HEADLINE_COLUMNS, RUN_COLUMNS
@@ -37,7 +37,7 @@ from .records import (LOCAL_SOURCE, coerce_value, config_parts, flatten, identit
 from .rows import check_claim, check_same_config, insert_epoch, refresh_headline, select_run, \
     upsert_evaluation
 from .sync import folder_rows_tx, frame_rows_tx
-from .tables import RUN_VALUE_COLUMNS, RunStatus, epochs, evaluations, runs
+from .tables import RUN_VALUE_COLUMNS, SCHEMA_VERSION, RunStatus, epochs, evaluations, runs
 
 # Names that lived here before the store was split, kept importable as ``robustscale.store.core.X``.
 from .liveness import STALE_AFTER_S, process_alive, process_start  # noqa: F401
@@ -94,12 +94,20 @@ class Store:
         self.engine = self._make_engine(url)
         self.create = create
         self.schema_version = self._run(self._init_schema)
+        if self.readonly and self.path is not None and self.schema_version < SCHEMA_VERSION:
+            # An older SQLite store read by a command that only reads: migrate a copy in memory, so that it
+            # reads as a current store and nothing is written beside the file.
+            self.engine.dispose()
+            self.engine = self._make_engine(url, memory=_migrated_copy_source(self.path))
+            self.schema_version = self._run(lambda conn: ensure_schema(conn, self.display_url))
 
     def _init_schema(self, conn: Connection) -> int:
         if not self.create and read_version(conn) is None:
             raise StoreNotFound(f"no results store at {self.display_url} (empty database); give --store "
                                 f"PATH_OR_URL or run something first")
         if self.readonly:
+            if self.path is not None and (read_version(conn) or SCHEMA_VERSION) < SCHEMA_VERSION:
+                return read_version(conn)  # __init__ reads it through a migrated in-memory copy
             return check_version(conn, self.display_url)
         if conn.dialect.name == "postgresql":
             # Serialise schema creation between processes opening a fresh database at once
@@ -108,10 +116,12 @@ class Store:
         return ensure_schema(conn, self.display_url)
 
     # ------------------------------------------------------------------ engine and transactions
-    def _make_engine(self, url: str):
+    def _make_engine(self, url: str, *, memory=None):
         if self.is_sqlite:
             readonly = self.readonly and self.path is not None
-            if readonly:  # a fresh connection per transaction: each sees the store as it is then
+            if memory is not None:  # the one connection to an in-memory copy
+                engine = create_engine("sqlite://", creator=lambda: memory, poolclass=StaticPool)
+            elif readonly:  # a fresh connection per transaction: each sees the store as it is then
                 engine = create_engine("sqlite://", creator=lambda: _connect_sqlite_readonly(self.path),
                                        poolclass=NullPool)
             else:
@@ -449,6 +459,19 @@ class Store:
             return out
 
         return self._run(tx)
+
+
+def _migrated_copy_source(path: Path):
+    """An in-memory copy of the SQLite store at ``path``, read without writing anything beside it."""
+    import sqlite3
+
+    source = _connect_sqlite_readonly(path)
+    try:
+        memory = sqlite3.connect(":memory:", check_same_thread=False)
+        source.backup(memory)
+    finally:
+        source.close()
+    return memory
 
 
 def _connect_sqlite_readonly(path: Path):

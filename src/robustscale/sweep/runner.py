@@ -215,7 +215,12 @@ def run_sweep(spec: SweepSpec, *, executor: str = "local", store: str | None = N
     elif executor == "local":
         runner = LocalRunner(folder, opts, orphans, log=log, slots=SweepSlots(st, spec, opts.max_parallel))
     else:
-        runner = _SlurmRunner(folder, opts, spec.name)
+        held = sorted({s.row["job_id"] for s in states if _alive_now(s) and s.row and s.row.get("executor") == "slurm"
+                       and s.row.get("job_id")})
+        share = slurm_share(opts.array_parallelism, held)
+        if held:
+            log(f"{len(held)} job(s) of other submissions of this sweep are alive: " + share.describe())
+        runner = _SlurmRunner(folder, opts, spec.name, share)
 
     bar = _bar(len(jobs) + len(orphans), progress)
 
@@ -440,11 +445,38 @@ def slurm_parameters(opts: ExecutorOptions, sweep: str) -> dict[str, Any]:
     return params
 
 
+@dataclass(frozen=True)
+class SlurmShare:
+    """How a new submission shares ``array_parallelism`` with the alive jobs of earlier submissions of its sweep.
+
+    Each Slurm array has its own ``%`` limit, so a second submission gets what the first leaves: ``parallelism``
+    = the limit less the alive jobs; when they hold it all, the new array waits for them (``afterany``) and then
+    runs at the full limit. Never more than the limit run at once; conservative while the others drain.
+    """
+    parallelism: int
+    after: tuple[str, ...] = ()
+
+    @property
+    def dependency(self) -> str | None:
+        return f"afterany:{':'.join(self.after)}" if self.after else None
+
+    def describe(self) -> str:
+        if self.after:
+            return f"this array starts when they end (afterany), then runs {self.parallelism} at a time"
+        return f"this array runs {self.parallelism} at a time"
+
+
+def slurm_share(array_parallelism: int, held_job_ids: list[str]) -> SlurmShare:
+    free = array_parallelism - len(held_job_ids)
+    if free >= 1:
+        return SlurmShare(free)
+    return SlurmShare(array_parallelism, tuple(held_job_ids))
+
+
 class _SlurmRunner:
     """submitit's Slurm executor: one job (array task) per run."""
 
-    def __init__(self, folder: Path, opts: ExecutorOptions, sweep: str):
-
+    def __init__(self, folder: Path, opts: ExecutorOptions, sweep: str, share: SlurmShare | None = None):
         # Without Slurm accounting every status poll warns that sacct failed; submitit falls back to squeue.
         logging.getLogger("submitit").setLevel(logging.ERROR)
         self.opts = opts
@@ -452,6 +484,12 @@ class _SlurmRunner:
                                               slurm_max_num_timeout=opts.max_requeues,
                                               slurm_python=sys.executable)
         params = slurm_parameters(opts, sweep)
+        if share is not None:
+            params["slurm_array_parallelism"] = share.parallelism
+            if share.dependency:
+                extra = dict(params.get("slurm_additional_parameters") or {})
+                extra["dependency"] = ",".join(filter(None, [extra.get("dependency"), share.dependency]))
+                params["slurm_additional_parameters"] = extra
         try:
             self.executor.update_parameters(**params)
         except (ValueError, TypeError) as exc:

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import Method, TrainConfig, load_yaml, parse_fraction
-from ..data.info import dataset_info
+from ..data.info import check_eval_subset
 from ..errors import UserError, choice
 from ..evaluation.spec import Attack, EvalSpec
 from ..models import check_model_name
@@ -408,7 +408,7 @@ def _render_name(template: str, cfg: TrainConfig, labels: Mapping[str, str], ind
 def _check_run(cfg: TrainConfig, what: str) -> None:
     """What TrainConfig.validate cannot see: the model and dataset must exist."""
     try:
-        dataset_info(cfg.dataset)
+        check_eval_subset(cfg.dataset, cfg.eval_subset)
         check_model_name(cfg.model)
     except UserError as exc:
         raise UserError(f"{what}: {exc}") from None

@@ -14,7 +14,7 @@ from ..compute import measure_step_flops
 from ..config import SINGLE_STEP_DEFAULT_STEP, Amp, Compile, Method, SelectSplit, TrainConfig
 from ..cost import CostModel
 from ..data import build_mixup, build_train_loader, load_eval_tensors, load_val_tensors
-from ..data.info import dataset_info
+from ..data.info import check_eval_subset, dataset_info
 from ..errors import UserError, one_of
 from ..models import check_model_name
 from ..tasks import create_task
@@ -58,6 +58,7 @@ class RunSetup:
     def _check_setup(self) -> None:
         cfg, dinfo = self.cfg, self.dinfo
         check_model_name(cfg.model)
+        check_eval_subset(cfg.dataset, cfg.eval_subset)
         one_of(cfg.opt.lower(), list_optimizers(), "opt")
         if cfg.amp is Amp.FP16 and dinfo.device.type == "cpu":
             raise UserError("amp fp16 needs a GPU; use --amp bf16 on CPU")
