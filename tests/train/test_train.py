@@ -237,7 +237,8 @@ def _write_yaml(tmp_path: Path, data_dir: Path, **kw) -> str:
     (["--opt", "sgdd"], "unknown opt 'sgdd'"),
     (["--model", "wide_resnet13_1"], "unknown model 'wide_resnet13_1'"),
     (["--no-such-key", "1"], "unknown flag --no-such-key"),
-    (["--eval-subset", "100000", "--select-split", "test"], "asked for 100000 test images"),
+    (["--eval-subset", "5000", "--select-split", "test"], "asked for 5000 test images"),  # the folder has 256
+    (["--eval-subset", "100000"], "invalid eval_subset 100000: fashion_mnist has 10,000 test images"),
     (["--val-size", "1000"], "invalid val_size 1000: is larger than the training subset (train_subset 128)"),
     (["--select", "first"], "select"),
 ])
