@@ -200,6 +200,20 @@ def test_defaults_on_a_study_store_fit_each_family_with_its_own_metric(tmp_path,
     assert json.loads(capsys.readouterr().out)["y"] == "clean_acc"
 
 
+def test_backtest_on_a_study_store_judges_each_family_by_its_own_metric(tmp_path, capsys):
+    """`backtest --runs runs.db` with no --y: as `fit`, clean accuracy for standard training and APGD-CE for PGD
+    (AutoAttack is on 2 runs only), and the error-power law among the defaults."""
+    db = _study_store(tmp_path / "runs")
+    assert cli.main(["backtest", "--runs", db, "--bootstrap", "50", "--fraction", "0.84", "--law", "error-power",
+                     "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    by_method = {r["group"]["method"]: r for r in out["results"]}
+    assert {m: r["y"] for m, r in by_method.items()} == {"pgd": "apgd_ce_robust_acc", "standard": "clean_acc"}
+    assert all(r["n_train"] == 5 and r["n_test"] == 1 for r in by_method.values())
+    # TRADES (2 runs) cannot be split: named, and the other families are back-tested all the same
+    assert [s["group"] for s in out["not_backtested"]] == ["method=trades (apgd_ce_robust_acc), error-power"]
+
+
 def test_plan_on_a_study_store_is_the_studys_what_to_run_next(tmp_path, capsys, monkeypatch):
     """`plan --runs runs.db` with no --y plans each method as the study's "what to run next" does (one computation,
     plan.plan_family): the same recipes and predictions on the same runs; labels follow the metric planned."""

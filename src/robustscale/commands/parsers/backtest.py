@@ -23,12 +23,18 @@ def add_parser(subparsers) -> None:
                    help="--split compute: share of the runs, cheapest first, to fit (default 2/3)")
     p.add_argument("--cutoff", type=float, default=None, metavar="YEAR",
                    help="--split year: fit entries up to this year (default: the median year)")
-    p.add_argument("--law", default="power,saturating", help="laws, comma list (default power,saturating)")
+    p.add_argument("--y", default=None,
+                   help="accuracy column (default: as `fit`: on a results store each training method its own metric, "
+                        "as a study judges it; else aa_robust_acc)")
+    p.add_argument("--law", default=None,
+                   help="laws, comma list (default: error-power,power,saturating on a results store, as a study "
+                        "fits them; else power,saturating)")
     p.add_argument("--group-by", default=None, metavar="COLS",
                    help="one back-test per group (paper runs default: method,synthetic_data,epochs)")
     p.add_argument("--frontier", action="store_true", help="fit the Pareto frontier only (--model-info: always)")
-    p.add_argument("--exclude-below", type=float, default=10.0, metavar="Y",
-                   help="drop runs with AutoAttack below Y (default 10: collapsed runs)")
+    p.add_argument("--exclude-below", type=float, default=None, metavar="Y",
+                   help="drop runs whose robust accuracy is below Y (default 10: collapsed runs; none for clean "
+                        "accuracy)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="B", help="bootstrap resamples (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument("--seed-sd", type=float, default=None, metavar="PTS",
