@@ -13,7 +13,7 @@ import pytest
 from robustscale.leaderboard.report import ledger_table
 from robustscale.report import Section, write_html
 from robustscale.study.next import next_table
-from robustscale.study.report import runs_table
+from robustscale.study.report import runs_table, targets_table
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)")
@@ -62,7 +62,11 @@ def _next_records():
     budgets = [{"budget_flops": f, "factor_vs_largest_run": f / 1e13, "identified": True, "model_parameters": 77850,
                 "samples_seen": 131072, "samples_seen_ci": (65536, 262144), "epochs": 8, "attack_steps": 5,
                 "predicted_acc": 71.1, "predicted_acc_ci": (61.8, 71.5), "recipes": [recipe]} for f in (3e13, 1e14)]
-    return [{"label": "PGD adversarial training (APGD-CE)", "budgets": budgets, "epoch_images": 16384},
+    conditional = {"budget_flops": 8.56e13, "factor_vs_largest_run": 10, "identified": False,
+                   "conditional": {"model_parameters": 77562, "samples_seen": 6.55e5, "epochs": 40, "attack_steps": 2,
+                                   "predicted_acc": 72.1, "predicted_acc_ci": (64.6, 80.2),
+                                   "label": "conditional plan, N held at the observed levels: not the optimum"}}
+    return [{"label": "PGD adversarial training (APGD-CE)", "budgets": budgets + [conditional], "epoch_images": 16384},
             {"label": "standard training (clean)", "budgets": [], "status": "not identified",
              "reason": "the runs vary 1 of the 3 inputs (train_images_seen); model_parameters and attack_steps "
                        "enter as levels, so the joint optimum is not identified"}]
@@ -77,14 +81,27 @@ def _ledger():
     return pd.DataFrame(rows)
 
 
+def _target_records():
+    """As the demo's study.json has them: a target reached by extrapolation, and two refused by the rulebook."""
+    reached = {"target": 70.0, "status": "ok", "reachable": True, "compute_flops": 2.31e13,
+               "compute_flops_ci": [1.51e13, 3.03e13], "factor_vs_largest_run": 2.7, "extrapolation": True,
+               "reach": "extrapolation 2.7x the largest fitted run's compute, not back-tested",
+               "device_hours": 0.0741, "energy_kwh": 0.0063, "cloud_usd_high": 0.0504}
+    refused = {"status": "beyond reach", "reachable": False,
+               "reason": "the target's compute lies beyond the refusal limit of 10x the largest fitted run's compute"}
+    return [{"law": "error-power", "label": "PGD adversarial training (APGD-CE)",
+             "targets": [reached, {"target": 80.0, **refused}, {"target": 90.0, **refused}]}]
+
+
 def test_report_tables_fit_a_1100px_page(tmp_path):
     sections = [Section("Runs", table=runs_table(_study_runs(), ["clean_acc", "pgd_robust_acc", "apgd_ce_robust_acc",
                                                                   "aa_robust_acc"])),
                 Section("What to run next", table=next_table(_next_records()), wrap=(3, 8)),
-                Section("The ledger", table=ledger_table(_ledger(), 1e14))]
+                Section("The ledger", table=ledger_table(_ledger(), 1e14)),
+                Section("Compute to reach the targets", table=targets_table(_target_records()))]
     path = write_html(tmp_path / "report.html", "Tables", sections)
     layout = _layout(path)
-    assert len(layout) == 3
+    assert len(layout) == 4
     for index, boxed, past_page, scroll in layout:
         assert boxed, f"table {index} is not in its own box"
         assert past_page <= 0, f"table {index} ends {past_page} px past the page"

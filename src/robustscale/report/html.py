@@ -126,8 +126,8 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
     def cls(i: int, text: str) -> str:
         if i in wrap:
             return "w"
-        if i in text_columns:
-            return "t"
+        if i in text_columns or (len(text) > 24 and not _NUMBER.match(text) and not _INTERVAL.search(text)):
+            return "t"  # a reason in a column of numbers ("refused: ...") wraps instead of widening the table
         return "i" if _INTERVAL.search(text) else ("l" if i == 0 else "")
 
     def cell(text: str) -> str:
@@ -141,7 +141,7 @@ def table_html(table, wrap: Sequence[int] = ()) -> str:
     return f'<div class="tbl"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-_INTERVAL = re.compile(r"[\[(][^\[\]()]*[\])]")  # "[58.0, 64.1]", "(1000)"
+_INTERVAL = re.compile(r"[\[(][-+~<>=\d.,e%\s]*[\])]")  # "[58.0, 64.1]", "(1000)"; not "(conditional plan, ...)"
 _NUMBER = re.compile(r"^[-+~<>=\d.,e%\s\[\]()x/]+$")  # "71.5 [62.2, 72]", "1.2e+19", "3 x 10": not text
 
 
