@@ -36,7 +36,7 @@ table{border-collapse:collapse;font-size:.85em}
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:right;white-space:nowrap}
 th{background:#f4f4f4;white-space:normal;vertical-align:bottom}td.l,th.l{text-align:left}
 td.i{white-space:normal;min-width:5em}
-td.t{white-space:normal;text-align:left;overflow-wrap:break-word;max-width:22em}
+td.t{white-space:normal;text-align:left;overflow-wrap:anywhere;max-width:22em}
 td.w{white-space:normal;text-align:left;min-width:16em}
 tr:nth-child(even) td{background:#fafafa}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.85em;color:#555}.meta{color:#666;font-size:.9em}.note{color:#a33}
