@@ -106,8 +106,9 @@ class Store:
             raise StoreNotFound(f"no results store at {self.display_url} (empty database); give --store "
                                 f"PATH_OR_URL or run something first")
         if self.readonly:
-            if self.path is not None and (read_version(conn) or SCHEMA_VERSION) < SCHEMA_VERSION:
-                return read_version(conn)  # __init__ reads it through a migrated in-memory copy
+            version = read_version(conn)
+            if self.path is not None and version is not None and version < SCHEMA_VERSION:
+                return version  # __init__ reads it through a migrated in-memory copy
             return check_version(conn, self.display_url)
         if conn.dialect.name == "postgresql":
             # Serialise schema creation between processes opening a fresh database at once
