@@ -7,7 +7,9 @@ Two flavours with identical parameter counts:
   convention, i.e. 0.99 in TF), as in Gowal et al. 2020's model zoo.
 
 Depth must be 6n+4: n blocks in each of 3 groups, widths (16, 16k, 32k, 64k). WRN-10-1 (one block per
-group, 78k parameters) is the CPU demo's net.
+group, 78k parameters) is the CPU demo's net. Fractional widths (``wide_resnet10_0p25`` = WRN-10-0.25,
+5.8k parameters, groups of 4, 8 and 16 channels) give CPU scaling studies models small enough to be
+capacity-limited on Fashion-MNIST; their group widths are rounded to whole channels.
 Input (N, C, H, W) normalized; output (N, num_classes) logits.
 """
 from __future__ import annotations
@@ -49,7 +51,7 @@ class WideResNet(nn.Module):
     def __init__(
         self,
         depth: int = 28,
-        width: int = 10,
+        width: float = 10,
         num_classes: int = 10,
         in_chans: int = 3,
         act_layer: str = "relu",
@@ -61,7 +63,9 @@ class WideResNet(nn.Module):
         if (depth - 4) % 6 != 0 or depth < 10:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1, got {depth}")
         n = (depth - 4) // 6
-        widths = [16, 16 * width, 32 * width, 64 * width]
+        if width <= 0 or round(16 * width) < 1:
+            raise ValueError(f"WideResNet width must give at least one channel in the first group, got {width}")
+        widths = [16] + [int(round(c * width)) for c in (16, 32, 64)]
         act = get_act_layer(act_layer)
         self.num_classes = num_classes
         self.in_chans = in_chans  # timm reads it (export's model_args, input-conv adaptation)
@@ -107,7 +111,7 @@ class WideResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def wide_resnet(depth: int, width: int, activation: str = "relu", num_classes: int = 10, in_chans: int = 3,
+def wide_resnet(depth: int, width: float, activation: str = "relu", num_classes: int = 10, in_chans: int = 3,
                 **kwargs) -> WideResNet:
     """Any CIFAR WRN: ``activation='relu'`` (classic) or ``'silu'`` with BN momentum 0.01 (DeepMind)."""
     if activation in ("silu", "swish"):
@@ -116,7 +120,7 @@ def wide_resnet(depth: int, width: int, activation: str = "relu", num_classes: i
                       **kwargs)
 
 
-_SIZES = [(10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (28, 10), (34, 10), (34, 20), (70, 16), (106, 16)]
+_SIZES = [(10, 0.25), (10, 0.5), (16, 0.5), (10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (28, 10), (34, 10), (34, 20), (70, 16), (106, 16)]
 
 
 def _cfg(**kwargs):
@@ -125,19 +129,24 @@ def _cfg(**kwargs):
             "first_conv": "stem", "classifier": "fc", **kwargs}
 
 
+def _width_name(width: float) -> str:
+    """``1`` -> ``"1"``, ``0.25`` -> ``"0p25"`` (a dot cannot stand in a timm model name)."""
+    return str(int(width)) if float(width).is_integer() else str(width).replace(".", "p")
+
+
 default_cfgs = generate_default_cfgs(
-    {f"wide_resnet{d}_{w}{s}": _cfg() for d, w in _SIZES for s in ("", "_dm")})
+    {f"wide_resnet{d}_{_width_name(w)}{s}": _cfg() for d, w in _SIZES for s in ("", "_dm")})
 
 
-def _create(variant: str, depth: int, width: int, dm: bool, pretrained: bool = False, **kwargs) -> WideResNet:
+def _create(variant: str, depth: int, width: float, dm: bool, pretrained: bool = False, **kwargs) -> WideResNet:
     if dm:
         kwargs.setdefault("act_layer", "silu")
         kwargs.setdefault("bn_momentum", 0.01)
     return build_model_with_cfg(WideResNet, variant, pretrained, depth=depth, width=width, **kwargs)
 
 
-def _register(depth: int, width: int, dm: bool):
-    name = f"wide_resnet{depth}_{width}{'_dm' if dm else ''}"
+def _register(depth: int, width: float, dm: bool):
+    name = f"wide_resnet{depth}_{_width_name(width)}{'_dm' if dm else ''}"
 
     def entry(pretrained: bool = False, **kwargs) -> WideResNet:
         return _create(name, depth, width, dm, pretrained, **kwargs)
