@@ -33,7 +33,7 @@ from typing import Any, Mapping
 import yaml
 
 from .config import load_yaml
-from .errors import UserError
+from .errors import UserError, check_keys
 
 PRICE_TABLE = "prices.yaml"
 WILDCARD = "*"  # a preset's device entry that applies to every device type
@@ -97,9 +97,7 @@ class CostModel:
 
     @classmethod
     def _from_preset(cls, name: str, data: Mapping[str, Any], patterns: dict[str, list[str]]) -> "CostModel":
-        for key in data:
-            if key not in PRESET_KEYS:
-                raise UserError(f"unknown key {key!r} in price preset {name!r}; valid: {', '.join(PRESET_KEYS)}")
+        check_keys(data, PRESET_KEYS, f"price preset {name!r}")
         for key in PRESET_KEYS[1:]:
             if key not in data:
                 raise UserError(f"price preset {name!r} lacks {key!r}")

@@ -46,6 +46,14 @@ def one_of(value, valid: Iterable[str], what: str) -> str:
     return value
 
 
+def check_keys(mapping, valid: Iterable[str], where: str) -> None:
+    """Refuse the first key of ``mapping`` not in ``valid``: ``unknown key 'x' in <where>; valid: a, b``."""
+    valid = list(valid)
+    for key in mapping:
+        if key not in valid:
+            raise UserError(f"unknown key {key!r} in {where}; valid: {', '.join(str(v) for v in valid)}")
+
+
 # OSErrors on a path the user chose that the user can fix (another path, permissions, space).
 USER_PATH_ERRNOS = (errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.ENOENT,
                     errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG)

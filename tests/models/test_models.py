@@ -31,26 +31,47 @@ def test_published_parameter_counts(name, count, suffix):
     assert n == count
 
 
-def test_wrn_param_count_matches_hand_formula():
-    # WRN-16-1: stem 3*16*9; 3 groups of 2 blocks; final BN; fc.
+def _wrn_params_by_hand(depth, group_widths, in_chans=3, classes=10):
+    """Stem conv, 3 groups of (depth - 4) / 6 pre-activation blocks, final BN, fc."""
     def conv(i, o, k=3):
         return i * o * k * k
 
     def bn(c):
         return 2 * c
 
-    widths = [16, 16, 32, 64]
-    total = conv(3, 16)
+    widths = [16] + list(group_widths)
+    blocks = (depth - 4) // 6
+    total = conv(in_chans, 16)
     for g in range(3):
         i, o = widths[g], widths[g + 1]
-        for b in range(2):
+        for b in range(blocks):
             cin = i if b == 0 else o
             total += bn(cin) + conv(cin, o) + bn(o) + conv(o, o)
             if cin != o or (b == 0 and g > 0):
                 total += conv(cin, o, 1)
-    total += bn(64) + 64 * 10 + 10
-    n, _ = _params_on_meta("wide_resnet16_1")
-    assert n == total
+    return total + bn(widths[3]) + widths[3] * classes + classes
+
+
+@pytest.mark.parametrize("name,depth,group_widths", [
+    ("wide_resnet16_1", 16, (16, 32, 64)),
+    ("wide_resnet10_1", 10, (16, 32, 64)),
+    # fractional widths (the scaling study's small sizes): groups of 16k, 32k, 64k channels, k < 1
+    ("wide_resnet10_0p25", 10, (4, 8, 16)),
+    ("wide_resnet10_0p5", 10, (8, 16, 32)),
+    ("wide_resnet16_0p5", 16, (8, 16, 32)),
+])
+def test_wrn_param_count_matches_hand_formula(name, depth, group_widths):
+    n, _ = _params_on_meta(name)
+    assert n == _wrn_params_by_hand(depth, group_widths)
+
+
+def test_fractional_width_names_and_forward():
+    assert {"wide_resnet10_0p25", "wide_resnet10_0p5_dm", "wide_resnet16_0p5"} <= set(our_models())
+    m = timm.create_model("wide_resnet10_0p25", num_classes=10, in_chans=1).eval()
+    assert m(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    assert m.num_features == 16
+    with pytest.raises(ValueError, match="at least one channel"):
+        wide_resnet(10, 0.01)
 
 
 def test_dm_flavour_uses_silu_and_bn_momentum():

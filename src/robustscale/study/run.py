@@ -48,7 +48,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..config import load_yaml
-from ..errors import UserError, choice
+from ..errors import UserError, check_keys, choice
 from ..evaluation import evaluate_run
 from ..scaling.identified import SEED_SD_POINTS, check_seed_sd, min_runs
 from ..scaling.laws import LawName, get_law
@@ -139,9 +139,7 @@ def check_grid(spec, opts: StudyOptions) -> None:
 def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
     if not isinstance(study, Mapping):
         raise UserError(f"`study` in {where} must be a mapping; valid keys: {', '.join(STUDY_KEYS)}")
-    for key in study:
-        if key not in STUDY_KEYS:
-            raise UserError(f"unknown key {key!r} in study of {where}; valid: {', '.join(STUDY_KEYS)}")
+    check_keys(study, STUDY_KEYS, f"study of {where}")
     opts = StudyOptions()
     evaluations = study.get("evaluations") or []
     if not isinstance(evaluations, list) or not all(isinstance(e, Mapping) for e in evaluations):
@@ -168,9 +166,7 @@ def parse_study_options(study: Mapping[str, Any], where: str) -> StudyOptions:
     for name, spec in fits.items():
         if not isinstance(spec, Mapping):
             raise UserError(f"study.fits.{name} in {where} must be a mapping with keys {', '.join(FIT_KEYS)}")
-        for key in spec:
-            if key not in FIT_KEYS:
-                raise UserError(f"unknown key {key!r} in study.fits.{name} of {where}; valid: {', '.join(FIT_KEYS)}")
+        check_keys(spec, FIT_KEYS, f"study.fits.{name} of {where}")
         where_map = {str(k): (list(v) if isinstance(v, (list, tuple)) else [v])
                      for k, v in (spec.get("where") or {}).items()}
         opts.fits.append(StudyFit(str(name), where_map, str(spec.get("y", "aa_robust_acc")),

@@ -44,7 +44,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, check_keys
 from ..intervals import accuracy_interval
 from ..plan import BudgetSpec, make_plan
 from ..schema import COLLAPSE_THRESHOLD_ACC
@@ -82,9 +82,7 @@ def parse_scaling(value: Any, where: str) -> ScalingOptions | None:
         return None
     if not isinstance(value, Mapping):
         raise UserError(f"study.scaling in {where} must be a mapping; valid keys: {', '.join(SCALING_KEYS)}")
-    for key in value:
-        if key not in SCALING_KEYS:
-            raise UserError(f"unknown key {key!r} in study.scaling of {where}; valid: {', '.join(SCALING_KEYS)}")
+    check_keys(value, SCALING_KEYS, f"study.scaling of {where}")
     out = ScalingOptions()
     if "where" in value:
         if not isinstance(value["where"], Mapping) or not value["where"]:

@@ -39,7 +39,7 @@ from typing import Any, Mapping
 
 from ..config import Method, TrainConfig, load_yaml, parse_fraction
 from ..data.info import check_eval_subset
-from ..errors import UserError, choice
+from ..errors import UserError, check_keys, choice
 from ..evaluation.spec import Attack, EvalSpec
 from ..models import check_model_name
 
@@ -157,9 +157,7 @@ def load_spec(path: str | os.PathLike, overrides: Mapping[str, Any] | None = Non
 def build_spec(data: Mapping[str, Any], *, path: Path | None = None,
                overrides: Mapping[str, Any] | None = None) -> SweepSpec:
     where = str(path) if path is not None else "sweep spec"
-    for key in data:
-        if key not in SPEC_KEYS:
-            raise UserError(f"unknown key {key!r} in {where}; valid: {', '.join(SPEC_KEYS)}")
+    check_keys(data, SPEC_KEYS, where)
     if not any(data.get(k) for k in ("recipe", "base", "grid", "zip", "seeds", "blocks")) and \
             not any(k in data for k in ("grid", "zip")):
         raise UserError(f"sweep spec {where} defines no runs: give a recipe or base (the TrainConfig of every run) "
@@ -225,9 +223,7 @@ def _blocks(data: Mapping[str, Any], base: dict[str, Any], where: str):
         what = f"{where}: block {i}"
         if not isinstance(block, Mapping):
             raise UserError(f"{what} must be a mapping with keys {', '.join(BLOCK_KEYS)}")
-        for key in block:
-            if key not in BLOCK_KEYS:
-                raise UserError(f"unknown key {key!r} in {what}; valid: {', '.join(BLOCK_KEYS)}")
+        check_keys(block, BLOCK_KEYS, what)
         inline = block.get("base") or {}
         if not isinstance(inline, Mapping):
             raise UserError(f"`base` in {what} must be a mapping of TrainConfig keys")
