@@ -7,7 +7,9 @@ import yaml
 
 from robustscale.compute.zoo import model_rows
 from robustscale.study import load_study
-from robustscale.study.bill import MeasuredFlops, study_bill
+from robustscale.errors import UserError
+from robustscale.study.bill import MeasuredFlops, format_bill, study_bill
+from robustscale.study.scaling import parse_scaling, rate_of
 from robustscale.sweep import estimate_runs, load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,12 +75,13 @@ def test_bill_rates_are_the_demos_measured_ones_and_the_study_fits_in_two_hours(
     for r in demo.runs:
         steps = r.cfg.eval_attack_steps if r.cfg.method.value == "pgd" else 0
         val += r.cfg.epochs * r.cfg.val_size * (steps * flops.attack_step(r.cfg.model) + flops.forward(r.cfg.model))
-    assert sc.train_flop_rate == pytest.approx((train + val) / DEMO_TRAIN_SECONDS, rel=5e-3)  # 3 digits in the YAML
+    # the default (any model without a rate of its own) is the demo's rate
+    assert sc.train_flop_rate["default"] == pytest.approx((train + val) / DEMO_TRAIN_SECONDS, rel=5e-3)  # 3 digits
     adv = [r for r in demo.runs if r.cfg.method.value == "pgd"]
     apgd = sum(1000 * APGD_ITERATIONS * flops.attack_step(r.cfg.model) for r in adv)
-    assert sc.eval_flop_rate == pytest.approx(apgd / DEMO_APGD_SECONDS, rel=5e-3)
-    # the spec's per-job rate for `sweep plan` is the machine's over its 2 jobs
-    assert spec.cost.flop_rate == pytest.approx(sc.train_flop_rate / spec.executor.max_parallel, rel=1e-9)
+    assert sc.eval_flop_rate["default"] == pytest.approx(apgd / DEMO_APGD_SECONDS, rel=5e-3)
+    # the spec's per-job rate for `sweep plan` is the machine's default over its 2 jobs
+    assert spec.cost.flop_rate == pytest.approx(sc.train_flop_rate["default"] / spec.executor.max_parallel, rel=1e-9)
 
     bill = study_bill(spec, opts)
     # its training FLOPs are the sweep bill's (robustscale sweep plan), run by run
@@ -86,10 +89,24 @@ def test_bill_rates_are_the_demos_measured_ones_and_the_study_fits_in_two_hours(
     for row in bill["runs"]:
         assert row["train_flops"] == pytest.approx(by_name[row["name"]], rel=1e-12)
     # recomputed: every second of the grid and of the 3 planned runs
-    grid = sum((r["train_flops"] + r["val_flops"]) / sc.train_flop_rate + r["eval_flops"] / sc.eval_flop_rate
-               for r in bill["runs"])
-    largest = max(r["train_flops"] for r in bill["runs"] if r["method"] == "pgd")
-    assert bill["verify"]["train_flops_per_seed"] == pytest.approx(sc.budget_factor * largest, rel=1e-12)
+    # with each model's own rate (the small nets' rates were measured by this study's first run)
+    assert set(sc.models) <= set(sc.train_flop_rate) and set(sc.models) <= set(sc.eval_flop_rate)
+    grid = sum((r["train_flops"] + r["val_flops"]) / sc.train_flop_rate[r["model"]]
+               + r["eval_flops"] / sc.eval_flop_rate[r["model"]] for r in bill["runs"])
+    largest = max((r for r in bill["runs"] if r["method"] == "pgd"), key=lambda r: r["train_flops"])
+    assert bill["verify"]["train_flops_per_seed"] == pytest.approx(sc.budget_factor * largest["train_flops"], rel=1e-12)
+    # the planned runs are billed on the model that would take longest: each candidate recomputed by hand
+    flops = MeasuredFlops("fashion_mnist")
+    per_seed = {}
+    for m in sc.models:
+        train = sc.budget_factor * largest["train_flops"]
+        val = sc.budget_factor * largest["val_flops"] * flops.forward(m) / flops.forward(largest["model"])
+        ev = 1000 * flops.forward(m) + 1000 * (APGD_ITERATIONS * flops.attack_step(m) + flops.forward(m))
+        per_seed[m] = (train + val) / sc.train_flop_rate[m] + ev / sc.eval_flop_rate[m]
+    slowest = max(per_seed, key=per_seed.get)
+    assert bill["verify"]["eval_model"] == slowest
+    assert bill["verify"]["seconds"] == pytest.approx(3 * per_seed[slowest], rel=1e-9)
+    assert slowest in format_bill(bill)
     total_h = (grid + bill["verify"]["seconds"]) / 3600
     assert bill["total_hours"] == pytest.approx(total_h, rel=1e-12)
     assert total_h <= 2.0 and bill["within_limit"] is True
@@ -143,3 +160,24 @@ def test_where_selects_numbers_as_numbers():
     assert where_mask(df, {"method": ["standard"]}, "fit").tolist() == [False, True, False, False]
     with pytest.raises(Exception, match="column 'seed'"):
         where_mask(df, {"seed": ["0"]}, "fit")
+
+
+@pytest.mark.parametrize("value,message", [
+    ({"wide_resnet10_1": 0}, "wide_resnet10_1: 0 is not a number > 0"),
+    ({"no_such_net": 1e10}, "no_such_net"),
+    ("fast", "a number > 0 (FLOP/s), or a mapping"),
+    ({}, "a number > 0 (FLOP/s), or a mapping"),
+])
+def test_bad_flop_rates_are_refused_with_the_bad_value(value, message):
+    with pytest.raises(UserError, match=message.replace("(", "\\(").replace(")", "\\)")):
+        parse_scaling({"train_flop_rate": value}, "spec.yaml")
+
+
+def test_a_rate_per_model_falls_back_to_the_default():
+    sc = parse_scaling({"train_flop_rate": {"default": 9e10, "wide_resnet10_0p25": 3e10}, "eval_flop_rate": 1e11},
+                       "spec.yaml")
+    assert rate_of(sc.train_flop_rate, "wide_resnet10_0p25", "t") == 3e10
+    assert rate_of(sc.train_flop_rate, "wide_resnet16_2", "t") == 9e10
+    assert sc.eval_flop_rate == {"default": 1e11}
+    with pytest.raises(UserError, match="no rate for wide_resnet16_2 and no default"):
+        rate_of({"wide_resnet10_1": 1e11}, "wide_resnet16_2", "study.scaling.train_flop_rate")

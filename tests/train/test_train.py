@@ -179,6 +179,27 @@ def test_methods_and_options_in_the_loop(tmp_path, mnist_like_dir, method, extra
         assert fh.metadata()["weights"] == ("ema" if "ema_decay" in extra else "raw")
 
 
+def test_ema_warmup_follows_timms_warmup_decay(tmp_path, mnist_like_dir):
+    """Two updates (w1, w2). timm's EMA copies w1 at the first update; at the second it keeps
+    decay x w1 + (1 - decay) x w2 with decay 0.99 (ema_decay), or 1 - 2^(-2/3) = 0.370 with ema_warmup.
+    So ema - w2 = decay x (w1 - w2), and the two runs' distances to w2 stand in the ratio 0.370 / 0.99."""
+    common = dict(method="standard", epochs=1, train_subset=64, batch_size=32, eval_subset=0, val_size=0,
+                  select_split="test", select="last", eval_attack_steps=0)
+    weights = {}
+    for name, extra in (("plain", {"ema_decay": 0.99}), ("warm", {"ema_decay": 0.99, "ema_warmup": True}),
+                        ("raw", {})):
+        train(_cfg(tmp_path, mnist_like_dir, name=name, **common, **extra))
+        weights[name] = _weights(tmp_path / name)
+    key = next(k for k in weights["raw"] if k.endswith("stem.weight"))
+    w2 = weights["raw"][key].double()  # EMA does not change training: the same w2 in all three runs
+    d_plain = (weights["plain"][key].double() - w2).norm()
+    d_warm = (weights["warm"][key].double() - w2).norm()
+    # float32 lerp: a few units of 2^-24 of |w| per element, against a distance |w1 - w2| that is far larger
+    tol = 8 * 2.0 ** -24 * float(w2.norm()) / float(d_plain)
+    assert float(d_plain) > 0
+    assert float(d_warm / d_plain) == pytest.approx((1 - 2 ** (-2 / 3)) / 0.99, rel=tol, abs=0)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, mnist_like_dir, monkeypatch, capsys):
     original = PGDTask.forward
     calls = {"n": 0}

@@ -85,6 +85,7 @@ HASHED_FIELDS: dict[str, Callable[[Any], bool]] = {
     "label_smoothing": _always,
     "clip_grad": _always,
     "ema_decay": _always,  # EMA weights are what best/last.safetensors hold
+    "ema_warmup": lambda cfg: cfg.ema_decay is not None,
     "amp": _always,  # bf16 / fp16 change the arithmetic of every step, and can change the outcome
     # The per-epoch evaluation picks best.safetensors and fills the run's per-epoch accuracies.
     "eval_subset": _always,

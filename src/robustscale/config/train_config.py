@@ -83,6 +83,9 @@ class TrainConfig:
     label_smoothing: float = 0.0
     clip_grad: float | None = None
     ema_decay: float | None = None  # e.g. 0.995; None disables weight EMA
+    # timm's EMA warm-up: decay min(ema_decay, 1 - (1 + update)^-2/3), so that a run of a few hundred updates
+    # does not keep a share of its first update's weights (0.995^255 = 28% after 256 updates without it)
+    ema_warmup: bool = False
     # --- speed
     amp: Amp = Amp.OFF
     channels_last: bool = True

@@ -43,6 +43,8 @@ def validate(cfg: Any) -> None:
         bad("lr_base", "must be a positive finite number")
     if cfg.ema_decay is not None and not (0 < cfg.ema_decay < 1):
         bad("ema_decay", "must be in (0, 1)")
+    if cfg.ema_warmup and cfg.ema_decay is None:
+        bad("ema_warmup", "needs ema_decay (there is no EMA to warm up)")
     if not (0 <= cfg.label_smoothing < 1):
         bad("label_smoothing", "must be in [0, 1)")
     for key in ("train_subset", "test_subset", "input_size"):

@@ -4,14 +4,16 @@ SPEC --bill``): training, per-epoch validation, every evaluation and the closing
 FLOPs are measured (``robustscale flops``: the training step of each model, method and k; the attack
 step = the PGD-1 step less the standard step, i.e. one forward + input-only backward); times are those
 FLOPs over the machine's measured rates in ``study.scaling`` (``train_flop_rate`` for training and
-validation, ``eval_flop_rate`` for attacks and clean evaluations). The rates are whole-machine rates,
+validation, ``eval_flop_rate`` for attacks and clean evaluations; one number, or one per model: the
+smallest nets run several times slower per FLOP). The rates are whole-machine rates,
 so the sum over runs is the wall time when the runs keep every core busy (``--max-parallel`` jobs at
 once). An attack is billed as if every test image were attacked for every iteration (APGD-CE skips the
 images the model already gets wrong: an upper bound). Fits and the report are not billed (seconds to a
 few minutes).
 
 The closing experiment is billed before it is planned: ``len(verify_seeds)`` runs of
-``budget_factor`` x the largest run's training FLOPs, evaluated on the largest model it may choose.
+``budget_factor`` x the largest run's training FLOPs, trained and evaluated on whichever model it may
+choose takes longest.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from ..config import TrainConfig
 from ..data.splits import resolve_val_size
 from ..errors import UserError
 from ..sweep.estimate import StepFlopsCache, images_seen
+from .scaling import rate_of
 
 DEFAULT_STEPS = {"apgd-ce": 100, "pgd": 10}  # robustscale.evaluation.spec.DEFAULT_STEPS, by attack name
 
@@ -74,6 +77,8 @@ def study_bill(spec, opts, cache: StepFlopsCache | None = None) -> dict[str, Any
     evaluations = ([{**spec.evaluation.kwargs(), "where": {}}] if spec.evaluation is not None else []) + \
         [dict(e) for e in opts.evaluations]
     rows = []
+    train_rate = lambda m: rate_of(sc.train_flop_rate, m, "study.scaling.train_flop_rate")  # noqa: E731
+    eval_rate = lambda m: rate_of(sc.eval_flop_rate, m, "study.scaling.eval_flop_rate")  # noqa: E731
     for run in spec.runs:
         cfg = run.cfg
         seen = images_seen(cfg)
@@ -85,8 +90,8 @@ def study_bill(spec, opts, cache: StepFlopsCache | None = None) -> dict[str, Any
         rows.append({"name": run.name, "model": cfg.model, "method": cfg.method.value,
                      "attack_steps": cfg.attack_steps, "epochs": cfg.epochs, "images_seen": seen,
                      "train_flops": train, "val_flops": val, "eval_flops": ev,
-                     "seconds": (train + val) / sc.train_flop_rate + ev / sc.eval_flop_rate})
-    verify = _verify_bill(spec, opts, rows, flops, evaluations)
+                     "seconds": (train + val) / train_rate(cfg.model) + ev / eval_rate(cfg.model)})
+    verify = _verify_bill(spec, opts, rows, flops, evaluations, train_rate, eval_rate)
     grid_s = sum(r["seconds"] for r in rows)
     total_h = (grid_s + verify["seconds"]) / 3600.0
     return {"study": spec.name, "runs": rows, "grid_seconds": grid_s, "verify": verify, "total_hours": total_h,
@@ -94,7 +99,7 @@ def study_bill(spec, opts, cache: StepFlopsCache | None = None) -> dict[str, Any
             "within_limit": None if sc.max_hours is None else total_h <= sc.max_hours}
 
 
-def _verify_bill(spec, opts, rows, flops: MeasuredFlops, evaluations) -> dict[str, Any]:
+def _verify_bill(spec, opts, rows, flops: MeasuredFlops, evaluations, train_rate, eval_rate) -> dict[str, Any]:
     sc = opts.scaling
     cfgs = {r.name: r.cfg for r in spec.runs}
     where = [r for r in rows if _applies(cfgs[r["name"]], sc.where)]
@@ -102,13 +107,18 @@ def _verify_bill(spec, opts, rows, flops: MeasuredFlops, evaluations) -> dict[st
         raise UserError(f"study.scaling.where of {spec.name} selects none of its runs")
     largest = max(where, key=lambda r: r["train_flops"])
     models = sc.models or sorted({r["model"] for r in where})
-    biggest = max(models, key=flops.forward)
-    template = cfgs[largest["name"]].replace(model=biggest)
     train = sc.budget_factor * largest["train_flops"]
-    val = sc.budget_factor * largest["val_flops"] * flops.forward(biggest) / flops.forward(largest["model"])
-    ev = sum(flops.evaluation(biggest, e) for e in evaluations if _applies(template, e.get("where") or {}))
-    per_seed = (train + val) / sc.train_flop_rate + ev / sc.eval_flop_rate
-    return {"seeds": len(sc.verify_seeds), "train_flops_per_seed": train, "eval_model": biggest,
+    # Validation is a fixed share of the images seen, so its FLOPs scale with the forward pass of the model.
+    val_per_forward = sc.budget_factor * largest["val_flops"] / flops.forward(largest["model"])
+    worst = None
+    for model in models:
+        template = cfgs[largest["name"]].replace(model=model)
+        ev = sum(flops.evaluation(model, e) for e in evaluations if _applies(template, e.get("where") or {}))
+        seconds = (train + val_per_forward * flops.forward(model)) / train_rate(model) + ev / eval_rate(model)
+        if worst is None or seconds > worst[0]:
+            worst = (seconds, model, ev)
+    per_seed, model, ev = worst
+    return {"seeds": len(sc.verify_seeds), "train_flops_per_seed": train, "eval_model": model,
             "eval_flops_per_seed": ev, "seconds": per_seed * len(sc.verify_seeds)}
 
 
@@ -119,12 +129,18 @@ def format_bill(bill: dict[str, Any]) -> str:
     ev = sum(r["eval_flops"] for r in rows)
     v = bill["verify"]
     lines = [f"study {bill['study']}: {len(rows)} runs in the grid, then {v['seeds']} planned runs",
-             f"  grid: {tr / 1e12:.3g} TFLOPs of training + validation at {bill['train_flop_rate']:.3g} FLOP/s, "
-             f"{ev / 1e12:.3g} TFLOPs of evaluation at {bill['eval_flop_rate']:.3g} FLOP/s: "
+             f"  grid: {tr / 1e12:.3g} TFLOPs of training + validation at {_rates(bill['train_flop_rate'])}, "
+             f"{ev / 1e12:.3g} TFLOPs of evaluation at {_rates(bill['eval_flop_rate'])}: "
              f"{bill['grid_seconds'] / 60:.0f} min",
-             f"  planned runs: {v['seeds']} x {v['train_flops_per_seed'] / 1e12:.3g} TFLOPs of training, evaluated "
-             f"on at most {v['eval_model']}: {v['seconds'] / 60:.0f} min",
+             f"  planned runs: {v['seeds']} x {v['train_flops_per_seed'] / 1e12:.3g} TFLOPs of training, billed on "
+             f"the slowest model it may choose ({v['eval_model']}): {v['seconds'] / 60:.0f} min",
              f"  total: {bill['total_hours']:.2f} h of this machine (fits and report not included)"]
     if bill["max_hours"] is not None:
         lines.append(f"  limit: {bill['max_hours']:g} h ({'within' if bill['within_limit'] else 'OVER'})")
     return "\n".join(lines)
+
+
+def _rates(rates: dict[str, float]) -> str:
+    if set(rates) == {"default"}:
+        return f"{rates['default']:.3g} FLOP/s"
+    return f"{min(rates.values()):.3g}-{max(rates.values()):.3g} FLOP/s by model"

@@ -11,8 +11,9 @@
         verify_seeds: [0, 1, 2]       # seeds the planned recipe is trained with
         similar_compute: 4            # grid runs within this factor below the budget are "of similar compute"
         page: docs/scaling-study.md   # the generated page (relative to the working directory)
-        train_flop_rate: 9.16e10      # the bill (--bill): training + validation FLOP/s of the machine
-        eval_flop_rate: 1.246e11      # attack FLOP/s of the machine
+        train_flop_rate: 9.16e10      # the bill (--bill): training + validation FLOP/s of the machine, or
+                                      # per model: {default: 9.16e10, wide_resnet10_0p25: 3.2e10}
+        eval_flop_rate: 1.246e11      # attack FLOP/s of the machine (a number or per model, the same way)
         max_hours: 2                  # --bill fails when its estimate exceeds this
 
 After the grid, its evaluations and the per-family fits of ``robustscale study``:
@@ -70,8 +71,9 @@ class ScalingOptions:
     verify_seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     similar_compute: float = 4.0
     page: str | None = None  # default: <output_dir>/scaling-study.md
-    train_flop_rate: float | None = None
-    eval_flop_rate: float | None = None
+    # FLOP/s of the whole machine by model name ("default": every other model); small nets run slower per FLOP
+    train_flop_rate: dict[str, float] | None = None
+    eval_flop_rate: dict[str, float] | None = None
     max_hours: float | None = None
     bootstrap: int | None = None  # default: the study's
 
@@ -95,11 +97,11 @@ def parse_scaling(value: Any, where: str) -> ScalingOptions | None:
         models = value["models"]
         if not isinstance(models, list) or not models:
             raise UserError(f"study.scaling.models in {where} must be a list of zoo model names")
-        from ..models import check_model_name
-
-        out.models = [check_model_name(str(m)) for m in models]
+        out.models = [_model_name(m) for m in models]
+    for key in ("train_flop_rate", "eval_flop_rate"):
+        if value.get(key) is not None:
+            setattr(out, key, _parse_rates(value[key], f"study.scaling.{key} in {where}"))
     for key, low, high in (("budget_factor", *BUDGET_FACTOR_RANGE), ("similar_compute", 1.0, math.inf),
-                           ("train_flop_rate", 0.0, math.inf), ("eval_flop_rate", 0.0, math.inf),
                            ("max_hours", 0.0, math.inf)):
         if value.get(key) is None:
             continue
@@ -123,6 +125,41 @@ def parse_scaling(value: Any, where: str) -> ScalingOptions | None:
     if value.get("page") is not None:
         out.page = str(value["page"])
     return out
+
+
+def _positive_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _parse_rates(value: Any, what: str) -> dict[str, float]:
+    """A FLOP rate: one number for every model, or {model: rate, default: rate}."""
+    if _positive_number(value):
+        return {"default": float(value)}
+    if not isinstance(value, Mapping) or not value:
+        raise UserError(f"invalid {what} {value!r}: a number > 0 (FLOP/s), or a mapping of model names "
+                        f"(and default) to numbers > 0")
+    out = {}
+    for model, rate in value.items():
+        if not _positive_number(rate):
+            raise UserError(f"invalid {what}: {model}: {rate!r} is not a number > 0 (FLOP/s)")
+        out["default" if model == "default" else _model_name(model)] = float(rate)
+    return out
+
+
+def _model_name(name: Any) -> str:
+    # Lazy: the models package brings torch and timm, which a study without models never needs.
+    from ..models import check_model_name
+
+    return check_model_name(str(name))
+
+
+def rate_of(rates: Mapping[str, float], model: str, what: str) -> float:
+    """``model``'s rate out of a parsed ``*_flop_rate`` (its own, else the default)."""
+    if model in rates:
+        return rates[model]
+    if "default" in rates:
+        return rates["default"]
+    raise UserError(f"{what} has no rate for {model} and no default")
 
 
 def select_runs(df, where: Mapping[str, list[str]]):

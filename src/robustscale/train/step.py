@@ -148,7 +148,7 @@ def build_step(cfg: TrainConfig, model, task, device, updates_per_epoch: int) ->
     per-update LR schedule over ``cfg.epochs`` epochs of ``updates_per_epoch`` updates; EMA set up on
     ``task`` when ``cfg.ema_decay``)."""
     if cfg.ema_decay is not None:
-        task.setup_ema(decay=cfg.ema_decay)
+        task.setup_ema(decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
     lr = cfg.learning_rate
     # The recipe as written: `opt: sgd` is classical momentum unless `nesterov: true` (timm's registry alone
     # makes `sgd` Nesterov), and weight decay reaches every parameter unless `weight_decay_1d: false`.
