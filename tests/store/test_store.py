@@ -14,6 +14,7 @@ from robustscale.errors import UserError
 from robustscale.schema import RUN_COLUMNS
 from robustscale.store import open_store
 from robustscale.store.core import utcnow
+from robustscale.store.folder import metrics_rows
 from robustscale.store.tables import SCHEMA_VERSION, meta, runs
 
 
@@ -258,3 +259,19 @@ def test_read_only_open_creates_nothing(store_url):
         engine.dispose()
     open_store(store_url)  # a writer creates it
     assert open_store(store_url, create=False).schema_version == SCHEMA_VERSION
+
+
+def test_metrics_rows_one_reader_for_the_store_and_resume(tmp_path):
+    """store.folder.metrics_rows: a last line cut mid-write is an unfinished epoch (left out); any other line
+    that is not a JSON object, or a file that is not UTF-8, is one UserError naming the file (and the line)."""
+    path = tmp_path / "metrics.jsonl"
+    assert metrics_rows(path) == []
+    path.write_text('{"epoch": 1, "clean_acc": 50.0}\n\n{"epoch": 2, "clean_acc": 60.0}\n{"epoch": 3, "cle')
+    assert [row["epoch"] for _, row in metrics_rows(path)] == [1, 2]
+    assert metrics_rows(path)[0][0] == '{"epoch": 1, "clean_acc": 50.0}'
+    path.write_text('{"epoch": 1}\n[1, 2]\n{"epoch": 2}\n')
+    with pytest.raises(UserError, match=r"metrics.jsonl line 2 is not a JSON object"):
+        metrics_rows(path)
+    path.write_bytes(b'{"epoch": 1, "name": "\xff"}\n')
+    with pytest.raises(UserError, match="not UTF-8"):
+        metrics_rows(path)

@@ -119,24 +119,34 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The epochs of metrics.jsonl, last row per epoch (a resumed epoch is written again)."""
+def metrics_rows(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """The rows of a metrics.jsonl as ``(line, row)`` in file order (none when the file is absent). A last
+    line cut by a kill mid-write is left out (its epoch did not finish); any other line that is not a JSON
+    object is a UserError naming the file and the line. Training (resume) and the store both read through it."""
     if not path.is_file():
         return []
-    by_epoch: dict[int, dict[str, Any]] = {}
     try:
         lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
+    out = []
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError:
-            if i == len(lines) - 1:  # a line cut by a kill mid-write: the epoch is not finished
+            row = None
+            if i == len(lines) - 1:
                 break
-            raise UserError(f"cannot read {path}: line {i + 1} is not valid JSON") from None
-        if isinstance(row, dict) and isinstance(row.get("epoch"), int):
-            by_epoch[row["epoch"]] = row
+        if not isinstance(row, dict):
+            raise UserError(f"{path} line {i + 1} is not a JSON object ({line.strip()[:40]!r}); remove or fix that "
+                            f"line (one JSON object per epoch)")
+        out.append((line, row))
+    return out
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The epochs of metrics.jsonl, last row per epoch (a resumed epoch is written again)."""
+    by_epoch = {row["epoch"]: row for _, row in metrics_rows(path) if isinstance(row.get("epoch"), int)}
     return [by_epoch[e] for e in sorted(by_epoch)]

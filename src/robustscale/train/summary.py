@@ -16,9 +16,9 @@ import yaml
 
 from .. import __version__, rundir
 from ..config import SINGLE_STEP_DEFAULT_STEP, Method, Select, TrainConfig
-from ..errors import UserError
 from ..intervals import with_interval
 from ..schema import RUN_COLUMNS, collapsed_at_selected
+from ..store.folder import metrics_rows
 from .distributed import Dist
 
 __all__ = ["environment", "write_config_and_env", "append_metrics", "truncate_metrics", "epoch_line",
@@ -58,30 +58,8 @@ def write_config_and_env(run_dir: Path, cfg: TrainConfig, dinfo: Dist) -> None:
 
 
 def metrics_lines(run_dir: Path) -> list[tuple[str, dict]]:
-    """The rows of metrics.jsonl as ``(line, row)``. A last line cut by a kill mid-write is left out (its
-    epoch did not finish); any other line that is not a JSON object is a UserError naming the file and line."""
-    path = run_dir / rundir.METRICS
-    if not path.is_file():
-        return []
-    try:
-        lines = path.read_text().splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read {path}: {getattr(exc, 'strerror', None) or 'not UTF-8 text'}") from None
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            row = None
-            if i == len(lines) - 1:
-                break
-        if not isinstance(row, dict):
-            raise UserError(f"{path} line {i + 1} is not a JSON object ({line.strip()[:40]!r}); remove or fix that "
-                            f"line (one JSON object per epoch) and resume again")
-        out.append((line, row))
-    return out
+    """The rows of the run's metrics.jsonl as ``(line, row)`` (:func:`robustscale.store.folder.metrics_rows`)."""
+    return metrics_rows(run_dir / rundir.METRICS)
 
 
 def append_metrics(run_dir: Path, row: dict) -> None:
