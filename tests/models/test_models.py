@@ -59,6 +59,7 @@ def _wrn_params_by_hand(depth, group_widths, in_chans=3, classes=10):
     ("wide_resnet10_0p25", 10, (4, 8, 16)),
     ("wide_resnet10_0p5", 10, (8, 16, 32)),
     ("wide_resnet16_0p5", 16, (8, 16, 32)),
+    ("wide_resnet16_0p25", 16, (4, 8, 16)),
 ])
 def test_wrn_param_count_matches_hand_formula(name, depth, group_widths):
     n, _ = _params_on_meta(name)
