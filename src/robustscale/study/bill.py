@@ -17,6 +17,7 @@ choose takes longest.
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from ..compute.zoo import model_rows
@@ -77,8 +78,8 @@ def study_bill(spec, opts, cache: StepFlopsCache | None = None) -> dict[str, Any
     evaluations = ([{**spec.evaluation.kwargs(), "where": {}}] if spec.evaluation is not None else []) + \
         [dict(e) for e in opts.evaluations]
     rows = []
-    train_rate = lambda m: rate_of(sc.train_flop_rate, m, "study.scaling.train_flop_rate")  # noqa: E731
-    eval_rate = lambda m: rate_of(sc.eval_flop_rate, m, "study.scaling.eval_flop_rate")  # noqa: E731
+    train_rate = partial(rate_of, sc.train_flop_rate, what="study.scaling.train_flop_rate")
+    eval_rate = partial(rate_of, sc.eval_flop_rate, what="study.scaling.eval_flop_rate")
     for run in spec.runs:
         cfg = run.cfg
         seen = images_seen(cfg)
@@ -118,7 +119,7 @@ def _verify_bill(spec, opts, rows, flops: MeasuredFlops, evaluations, train_rate
         if worst is None or seconds > worst[0]:
             worst = (seconds, model, ev)
     per_seed, model, ev = worst
-    return {"seeds": len(sc.verify_seeds), "train_flops_per_seed": train, "eval_model": model,
+    return {"seeds": len(sc.verify_seeds), "train_flops_per_seed": train, "model": model,
             "eval_flops_per_seed": ev, "seconds": per_seed * len(sc.verify_seeds)}
 
 
@@ -133,7 +134,7 @@ def format_bill(bill: dict[str, Any]) -> str:
              f"{ev / 1e12:.3g} TFLOPs of evaluation at {_rates(bill['eval_flop_rate'])}: "
              f"{bill['grid_seconds'] / 60:.0f} min",
              f"  planned runs: {v['seeds']} x {v['train_flops_per_seed'] / 1e12:.3g} TFLOPs of training, billed on "
-             f"the slowest model it may choose ({v['eval_model']}): {v['seconds'] / 60:.0f} min",
+             f"the slowest model it may choose ({v['model']}): {v['seconds'] / 60:.0f} min",
              f"  total: {bill['total_hours']:.2f} h of this machine (fits and report not included)"]
     if bill["max_hours"] is not None:
         lines.append(f"  limit: {bill['max_hours']:g} h ({'within' if bill['within_limit'] else 'OVER'})")
