@@ -37,6 +37,7 @@ TRAIN_CASES = {
     "device-type": (["--device-type", "nope_device"], "nope_device"),
     "country": (["--energy", "true", "--country", "XXX"], "'XXX'"),
     "amp": (["--amp", "fp16"], "fp16"),
+    "ema-warmup": (["--ema-warmup", "true"], "ema_warmup True: needs ema_decay"),
 }
 
 EVALUATE_CASES = {
