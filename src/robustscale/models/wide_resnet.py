@@ -8,7 +8,7 @@ Two flavours with identical parameter counts:
 
 Depth must be 6n+4: n blocks in each of 3 groups, widths (16, 16k, 32k, 64k). WRN-10-1 (one block per
 group, 78k parameters) is the CPU demo's net. Fractional widths (``wide_resnet10_0p25`` = WRN-10-0.25,
-5.8k parameters, groups of 4, 8 and 16 channels) give CPU scaling studies models small enough to be
+5.7k parameters on 1-channel input, groups of 4, 8 and 16 channels) give CPU scaling studies models small enough to be
 capacity-limited on Fashion-MNIST; their group widths are rounded to whole channels.
 Input (N, C, H, W) normalized; output (N, num_classes) logits.
 """
@@ -120,7 +120,8 @@ def wide_resnet(depth: int, width: float, activation: str = "relu", num_classes:
                       **kwargs)
 
 
-_SIZES = [(10, 0.25), (10, 0.5), (16, 0.25), (16, 0.5), (10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (28, 10), (34, 10), (34, 20), (70, 16), (106, 16)]
+_SIZES = [(10, 0.25), (10, 0.5), (16, 0.25), (16, 0.5),  # fractional: the CPU scaling study's sizes
+          (10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (28, 10), (34, 10), (34, 20), (70, 16), (106, 16)]
 
 
 def _cfg(**kwargs):
