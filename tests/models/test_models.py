@@ -56,6 +56,8 @@ def _wrn_params_by_hand(depth, group_widths, in_chans=3, classes=10):
     ("wide_resnet16_1", 16, (16, 32, 64)),
     ("wide_resnet10_1", 10, (16, 32, 64)),
     # fractional widths (the scaling study's small sizes): groups of 16k, 32k, 64k channels, k < 1
+    ("wide_resnet10_0p125", 10, (2, 4, 8)),
+    ("wide_resnet10_0p1875", 10, (3, 6, 12)),
     ("wide_resnet10_0p25", 10, (4, 8, 16)),
     ("wide_resnet10_0p5", 10, (8, 16, 32)),
     ("wide_resnet16_0p5", 16, (8, 16, 32)),

@@ -120,7 +120,7 @@ def wide_resnet(depth: int, width: float, activation: str = "relu", num_classes:
                       **kwargs)
 
 
-_SIZES = [(10, 0.25), (10, 0.5), (16, 0.25), (16, 0.5),  # fractional: the CPU scaling study's sizes
+_SIZES = [(10, 0.125), (10, 0.1875), (10, 0.25), (10, 0.5), (16, 0.25), (16, 0.5),  # fractional: the CPU scaling study's sizes
           (10, 1), (10, 2), (16, 1), (16, 2), (16, 4), (16, 8), (28, 10), (34, 10), (34, 20), (70, 16), (106, 16)]
 
 
