@@ -43,3 +43,25 @@ def test_plan_says_not_identified_and_labels_the_conditional_plan(two_levels_csv
     (b,) = json.loads(out)["budgets"]
     assert not b["identified"] and b["status"] == NOT_IDENTIFIED and "no optimum along D" in b["reason"]
     assert b["model_parameters"] is None and b["model_parameters_ci"] is None and b["predicted_acc"] is None
+
+
+def test_conditional_plan_without_bootstrap_prints_without_an_interval(two_levels_csv, flops_cache, cli):
+    # A study with `bootstrap: 0` once crashed in its report (KeyError 'predicted_acc_ci'): the conditional
+    # plan lacked the interval keys. Every printer gets them, as None.
+    from robustscale.study.next import next_table
+
+    path, _ = two_levels_csv
+    args = ("plan", "--runs", path, "--budget-flops", "1e16", "--bootstrap", "0", "--conditional")
+    code, out, err = cli(*args, *ZOO)
+    assert code == 0, err
+    assert "conditional plan, D held at the observed levels: not the optimum" in out
+    code, out, err = cli(*args, "--json", *ZOO)
+    assert code == 0, err
+    (b,) = json.loads(out)["budgets"]
+    cond = b["by_group"][0]["conditional"]
+    assert cond["predicted_acc"] is not None and cond["predicted_acc_ci"] is None
+    b.update(conditional=cond, factor_vs_largest_run=2.0)
+    _, rows = next_table([{"label": "adv", "status": b["status"], "reason": b["reason"], "budgets": [b],
+                           "epoch_images": EPOCH_IMAGES}])
+    (row,) = rows
+    assert "conditional plan" in row[3] and row[7] == f"{cond['predicted_acc']:.3g}"

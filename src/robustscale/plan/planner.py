@@ -372,6 +372,8 @@ def _solve_optimum(fit: JointFit, budget: float, ctx) -> dict:
                                             values["attack_steps"]))
     lv = fit.levels[int(point["level"][0, 0])]
     out["on_levels"] = {c: v for c, v in lv.items() if fit.roles[c] is Role.LEVELS}
+    # The same keys with or without a bootstrap (None: no interval), so every printer can read them.
+    out.update({f"{key}_ci": None for key in ("model_parameters", "samples_seen", "attack_steps", "predicted_acc")})
     if fit.n_bootstrap:
         boot = fit.optimum([budget], coeffs, bootstrap=True)
         for key, arr in (("model_parameters", "N"), ("samples_seen", "D"), ("attack_steps", "k"),
