@@ -65,3 +65,24 @@ def test_conditional_plan_without_bootstrap_prints_without_an_interval(two_level
                            "epoch_images": EPOCH_IMAGES}])
     (row,) = rows
     assert "conditional plan" in row[3] and row[7] == f"{cond['predicted_acc']:.3g}"
+
+
+def test_approach_3_exponents_only_where_the_rulebook_accepts_the_law(tmp_path, flops_cache, cli):
+    # No error floor (E = 0): alpha and beta are fitted, but E sits on its bound, so the rulebook rejects the
+    # law's optimum; the allocation exponents that come from it are then withheld in the plan's data itself,
+    # so that `plan` and the scaling study's page (two printers) cannot disagree.
+    df = grid_runs(list(MODELS.values()), [EPOCH_IMAGES * e for e in (5, 10, 20, 40)], [2, 3, 5, 10], seed=5,
+                   truth={**SMALL, "E": 0.0}, noise=0.005, method="pgd", dataset="cifar10")
+    df["model"] = df.model_parameters.map({v: k for k, v in MODELS.items()})
+    df["epochs"] = (df.train_images_seen // EPOCH_IMAGES).astype(int)
+    path = tmp_path / "runs.csv"
+    df.to_csv(path, index=False)
+    fit = fit_joint(df, bootstrap=40)
+    assert fit.allocation()["a"] is not None and not identify_optimum(fit).ok
+    code, out, err = cli("plan", "--runs", path, "--budget-flops", "1e16", "--bootstrap", "40", "--json", *ZOO)
+    assert code == 0, err
+    plan = json.loads(out)
+    (row,) = plan["allocation"]
+    assert row["approach3"]["a"] is None and row["approach3"]["b"] is None
+    assert row["approach3"]["reason"].startswith(NOT_IDENTIFIED)
+    assert plan["optimum_status"][row["label"]]["status"] == NOT_IDENTIFIED

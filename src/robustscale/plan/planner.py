@@ -318,6 +318,9 @@ def _approach1(fit: JointFit, df, run_flops, kept, y, bootstrap, seed, level) ->
 
 def _allocation_row(fit: JointFit, a1: dict) -> dict:
     a3 = fit.allocation()
+    ident = identify_optimum(fit)
+    if a3["reason"] is None and not ident.ok:  # exponents of a law the rulebook rejects: every printer hides them
+        a3 = {"a": None, "a_ci": None, "b": None, "b_ci": None, "reason": f"{ident.status}: {ident.reason}"}
     return {"label": fit.label,
             "approach3": {"a": _num(a3["a"]), "a_ci": list(map(_num, a3["a_ci"])) if a3["a_ci"] else None,
                           "b": _num(a3["b"]), "b_ci": list(map(_num, a3["b_ci"])) if a3["b_ci"] else None,

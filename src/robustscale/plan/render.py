@@ -37,11 +37,8 @@ def _law_lines(g: dict, level: str, status: dict | None) -> list[str]:
 
 def _allocation_table(plan: dict) -> str:
     rows = []
-    status = plan.get("optimum_status") or {}
     for r in plan["allocation"]:
-        a3, a1 = r["approach3"], r["approach1"]
-        if status.get(r["label"], {}).get("status", "ok") != "ok":  # exponents of a law the rulebook rejects
-            a3 = {"a": None, "a_ci": None, "b": None, "b_ci": None}
+        a3, a1 = r["approach3"], r["approach1"]  # approach 3 is None where the rulebook rejects the law
         rows.append([r["label"], _ci(a3["a"], a3["a_ci"]), _ci(a3["b"], a3["b_ci"]), _ci(a1["a"], a1["a_ci"]),
                      _ci(a1["b"], a1["b_ci"]), str(a1["n_frontier"])])
     ref = plan["reference"]["bartoldson2024"]
